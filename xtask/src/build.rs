@@ -1,0 +1,406 @@
+//! `cargo xtask build`: patch, configure, compile and install jemalloc against a target
+//! Debian sysroot, then prove the result before reporting success:
+//! configure chose a safe unwinder, every `DT_NEEDED` library and `GLIBC_x.y` version is
+//! provided by the target, and a program run by the target's own loader with the library
+//! preloaded writes a heap profile that the built `jeprof` reads.
+//!
+//! Work happens in `<cache>/build/<key>`; the installed tree is staged beside the output
+//! and renamed over it only after every gate passed.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use xshell::{cmd, Shell};
+
+use crate::digest::{key_of, Sha256Hex};
+use crate::download::Downloader;
+use crate::elf;
+use crate::fetch::{self, SourceArgs};
+use crate::gates::{self, Unwinder};
+use crate::progress::{self, Step};
+use crate::project::{self, Cache};
+use crate::spec::{DebianSpec, JemallocSpec};
+use crate::sysroot::{self, Sysroot};
+use crate::unpack;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Debian suite whose glibc the library must run on (see images/debian.toml).
+    #[arg(long, default_value = "bullseye")]
+    pub suite: String,
+    /// Debian mirror holding `dists/<suite>` [default: the suite's in images/debian.toml].
+    #[arg(long)]
+    pub mirror: Option<String>,
+    /// Sysroot packages, comma-separated, instead of the suite's list in images/debian.toml.
+    #[arg(long, value_delimiter = ',')]
+    pub sysroot_packages: Option<Vec<String>>,
+    /// Where the installed tree (bin/, lib/, include/) goes
+    /// [default: <cache>/dist/jemalloc-<version>-<suite>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also install the static archives (lib/libjemalloc.a, ...).
+    #[arg(long = "static")]
+    pub static_libs: bool,
+    /// Parallel make jobs [default: the number of CPUs].
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
+    /// Rebuild even when the output is up to date.
+    #[arg(long)]
+    pub force: bool,
+    /// Cache and work directory [default: target/flink-jemalloc, or $FLINK_JEMALLOC_CACHE].
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// `build-info.json` in the output: what the tree was made from and what the gates saw.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BuildInfo {
+    pub key: String,
+    pub jemalloc_version: String,
+    pub source_url: String,
+    pub source_sha256: String,
+    pub prefix: String,
+    pub configure_flags: Vec<String>,
+    pub patches: Vec<PatchInfo>,
+    pub suite: String,
+    pub mirror: String,
+    pub sysroot_packages: Vec<sysroot::Pinned>,
+    pub compiler: String,
+    pub unwinder: Unwinder,
+    pub cxx: bool,
+    pub needed: Vec<String>,
+    pub max_glibc: Option<String>,
+    pub static_libs: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PatchInfo {
+    pub name: String,
+    pub sha256: String,
+}
+
+pub fn run(args: BuildArgs) -> Result<()> {
+    let out = build(&args)?;
+    println!("{}", out.display());
+    Ok(())
+}
+
+/// Builds (or finds up to date) and returns the output directory.
+pub fn build(args: &BuildArgs) -> Result<PathBuf> {
+    let root = project::root();
+    let spec = JemallocSpec::load(&root)?;
+    let debian = DebianSpec::load(&root)?;
+    let cache = Cache::new(args.cache_dir.clone().unwrap_or_else(project::default_cache_dir));
+    let dl = Downloader::new();
+    let suite = debian.suite(&args.suite)?;
+
+    let src = fetch::fetch_source(&dl, &cache, &spec, &args.source)?;
+    let sysroot = sysroot::prepare(
+        &dl,
+        &cache,
+        &sysroot::Request {
+            mirror: args.mirror.clone().unwrap_or_else(|| suite.mirror.clone()),
+            suite: args.suite.clone(),
+            component: suite.component.clone(),
+            arch: debian.arch.clone(),
+            packages: args.sysroot_packages.clone().unwrap_or_else(|| suite.packages.clone()),
+            dev_links: debian.dev_links.clone(),
+        },
+    )?;
+
+    let sh = Shell::new()?;
+    let compiler = cmd!(sh, "gcc -dumpfullversion").quiet().read().context(
+        "running `gcc -dumpfullversion`: a host C compiler is needed (apt-get install gcc g++)",
+    )?;
+    let patches = spec
+        .patch_files(&root)?
+        .into_iter()
+        .map(|p| {
+            Ok((
+                p.clone(),
+                PatchInfo {
+                    name: p.file_name().unwrap().to_string_lossy().into_owned(),
+                    sha256: Sha256Hex::of_file(&p)?.to_string(),
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let key = key_of(
+        [
+            spec.version.clone(),
+            src.sha256.to_string(),
+            spec.prefix.clone(),
+            spec.configure_flags.join(" "),
+            sysroot.key.clone(),
+            format!("gcc {compiler}"),
+            format!("static={}", args.static_libs),
+            Sha256Hex::of_bytes(SMOKE_C.as_bytes()).to_string(),
+        ]
+        .into_iter()
+        .chain(patches.iter().map(|(_, p)| format!("{} {}", p.name, p.sha256))),
+    );
+
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| cache.dist_dir(&spec.version, &args.suite));
+    if !args.force {
+        if let Ok(info) = read_info(&out) {
+            if info.key == key.as_str() {
+                progress::note(format!(
+                    "up to date: {} (same source, patches, flags and sysroot; nothing to compile)",
+                    out.display()
+                ));
+                return Ok(out);
+            }
+        }
+    }
+
+    let work = cache.build_dir(key.as_str());
+    if work.exists() {
+        std::fs::remove_dir_all(&work)
+            .with_context(|| format!("cleaning the old build directory {}", work.display()))?;
+    }
+    std::fs::create_dir_all(&work)?;
+    let tree = work.join("src");
+    let logs = work.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let src_dir = &src.dir;
+    cmd!(sh, "cp -a {src_dir} {tree}").quiet().run()?;
+
+    for (path, info) in &patches {
+        let step = Step::start(format!("applying {}", info.name));
+        let _dir = sh.push_dir(&tree);
+        run_logged(
+            cmd!(sh, "patch -p1 --forward --batch --input {path}"),
+            &logs.join(format!("{}.log", info.name)),
+        )
+        .with_context(|| {
+            format!("patch {} does not apply to {}", path.display(), src.url)
+        })?;
+        step.done("");
+    }
+
+    let sysroot_flags = sysroot.compiler_flags().join(" ");
+    let cc = format!("gcc {sysroot_flags}");
+    let cxx = format!("g++ {sysroot_flags}");
+    let prefix = format!("--prefix={}", spec.prefix);
+    let flags = &spec.configure_flags;
+    {
+        let step = Step::start(format!("configure {prefix} {}", flags.join(" ")));
+        let _dir = sh.push_dir(&tree);
+        run_logged(
+            cmd!(sh, "./configure {prefix} {flags...}")
+                .env("CC", &cc)
+                .env("CXX", &cxx)
+                .env("SOURCE_DATE_EPOCH", "0"),
+            &logs.join("configure.log"),
+        )
+        .context("configure failed")?;
+        step.done("");
+    }
+    let defs_h = tree.join("include/jemalloc/internal/jemalloc_internal_defs.h");
+    let defs = std::fs::read_to_string(&defs_h)
+        .with_context(|| format!("reading {}", defs_h.display()))?;
+    let unwinder = gates::unwinder(&defs).with_context(|| {
+        format!("gate failed for the {} sysroot ({})", sysroot.suite, sysroot.dir.display())
+    })?;
+    let cxx_enabled = defs.lines().any(|l| l.trim() == "#define JEMALLOC_ENABLE_CXX");
+    progress::note(format!("unwinder: {unwinder:?}; C++ operators: {cxx_enabled}"));
+
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .to_string();
+    {
+        let step = Step::start(format!("make -j{jobs}"));
+        let _dir = sh.push_dir(&tree);
+        run_logged(cmd!(sh, "make -j{jobs}"), &logs.join("make.log")).context("make failed")?;
+        step.done("");
+    }
+
+    let out_parent = out
+        .parent()
+        .with_context(|| format!("output {} has no parent directory", out.display()))?;
+    std::fs::create_dir_all(out_parent)?;
+    let stage = tempfile::Builder::new().prefix(".stage-").tempdir_in(out_parent)?;
+    {
+        let step = Step::start("make install");
+        let _dir = sh.push_dir(&tree);
+        let mut targets = vec!["install_bin", "install_include", "install_lib_shared", "install_lib_pc"];
+        if args.static_libs {
+            targets.push("install_lib_static");
+        }
+        let destdir = format!("DESTDIR={}", stage.path().display());
+        run_logged(cmd!(sh, "make {targets...} {destdir}"), &logs.join("install.log"))
+            .context("make install failed")?;
+        step.done("");
+    }
+    let installed = stage.path().join(spec.prefix.trim_start_matches('/'));
+
+    let step = Step::start(format!("checking the library against the {} sysroot", sysroot.suite));
+    let lib = installed.join("lib/libjemalloc.so.2");
+    let facts = check_links(&lib, &sysroot)?;
+    step.done(format!(
+        "needs {}; newest glibc version {}",
+        facts.needed.join(", "),
+        gates::max_glibc(&facts.version_needs).as_deref().unwrap_or("none")
+    ));
+
+    let step = Step::start("smoke run: heap profile under the target's loader, read by jeprof");
+    let summary = smoke(&sh, &work, &installed, &sysroot)?;
+    step.done(summary);
+
+    let info = BuildInfo {
+        key: key.to_string(),
+        jemalloc_version: spec.version.clone(),
+        source_url: src.url.clone(),
+        source_sha256: src.sha256.to_string(),
+        prefix: spec.prefix.clone(),
+        configure_flags: spec.configure_flags.clone(),
+        patches: patches.into_iter().map(|(_, p)| p).collect(),
+        suite: sysroot.suite.clone(),
+        mirror: sysroot.mirror.clone(),
+        sysroot_packages: sysroot.packages.clone(),
+        compiler: format!("gcc {compiler}"),
+        unwinder,
+        cxx: cxx_enabled,
+        needed: facts.needed.clone(),
+        max_glibc: gates::max_glibc(&facts.version_needs),
+        static_libs: args.static_libs,
+    };
+    std::fs::write(
+        installed.join("build-info.json"),
+        serde_json::to_string_pretty(&info)? + "\n",
+    )?;
+    unpack::replace_dir(installed, &out)?;
+    progress::note(format!("installed tree: {}", out.display()));
+    Ok(out)
+}
+
+/// Reads `build-info.json` of an output directory.
+pub fn read_info(out: &Path) -> Result<BuildInfo> {
+    let path = out.join("build-info.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Gates on the ELF metadata: every `DT_NEEDED` library exists in the sysroot, and every
+/// symbol version the library needs is defined there.
+fn check_links(lib: &Path, sysroot: &Sysroot) -> Result<elf::ElfFacts> {
+    let facts = elf::read(lib)?;
+    let mut provided = BTreeMap::new();
+    for needed in &facts.needed {
+        let Some(path) = sysroot.find_lib(needed) else {
+            bail!(
+                "{} needs {needed}, which the {} sysroot does not have (searched {}): \
+                 add the package providing it to the suite in images/debian.toml",
+                lib.display(),
+                sysroot.suite,
+                sysroot::LIB_DIRS.join(", ")
+            );
+        };
+        provided.insert(needed.clone(), elf::read(&path)?.version_defs);
+    }
+    let missing = gates::missing_versions(&facts.version_needs, &provided);
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(|(f, v)| format!("{v} from {f}")).collect();
+        bail!(
+            "{} needs {}, which the {} sysroot (libc6 {}) does not provide: it would not load \
+             on the target. Was it linked against the host's libc instead of the sysroot?",
+            lib.display(),
+            list.join(", "),
+            sysroot.suite,
+            sysroot.package_version("libc6").unwrap_or("?")
+        );
+    }
+    Ok(facts)
+}
+
+const SMOKE_C: &str = include_str!("build/smoke.c");
+
+/// Compiles `smoke.c` against the sysroot, runs it through the sysroot's own `ld.so` with
+/// the library preloaded and profiling on, and has the built `jeprof` read the profile.
+fn smoke(sh: &Shell, work: &Path, installed: &Path, sysroot: &Sysroot) -> Result<String> {
+    let dir = work.join("smoke");
+    let prof = dir.join("prof");
+    std::fs::create_dir_all(&prof)?;
+    let source = dir.join("smoke.c");
+    std::fs::write(&source, SMOKE_C)?;
+    let exe = dir.join("smoke");
+    let sysroot_flags = sysroot.compiler_flags();
+    run_logged(
+        cmd!(sh, "gcc {sysroot_flags...} -O1 -g -o {exe} {source}"),
+        &dir.join("compile.log"),
+    )
+    .context("compiling the smoke program against the sysroot")?;
+
+    let loader = sysroot.loader();
+    let libpath = sysroot.library_path();
+    let lib = installed.join("lib/libjemalloc.so.2");
+    let conf = format!(
+        "prof:true,prof_final:true,lg_prof_sample:0,prof_prefix:{}/jeprof",
+        prof.display()
+    );
+    run_logged(
+        cmd!(sh, "{loader} --library-path {libpath} {exe}")
+            .env("LD_PRELOAD", &lib)
+            .env("MALLOC_CONF", &conf),
+        &dir.join("run.log"),
+    )
+    .with_context(|| {
+        format!(
+            "the smoke program crashed or failed under the {} loader with LD_PRELOAD={} MALLOC_CONF={conf}",
+            sysroot.suite,
+            lib.display()
+        )
+    })?;
+    let heap = std::fs::read_dir(&prof)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "heap"))
+        .with_context(|| {
+            format!("the smoke run wrote no heap profile into {} (is profiling active?)", prof.display())
+        })?;
+    let jeprof = installed.join("bin/jeprof");
+    let report = cmd!(sh, "perl {jeprof} --text {exe} {heap}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .with_context(|| format!("running {} --text on {}", jeprof.display(), heap.display()))?;
+    std::fs::write(dir.join("jeprof.txt"), &report)?;
+    if !report.contains("smoke_alloc") {
+        bail!(
+            "jeprof read {} but did not attribute the allocations to smoke_alloc:\n{report}",
+            heap.display()
+        );
+    }
+    let top = report.lines().find(|l| l.contains("smoke_alloc")).unwrap_or("").trim();
+    Ok(format!("{} -> {top}", heap.file_name().unwrap().to_string_lossy()))
+}
+
+/// Runs `cmd`, keeping its output in `log`; on failure the error shows the log's tail.
+fn run_logged(cmd: xshell::Cmd<'_>, log: &Path) -> Result<()> {
+    let shown = cmd.to_string();
+    let output = cmd
+        .quiet()
+        .ignore_status()
+        .output()
+        .with_context(|| format!("starting `{shown}`"))?;
+    let mut text = output.stdout.clone();
+    text.extend_from_slice(&output.stderr);
+    std::fs::write(log, &text).with_context(|| format!("writing {}", log.display()))?;
+    if !output.status.success() {
+        let text = String::from_utf8_lossy(&text);
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(25)..].join("\n");
+        bail!(
+            "`{shown}` failed ({}); last lines of {}:\n{tail}",
+            output.status,
+            log.display()
+        );
+    }
+    Ok(())
+}

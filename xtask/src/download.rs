@@ -1,0 +1,143 @@
+//! Downloads into a content-addressed cache: stream to a temporary file beside the cache
+//! entry, hash while writing, and rename into place only when the digest matches. A cache
+//! entry therefore always holds verified bytes, and a failure leaves nothing behind.
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::digest::Sha256Hex;
+use crate::progress;
+use crate::project::Cache;
+
+pub struct Downloader {
+    client: reqwest::blocking::Client,
+}
+
+impl Default for Downloader {
+    fn default() -> Self {
+        Downloader::new()
+    }
+}
+
+impl Downloader {
+    pub fn new() -> Downloader {
+        let client = reqwest::blocking::Client::builder()
+            .user_agent(concat!("flink-jemalloc-xtask/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(30 * 60))
+            .build()
+            .expect("building the HTTP client");
+        Downloader { client }
+    }
+
+    /// Returns the cache path of the blob with digest `expected`, downloading it from `url`
+    /// only when the cache does not already hold it.
+    pub fn fetch(&self, cache: &Cache, url: &str, expected: &Sha256Hex) -> Result<PathBuf> {
+        let dest = cache.blob(expected.as_str());
+        if dest.is_file() {
+            if Sha256Hex::of_file(&dest)? == *expected {
+                return Ok(dest);
+            }
+            // A cache entry that no longer matches its name was damaged on disk.
+            std::fs::remove_file(&dest)
+                .with_context(|| format!("removing damaged cache entry {}", dest.display()))?;
+        }
+        let dir = dest.parent().expect("blob paths have a parent");
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempfile_in(dir)
+            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+        let (actual, len) = self.stream(url, tmp.as_file_mut())?;
+        if actual != *expected {
+            bail!(
+                "sha256 mismatch for {url}\n  expected: {expected}\n  actual:   {actual} ({len} bytes)\n\
+                 nothing was cached; check the URL, or pass --sha256 if the file is meant to change"
+            );
+        }
+        tmp.as_file().sync_all().ok();
+        tmp.persist(&dest)
+            .with_context(|| format!("moving the download into {}", dest.display()))?;
+        Ok(dest)
+    }
+
+    /// Downloads `url` into memory (small index files whose digest is not known beforehand).
+    pub fn get(&self, url: &str) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.stream(url, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Whether `url` answers a GET with success (used to probe optional index files).
+    pub fn exists(&self, url: &str) -> Result<bool> {
+        if let Some(path) = url.strip_prefix("file://") {
+            return Ok(Path::new(path).is_file());
+        }
+        let resp = self
+            .client
+            .head(url)
+            .send()
+            .with_context(|| format!("requesting {url}"))?;
+        Ok(resp.status().is_success())
+    }
+
+    /// Copies the body of `url` into `out`, returning its sha256 and length. A non-success
+    /// status, a connection error, or a body shorter than its Content-Length is an error.
+    fn stream(&self, url: &str, out: &mut dyn Write) -> Result<(Sha256Hex, u64)> {
+        if let Some(path) = url.strip_prefix("file://") {
+            let f = std::fs::File::open(path).with_context(|| format!("opening {url}"))?;
+            let len = f.metadata()?.len();
+            return copy_hashing(f, out, Some(len), url);
+        }
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .with_context(|| format!("requesting {url} (is the network or mirror reachable?)"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("GET {url} answered {status}");
+        }
+        let len = resp.content_length();
+        copy_hashing(resp, out, len, url)
+    }
+}
+
+fn copy_hashing(
+    mut body: impl Read,
+    out: &mut dyn Write,
+    len: Option<u64>,
+    url: &str,
+) -> Result<(Sha256Hex, u64)> {
+    let bar = progress::bytes(len, url);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                bar.abandon();
+                return Err(e).with_context(|| {
+                    format!("reading the body of {url} after {total} bytes (connection lost?)")
+                });
+            }
+        };
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).context("writing the download")?;
+        total += n as u64;
+        bar.set_position(total);
+    }
+    bar.finish_and_clear();
+    if let Some(expected) = len {
+        if total != expected {
+            bail!("{url}: body truncated: got {total} of {expected} bytes");
+        }
+    }
+    Ok((Sha256Hex::from_hasher(hasher), total))
+}

@@ -1,0 +1,19 @@
+//! flink-jemalloc's `cargo xtask`: a profiled jemalloc for Flink images, reproducibly.
+//!
+//! `main.rs` only parses flags; each subcommand lives in its own module (`fetch`,
+//! `build`), and the logic they share sits in small modules with pure functions
+//! (`debian`, `elf`, `gates`, `unpack`) and thin I/O edges (`download`, `sysroot`).
+
+pub mod build;
+pub mod debian;
+pub mod digest;
+pub mod download;
+pub mod elf;
+pub mod fetch;
+pub mod fixtures;
+pub mod gates;
+pub mod progress;
+pub mod project;
+pub mod spec;
+pub mod sysroot;
+pub mod unpack;

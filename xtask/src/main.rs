@@ -1,0 +1,38 @@
+//! `cargo xtask`: parse flags, dispatch to the subcommand's module.
+
+use clap::{Parser, Subcommand};
+use xtask::{build, fetch, fixtures};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Profiled jemalloc for Flink images", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download jemalloc, verify its pinned sha256, unpack it safely; prints the source tree.
+    Fetch(fetch::FetchArgs),
+    /// Build jemalloc with profiling against a target Debian suite's glibc; prints the
+    /// installed tree (bin/, lib/, include/).
+    Build(build::BuildArgs),
+    /// Prepare the cached test fixtures (local Debian repository, jemalloc stand-in tarball).
+    Fixtures(fixtures::FixturesArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Fetch(args) => fetch::run(args),
+        Command::Build(args) => build::run(args),
+        Command::Fixtures(args) => fixtures::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

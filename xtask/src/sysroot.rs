@@ -1,0 +1,280 @@
+//! A sysroot made from a Debian suite's libc packages: the host compiler links against it
+//! so the result needs only what the target distribution provides.
+//!
+//! The `Packages` index is verified against the suite's `Release` file when the mirror has
+//! one, every `.deb` against the index (size and sha256), and each data archive is unpacked
+//! with absolute symlinks made relative. Sysroots are cached by the exact package set.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+use crate::debian::{self, PackageRecord};
+use crate::digest::key_of;
+use crate::download::Downloader;
+use crate::progress::{self, Step};
+use crate::project::Cache;
+use crate::spec::DevLink;
+use crate::unpack::{self, AbsoluteLinks};
+
+/// What to make a sysroot from.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub mirror: String,
+    pub suite: String,
+    pub component: String,
+    pub arch: String,
+    pub packages: Vec<String>,
+    pub dev_links: Vec<DevLink>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pinned {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+}
+
+/// A ready sysroot and what it was made of (`sysroot.json` inside it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sysroot {
+    #[serde(skip)]
+    pub dir: PathBuf,
+    pub mirror: String,
+    pub suite: String,
+    pub key: String,
+    pub packages: Vec<Pinned>,
+}
+
+/// Directories searched for shared libraries, in the order the target's loader uses.
+pub const LIB_DIRS: &[&str] = &[
+    "lib/x86_64-linux-gnu",
+    "usr/lib/x86_64-linux-gnu",
+    "lib64",
+    "lib",
+    "usr/lib",
+];
+
+impl Sysroot {
+    /// Finds a shared library by file name in the sysroot's library directories.
+    pub fn find_lib(&self, name: &str) -> Option<PathBuf> {
+        LIB_DIRS.iter().map(|d| self.dir.join(d).join(name)).find(|p| p.exists())
+    }
+
+    /// `lib64/ld-linux-x86-64.so.2`: the target's own dynamic loader.
+    pub fn loader(&self) -> PathBuf {
+        self.dir.join("lib64/ld-linux-x86-64.so.2")
+    }
+
+    /// Flags that make the host gcc compile and link against the sysroot only. Debian's gcc
+    /// is not configured `--with-sysroot`, so `--sysroot` alone still puts the host's
+    /// `/usr/lib/x86_64-linux-gnu` (crt files, libc, libgcc_s) ahead of the sysroot's and the
+    /// result needs the host's glibc; `-B` and `-L` put the sysroot's first.
+    pub fn compiler_flags(&self) -> Vec<String> {
+        let d = self.dir.display();
+        vec![
+            format!("--sysroot={d}"),
+            format!("-B{d}/usr/lib/x86_64-linux-gnu/"),
+            format!("-L{d}/lib/x86_64-linux-gnu"),
+            format!("-L{d}/usr/lib/x86_64-linux-gnu"),
+        ]
+    }
+
+    pub fn library_path(&self) -> String {
+        LIB_DIRS
+            .iter()
+            .map(|d| self.dir.join(d).display().to_string())
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    pub fn package_version(&self, name: &str) -> Option<&str> {
+        self.packages.iter().find(|p| p.name == name).map(|p| p.version.as_str())
+    }
+}
+
+pub fn prepare(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Sysroot> {
+    let step = Step::start(format!(
+        "resolving {} from {} {} ({})",
+        req.packages.join(" "),
+        req.mirror,
+        req.suite,
+        req.arch
+    ));
+    let index = fetch_index(dl, cache, req)?;
+    let chosen = select(&index, &req.packages, &req.arch).with_context(|| {
+        format!("resolving the sysroot packages in {} {}", req.mirror, req.suite)
+    })?;
+    let pinned: Vec<Pinned> = chosen
+        .iter()
+        .map(|p| Pinned {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            sha256: p.sha256.to_string(),
+        })
+        .collect();
+    let key = key_of(
+        pinned
+            .iter()
+            .map(|p| format!("{} {} {}", p.name, p.version, p.sha256))
+            .chain(
+                req.dev_links
+                    .iter()
+                    .map(|d| format!("{} -> {}", d.link.display(), d.target.display())),
+            ),
+    );
+    step.done(
+        pinned
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.version))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    let dir = cache.sysroot_dir(&req.suite, key.as_str());
+    let sysroot = Sysroot {
+        dir: dir.clone(),
+        mirror: req.mirror.clone(),
+        suite: req.suite.clone(),
+        key: key.to_string(),
+        packages: pinned,
+    };
+    if dir.join("sysroot.json").is_file() {
+        progress::note(format!("sysroot (cached): {}", dir.display()));
+        return Ok(sysroot);
+    }
+
+    let step = Step::start(format!("making the {} sysroot", req.suite));
+    let parent = dir.parent().expect("sysroot dirs have a parent");
+    std::fs::create_dir_all(parent)?;
+    let tmp = tempfile::Builder::new().prefix(".sysroot-").tempdir_in(parent)?;
+    for pkg in &chosen {
+        let url = format!("{}/{}", req.mirror.trim_end_matches('/'), pkg.filename);
+        let deb = dl.fetch(cache, &url, &pkg.sha256).with_context(|| {
+            format!("downloading {} {} (verified against the Packages index)", pkg.name, pkg.version)
+        })?;
+        let size = std::fs::metadata(&deb)?.len();
+        if size != pkg.size {
+            bail!("{url}: {size} bytes, but the Packages index says {}", pkg.size);
+        }
+        let file = std::fs::File::open(&deb)?;
+        unpack::unpack_into(debian::data_archive(file)?, tmp.path(), AbsoluteLinks::MakeRelative)
+            .with_context(|| format!("unpacking {} ({})", pkg.name, deb.display()))?;
+    }
+    for dev in &req.dev_links {
+        let link = tmp.path().join(&dev.link);
+        let target = link.parent().expect("dev links have a parent").join(&dev.target);
+        if target.exists() && std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(&dev.target, &link)
+                .with_context(|| format!("creating {}", link.display()))?;
+        }
+    }
+    let manifest = serde_json::to_string_pretty(&sysroot)? + "\n";
+    std::fs::write(tmp.path().join("sysroot.json"), manifest)?;
+    unpack::replace_dir(tmp.keep(), &dir)?;
+    step.done(dir.display().to_string());
+    Ok(sysroot)
+}
+
+/// Downloads and parses `dists/<suite>/<component>/binary-<arch>/Packages{.xz,.gz,}`.
+fn fetch_index(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Vec<PackageRecord>> {
+    let base = format!("{}/dists/{}", req.mirror.trim_end_matches('/'), req.suite);
+    let stem = format!("{}/binary-{}/Packages", req.component, req.arch);
+    let candidates = [format!("{stem}.xz"), format!("{stem}.gz"), stem.clone()];
+    let release_url = format!("{base}/Release");
+    let bytes = if dl.exists(&release_url)? {
+        let release = String::from_utf8(dl.get(&release_url)?)
+            .with_context(|| format!("{release_url} is not text"))?;
+        let entries = debian::parse_release(&release).with_context(|| release_url.clone())?;
+        let Some((path, entry)) = candidates
+            .iter()
+            .find_map(|c| entries.get(c).map(|e| (c, e)))
+        else {
+            bail!("{release_url} lists no {stem}[.xz|.gz]: is `{}` a component of {}?", req.component, req.suite);
+        };
+        let blob = dl
+            .fetch(cache, &format!("{base}/{path}"), &entry.sha256)
+            .with_context(|| format!("the Packages index, verified against {release_url}"))?;
+        std::fs::read(blob)?
+    } else {
+        progress::note(format!("{release_url} is missing: the Packages index cannot be verified"));
+        let mut found = None;
+        for c in &candidates {
+            let url = format!("{base}/{c}");
+            if dl.exists(&url)? {
+                found = Some(dl.get(&url)?);
+                break;
+            }
+        }
+        found.with_context(|| format!("no Packages index under {base}/{stem}[.xz|.gz]"))?
+    };
+    let mut text = String::new();
+    use std::io::Read;
+    unpack::decompressed(std::io::Cursor::new(bytes))?
+        .read_to_string(&mut text)
+        .context("decompressing the Packages index")?;
+    debian::parse_packages(&text)
+}
+
+/// Picks each requested package for `arch` (or `all`); when an index lists several
+/// versions, the last one listed wins (indexes list one version per suite).
+pub fn select<'a>(index: &'a [PackageRecord], names: &[String], arch: &str) -> Result<Vec<&'a PackageRecord>> {
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    for name in names {
+        match index
+            .iter()
+            .rev()
+            .find(|p| p.name == *name && (p.arch == arch || p.arch == "all"))
+        {
+            Some(p) => out.push(p),
+            None => missing.push(name.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "package(s) {} not found for {arch} (names differ by suite: buster has libgcc1 and no libcrypt-dev)",
+            missing.join(", ")
+        );
+    }
+    Ok(out)
+}
+
+/// Reads `sysroot.json` of a sysroot made earlier.
+pub fn load(dir: &Path) -> Result<Sysroot> {
+    let text = std::fs::read_to_string(dir.join("sysroot.json"))
+        .with_context(|| format!("{} is not a sysroot made by this tool", dir.display()))?;
+    let mut s: Sysroot = serde_json::from_str(&text)?;
+    s.dir = dir.to_path_buf();
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str, arch: &str, version: &str) -> PackageRecord {
+        PackageRecord {
+            name: name.into(),
+            version: version.into(),
+            arch: arch.into(),
+            filename: format!("pool/{name}_{version}_{arch}.deb"),
+            size: 1,
+            sha256: Sha256Hex::of_bytes(name.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn select_matches_arch_and_names_missing() {
+        let index = vec![
+            rec("libc6", "i386", "1"),
+            rec("libc6", "amd64", "2"),
+            rec("linux-libc-dev", "amd64", "3"),
+        ];
+        let got = select(&index, &["libc6".into(), "linux-libc-dev".into()], "amd64").unwrap();
+        assert_eq!(got[0].version, "2");
+        let err = select(&index, &["libgcc-s1".into(), "libcrypt-dev".into()], "amd64")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("libgcc-s1, libcrypt-dev"), "{err}");
+    }
+}
