@@ -93,7 +93,11 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
     let root = project::root();
     let spec = JemallocSpec::load(&root)?;
     let debian = DebianSpec::load(&root)?;
-    let cache = Cache::new(args.cache_dir.clone().unwrap_or_else(project::default_cache_dir));
+    let cache = Cache::new(
+        args.cache_dir
+            .clone()
+            .unwrap_or_else(project::default_cache_dir),
+    );
     let dl = Downloader::new();
     let suite = debian.suite(&args.suite)?;
 
@@ -106,7 +110,10 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
             suite: args.suite.clone(),
             component: suite.component.clone(),
             arch: debian.arch.clone(),
-            packages: args.sysroot_packages.clone().unwrap_or_else(|| suite.packages.clone()),
+            packages: args
+                .sysroot_packages
+                .clone()
+                .unwrap_or_else(|| suite.packages.clone()),
             dev_links: debian.dev_links.clone(),
         },
     )?;
@@ -140,7 +147,11 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
             Sha256Hex::of_bytes(SMOKE_C.as_bytes()).to_string(),
         ]
         .into_iter()
-        .chain(patches.iter().map(|(_, p)| format!("{} {}", p.name, p.sha256))),
+        .chain(
+            patches
+                .iter()
+                .map(|(_, p)| format!("{} {}", p.name, p.sha256)),
+        ),
     );
 
     let out = args
@@ -178,9 +189,7 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
             cmd!(sh, "patch -p1 --forward --batch --input {path}"),
             &logs.join(format!("{}.log", info.name)),
         )
-        .with_context(|| {
-            format!("patch {} does not apply to {}", path.display(), src.url)
-        })?;
+        .with_context(|| format!("patch {} does not apply to {}", path.display(), src.url))?;
         step.done("");
     }
 
@@ -206,10 +215,25 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
     let defs = std::fs::read_to_string(&defs_h)
         .with_context(|| format!("reading {}", defs_h.display()))?;
     let unwinder = gates::unwinder(&defs).with_context(|| {
-        format!("gate failed for the {} sysroot ({})", sysroot.suite, sysroot.dir.display())
+        format!(
+            "gate failed for the {} sysroot ({})",
+            sysroot.suite,
+            sysroot.dir.display()
+        )
     })?;
-    let cxx_enabled = defs.lines().any(|l| l.trim() == "#define JEMALLOC_ENABLE_CXX");
-    progress::note(format!("unwinder: {unwinder:?}; C++ operators: {cxx_enabled}"));
+    let makefile =
+        std::fs::read_to_string(tree.join("Makefile")).context("reading the generated Makefile")?;
+    let cxx_enabled = makefile
+        .lines()
+        .any(|l| l.starts_with("CPP_SRCS :=") && l.contains("jemalloc_cpp.cpp"));
+    progress::note(format!(
+        "unwinder: {unwinder}; C++ new/delete: {}",
+        if cxx_enabled {
+            "built in"
+        } else {
+            "not built (no working C++ compiler)"
+        }
+    ));
 
     let jobs = args
         .jobs
@@ -226,28 +250,43 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
         .parent()
         .with_context(|| format!("output {} has no parent directory", out.display()))?;
     std::fs::create_dir_all(out_parent)?;
-    let stage = tempfile::Builder::new().prefix(".stage-").tempdir_in(out_parent)?;
+    let stage = tempfile::Builder::new()
+        .prefix(".stage-")
+        .tempdir_in(out_parent)?;
     {
         let step = Step::start("make install");
         let _dir = sh.push_dir(&tree);
-        let mut targets = vec!["install_bin", "install_include", "install_lib_shared", "install_lib_pc"];
+        let mut targets = vec![
+            "install_bin",
+            "install_include",
+            "install_lib_shared",
+            "install_lib_pc",
+        ];
         if args.static_libs {
             targets.push("install_lib_static");
         }
         let destdir = format!("DESTDIR={}", stage.path().display());
-        run_logged(cmd!(sh, "make {targets...} {destdir}"), &logs.join("install.log"))
-            .context("make install failed")?;
+        run_logged(
+            cmd!(sh, "make {targets...} {destdir}"),
+            &logs.join("install.log"),
+        )
+        .context("make install failed")?;
         step.done("");
     }
     let installed = stage.path().join(spec.prefix.trim_start_matches('/'));
 
-    let step = Step::start(format!("checking the library against the {} sysroot", sysroot.suite));
+    let step = Step::start(format!(
+        "checking the library against the {} sysroot",
+        sysroot.suite
+    ));
     let lib = installed.join("lib/libjemalloc.so.2");
     let facts = check_links(&lib, &sysroot)?;
     step.done(format!(
         "needs {}; newest glibc version {}",
         facts.needed.join(", "),
-        gates::max_glibc(&facts.version_needs).as_deref().unwrap_or("none")
+        gates::max_glibc(&facts.version_needs)
+            .as_deref()
+            .unwrap_or("none")
     ));
 
     let step = Step::start("smoke run: heap profile under the target's loader, read by jeprof");
@@ -284,13 +323,14 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
 /// Reads `build-info.json` of an output directory.
 pub fn read_info(out: &Path) -> Result<BuildInfo> {
     let path = out.join("build-info.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 /// Gates on the ELF metadata: every `DT_NEEDED` library exists in the sysroot, and every
 /// symbol version the library needs is defined there.
-fn check_links(lib: &Path, sysroot: &Sysroot) -> Result<elf::ElfFacts> {
+pub fn check_links(lib: &Path, sysroot: &Sysroot) -> Result<elf::ElfFacts> {
     let facts = elf::read(lib)?;
     let mut provided = BTreeMap::new();
     for needed in &facts.needed {
@@ -307,7 +347,10 @@ fn check_links(lib: &Path, sysroot: &Sysroot) -> Result<elf::ElfFacts> {
     }
     let missing = gates::missing_versions(&facts.version_needs, &provided);
     if !missing.is_empty() {
-        let list: Vec<String> = missing.iter().map(|(f, v)| format!("{v} from {f}")).collect();
+        let list: Vec<String> = missing
+            .iter()
+            .map(|(f, v)| format!("{v} from {f}"))
+            .collect();
         bail!(
             "{} needs {}, which the {} sysroot (libc6 {}) does not provide: it would not load \
              on the target. Was it linked against the host's libc instead of the sysroot?",
@@ -362,7 +405,10 @@ fn smoke(sh: &Shell, work: &Path, installed: &Path, sysroot: &Sysroot) -> Result
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "heap"))
         .with_context(|| {
-            format!("the smoke run wrote no heap profile into {} (is profiling active?)", prof.display())
+            format!(
+                "the smoke run wrote no heap profile into {} (is profiling active?)",
+                prof.display()
+            )
         })?;
     let jeprof = installed.join("bin/jeprof");
     let report = cmd!(sh, "perl {jeprof} --text {exe} {heap}")
@@ -377,8 +423,15 @@ fn smoke(sh: &Shell, work: &Path, installed: &Path, sysroot: &Sysroot) -> Result
             heap.display()
         );
     }
-    let top = report.lines().find(|l| l.contains("smoke_alloc")).unwrap_or("").trim();
-    Ok(format!("{} -> {top}", heap.file_name().unwrap().to_string_lossy()))
+    let top = report
+        .lines()
+        .find(|l| l.contains("smoke_alloc"))
+        .unwrap_or("")
+        .trim();
+    Ok(format!(
+        "{} -> {top}",
+        heap.file_name().unwrap().to_string_lossy()
+    ))
 }
 
 /// Runs `cmd`, keeping its output in `log`; on failure the error shows the log's tail.

@@ -69,7 +69,9 @@ pub fn parse_packages(text: &str) -> Result<Vec<PackageRecord>> {
                 version: field("Version")?,
                 arch: field("Architecture")?,
                 filename: field("Filename")?,
-                size: field("Size")?.parse().context("Packages: `Size` is not a number")?,
+                size: field("Size")?
+                    .parse()
+                    .context("Packages: `Size` is not a number")?,
                 sha256: Sha256Hex::parse(&field("SHA256")?)?,
             })
         })
@@ -102,7 +104,9 @@ pub fn parse_release(text: &str) -> Result<BTreeMap<String, ReleaseEntry>> {
             path.to_string(),
             ReleaseEntry {
                 sha256: Sha256Hex::parse(digest)?,
-                size: size.parse().with_context(|| format!("Release size in `{line}`"))?,
+                size: size
+                    .parse()
+                    .with_context(|| format!("Release size in `{line}`"))?,
             },
         );
     }
@@ -117,7 +121,9 @@ pub fn data_archive(deb: impl Read) -> Result<Box<dyn Read>> {
         let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
         if name.starts_with("data.tar") {
             let mut buf = Vec::with_capacity(entry.header().size() as usize);
-            entry.read_to_end(&mut buf).context("reading data.tar from the .deb")?;
+            entry
+                .read_to_end(&mut buf)
+                .context("reading data.tar from the .deb")?;
             return crate::unpack::decompressed(std::io::Cursor::new(buf));
         }
     }
@@ -156,15 +162,19 @@ SHA256: 0000000000000000000000000000000000000000000000000000000000000001
         assert_eq!(pkgs[0].name, "libc6");
         assert_eq!(pkgs[0].version, "2.31-13+deb11u5");
         assert_eq!(pkgs[0].size, 2825132);
-        assert_eq!(pkgs[1].filename, "pool/main/g/gcc-10/libgcc-s1_10.2.1-6_amd64.deb");
+        assert_eq!(
+            pkgs[1].filename,
+            "pool/main/g/gcc-10/libgcc-s1_10.2.1-6_amd64.deb"
+        );
         let p = &paragraphs(PACKAGES)[0];
         assert!(p["Description"].ends_with("\nthe system."));
     }
 
     #[test]
     fn package_without_digest_is_an_error() {
-        let err = parse_packages("Package: x\nVersion: 1\nArchitecture: all\nFilename: f\nSize: 1\n")
-            .unwrap_err();
+        let err =
+            parse_packages("Package: x\nVersion: 1\nArchitecture: all\nFilename: f\nSize: 1\n")
+                .unwrap_err();
         assert!(err.to_string().contains("SHA256"), "{err}");
     }
 

@@ -92,11 +92,10 @@ impl Downloader {
             let len = f.metadata()?.len();
             return copy_hashing(f, out, Some(len), url);
         }
-        let resp = self
-            .client
-            .get(url)
-            .send()
-            .with_context(|| format!("requesting {url} (is the network or mirror reachable?)"))?;
+        let resp =
+            self.client.get(url).send().with_context(|| {
+                format!("requesting {url} (is the network or mirror reachable?)")
+            })?;
         let status = resp.status();
         if !status.is_success() {
             bail!("GET {url} answered {status}");

@@ -66,7 +66,11 @@ pub fn fetch_source(
     };
     let cached = cache.blob(sha256.as_str()).is_file();
     let step = Step::start(if cached {
-        format!("jemalloc {} source (cached, sha256 {})", spec.version, &sha256.as_str()[..12])
+        format!(
+            "jemalloc {} source (cached, sha256 {})",
+            spec.version,
+            &sha256.as_str()[..12]
+        )
     } else {
         format!("downloading {url}")
     });
@@ -78,13 +82,22 @@ pub fn fetch_source(
         let step = Step::start(format!("unpacking into {}", unpacked.display()));
         let file = std::fs::File::open(&tarball)
             .with_context(|| format!("opening {}", tarball.display()))?;
-        let stats = unpack::unpack_fresh(unpack::decompressed(file)?, &unpacked, AbsoluteLinks::Refuse)
-            .with_context(|| format!("unpacking {url} (sha256 {sha256})"))?;
+        let stats = unpack::unpack_fresh(
+            unpack::decompressed(file)?,
+            &unpacked,
+            AbsoluteLinks::Refuse,
+        )
+        .with_context(|| format!("unpacking {url} (sha256 {sha256})"))?;
         step.done(format!("{} files", stats.files));
     }
     let dir = source_root(&unpacked)?;
     progress::note(format!("source tree: {}", dir.display()));
-    Ok(FetchedSource { url, sha256, tarball, dir })
+    Ok(FetchedSource {
+        url,
+        sha256,
+        tarball,
+        dir,
+    })
 }
 
 /// The directory holding `configure`: the tree itself or its single top directory.

@@ -31,7 +31,11 @@ pub fn run(args: FixturesArgs) -> Result<()> {
         println!("debian-repo {suite}: {}", debian_repo(suite)?.display());
     }
     let s = jemalloc_standin()?;
-    println!("jemalloc stand-in: {} sha256 {}", s.tarball.display(), s.sha256);
+    println!(
+        "jemalloc stand-in: {} sha256 {}",
+        s.tarball.display(),
+        s.sha256
+    );
     Ok(())
 }
 
@@ -40,7 +44,9 @@ pub fn fixtures_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("FLINK_JEMALLOC_FIXTURES").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/root".into());
     home.join(".cache/flink-jemalloc/fixtures")
 }
 
@@ -64,9 +70,13 @@ pub fn debian_repo(suite: &str) -> Result<PathBuf> {
     }
     let debian = DebianSpec::load(&project::root())?;
     let spec = debian.suite(suite)?;
-    let step = Step::start(format!("fixture: local Debian {suite} repository (apt-get download)"));
+    let step = Step::start(format!(
+        "fixture: local Debian {suite} repository (apt-get download)"
+    ));
     let parent = fixtures_dir();
-    let tmp = tempfile::Builder::new().prefix(".repo-").tempdir_in(&parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".repo-")
+        .tempdir_in(&parent)?;
     let t = tmp.path();
     let apt = t.join("apt");
     for d in ["state/lists/partial", "cache/archives/partial"] {
@@ -141,8 +151,16 @@ pub fn debian_repo(suite: &str) -> Result<PathBuf> {
         "Origin: flink-jemalloc fixture\nSuite: {suite}\nArchitectures: {}\nComponents: {}\nSHA256:\n",
         debian.arch, spec.component
     );
-    for (name, data) in [("Packages", packages.as_bytes()), ("Packages.gz", &packages_gz[..])] {
-        writeln!(release, " {} {} {bin}/{name}", Sha256Hex::of_bytes(data), data.len())?;
+    for (name, data) in [
+        ("Packages", packages.as_bytes()),
+        ("Packages.gz", &packages_gz[..]),
+    ] {
+        writeln!(
+            release,
+            " {} {} {bin}/{name}",
+            Sha256Hex::of_bytes(data),
+            data.len()
+        )?;
     }
     std::fs::write(repo.join("dists").join(suite).join("Release"), release)?;
     unpack::replace_dir(repo, &dir)?;
@@ -164,7 +182,9 @@ pub fn jemalloc_standin() -> Result<Standin> {
     let _lock = lock()?;
     let tarball = fixtures_dir().join("jemalloc-5.2.1-standin.tar.bz2");
     if !tarball.is_file() {
-        let step = Step::start(format!("fixture: jemalloc source from {STANDIN_CRATE} {STANDIN_VERSION} (cargo fetch)"));
+        let step = Step::start(format!(
+            "fixture: jemalloc source from {STANDIN_CRATE} {STANDIN_VERSION} (cargo fetch)"
+        ));
         let krate = fetch_crate()?;
         let tmp = tempfile::Builder::new()
             .prefix(".standin-")
@@ -196,9 +216,13 @@ fn fetch_crate() -> Result<PathBuf> {
         .context("cargo fetch of the jemalloc stand-in crate")?;
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
+        });
     let cache = cargo_home.join("registry/cache");
-    for index in std::fs::read_dir(&cache).with_context(|| format!("reading {}", cache.display()))? {
+    for index in
+        std::fs::read_dir(&cache).with_context(|| format!("reading {}", cache.display()))?
+    {
         for f in std::fs::read_dir(index?.path())? {
             let p = f?.path();
             let n = p.file_name().unwrap().to_string_lossy();
@@ -207,7 +231,10 @@ fn fetch_crate() -> Result<PathBuf> {
             }
         }
     }
-    bail!("cargo fetch did not leave {STANDIN_CRATE} 0.4.3 in {}", cache.display())
+    bail!(
+        "cargo fetch did not leave {STANDIN_CRATE} 0.4.3 in {}",
+        cache.display()
+    )
 }
 
 fn repack_standin(krate: &Path, out: &std::fs::File) -> Result<()> {
@@ -219,7 +246,9 @@ fn repack_standin(krate: &Path, out: &std::fs::File) -> Result<()> {
             continue;
         }
         let path = e.path()?.to_string_lossy().into_owned();
-        let Some((_, rest)) = path.split_once('/') else { continue };
+        let Some((_, rest)) = path.split_once('/') else {
+            continue;
+        };
         let name = if let Some(r) = rest.strip_prefix("jemalloc/") {
             r.to_string()
         } else if rest == "configure/configure" || rest == "configure/VERSION" {
@@ -227,12 +256,19 @@ fn repack_standin(krate: &Path, out: &std::fs::File) -> Result<()> {
         } else {
             continue;
         };
-        let mode = if name == "configure" { 0o755 } else { e.header().mode()? };
+        let mode = if name == "configure" {
+            0o755
+        } else {
+            e.header().mode()?
+        };
         let mut data = Vec::new();
         e.read_to_end(&mut data)?;
         entries.push((format!("jemalloc-5.2.1/{name}"), mode, data));
     }
-    if !entries.iter().any(|(n, _, _)| n == "jemalloc-5.2.1/configure") {
+    if !entries
+        .iter()
+        .any(|(n, _, _)| n == "jemalloc-5.2.1/configure")
+    {
         bail!("{} has no configure/configure", krate.display());
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));

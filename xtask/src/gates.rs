@@ -15,6 +15,15 @@ pub enum Unwinder {
     ProfLibunwind,
 }
 
+impl std::fmt::Display for Unwinder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unwinder::ProfLibgcc => "prof-libgcc",
+            Unwinder::ProfLibunwind => "prof-libunwind",
+        })
+    }
+}
+
 /// Reads configure's choice from `include/jemalloc/internal/jemalloc_internal_defs.h`.
 /// `prof-gcc` (frame-pointer walking via `__builtin_return_address`) is refused: under
 /// `prof:true` it segfaults bash and the JVM.

@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use xtask::{build, fetch, fixtures};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Profiled jemalloc for Flink images", version)]
+#[command(
+    name = "cargo xtask",
+    about = "Profiled jemalloc for Flink images",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

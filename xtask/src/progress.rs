@@ -39,8 +39,9 @@ impl Step {
     pub fn start(what: impl Into<String>) -> Step {
         let what = what.into();
         let spinner = if interactive() {
-            let s = ProgressBar::new_spinner()
-                .with_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("static"));
+            let s = ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("static"),
+            );
             s.set_message(what.clone());
             s.enable_steady_tick(Duration::from_millis(120));
             s
@@ -48,14 +49,23 @@ impl Step {
             eprintln!("==> {what}");
             ProgressBar::hidden()
         };
-        Step { what, started: Instant::now(), spinner }
+        Step {
+            what,
+            started: Instant::now(),
+            spinner,
+        }
     }
 
     pub fn done(self, detail: impl AsRef<str>) {
-        self.spinner.finish_and_clear();
         let detail = detail.as_ref();
         let sep = if detail.is_empty() { "" } else { ": " };
-        eprintln!("    {} ({:.1}s){sep}{detail}", self.what, self.started.elapsed().as_secs_f64());
+        let secs = self.started.elapsed().as_secs_f64();
+        if self.spinner.is_hidden() {
+            eprintln!("    done ({secs:.1}s){sep}{detail}");
+        } else {
+            self.spinner.finish_and_clear();
+            eprintln!("==> {} ({secs:.1}s){sep}{detail}", self.what);
+        }
     }
 }
 

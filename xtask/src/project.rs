@@ -41,7 +41,9 @@ impl Cache {
     }
 
     pub fn sysroot_dir(&self, suite: &str, key: &str) -> PathBuf {
-        self.dir.join("sysroot").join(format!("{suite}-{}", &key[..16]))
+        self.dir
+            .join("sysroot")
+            .join(format!("{suite}-{}", &key[..16]))
     }
 
     pub fn build_dir(&self, key: &str) -> PathBuf {
@@ -49,6 +51,8 @@ impl Cache {
     }
 
     pub fn dist_dir(&self, version: &str, suite: &str) -> PathBuf {
-        self.dir.join("dist").join(format!("jemalloc-{version}-{suite}"))
+        self.dir
+            .join("dist")
+            .join(format!("jemalloc-{version}-{suite}"))
     }
 }

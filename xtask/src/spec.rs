@@ -103,11 +103,20 @@ mod tests {
         assert_eq!(j.version, "5.2.1");
         assert_eq!(
             j.configure_flags,
-            ["--enable-prof", "--enable-stats", "--enable-debug", "--enable-fill"]
+            [
+                "--enable-prof",
+                "--enable-stats",
+                "--enable-debug",
+                "--enable-fill"
+            ]
         );
         assert!(j.patch_files(&root).unwrap().len() >= 2);
         let d = DebianSpec::load(&root).unwrap();
-        assert!(d.suite("bullseye").unwrap().packages.contains(&"libgcc-s1".to_string()));
+        assert!(d
+            .suite("bullseye")
+            .unwrap()
+            .packages
+            .contains(&"libgcc-s1".to_string()));
         let err = d.suite("sid").unwrap_err().to_string();
         assert!(err.contains("bullseye") && err.contains("buster"), "{err}");
     }

@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::debian::{self, PackageRecord};
 use crate::digest::key_of;
@@ -58,7 +58,10 @@ pub const LIB_DIRS: &[&str] = &[
 impl Sysroot {
     /// Finds a shared library by file name in the sysroot's library directories.
     pub fn find_lib(&self, name: &str) -> Option<PathBuf> {
-        LIB_DIRS.iter().map(|d| self.dir.join(d).join(name)).find(|p| p.exists())
+        LIB_DIRS
+            .iter()
+            .map(|d| self.dir.join(d).join(name))
+            .find(|p| p.exists())
     }
 
     /// `lib64/ld-linux-x86-64.so.2`: the target's own dynamic loader.
@@ -89,7 +92,10 @@ impl Sysroot {
     }
 
     pub fn package_version(&self, name: &str) -> Option<&str> {
-        self.packages.iter().find(|p| p.name == name).map(|p| p.version.as_str())
+        self.packages
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.version.as_str())
     }
 }
 
@@ -103,7 +109,10 @@ pub fn prepare(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Sysroot>
     ));
     let index = fetch_index(dl, cache, req)?;
     let chosen = select(&index, &req.packages, &req.arch).with_context(|| {
-        format!("resolving the sysroot packages in {} {}", req.mirror, req.suite)
+        format!(
+            "resolving the sysroot packages in {} {}",
+            req.mirror, req.suite
+        )
     })?;
     let pinned: Vec<Pinned> = chosen
         .iter()
@@ -146,23 +155,38 @@ pub fn prepare(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Sysroot>
     let step = Step::start(format!("making the {} sysroot", req.suite));
     let parent = dir.parent().expect("sysroot dirs have a parent");
     std::fs::create_dir_all(parent)?;
-    let tmp = tempfile::Builder::new().prefix(".sysroot-").tempdir_in(parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".sysroot-")
+        .tempdir_in(parent)?;
     for pkg in &chosen {
         let url = format!("{}/{}", req.mirror.trim_end_matches('/'), pkg.filename);
         let deb = dl.fetch(cache, &url, &pkg.sha256).with_context(|| {
-            format!("downloading {} {} (verified against the Packages index)", pkg.name, pkg.version)
+            format!(
+                "downloading {} {} (verified against the Packages index)",
+                pkg.name, pkg.version
+            )
         })?;
         let size = std::fs::metadata(&deb)?.len();
         if size != pkg.size {
-            bail!("{url}: {size} bytes, but the Packages index says {}", pkg.size);
+            bail!(
+                "{url}: {size} bytes, but the Packages index says {}",
+                pkg.size
+            );
         }
         let file = std::fs::File::open(&deb)?;
-        unpack::unpack_into(debian::data_archive(file)?, tmp.path(), AbsoluteLinks::MakeRelative)
-            .with_context(|| format!("unpacking {} ({})", pkg.name, deb.display()))?;
+        unpack::unpack_into(
+            debian::data_archive(file)?,
+            tmp.path(),
+            AbsoluteLinks::MakeRelative,
+        )
+        .with_context(|| format!("unpacking {} ({})", pkg.name, deb.display()))?;
     }
     for dev in &req.dev_links {
         let link = tmp.path().join(&dev.link);
-        let target = link.parent().expect("dev links have a parent").join(&dev.target);
+        let target = link
+            .parent()
+            .expect("dev links have a parent")
+            .join(&dev.target);
         if target.exists() && std::fs::symlink_metadata(&link).is_err() {
             std::os::unix::fs::symlink(&dev.target, &link)
                 .with_context(|| format!("creating {}", link.display()))?;
@@ -189,14 +213,20 @@ fn fetch_index(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Vec<Pack
             .iter()
             .find_map(|c| entries.get(c).map(|e| (c, e)))
         else {
-            bail!("{release_url} lists no {stem}[.xz|.gz]: is `{}` a component of {}?", req.component, req.suite);
+            bail!(
+                "{release_url} lists no {stem}[.xz|.gz]: is `{}` a component of {}?",
+                req.component,
+                req.suite
+            );
         };
         let blob = dl
             .fetch(cache, &format!("{base}/{path}"), &entry.sha256)
             .with_context(|| format!("the Packages index, verified against {release_url}"))?;
         std::fs::read(blob)?
     } else {
-        progress::note(format!("{release_url} is missing: the Packages index cannot be verified"));
+        progress::note(format!(
+            "{release_url} is missing: the Packages index cannot be verified"
+        ));
         let mut found = None;
         for c in &candidates {
             let url = format!("{base}/{c}");
@@ -217,7 +247,11 @@ fn fetch_index(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Vec<Pack
 
 /// Picks each requested package for `arch` (or `all`); when an index lists several
 /// versions, the last one listed wins (indexes list one version per suite).
-pub fn select<'a>(index: &'a [PackageRecord], names: &[String], arch: &str) -> Result<Vec<&'a PackageRecord>> {
+pub fn select<'a>(
+    index: &'a [PackageRecord],
+    names: &[String],
+    arch: &str,
+) -> Result<Vec<&'a PackageRecord>> {
     let mut out = Vec::new();
     let mut missing = Vec::new();
     for name in names {
@@ -239,18 +273,10 @@ pub fn select<'a>(index: &'a [PackageRecord], names: &[String], arch: &str) -> R
     Ok(out)
 }
 
-/// Reads `sysroot.json` of a sysroot made earlier.
-pub fn load(dir: &Path) -> Result<Sysroot> {
-    let text = std::fs::read_to_string(dir.join("sysroot.json"))
-        .with_context(|| format!("{} is not a sysroot made by this tool", dir.display()))?;
-    let mut s: Sysroot = serde_json::from_str(&text)?;
-    s.dir = dir.to_path_buf();
-    Ok(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::Sha256Hex;
 
     fn rec(name: &str, arch: &str, version: &str) -> PackageRecord {
         PackageRecord {
@@ -272,9 +298,13 @@ mod tests {
         ];
         let got = select(&index, &["libc6".into(), "linux-libc-dev".into()], "amd64").unwrap();
         assert_eq!(got[0].version, "2");
-        let err = select(&index, &["libgcc-s1".into(), "libcrypt-dev".into()], "amd64")
-            .unwrap_err()
-            .to_string();
+        let err = select(
+            &index,
+            &["libgcc-s1".into(), "libcrypt-dev".into()],
+            "amd64",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("libgcc-s1, libcrypt-dev"), "{err}");
     }
 }

@@ -48,7 +48,11 @@ pub fn member_path(raw: &Path) -> Result<Option<PathBuf>> {
             Component::ParentDir => bail!("refusing path with `..`: `{}`", raw.display()),
         }
     }
-    Ok(if out.as_os_str().is_empty() { None } else { Some(out) })
+    Ok(if out.as_os_str().is_empty() {
+        None
+    } else {
+        Some(out)
+    })
 }
 
 /// Checks a symlink at `link` (relative to the tree root) pointing at `target`, and returns
@@ -64,9 +68,8 @@ pub fn link_target(link: &Path, target: &Path, policy: AbsoluteLinks) -> Result<
                 target.display()
             );
         }
-        let inside = resolve_inside(Path::new(""), target).with_context(|| {
-            format!("symlink `{}` -> `{}`", link.display(), target.display())
-        })?;
+        let inside = resolve_inside(Path::new(""), target)
+            .with_context(|| format!("symlink `{}` -> `{}`", link.display(), target.display()))?;
         // From the link's directory, climb to the root, then descend to the target.
         let mut rel = PathBuf::new();
         for _ in parent.components() {
@@ -129,10 +132,16 @@ pub fn unpack_into(archive: impl Read, dest: &Path, policy: AbsoluteLinks) -> Re
     let mut stats = Stats::default();
     for entry in ar.entries().context("reading tar archive")? {
         let mut entry = entry.context("reading tar entry")?;
-        let raw = entry.path().context("tar entry with an unreadable path")?.into_owned();
+        let raw = entry
+            .path()
+            .context("tar entry with an unreadable path")?
+            .into_owned();
         let kind = entry.header().entry_type();
         use tar::EntryType as T;
-        if matches!(kind, T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink) {
+        if matches!(
+            kind,
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
+        ) {
             continue;
         }
         let Some(rel) = member_path(&raw)? else {
@@ -170,9 +179,8 @@ pub fn unpack_into(archive: impl Read, dest: &Path, policy: AbsoluteLinks) -> Re
                 let target = entry
                     .link_name()?
                     .with_context(|| format!("hard link `{}` without a target", raw.display()))?;
-                let Some(target) = member_path(&target).with_context(|| {
-                    format!("refusing hard link `{}`", raw.display())
-                })?
+                let Some(target) = member_path(&target)
+                    .with_context(|| format!("refusing hard link `{}`", raw.display()))?
                 else {
                     bail!("refusing hard link `{}` to the archive root", raw.display());
                 };
@@ -200,7 +208,10 @@ pub fn unpack_into(archive: impl Read, dest: &Path, policy: AbsoluteLinks) -> Re
             }
             T::Char | T::Block => bail!("refusing device node `{}`", raw.display()),
             T::Fifo => bail!("refusing FIFO `{}`", raw.display()),
-            other => bail!("refusing `{}`: unsupported entry type {other:?}", raw.display()),
+            other => bail!(
+                "refusing `{}`: unsupported entry type {other:?}",
+                raw.display()
+            ),
         }
     }
     Ok(stats)
@@ -258,7 +269,9 @@ fn prepare_parent(path: &Path) -> Result<()> {
 fn remove_non_dir(path: &Path) -> Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => bail!("`{}` is a directory in the tree already", path.display()),
-        Ok(_) => std::fs::remove_file(path).with_context(|| format!("replacing {}", path.display())),
+        Ok(_) => {
+            std::fs::remove_file(path).with_context(|| format!("replacing {}", path.display()))
+        }
         Err(_) => Ok(()),
     }
 }
@@ -269,7 +282,10 @@ mod tests {
 
     #[test]
     fn member_paths_are_normalised_or_refused() {
-        assert_eq!(member_path(Path::new("./a/./b")).unwrap(), Some(PathBuf::from("a/b")));
+        assert_eq!(
+            member_path(Path::new("./a/./b")).unwrap(),
+            Some(PathBuf::from("a/b"))
+        );
         assert_eq!(member_path(Path::new("./")).unwrap(), None);
         assert!(member_path(Path::new("/etc/passwd")).is_err());
         assert!(member_path(Path::new("a/../../b")).is_err());

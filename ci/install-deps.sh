@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Debian packages the xtask commands and their tests need on a fresh machine:
+# a host C/C++ toolchain and make (the jemalloc build), patch (the carried patches),
+# perl and binutils (jeprof), apt and dpkg-dev (the test fixtures' local Debian repository),
+# util-linux (unshare, for the jeprof check with /usr/bin/file hidden), ca-certificates.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+sudo_if_needed apt-get update -q
+sudo_if_needed apt-get install -y -q --no-install-recommends \
+  gcc g++ make patch perl binutils file dpkg-dev apt util-linux ca-certificates debian-archive-keyring

@@ -1,0 +1,274 @@
+//! Test support: a loopback HTTP/1.1 file server with fault injection, and helpers to run
+//! the real `xtask` binary.
+//!
+//! The server is hand-written (about a hundred lines on std::net) because the tests need
+//! to misbehave on purpose — lie about Content-Length, corrupt a byte, vanish — which the
+//! maintained server crates make awkward; it is test scaffolding, not the thing under test.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    /// Flip one byte in the middle of every body.
+    Tamper,
+    /// Announce the full Content-Length, send half the body, close.
+    Truncate,
+}
+
+pub struct Server {
+    addr: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+    requests: Arc<AtomicUsize>,
+    fault: Arc<Mutex<Fault>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Serves files: a request for `<prefix>/<rest>` is answered from `<dir>/<rest>`.
+    pub fn serve(mounts: Vec<(&str, PathBuf)>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let fault = Arc::new(Mutex::new(Fault::None));
+        let mounts: Arc<Vec<(String, PathBuf)>> = Arc::new(
+            mounts
+                .into_iter()
+                .map(|(p, d)| (p.trim_end_matches('/').to_string(), d))
+                .collect(),
+        );
+        let thread = {
+            let (stop, requests, fault) = (stop.clone(), requests.clone(), fault.clone());
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let (requests, fault, mounts) =
+                        (requests.clone(), fault.clone(), mounts.clone());
+                    std::thread::spawn(move || {
+                        let f = *fault.lock().unwrap();
+                        let _ = handle(conn, &mounts, f, &requests);
+                    });
+                }
+            })
+        };
+        Server {
+            addr,
+            stop,
+            requests,
+            fault,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}/{}", self.addr, path.trim_start_matches('/'))
+    }
+
+    pub fn set_fault(&self, f: Fault) {
+        *self.fault.lock().unwrap() = f;
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn handle(
+    conn: TcpStream,
+    mounts: &[(String, PathBuf)],
+    fault: Fault,
+    requests: &AtomicUsize,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+    }
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+    requests.fetch_add(1, Ordering::SeqCst);
+    let file = resolve(mounts, target);
+    let mut out = conn;
+    let Some(body) = file.and_then(|p| std::fs::read(p).ok()) else {
+        return out.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+    };
+    write!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    if method == "HEAD" {
+        return Ok(());
+    }
+    match fault {
+        Fault::None => out.write_all(&body),
+        Fault::Tamper => {
+            let mut b = body;
+            if !b.is_empty() {
+                let mid = b.len() / 2;
+                b[mid] ^= 0xff;
+            }
+            out.write_all(&b)
+        }
+        Fault::Truncate => {
+            out.write_all(&body[..body.len() / 2])?;
+            out.flush()?;
+            out.shutdown(std::net::Shutdown::Both)
+        }
+    }
+}
+
+fn resolve(mounts: &[(String, PathBuf)], target: &str) -> Option<PathBuf> {
+    let path = target.split('?').next().unwrap_or("");
+    if path.split('/').any(|c| c == "..") {
+        return None;
+    }
+    for (prefix, dir) in mounts {
+        if let Some(rest) = path.strip_prefix(prefix.as_str()) {
+            let rest = rest.trim_start_matches('/');
+            let p = if rest.is_empty() {
+                dir.clone()
+            } else {
+                dir.join(rest)
+            };
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// Runs the real `xtask` binary with plain (CI-style) progress output.
+pub fn xtask(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env("CI", "1")
+        .output()
+        .expect("running the xtask binary");
+    eprintln!(
+        "$ xtask {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Every regular file below `dir` (recursively), for "nothing was left behind" checks.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A `.tar.bz2` built entry by entry, with raw names (so tests can write unsafe ones).
+pub struct TarBuilder {
+    tar: tar::Builder<Vec<u8>>,
+}
+
+impl Default for TarBuilder {
+    fn default() -> Self {
+        TarBuilder {
+            tar: tar::Builder::new(Vec::new()),
+        }
+    }
+}
+
+impl TarBuilder {
+    fn header(name: &str, kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_mtime(0);
+        h
+    }
+
+    pub fn file(mut self, name: &str, data: &[u8]) -> Self {
+        let mut h = Self::header(name, tar::EntryType::Regular, data.len() as u64, 0o644);
+        h.set_cksum();
+        self.tar.append(&h, data).unwrap();
+        self
+    }
+
+    pub fn dir(mut self, name: &str) -> Self {
+        let mut h = Self::header(name, tar::EntryType::Directory, 0, 0o755);
+        h.set_cksum();
+        self.tar.append(&h, &[][..]).unwrap();
+        self
+    }
+
+    /// A symlink, hard link, device or FIFO entry; `link` is written raw.
+    pub fn special(mut self, name: &str, kind: tar::EntryType, link: &str) -> Self {
+        let mut h = Self::header(name, kind, 0, 0o644);
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_cksum();
+        self.tar.append(&h, &[][..]).unwrap();
+        self
+    }
+
+    pub fn bz2(self) -> Vec<u8> {
+        let raw = self.tar.into_inner().unwrap();
+        let mut enc = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        enc.write_all(&raw).unwrap();
+        enc.finish().unwrap()
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
