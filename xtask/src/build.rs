@@ -53,6 +53,9 @@ pub struct BuildArgs {
     /// Cache and work directory [default: target/flink-jemalloc, or $FLINK_JEMALLOC_CACHE].
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Exact sysroot packages (from an image lock file).
+    #[arg(skip)]
+    pub sysroot_pins: Option<Vec<sysroot::Pinned>>,
 }
 
 /// `build-info.json` in the output: what the tree was made from and what the gates saw.
@@ -83,13 +86,13 @@ pub struct PatchInfo {
 }
 
 pub fn run(args: BuildArgs) -> Result<()> {
-    let out = build(&args)?;
+    let (out, _) = build(&args)?;
     println!("{}", out.display());
     Ok(())
 }
 
-/// Builds (or finds up to date) and returns the output directory.
-pub fn build(args: &BuildArgs) -> Result<PathBuf> {
+/// Builds (or finds up to date) and returns the output directory and what it holds.
+pub fn build(args: &BuildArgs) -> Result<(PathBuf, BuildInfo)> {
     let root = project::root();
     let spec = JemallocSpec::load(&root)?;
     let debian = DebianSpec::load(&root)?;
@@ -115,6 +118,7 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
                 .clone()
                 .unwrap_or_else(|| suite.packages.clone()),
             dev_links: debian.dev_links.clone(),
+            pins: args.sysroot_pins.clone(),
         },
     )?;
 
@@ -165,7 +169,7 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
                     "up to date: {} (same source, patches, flags and sysroot; nothing to compile)",
                     out.display()
                 ));
-                return Ok(out);
+                return Ok((out, info));
             }
         }
     }
@@ -242,7 +246,21 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
     {
         let step = Step::start(format!("make -j{jobs}"));
         let _dir = sh.push_dir(&tree);
-        run_logged(cmd!(sh, "make -j{jobs}"), &logs.join("make.log")).context("make failed")?;
+        // Debug info names source paths: map the build tree and the sysroot to fixed
+        // names so the same inputs give the same bytes wherever the cache is.
+        let maps = format!(
+            "-ffile-prefix-map={}=/usr/src/jemalloc-{} -ffile-prefix-map={}=/",
+            tree.display(),
+            spec.version,
+            sysroot.dir.display()
+        );
+        let extra_c = format!("EXTRA_CFLAGS={maps}");
+        let extra_cxx = format!("EXTRA_CXXFLAGS={maps}");
+        run_logged(
+            cmd!(sh, "make -j{jobs} {extra_c} {extra_cxx}"),
+            &logs.join("make.log"),
+        )
+        .context("make failed")?;
         step.done("");
     }
 
@@ -274,6 +292,14 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
         step.done("");
     }
     let installed = stage.path().join(spec.prefix.trim_start_matches('/'));
+    // jemalloc-config records the compiler command, sysroot path included.
+    let config_script = installed.join("bin/jemalloc-config");
+    let text = std::fs::read_to_string(&config_script)
+        .with_context(|| format!("reading {}", config_script.display()))?;
+    std::fs::write(
+        &config_script,
+        text.replace(&sysroot.dir.display().to_string(), "/sysroot"),
+    )?;
 
     let step = Step::start(format!(
         "checking the library against the {} sysroot",
@@ -317,7 +343,7 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
     )?;
     unpack::replace_dir(installed, &out)?;
     progress::note(format!("installed tree: {}", out.display()));
-    Ok(out)
+    Ok((out, info))
 }
 
 /// Reads `build-info.json` of an output directory.

@@ -45,23 +45,7 @@ impl Downloader {
             std::fs::remove_file(&dest)
                 .with_context(|| format!("removing damaged cache entry {}", dest.display()))?;
         }
-        let dir = dest.parent().expect("blob paths have a parent");
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".partial-")
-            .tempfile_in(dir)
-            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-        let (actual, len) = self.stream(url, tmp.as_file_mut())?;
-        if actual != *expected {
-            bail!(
-                "sha256 mismatch for {url}\n  expected: {expected}\n  actual:   {actual} ({len} bytes)\n\
-                 nothing was cached; check the URL, or pass --sha256 if the file is meant to change"
-            );
-        }
-        tmp.as_file().sync_all().ok();
-        tmp.persist(&dest)
-            .with_context(|| format!("moving the download into {}", dest.display()))?;
-        Ok(dest)
+        save_verified(cache, expected, url, |out| self.stream(url, out))
     }
 
     /// Downloads `url` into memory (small index files whose digest is not known beforehand).
@@ -105,7 +89,36 @@ impl Downloader {
     }
 }
 
-fn copy_hashing(
+/// Writes a blob into the cache under its digest: `write` fills a temporary file beside the
+/// entry and returns the digest it saw; only a match is renamed into place.
+pub fn save_verified(
+    cache: &Cache,
+    expected: &Sha256Hex,
+    url: &str,
+    write: impl FnOnce(&mut dyn Write) -> Result<(Sha256Hex, u64)>,
+) -> Result<PathBuf> {
+    let dest = cache.blob(expected.as_str());
+    let dir = dest.parent().expect("blob paths have a parent");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".partial-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let (actual, len) = write(tmp.as_file_mut())?;
+    if actual != *expected {
+        bail!(
+            "sha256 mismatch for {url}\n  expected: {expected}\n  actual:   {actual} ({len} bytes)\n\
+             nothing was cached; check the URL, or pass --sha256 if the file is meant to change"
+        );
+    }
+    tmp.as_file().sync_all().ok();
+    tmp.persist(&dest)
+        .with_context(|| format!("moving the download into {}", dest.display()))?;
+    Ok(dest)
+}
+
+/// Copies `body` into `out` while hashing; a body shorter than `len` is an error.
+pub fn copy_hashing(
     mut body: impl Read,
     out: &mut dyn Write,
     len: Option<u64>,

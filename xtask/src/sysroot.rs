@@ -26,12 +26,17 @@ pub struct Request {
     pub arch: String,
     pub packages: Vec<String>,
     pub dev_links: Vec<DevLink>,
+    /// Exact packages from a lock file: no index is read, and a cached sysroot made of
+    /// them is reused without touching the network.
+    pub pins: Option<Vec<Pinned>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Pinned {
     pub name: String,
     pub version: String,
+    pub filename: String,
+    pub size: u64,
     pub sha256: String,
 }
 
@@ -100,28 +105,44 @@ impl Sysroot {
 }
 
 pub fn prepare(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Sysroot> {
-    let step = Step::start(format!(
-        "resolving {} from {} {} ({})",
-        req.packages.join(" "),
-        req.mirror,
-        req.suite,
-        req.arch
+    let pinned: Vec<Pinned> = match &req.pins {
+        Some(pins) => pins.clone(),
+        None => {
+            let step = Step::start(format!(
+                "resolving {} from {} {} ({})",
+                req.packages.join(" "),
+                req.mirror,
+                req.suite,
+                req.arch
+            ));
+            let index = fetch_index(dl, cache, req)?;
+            let chosen = select(&index, &req.packages, &req.arch).with_context(|| {
+                format!(
+                    "resolving the sysroot packages in {} {}",
+                    req.mirror, req.suite
+                )
+            })?;
+            step.done("");
+            chosen
+                .iter()
+                .map(|p| Pinned {
+                    name: p.name.clone(),
+                    version: p.version.clone(),
+                    filename: p.filename.clone(),
+                    size: p.size,
+                    sha256: p.sha256.to_string(),
+                })
+                .collect()
+        }
+    };
+    progress::note(format!(
+        "sysroot packages: {}",
+        pinned
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.version))
+            .collect::<Vec<_>>()
+            .join(" ")
     ));
-    let index = fetch_index(dl, cache, req)?;
-    let chosen = select(&index, &req.packages, &req.arch).with_context(|| {
-        format!(
-            "resolving the sysroot packages in {} {}",
-            req.mirror, req.suite
-        )
-    })?;
-    let pinned: Vec<Pinned> = chosen
-        .iter()
-        .map(|p| Pinned {
-            name: p.name.clone(),
-            version: p.version.clone(),
-            sha256: p.sha256.to_string(),
-        })
-        .collect();
     let key = key_of(
         pinned
             .iter()
@@ -131,13 +152,6 @@ pub fn prepare(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Sysroot>
                     .iter()
                     .map(|d| format!("{} -> {}", d.link.display(), d.target.display())),
             ),
-    );
-    step.done(
-        pinned
-            .iter()
-            .map(|p| format!("{}={}", p.name, p.version))
-            .collect::<Vec<_>>()
-            .join(" "),
     );
     let dir = cache.sysroot_dir(&req.suite, key.as_str());
     let sysroot = Sysroot {
@@ -158,9 +172,10 @@ pub fn prepare(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Sysroot>
     let tmp = tempfile::Builder::new()
         .prefix(".sysroot-")
         .tempdir_in(parent)?;
-    for pkg in &chosen {
+    for pkg in &sysroot.packages {
         let url = format!("{}/{}", req.mirror.trim_end_matches('/'), pkg.filename);
-        let deb = dl.fetch(cache, &url, &pkg.sha256).with_context(|| {
+        let sha = crate::digest::Sha256Hex::parse(&pkg.sha256)?;
+        let deb = dl.fetch(cache, &url, &sha).with_context(|| {
             format!(
                 "downloading {} {} (verified against the Packages index)",
                 pkg.name, pkg.version

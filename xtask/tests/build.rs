@@ -277,6 +277,7 @@ fn glibc_gate_refuses_a_library_linked_against_the_host() {
             arch: debian.arch.clone(),
             packages: suite.packages.clone(),
             dev_links: debian.dev_links.clone(),
+            pins: None,
         },
     )
     .unwrap();
