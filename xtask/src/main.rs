@@ -1,7 +1,7 @@
 //! `cargo xtask`: parse flags, dispatch to the subcommand's module.
 
 use clap::{Parser, Subcommand};
-use xtask::{build, fetch, fixtures};
+use xtask::{build, fetch, fixtures, image};
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +21,9 @@ enum Command {
     /// Build jemalloc with profiling against a target Debian suite's glibc; prints the
     /// installed tree (bin/, lib/, include/).
     Build(build::BuildArgs),
+    /// Layer the profiling jemalloc onto an official Flink image, reproducibly and without a
+    /// Docker daemon; prints the image digest.
+    Image(image::ImageArgs),
     /// Prepare the cached test fixtures (local Debian repository, jemalloc stand-in tarball).
     Fixtures(fixtures::FixturesArgs),
 }
@@ -30,6 +33,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Fetch(args) => fetch::run(args),
         Command::Build(args) => build::run(args),
+        Command::Image(args) => image::run(args),
         Command::Fixtures(args) => fixtures::run(args),
     };
     match result {

@@ -86,6 +86,64 @@ impl DebianSpec {
     }
 }
 
+/// `images/flink-<version>.toml`: one Flink image line to build on.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FlinkSpec {
+    pub flink: String,
+    pub base: String,
+    pub scala: String,
+    pub java: String,
+    pub java_home: String,
+    pub flink_home: String,
+    pub user: String,
+    pub uid: u32,
+    pub distribution: String,
+}
+
+impl FlinkSpec {
+    pub fn path(root: &Path, version: &str) -> PathBuf {
+        root.join("images").join(format!("flink-{version}.toml"))
+    }
+
+    /// The spec for `version`, or an error listing the known ones.
+    pub fn load(root: &Path, version: &str) -> Result<FlinkSpec> {
+        let path = FlinkSpec::path(root, version);
+        if !path.is_file() {
+            let known: Vec<String> = FlinkSpec::all(root)?.into_iter().map(|s| s.flink).collect();
+            bail!(
+                "no image spec for Flink {version} ({}); known versions: {}",
+                path.display(),
+                known.join(", ")
+            );
+        }
+        let spec: FlinkSpec = load_toml(&path)?;
+        if spec.flink != version {
+            bail!("{} says flink = \"{}\"", path.display(), spec.flink);
+        }
+        Ok(spec)
+    }
+
+    /// All specs under `images/`, sorted by version.
+    pub fn all(root: &Path) -> Result<Vec<FlinkSpec>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(root.join("images"))? {
+            let p = e?.path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("flink-") && name.ends_with(".toml") {
+                out.push(load_toml::<FlinkSpec>(&p)?);
+            }
+        }
+        out.sort_by_key(|s| {
+            s.flink
+                .split('.')
+                .map(|p| p.parse::<u32>().unwrap_or(0))
+                .collect::<Vec<_>>()
+        });
+        Ok(out)
+    }
+}
+
 fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -119,5 +177,10 @@ mod tests {
             .contains(&"libgcc-s1".to_string()));
         let err = d.suite("sid").unwrap_err().to_string();
         assert!(err.contains("bullseye") && err.contains("buster"), "{err}");
+        let f = FlinkSpec::load(&root, "1.10.1").unwrap();
+        assert_eq!(f.base, "docker.io/library/flink:1.10.1-scala_2.12");
+        assert_eq!((f.uid, f.flink_home.as_str()), (9999, "/opt/flink"));
+        let err = FlinkSpec::load(&root, "0.9").unwrap_err().to_string();
+        assert!(err.contains("known versions: 1.10.1, 1.10.3"), "{err}");
     }
 }

@@ -1,0 +1,689 @@
+//! `cargo xtask image --flink X`: the official Flink image plus a profiling jemalloc under
+//! `/opt/jemalloc`, built without a Docker daemon and bit-for-bit reproducibly.
+//!
+//! resolve (lock or registry) → inspect the base (suite, libc6, apt sources) → build
+//! jemalloc against that suite → layer + config + manifest → OCI layout, tarball, push.
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use xshell::{cmd, Shell};
+
+use crate::build::{self, BuildArgs};
+use crate::digest::Sha256Hex;
+use crate::fetch::SourceArgs;
+use crate::inspect::{self, BaseFacts};
+use crate::lock::{self, BaseLock, JemallocLock, Lock, SysrootLock};
+use crate::oci::{self, Blob, BlobSource, ConfigChanges};
+use crate::progress::{self, Step};
+use crate::project::{self, Cache};
+use crate::registry::{Credentials, Reference, RegistryClient};
+use crate::spec::{DebianSpec, FlinkSpec, JemallocSpec};
+
+/// The seed recipe's profiling settings, baked in with `--preload`.
+pub const DEFAULT_MALLOC_CONF: &str =
+    "prof:true,lg_prof_interval:30,lg_prof_sample:17,prof_prefix:/tmp/jeprof.out";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Oci,
+    DockerArchive,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImageArgs {
+    /// Flink version whose spec (images/flink-<version>.toml) to build.
+    #[arg(long, required_unless_present = "list")]
+    pub flink: Option<String>,
+    /// Print the table of image specs and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Base image reference instead of the spec's.
+    #[arg(long)]
+    pub base: Option<String>,
+    /// Talk plain HTTP to registries (loopback test registries only).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Registry user name; the password is read from $REGISTRY_PASSWORD.
+    #[arg(long)]
+    pub registry_user: Option<String>,
+    /// Debian mirror for the sysroot [default: the base's own apt source for its suite].
+    #[arg(long)]
+    pub mirror: Option<String>,
+    /// Bake LD_PRELOAD and MALLOC_CONF into the image config (for setups that cannot set
+    /// container env per TaskManager).
+    #[arg(long)]
+    pub preload: bool,
+    /// MALLOC_CONF baked in with --preload.
+    #[arg(long, default_value = DEFAULT_MALLOC_CONF)]
+    pub malloc_conf: String,
+    /// Output: a directory (OCI image layout) or a file ending in .tar
+    /// [default: <cache>/images/flink-<version>-jemalloc].
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Format of a .tar output.
+    #[arg(long, value_enum, default_value = "oci")]
+    pub format: Format,
+    /// Push the image to this reference (e.g. registry.example/flink:1.10.1-jemalloc).
+    #[arg(long)]
+    pub push: Option<String>,
+    /// Hand a docker-archive to `docker load` or `kind load image-archive`.
+    #[arg(long)]
+    pub load: bool,
+    /// Fail if the lock file is missing or would change.
+    #[arg(long)]
+    pub locked: bool,
+    /// Lock file [default: images/flink-<version>.lock].
+    #[arg(long)]
+    pub lock_file: Option<PathBuf>,
+    /// Fixed timestamp for layers, config and history.
+    #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = 0)]
+    pub source_date_epoch: u64,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Cache and work directory [default: target/flink-jemalloc, or $FLINK_JEMALLOC_CACHE].
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// What `image` made.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub manifest_digest: String,
+    pub output: PathBuf,
+    pub pushed: Option<String>,
+}
+
+pub fn run(args: ImageArgs) -> Result<()> {
+    if args.list {
+        print!("{}", list_table(&project::root())?);
+        return Ok(());
+    }
+    let built = image(&args)?;
+    println!("{}", built.manifest_digest);
+    Ok(())
+}
+
+/// The Markdown table of image specs (`--list`).
+pub fn list_table(root: &Path) -> Result<String> {
+    let mut out = String::from("| Flink | base image | distribution | Java |\n|---|---|---|---|\n");
+    for s in FlinkSpec::all(root)? {
+        out.push_str(&format!(
+            "| {} | `{}` | {} | {} |\n",
+            s.flink, s.base, s.distribution, s.java
+        ));
+    }
+    Ok(out)
+}
+
+struct CacheBlobs<'a>(&'a Cache);
+
+impl BlobSource for CacheBlobs<'_> {
+    fn path_of(&self, digest: &str) -> Result<PathBuf> {
+        let p = self.0.blob(oci::hex_of(digest));
+        if !p.is_file() {
+            bail!("blob {digest} is not in the cache {}", self.0.dir.display());
+        }
+        Ok(p)
+    }
+}
+
+/// Puts bytes into the content-addressed cache and returns the blob.
+fn cache_blob(cache: &Cache, media_type: &str, data: Vec<u8>) -> Result<Blob> {
+    let blob = Blob::new(media_type, data);
+    let path = cache.blob(oci::hex_of(&blob.digest));
+    if !path.is_file() {
+        let dir = path.parent().unwrap();
+        std::fs::create_dir_all(dir)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempfile_in(dir)?;
+        std::fs::write(tmp.path(), &blob.data)?;
+        tmp.persist(&path)?;
+    }
+    Ok(blob)
+}
+
+fn read_cached(cache: &Cache, digest: &str) -> Option<Vec<u8>> {
+    let p = cache.blob(oci::hex_of(digest));
+    let data = std::fs::read(p).ok()?;
+    (format!("sha256:{}", Sha256Hex::of_bytes(&data)) == digest).then_some(data)
+}
+
+/// The upstream part of a Debian version: `2.31-13+deb11u5` → `2.31`.
+pub fn upstream_version(v: &str) -> &str {
+    let v = v.split_once(':').map_or(v, |(_, r)| r);
+    v.rsplit_once('-').map_or(v, |(u, _)| u)
+}
+
+/// The mirror for `suite` among the base's apt sources.
+pub fn mirror_for(facts: &BaseFacts, suite: &str) -> Option<String> {
+    facts
+        .apt_sources
+        .iter()
+        .find(|s| s.suite == suite)
+        .map(|s| s.uri.clone())
+}
+
+pub fn image(args: &ImageArgs) -> Result<Built> {
+    let root = project::root();
+    let version = args.flink.as_deref().context("--flink is required")?;
+    let spec = FlinkSpec::load(&root, version)?;
+    let jspec = JemallocSpec::load(&root)?;
+    let debian = DebianSpec::load(&root)?;
+    let cache = Cache::new(
+        args.cache_dir
+            .clone()
+            .unwrap_or_else(project::default_cache_dir),
+    );
+    let base_text = args.base.clone().unwrap_or_else(|| spec.base.clone());
+    let base_ref: Reference = base_text.parse()?;
+    let lock_path = args
+        .lock_file
+        .clone()
+        .unwrap_or_else(|| root.join("images").join(format!("flink-{version}.lock")));
+    let jemalloc_url = args.source.url.clone().unwrap_or_else(|| jspec.url.clone());
+    let jemalloc_sha = match &args.source.sha256 {
+        Some(s) => Sha256Hex::parse(s)?.to_string(),
+        None => jspec.sha256.clone(),
+    };
+    let request = lock::Request {
+        base: &base_text,
+        jemalloc_url: &jemalloc_url,
+        jemalloc_sha256: &jemalloc_sha,
+        mirror: args.mirror.as_deref(),
+        source_date_epoch: args.source_date_epoch,
+    };
+    let existing = Lock::read(&lock_path)?;
+    if args.locked {
+        lock::require(&lock_path, existing.as_ref(), &request)?;
+    }
+    let usable = existing
+        .clone()
+        .filter(|l| lock::differences(l, &request).is_empty());
+    if let (Some(l), None) = (&existing, &usable) {
+        progress::note(format!(
+            "{} will be updated: {}",
+            lock_path.display(),
+            lock::differences(l, &request).join("; ")
+        ));
+    }
+
+    let credentials = args.registry_user.as_ref().map(|u| Credentials {
+        username: u.clone(),
+        password: std::env::var("REGISTRY_PASSWORD").unwrap_or_default(),
+    });
+    let client = RegistryClient::new(args.plain_http, credentials);
+
+    // 1. The base: manifest, config and layers, from the cache when the lock pins them.
+    let step = Step::start(format!("base image {base_ref}"));
+    let mut network = false;
+    let (manifest_bytes, manifest_digest, index_digest) = match usable
+        .as_ref()
+        .and_then(|l| read_cached(&cache, &l.base.manifest_digest).map(|b| (b, l)))
+    {
+        Some((bytes, l)) => (
+            bytes,
+            l.base.manifest_digest.clone(),
+            l.base.index_digest.clone(),
+        ),
+        None => {
+            network = true;
+            let pinned = usable
+                .as_ref()
+                .map(|l| base_ref.with_digest(&l.base.manifest_digest));
+            let (m, index) = client.image_manifest(pinned.as_ref().unwrap_or(&base_ref))?;
+            if !oci::is_manifest_type(&m.media_type) {
+                bail!("{base_ref}: unsupported manifest type {}", m.media_type);
+            }
+            cache_blob(&cache, &m.media_type, m.bytes.clone())?;
+            (
+                m.bytes,
+                m.digest,
+                index
+                    .map(|i| i.digest)
+                    .or(usable.as_ref().and_then(|l| l.base.index_digest.clone())),
+            )
+        }
+    };
+    let base_manifest: Value = serde_json::from_slice(&manifest_bytes)?;
+    let config_digest = base_manifest["config"]["digest"]
+        .as_str()
+        .context("base manifest without config")?
+        .to_string();
+    let layers = base_manifest["layers"]
+        .as_array()
+        .context("base manifest without layers")?
+        .clone();
+    let mut layer_paths = Vec::new();
+    let config_path = match read_cached(&cache, &config_digest) {
+        Some(_) => cache.blob(oci::hex_of(&config_digest)),
+        None => {
+            network = true;
+            client.blob(&base_ref, &config_digest, &cache)?
+        }
+    };
+    for l in &layers {
+        let d = l["digest"].as_str().context("layer without digest")?;
+        let p = cache.blob(oci::hex_of(d));
+        layer_paths.push(if p.is_file() {
+            p
+        } else {
+            network = true;
+            client.blob(&base_ref, d, &cache)?
+        });
+    }
+    let base_config: Value = serde_json::from_slice(&std::fs::read(&config_path)?)?;
+    step.done(format!(
+        "{manifest_digest}, {} layers{}",
+        layers.len(),
+        if network {
+            ""
+        } else {
+            ", from the cache (no network)"
+        }
+    ));
+
+    // 2. What the base is: suite and libc6 decide the sysroot.
+    let (facts_os, suite, libc6, base_mirror) = match &usable {
+        Some(l) => (
+            l.base.os.clone(),
+            l.base.suite.clone(),
+            l.base.libc6.clone(),
+            Some(l.sysroot.mirror.clone()),
+        ),
+        None => {
+            let step = Step::start("inspecting the base's layers");
+            let facts = inspect::inspect_layers(&layer_paths)?;
+            let suite = facts.version_codename.clone().with_context(|| {
+                format!(
+                    "{base_ref}: /etc/os-release names no VERSION_CODENAME ({:?})",
+                    facts.pretty_name
+                )
+            })?;
+            if facts.os_id != "debian" {
+                bail!(
+                    "{base_ref} is {} ({suite}); only Debian bases are supported so far",
+                    facts.os_id
+                );
+            }
+            let libc6 = facts
+                .libc6_version
+                .clone()
+                .with_context(|| format!("{base_ref}: no installed libc6 in the dpkg status"))?;
+            step.done(format!(
+                "{}; libc6 {libc6}; apt sources: {}",
+                facts.pretty_name.clone().unwrap_or(suite.clone()),
+                facts
+                    .apt_sources
+                    .iter()
+                    .map(|s| format!("{} {}", s.uri, s.suite))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            if spec.distribution != format!("{} {suite}", facts.os_id) {
+                progress::note(format!(
+                    "note: the spec expects {}, the base is {} {suite}",
+                    spec.distribution, facts.os_id
+                ));
+            }
+            let mirror = mirror_for(&facts, &suite);
+            if mirror.is_none() && args.mirror.is_none() {
+                progress::note(format!(
+                    "the base names no apt source for {suite}; using images/debian.toml's mirror"
+                ));
+            }
+            (facts.os_id.clone(), suite, libc6, mirror)
+        }
+    };
+    let suite_spec = debian
+        .suite(&suite)
+        .with_context(|| format!("the base {base_ref} is Debian {suite}"))?;
+    let mirror = args
+        .mirror
+        .clone()
+        .or(base_mirror)
+        .unwrap_or_else(|| suite_spec.mirror.clone());
+
+    // 3. jemalloc against that suite.
+    let (tree, info) = build::build(&BuildArgs {
+        source: SourceArgs {
+            url: Some(jemalloc_url.clone()),
+            sha256: Some(jemalloc_sha.clone()),
+        },
+        suite: suite.clone(),
+        mirror: Some(mirror.clone()),
+        sysroot_packages: None,
+        out: None,
+        static_libs: false,
+        jobs: None,
+        force: false,
+        cache_dir: Some(cache.dir.clone()),
+        sysroot_pins: usable.as_ref().map(|l| l.sysroot.packages.clone()),
+    })?;
+    let sys_libc = info
+        .sysroot_packages
+        .iter()
+        .find(|p| p.name == "libc6")
+        .map(|p| p.version.clone())
+        .context("the sysroot has no libc6")?;
+    if upstream_version(&sys_libc) != upstream_version(&libc6) {
+        bail!(
+            "the {suite} sysroot has libc6 {sys_libc}, the base has {libc6}: a library built \
+             against a newer glibc may not load. Point --mirror at a repository with the base's version"
+        );
+    }
+    if sys_libc != libc6 {
+        progress::note(format!(
+            "libc6 {sys_libc} in the sysroot, {libc6} in the base: same glibc {}",
+            upstream_version(&libc6)
+        ));
+    }
+
+    // 4. The layer, config and manifest.
+    let step = Step::start("writing the /opt/jemalloc layer");
+    let layer = oci::layer(oci::layer_tar(
+        &tree,
+        &jspec.prefix,
+        args.source_date_epoch,
+    )?);
+    let layer_blob = cache_blob(&cache, &layer.blob.media_type, layer.blob.data.clone())?;
+    step.done(format!(
+        "{} ({} bytes compressed)",
+        layer_blob.digest,
+        layer_blob.data.len()
+    ));
+    let created = time::OffsetDateTime::from_unix_timestamp(args.source_date_epoch as i64)?
+        .format(&time::format_description::well_known::Rfc3339)?;
+    let lib = format!("{}/lib/libjemalloc.so.2", jspec.prefix);
+    let mut env = vec![("JEMALLOC_PATH".to_string(), lib.clone())];
+    if args.preload {
+        env.push(("LD_PRELOAD".into(), lib.clone()));
+        env.push(("MALLOC_CONF".into(), args.malloc_conf.clone()));
+    }
+    let patches: Vec<String> = info.patches.iter().map(|p| p.name.clone()).collect();
+    let labels = vec![
+        (
+            "org.opencontainers.image.base.name".to_string(),
+            base_text.clone(),
+        ),
+        (
+            "org.opencontainers.image.base.digest".to_string(),
+            manifest_digest.clone(),
+        ),
+        (
+            "io.github.flink-jemalloc.flink".to_string(),
+            spec.flink.clone(),
+        ),
+        (
+            "io.github.flink-jemalloc.jemalloc.version".to_string(),
+            info.jemalloc_version.clone(),
+        ),
+        (
+            "io.github.flink-jemalloc.jemalloc.sha256".to_string(),
+            info.source_sha256.clone(),
+        ),
+        (
+            "io.github.flink-jemalloc.jemalloc.configure-flags".to_string(),
+            info.configure_flags.join(" "),
+        ),
+        (
+            "io.github.flink-jemalloc.jemalloc.patches".to_string(),
+            patches.join(","),
+        ),
+        (
+            "io.github.flink-jemalloc.jemalloc.unwinder".to_string(),
+            info.unwinder.to_string(),
+        ),
+        (
+            "io.github.flink-jemalloc.sysroot".to_string(),
+            format!("debian {suite} libc6={sys_libc}"),
+        ),
+        (
+            "io.github.flink-jemalloc.preload".to_string(),
+            args.preload.to_string(),
+        ),
+    ];
+    let changes = ConfigChanges {
+        path_dir: format!("{}/bin", jspec.prefix),
+        env,
+        labels,
+        history: format!(
+            "flink-jemalloc: {} (jemalloc {} {}, patches {})",
+            jspec.prefix,
+            info.jemalloc_version,
+            info.configure_flags.join(" "),
+            patches.join(",")
+        ),
+        created,
+    };
+    let config = oci::config(&base_config, &layer, &changes);
+    let config_blob = cache_blob(&cache, oci::OCI_CONFIG, oci::canonical(&config))?;
+    let mut layer_descs: Vec<Value> = layers
+        .iter()
+        .map(|l| {
+            let mut d = serde_json::json!({"digest": l["digest"], "size": l["size"]});
+            d["mediaType"] = Value::from(oci::oci_layer_type(
+                l["mediaType"].as_str().unwrap_or(oci::OCI_LAYER_GZIP),
+            ));
+            d
+        })
+        .collect();
+    layer_descs.push(layer_blob.descriptor());
+    let annotations = vec![
+        (
+            "org.opencontainers.image.base.name".to_string(),
+            base_text.clone(),
+        ),
+        (
+            "org.opencontainers.image.base.digest".to_string(),
+            manifest_digest.clone(),
+        ),
+    ];
+    let manifest = oci::manifest(&config_blob, &layer_descs, &annotations);
+    let manifest_blob = cache_blob(
+        &cache,
+        crate::registry::OCI_MANIFEST,
+        oci::canonical(&manifest),
+    )?;
+    let mut all_blobs = vec![config_blob.digest.clone()];
+    all_blobs.extend(
+        layer_descs
+            .iter()
+            .filter_map(|d| d["digest"].as_str().map(str::to_string)),
+    );
+
+    // 5. Outputs.
+    let tag = format!("{}-jemalloc-{}-prof", spec.flink, info.jemalloc_version);
+    let output = args.output.clone().unwrap_or_else(|| {
+        cache
+            .dir
+            .join("images")
+            .join(format!("flink-{}-jemalloc", spec.flink))
+    });
+    let src = CacheBlobs(&cache);
+    let is_tar = output.extension().is_some_and(|e| e == "tar");
+    if is_tar && args.format == Format::DockerArchive {
+        let layer_digests: Vec<String> = layer_descs
+            .iter()
+            .filter_map(|d| d["digest"].as_str().map(str::to_string))
+            .collect();
+        oci::write_docker_archive(
+            &output,
+            &config_blob,
+            &layer_digests,
+            &src,
+            &format!("flink:{tag}"),
+            args.source_date_epoch,
+        )?;
+    } else if is_tar {
+        let parent = output.parent().context("output without parent")?;
+        std::fs::create_dir_all(parent)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".oci-")
+            .tempdir_in(parent)?;
+        let layout = tmp.path().join("layout");
+        oci::write_layout(&layout, &manifest_blob, &all_blobs, &src, &tag)?;
+        let tar = oci::tar_dir(&layout, args.source_date_epoch)?;
+        let t = tempfile::Builder::new()
+            .prefix(".oci-tar-")
+            .tempfile_in(parent)?;
+        std::fs::write(t.path(), tar)?;
+        t.persist(&output)?;
+    } else {
+        oci::write_layout(&output, &manifest_blob, &all_blobs, &src, &tag)?;
+    }
+    progress::note(format!(
+        "image {} written to {}",
+        manifest_blob.digest,
+        output.display()
+    ));
+
+    let mut pushed = None;
+    if let Some(target) = &args.push {
+        let target: Reference = target.parse()?;
+        let step = Step::start(format!("pushing to {target}"));
+        let mut uploaded = 0;
+        for d in &all_blobs {
+            let data = std::fs::read(src.path_of(d)?)?;
+            if client.push_blob(&target, d, &data)? {
+                uploaded += 1;
+            }
+        }
+        let digest = client.put_manifest(
+            &target,
+            target.reference(),
+            &manifest_blob.data,
+            crate::registry::OCI_MANIFEST,
+        )?;
+        step.done(format!(
+            "{digest}; {uploaded} of {} blobs uploaded, the rest were there",
+            all_blobs.len()
+        ));
+        pushed = Some(format!(
+            "{}@{digest}",
+            Reference {
+                tag: None,
+                digest: None,
+                ..target
+            }
+        ));
+    }
+    if args.load {
+        load(
+            &output,
+            &config_blob,
+            &layer_descs,
+            &src,
+            &tag,
+            args.source_date_epoch,
+        )?;
+    }
+
+    // 6. The lock: written on first resolution, unchanged afterwards.
+    let new_lock = Lock {
+        version: 1,
+        flink: spec.flink.clone(),
+        source_date_epoch: args.source_date_epoch,
+        base: BaseLock {
+            reference: base_text.clone(),
+            index_digest,
+            manifest_digest: manifest_digest.clone(),
+            os: facts_os,
+            suite: suite.clone(),
+            libc6,
+        },
+        jemalloc: JemallocLock {
+            url: jemalloc_url,
+            sha256: jemalloc_sha,
+        },
+        sysroot: SysrootLock {
+            mirror,
+            packages: info.sysroot_packages.clone(),
+        },
+    };
+    if existing.as_ref() != Some(&new_lock) {
+        if args.locked {
+            bail!("--locked: {} would change", lock_path.display());
+        }
+        new_lock.write(&lock_path)?;
+        progress::note(format!("wrote {}", lock_path.display()));
+    }
+    Ok(Built {
+        manifest_digest: manifest_blob.digest,
+        output,
+        pushed,
+    })
+}
+
+/// `--load`: a docker-archive handed to `docker load`, else `kind load image-archive`.
+fn load(
+    output: &Path,
+    config: &Blob,
+    layers: &[Value],
+    src: &dyn BlobSource,
+    tag: &str,
+    epoch: u64,
+) -> Result<()> {
+    let sh = Shell::new()?;
+    let has = |tool: &str| {
+        cmd!(sh, "sh -c {tool}")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+    };
+    let archive = output.with_extension("docker.tar");
+    let digests: Vec<String> = layers
+        .iter()
+        .filter_map(|d| d["digest"].as_str().map(str::to_string))
+        .collect();
+    oci::write_docker_archive(
+        &archive,
+        config,
+        &digests,
+        src,
+        &format!("flink:{tag}"),
+        epoch,
+    )?;
+    if has("docker info >/dev/null 2>&1") {
+        cmd!(sh, "docker load -i {archive}")
+            .run()
+            .context("docker load")?;
+    } else if has("command -v kind >/dev/null") {
+        cmd!(sh, "kind load image-archive {archive}")
+            .run()
+            .context("kind load image-archive")?;
+    } else {
+        bail!(
+            "--load: neither a running Docker engine nor `kind` was found; the docker-archive is at {} \
+             (load it elsewhere with `docker load -i` or `kind load image-archive`)",
+            archive.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_versions() {
+        assert_eq!(upstream_version("2.31-13+deb11u5"), "2.31");
+        assert_eq!(upstream_version("1:4.4.18-4"), "4.4.18");
+        assert_eq!(upstream_version("2.28"), "2.28");
+    }
+
+    #[test]
+    fn list_names_every_spec() {
+        let t = list_table(&project::root()).unwrap();
+        assert!(
+            t.contains(
+                "| 1.10.1 | `docker.io/library/flink:1.10.1-scala_2.12` | debian buster | 8 |"
+            ),
+            "{t}"
+        );
+    }
+}

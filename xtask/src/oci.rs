@@ -1,0 +1,499 @@
+//! Image pieces, reproducibly: a layer tar from a directory (sorted entries, parent
+//! directories, fixed mtime, uid/gid 0, empty owner names), gzip with a pinned backend,
+//! the config and manifest as canonical JSON (keys sorted, no whitespace), and the two
+//! on-disk forms: an OCI image layout and a docker-archive tarball.
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::digest::Sha256Hex;
+use crate::registry::{DOCKER_MANIFEST, OCI_MANIFEST};
+
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// Canonical JSON: serde_json's maps are sorted (no `preserve_order`), output is compact.
+pub fn canonical(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).expect("JSON values always serialize")
+}
+
+/// A blob with its digest.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub media_type: String,
+    pub data: Vec<u8>,
+    pub digest: String,
+}
+
+impl Blob {
+    pub fn new(media_type: &str, data: Vec<u8>) -> Blob {
+        let digest = format!("sha256:{}", Sha256Hex::of_bytes(&data));
+        Blob {
+            media_type: media_type.to_string(),
+            data,
+            digest,
+        }
+    }
+
+    pub fn descriptor(&self) -> Value {
+        json!({"mediaType": self.media_type, "digest": self.digest, "size": self.data.len()})
+    }
+}
+
+/// A built layer: the compressed blob and the digest of the uncompressed tar (`diff_id`).
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub blob: Blob,
+    pub diff_id: String,
+}
+
+/// Tars `src` as `dest_prefix/…` (e.g. `opt/jemalloc`), reproducibly: parents of the prefix
+/// included, entries sorted by path, mtime `epoch`, uid/gid 0, no owner names, modes 0755
+/// for directories and executables, 0644 for other files.
+pub fn layer_tar(src: &Path, dest_prefix: &str, epoch: u64) -> Result<Vec<u8>> {
+    let mut entries: Vec<(String, PathBuf)> = Vec::new();
+    collect(src, Path::new(""), &mut entries)?;
+    entries.sort();
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.mode(tar::HeaderMode::Deterministic);
+    let prefix = dest_prefix.trim_matches('/');
+    let mut acc = String::new();
+    for part in prefix.split('/') {
+        acc.push_str(part);
+        acc.push('/');
+        append(&mut tar, &acc, None, epoch)?;
+    }
+    for (rel, path) in entries {
+        let name = format!("{prefix}/{rel}");
+        append(&mut tar, &name, Some(&path), epoch)?;
+    }
+    Ok(tar.into_inner()?)
+}
+
+fn collect(root: &Path, rel: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
+    let dir = root.join(rel);
+    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        let r = rel.join(e.file_name());
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            out.push((format!("{}/", r.display()), e.path()));
+            collect(root, &r, out)?;
+        } else {
+            out.push((r.display().to_string(), e.path()));
+        }
+    }
+    Ok(())
+}
+
+fn append(
+    tar: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    path: Option<&Path>,
+    epoch: u64,
+) -> Result<()> {
+    let mut h = tar::Header::new_gnu();
+    h.set_mtime(epoch);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_username("")?;
+    h.set_groupname("")?;
+    let meta = match path {
+        Some(p) => {
+            Some(std::fs::symlink_metadata(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => None,
+    };
+    match (&meta, path) {
+        (None, _) => {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            tar.append_data(&mut h, name, &[][..])?;
+        }
+        (Some(m), Some(_)) if m.is_dir() => {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            tar.append_data(&mut h, name, &[][..])?;
+        }
+        (Some(m), Some(p)) if m.file_type().is_symlink() => {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_mode(0o777);
+            h.set_size(0);
+            tar.append_link(&mut h, name, std::fs::read_link(p)?)?;
+        }
+        (Some(m), Some(p)) => {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(if m.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            });
+            let data = std::fs::read(p)?;
+            h.set_size(data.len() as u64);
+            tar.append_data(&mut h, name, &data[..])?;
+        }
+        _ => unreachable!(),
+    }
+    Ok(())
+}
+
+/// gzip at the default level with flate2's pure-Rust backend (pinned in Cargo.lock; the
+/// golden-digest test notices a change). The gzip header carries no name and mtime 0.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).expect("writing to memory");
+    enc.finish().expect("writing to memory")
+}
+
+pub fn layer(tar: Vec<u8>) -> Layer {
+    let diff_id = format!("sha256:{}", Sha256Hex::of_bytes(&tar));
+    Layer {
+        blob: Blob::new(OCI_LAYER_GZIP, gzip(&tar)),
+        diff_id,
+    }
+}
+
+/// The OCI media type for a base layer's (possibly Docker) media type.
+pub fn oci_layer_type(media_type: &str) -> &str {
+    match media_type {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => OCI_LAYER_GZIP,
+        "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar",
+        other => other,
+    }
+}
+
+/// What the jemalloc layer changes in the image config.
+#[derive(Debug, Clone)]
+pub struct ConfigChanges {
+    pub path_dir: String,
+    pub env: Vec<(String, String)>,
+    pub labels: Vec<(String, String)>,
+    pub history: String,
+    pub created: String,
+}
+
+/// The base config with the layer's diff_id, env, labels and a history entry added; the
+/// base's entrypoint, cmd, user and other env stay as they are.
+pub fn config(base: &Value, layer: &Layer, c: &ConfigChanges) -> Value {
+    let mut cfg = base.clone();
+    cfg["created"] = json!(c.created);
+    let inner = cfg
+        .as_object_mut()
+        .expect("image config is an object")
+        .entry("config")
+        .or_insert_with(|| json!({}));
+    let mut env: Vec<String> = inner["Env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    fn set(env: &mut Vec<String>, k: &str, v: String) {
+        let kv = format!("{k}={v}");
+        match env.iter_mut().find(|e| e.split('=').next() == Some(k)) {
+            Some(e) => *e = kv,
+            None => env.push(kv),
+        }
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .map(str::to_string)
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    if !path.split(':').any(|p| p == c.path_dir) {
+        set(&mut env, "PATH", format!("{path}:{}", c.path_dir));
+    }
+    for (k, v) in &c.env {
+        set(&mut env, k, v.clone());
+    }
+    inner["Env"] = json!(env);
+    let labels = inner
+        .as_object_mut()
+        .unwrap()
+        .entry("Labels")
+        .or_insert_with(|| json!({}));
+    if labels.is_null() {
+        *labels = json!({});
+    }
+    for (k, v) in &c.labels {
+        labels[k] = json!(v);
+    }
+    let diff_ids = cfg["rootfs"]["diff_ids"].as_array_mut();
+    match diff_ids {
+        Some(ids) => ids.push(json!(layer.diff_id)),
+        None => cfg["rootfs"] = json!({"type": "layers", "diff_ids": [layer.diff_id]}),
+    }
+    let history = cfg
+        .as_object_mut()
+        .unwrap()
+        .entry("history")
+        .or_insert_with(|| json!([]));
+    if let Some(h) = history.as_array_mut() {
+        h.push(json!({"created": c.created, "created_by": c.history}));
+    }
+    cfg
+}
+
+/// An OCI image manifest over the base's layers plus ours.
+pub fn manifest(config: &Blob, layers: &[Value], annotations: &[(String, String)]) -> Value {
+    let mut m = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": layers,
+    });
+    if !annotations.is_empty() {
+        m["annotations"] = annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    m
+}
+
+/// Where image blobs come from when writing outputs.
+pub trait BlobSource {
+    fn path_of(&self, digest: &str) -> Result<PathBuf>;
+}
+
+/// Writes an OCI image layout directory at `dest` (atomically: temp dir, then rename).
+pub fn write_layout(
+    dest: &Path,
+    manifest: &Blob,
+    blobs: &[String],
+    src: &dyn BlobSource,
+    ref_name: &str,
+) -> Result<()> {
+    let parent = dest.parent().context("layout destination without parent")?;
+    std::fs::create_dir_all(parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".layout-")
+        .tempdir_in(parent)?;
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("blobs/sha256"))?;
+    std::fs::write(
+        dir.join("oci-layout"),
+        canonical(&json!({"imageLayoutVersion": "1.0.0"})),
+    )?;
+    let mut desc = manifest.descriptor();
+    desc["annotations"] = json!({"org.opencontainers.image.ref.name": ref_name});
+    let index =
+        json!({"schemaVersion": 2, "mediaType": crate::registry::OCI_INDEX, "manifests": [desc]});
+    std::fs::write(dir.join("index.json"), canonical(&index))?;
+    std::fs::write(
+        dir.join("blobs/sha256").join(hex_of(&manifest.digest)),
+        &manifest.data,
+    )?;
+    for d in blobs {
+        let to = dir.join("blobs/sha256").join(hex_of(d));
+        if !to.exists() {
+            let from = src.path_of(d)?;
+            if std::fs::hard_link(&from, &to).is_err() {
+                std::fs::copy(&from, &to).with_context(|| format!("copying blob {d}"))?;
+            }
+        }
+    }
+    crate::unpack::replace_dir(tmp.keep(), dest)
+}
+
+/// A tar of a directory tree with sorted entries and fixed metadata (an OCI layout as one file).
+pub fn tar_dir(dir: &Path, epoch: u64) -> Result<Vec<u8>> {
+    let mut entries: Vec<(String, PathBuf)> = Vec::new();
+    collect(dir, Path::new(""), &mut entries)?;
+    entries.sort();
+    let mut tar = tar::Builder::new(Vec::new());
+    for (rel, path) in entries {
+        append(&mut tar, &rel, Some(&path), epoch)?;
+    }
+    Ok(tar.into_inner()?)
+}
+
+/// A docker-archive (`docker load` format): `manifest.json`, the config as `<hex>.json`,
+/// layers as `<hex>.tar.gz`, written as a tar with sorted entries.
+pub fn write_docker_archive(
+    dest: &Path,
+    config: &Blob,
+    layers: &[String],
+    src: &dyn BlobSource,
+    repo_tag: &str,
+    epoch: u64,
+) -> Result<()> {
+    let config_name = format!("{}.json", hex_of(&config.digest));
+    let layer_names: Vec<String> = layers
+        .iter()
+        .map(|d| format!("{}.tar.gz", hex_of(d)))
+        .collect();
+    let manifest = json!([{"Config": config_name, "RepoTags": [repo_tag], "Layers": layer_names}]);
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("manifest.json".into(), canonical(&manifest)),
+        (config_name, config.data.clone()),
+    ];
+    for (d, name) in layers.iter().zip(&layer_names) {
+        files.push((name.clone(), std::fs::read(src.path_of(d)?)?));
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files.dedup_by(|a, b| a.0 == b.0);
+    let parent = dest
+        .parent()
+        .context("archive destination without parent")?;
+    std::fs::create_dir_all(parent)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".archive-")
+        .tempfile_in(parent)?;
+    {
+        let mut tar = tar::Builder::new(tmp.as_file_mut());
+        for (name, data) in &files {
+            let mut h = tar::Header::new_gnu();
+            h.set_mtime(epoch);
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            h.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut h, name, &data[..])?;
+        }
+        tar.finish()?;
+    }
+    tmp.persist(dest)
+        .with_context(|| format!("writing {}", dest.display()))?;
+    Ok(())
+}
+
+pub fn hex_of(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+/// Docker v2 manifests are accepted as input; the output is always OCI.
+pub fn is_manifest_type(mt: &str) -> bool {
+    mt == OCI_MANIFEST || mt == DOCKER_MANIFEST
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("lib")).unwrap();
+        std::fs::create_dir_all(d.path().join("bin")).unwrap();
+        std::fs::write(d.path().join("lib/libjemalloc.so.2"), b"\x7fELF fake").unwrap();
+        std::os::unix::fs::symlink("libjemalloc.so.2", d.path().join("lib/libjemalloc.so"))
+            .unwrap();
+        std::fs::write(d.path().join("bin/jeprof"), b"#!/usr/bin/env perl\n").unwrap();
+        std::fs::set_permissions(
+            d.path().join("bin/jeprof"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        d
+    }
+
+    #[test]
+    fn layer_tar_is_sorted_rooted_and_normalised() {
+        let d = tree();
+        let tar = layer_tar(d.path(), "/opt/jemalloc", 0).unwrap();
+        let mut ar = tar::Archive::new(&tar[..]);
+        let mut names = Vec::new();
+        for e in ar.entries().unwrap() {
+            let e = e.unwrap();
+            let h = e.header();
+            assert_eq!(
+                (h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()),
+                (0, 0, 0)
+            );
+            assert_eq!(h.username().unwrap(), Some(""));
+            names.push((e.path().unwrap().display().to_string(), h.mode().unwrap()));
+        }
+        assert_eq!(
+            names,
+            vec![
+                ("opt/".to_string(), 0o755),
+                ("opt/jemalloc/".to_string(), 0o755),
+                ("opt/jemalloc/bin/".to_string(), 0o755),
+                ("opt/jemalloc/bin/jeprof".to_string(), 0o755),
+                ("opt/jemalloc/lib/".to_string(), 0o755),
+                ("opt/jemalloc/lib/libjemalloc.so".to_string(), 0o777),
+                ("opt/jemalloc/lib/libjemalloc.so.2".to_string(), 0o644),
+            ]
+        );
+    }
+
+    /// Golden digests: a change of tar layout, gzip backend or level shows up here.
+    #[test]
+    fn golden_layer_digest() {
+        let d = tree();
+        let l = layer(layer_tar(d.path(), "opt/jemalloc", 0).unwrap());
+        let again = layer(layer_tar(tree().path(), "opt/jemalloc", 0).unwrap());
+        assert_eq!(l.blob.digest, again.blob.digest);
+        assert_eq!(
+            l.diff_id,
+            "sha256:c8feba5eca02a8e6d3eb417478e78b5b42ee2c60a26f44488e4a73690ca4ecbe"
+        );
+        assert_eq!(
+            l.blob.digest,
+            "sha256:640c4e92c7a737edb4da7d678906d5011b9a9b41e52620051d6d307f95f25aed"
+        );
+    }
+
+    #[test]
+    fn config_keeps_base_and_adds_ours() {
+        let base = json!({
+            "architecture": "amd64", "os": "linux", "created": "2020-05-01T00:00:00Z",
+            "config": {"Env": ["PATH=/usr/local/bin:/usr/bin", "FLINK_HOME=/opt/flink"], "Entrypoint": ["/docker-entrypoint.sh"], "Cmd": ["help"], "User": ""},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:a"]},
+            "history": [{"created_by": "base"}]
+        });
+        let l = Layer {
+            blob: Blob::new(OCI_LAYER_GZIP, vec![1]),
+            diff_id: "sha256:b".into(),
+        };
+        let c = ConfigChanges {
+            path_dir: "/opt/jemalloc/bin".into(),
+            env: vec![(
+                "JEMALLOC_PATH".into(),
+                "/opt/jemalloc/lib/libjemalloc.so.2".into(),
+            )],
+            labels: vec![(
+                "org.opencontainers.image.base.digest".into(),
+                "sha256:x".into(),
+            )],
+            history: "flink-jemalloc".into(),
+            created: "1970-01-01T00:00:00Z".into(),
+        };
+        let cfg = config(&base, &l, &c);
+        assert_eq!(
+            cfg["config"]["Entrypoint"],
+            json!(["/docker-entrypoint.sh"])
+        );
+        assert_eq!(cfg["config"]["Cmd"], json!(["help"]));
+        assert_eq!(
+            cfg["config"]["Env"],
+            json!([
+                "PATH=/usr/local/bin:/usr/bin:/opt/jemalloc/bin",
+                "FLINK_HOME=/opt/flink",
+                "JEMALLOC_PATH=/opt/jemalloc/lib/libjemalloc.so.2"
+            ])
+        );
+        assert_eq!(cfg["rootfs"]["diff_ids"], json!(["sha256:a", "sha256:b"]));
+        assert_eq!(
+            cfg["config"]["Labels"]["org.opencontainers.image.base.digest"],
+            "sha256:x"
+        );
+        assert_eq!(cfg["history"][1]["created"], "1970-01-01T00:00:00Z");
+        assert_eq!(cfg["created"], "1970-01-01T00:00:00Z");
+        // Canonical: keys sorted, compact.
+        let text = String::from_utf8(canonical(&cfg)).unwrap();
+        assert!(
+            text.starts_with(r#"{"architecture":"amd64","config":"#),
+            "{text}"
+        );
+    }
+}
