@@ -24,11 +24,23 @@ pub enum Fault {
     Truncate,
 }
 
+/// A registry-style bearer-token challenge: requests without `Authorization: Bearer
+/// <token>` get a 401 naming `/token` on this server as the realm; `/token` hands out the
+/// token (to anyone, or only to `basic` credentials when set).
+#[derive(Debug, Clone)]
+pub struct BearerAuth {
+    pub token: String,
+    pub basic: Option<(String, String)>,
+}
+
 pub struct Server {
     addr: std::net::SocketAddr,
     stop: Arc<AtomicBool>,
     requests: Arc<AtomicUsize>,
     fault: Arc<Mutex<Fault>>,
+    auth: Arc<Mutex<Option<BearerAuth>>>,
+    /// Query strings of the requests made to `/token`.
+    pub token_queries: Arc<Mutex<Vec<String>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -40,6 +52,8 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicUsize::new(0));
         let fault = Arc::new(Mutex::new(Fault::None));
+        let auth: Arc<Mutex<Option<BearerAuth>>> = Arc::new(Mutex::new(None));
+        let token_queries = Arc::new(Mutex::new(Vec::new()));
         let mounts: Arc<Vec<(String, PathBuf)>> = Arc::new(
             mounts
                 .into_iter()
@@ -48,6 +62,7 @@ impl Server {
         );
         let thread = {
             let (stop, requests, fault) = (stop.clone(), requests.clone(), fault.clone());
+            let (auth, token_queries) = (auth.clone(), token_queries.clone());
             std::thread::spawn(move || {
                 for conn in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -56,9 +71,19 @@ impl Server {
                     let Ok(conn) = conn else { continue };
                     let (requests, fault, mounts) =
                         (requests.clone(), fault.clone(), mounts.clone());
+                    let (auth, token_queries) = (auth.clone(), token_queries.clone());
                     std::thread::spawn(move || {
                         let f = *fault.lock().unwrap();
-                        let _ = handle(conn, &mounts, f, &requests);
+                        let a = auth.lock().unwrap().clone();
+                        let _ = handle(
+                            conn,
+                            &mounts,
+                            f,
+                            &requests,
+                            a.as_ref(),
+                            &token_queries,
+                            addr,
+                        );
                     });
                 }
             })
@@ -68,12 +93,22 @@ impl Server {
             stop,
             requests,
             fault,
+            auth,
+            token_queries,
             thread: Some(thread),
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/{}", self.addr, path.trim_start_matches('/'))
+    }
+
+    pub fn set_auth(&self, a: Option<BearerAuth>) {
+        *self.auth.lock().unwrap() = a;
+    }
+
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
     }
 
     pub fn set_fault(&self, f: Fault) {
@@ -101,21 +136,59 @@ fn handle(
     mounts: &[(String, PathBuf)],
     fault: Fault,
     requests: &AtomicUsize,
+    auth: Option<&BearerAuth>,
+    token_queries: &Mutex<Vec<String>>,
+    addr: std::net::SocketAddr,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
+    let mut authorization = String::new();
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
             break;
         }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("authorization") {
+                authorization = v.trim().to_string();
+            }
+        }
     }
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
     requests.fetch_add(1, Ordering::SeqCst);
-    let file = resolve(mounts, target);
     let mut out = conn;
+    if let Some(a) = auth {
+        if let Some(query) = target.strip_prefix("/token") {
+            token_queries
+                .lock()
+                .unwrap()
+                .push(query.trim_start_matches('?').to_string());
+            let allowed = match &a.basic {
+                None => true,
+                Some((u, p)) => {
+                    use base64::Engine;
+                    let want = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+                    authorization == format!("Basic {want}")
+                }
+            };
+            if !allowed {
+                return out.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+            let body = format!("{{\"token\":\"{}\"}}", a.token);
+            return write!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+        if authorization != format!("Bearer {}", a.token) {
+            return write!(
+                out,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"loopback-registry\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    }
+    let file = resolve(mounts, target);
     let Some(body) = file.and_then(|p| std::fs::read(p).ok()) else {
         return out.write_all(
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",

@@ -1,0 +1,179 @@
+//! The registry client against loopback servers: the bearer-token challenge (anonymous and
+//! with basic credentials at the token service), manifest lists resolved to linux/amd64,
+//! digest verification of manifests and blobs, and the cache by digest.
+
+mod support;
+
+use serde_json::json;
+use std::path::Path;
+use support::{sha256_hex, BearerAuth, Fault, Server};
+use xtask::project::Cache;
+use xtask::registry::{Credentials, Reference, RegistryClient};
+
+/// A static registry tree: `v2/<repo>/manifests/<ref>` and `v2/<repo>/blobs/<digest>`.
+struct Fake {
+    dir: tempfile::TempDir,
+    layer: Vec<u8>,
+    layer_digest: String,
+    image_digest: String,
+    index_digest: String,
+}
+
+fn fake() -> Fake {
+    let dir = tempfile::tempdir().unwrap();
+    let v2 = dir.path().join("v2/library/flink");
+    std::fs::create_dir_all(v2.join("manifests")).unwrap();
+    std::fs::create_dir_all(v2.join("blobs")).unwrap();
+    let layer = b"layer bytes".to_vec();
+    let layer_digest = format!("sha256:{}", sha256_hex(&layer));
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let config_digest = format!("sha256:{}", sha256_hex(&config));
+    let image = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": layer_digest, "size": layer.len()}]
+    }))
+    .unwrap();
+    let image_digest = format!("sha256:{}", sha256_hex(&image));
+    let arm = b"{}".to_vec();
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": [
+            {"digest": format!("sha256:{}", sha256_hex(&arm)), "size": 2, "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            {"digest": image_digest, "size": image.len(), "platform": {"os": "linux", "architecture": "amd64"}}
+        ]
+    }))
+    .unwrap();
+    let index_digest = format!("sha256:{}", sha256_hex(&index));
+    std::fs::write(v2.join("manifests/1.10.3"), &index).unwrap();
+    std::fs::write(v2.join("manifests").join(&image_digest), &image).unwrap();
+    std::fs::write(v2.join("blobs").join(&layer_digest), &layer).unwrap();
+    std::fs::write(v2.join("blobs").join(&config_digest), &config).unwrap();
+    Fake {
+        dir,
+        layer,
+        layer_digest,
+        image_digest,
+        index_digest,
+    }
+}
+
+fn reference(server: &Server) -> Reference {
+    format!("{}/library/flink:1.10.3", server.addr())
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn bearer_challenge_then_index_to_linux_amd64() {
+    let f = fake();
+    let server = Server::serve(vec![("/", f.dir.path().to_path_buf())]);
+    server.set_auth(Some(BearerAuth {
+        token: "t0ken".into(),
+        basic: None,
+    }));
+    let client = RegistryClient::new(true, None);
+    let r = reference(&server);
+    let (image, index) = client.image_manifest(&r).unwrap();
+    assert_eq!(image.digest, f.image_digest);
+    assert_eq!(index.unwrap().digest, f.index_digest);
+    let queries = server.token_queries.lock().unwrap().clone();
+    assert!(!queries.is_empty(), "a token was requested");
+    assert!(
+        queries[0].contains("scope=repository%3Alibrary%2Fflink%3Apull"),
+        "{queries:?}"
+    );
+    assert!(
+        queries[0].contains("service=loopback-registry"),
+        "{queries:?}"
+    );
+    // The token is reused: one token request for both manifests.
+    assert_eq!(queries.len(), 1, "{queries:?}");
+
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = Cache::new(cache_dir.path());
+    let p = client.blob(&r, &f.layer_digest, &cache).unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), f.layer);
+    // Cached by digest: no request the second time.
+    let before = server.requests();
+    client.blob(&r, &f.layer_digest, &cache).unwrap();
+    assert_eq!(server.requests(), before);
+}
+
+#[test]
+fn token_service_with_basic_credentials() {
+    let f = fake();
+    let server = Server::serve(vec![("/", f.dir.path().to_path_buf())]);
+    server.set_auth(Some(BearerAuth {
+        token: "t".into(),
+        basic: Some(("ci".into(), "s3cret".into())),
+    }));
+    let r = reference(&server);
+    let anonymous = RegistryClient::new(true, None)
+        .image_manifest(&r)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        anonymous.contains("token service") && anonymous.contains("401"),
+        "{anonymous}"
+    );
+    let wrong = RegistryClient::new(
+        true,
+        Some(Credentials {
+            username: "ci".into(),
+            password: "nope".into(),
+        }),
+    );
+    assert!(wrong.image_manifest(&r).is_err());
+    let right = RegistryClient::new(
+        true,
+        Some(Credentials {
+            username: "ci".into(),
+            password: "s3cret".into(),
+        }),
+    );
+    assert_eq!(right.image_manifest(&r).unwrap().0.digest, f.image_digest);
+}
+
+#[test]
+fn digest_mismatches_are_refused_and_nothing_is_cached() {
+    let f = fake();
+    let server = Server::serve(vec![("/", f.dir.path().to_path_buf())]);
+    let client = RegistryClient::new(true, None);
+    let r = reference(&server);
+    server.set_fault(Fault::Tamper);
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = Cache::new(cache_dir.path());
+    let err = format!(
+        "{:#}",
+        client.blob(&r, &f.layer_digest, &cache).unwrap_err()
+    );
+    assert!(
+        err.contains("sha256 mismatch") && err.contains(&f.layer_digest[7..]),
+        "{err}"
+    );
+    assert!(!cache.blob(&f.layer_digest[7..]).exists());
+    assert!(support::files_below(cache_dir.path()).is_empty());
+    let err = client
+        .manifest(&r, &f.image_digest)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("manifest digest mismatch"), "{err}");
+}
+
+#[test]
+fn missing_image_names_the_reference() {
+    let f = fake();
+    let server = Server::serve(vec![("/", f.dir.path().to_path_buf())]);
+    let r: Reference = format!("{}/library/flink:9.9", server.addr())
+        .parse()
+        .unwrap();
+    let err = RegistryClient::new(true, None)
+        .image_manifest(&r)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("404") && err.contains("flink:9.9"), "{err}");
+    assert!(!Path::new(&f.dir.path().join("v2/library/flink/manifests/9.9")).exists());
+}
