@@ -2,10 +2,18 @@
 # Debian packages the xtask commands and their tests need on a fresh machine:
 # a host C/C++ toolchain and make (the jemalloc build), patch (the carried patches),
 # perl and binutils (jeprof), apt and dpkg-dev (the test fixtures' local Debian repository),
-# util-linux (unshare, for the jeprof check with /usr/bin/file hidden), ca-certificates.
+# util-linux (unshare, for the jeprof check with /usr/bin/file hidden), ca-certificates;
+# for the image tests: docker-registry (a real OCI registry on loopback), skopeo and umoci
+# (independent readers of what we push and write), mmdebstrap (the fixture Flink base's
+# rootfs), apache2-utils (htpasswd for the basic-auth registry), python3-pip (the Flink
+# distribution from PyPI) when no pip is on the PATH.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 sudo_if_needed apt-get update -q
 sudo_if_needed apt-get install -y -q --no-install-recommends \
-  gcc g++ make patch perl binutils file dpkg-dev apt util-linux ca-certificates debian-archive-keyring
+  gcc g++ make patch perl binutils file dpkg-dev apt util-linux ca-certificates debian-archive-keyring \
+  docker-registry skopeo umoci mmdebstrap apache2-utils
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  sudo_if_needed apt-get install -y -q --no-install-recommends python3-pip
+fi

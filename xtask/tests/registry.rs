@@ -177,3 +177,64 @@ fn missing_image_names_the_reference() {
     assert!(err.contains("404") && err.contains("flink:9.9"), "{err}");
     assert!(!Path::new(&f.dir.path().join("v2/library/flink/manifests/9.9")).exists());
 }
+
+/// Against a real registry (distribution's htpasswd auth answers with a Basic challenge):
+/// anonymous pushes are refused with a clear message, credentials push blobs and a manifest,
+/// and a second push skips the blobs the registry already has.
+#[test]
+fn push_with_basic_auth_to_a_real_registry() {
+    let reg = xtask::fixtures::registry::Registry::start_with_htpasswd("ci", "s3cret").unwrap();
+    let r: Reference = format!("{}/pushed/img:v1", reg.url().trim_start_matches("http://"))
+        .parse()
+        .unwrap();
+    let layer = xtask::oci::layer(b"not really a tar, but a blob".to_vec());
+    let config = xtask::oci::Blob::new(
+        xtask::oci::OCI_CONFIG,
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec(),
+    );
+    let manifest = xtask::oci::Blob::new(
+        xtask::registry::OCI_MANIFEST,
+        xtask::oci::canonical(&xtask::oci::manifest(
+            &config,
+            &[layer.blob.descriptor()],
+            &[],
+        )),
+    );
+
+    let anonymous = RegistryClient::new(true, None);
+    let err = anonymous
+        .push_blob(&r, &config.digest, &config.data)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs credentials"), "{err}");
+
+    let client = RegistryClient::new(
+        true,
+        Some(Credentials {
+            username: "ci".into(),
+            password: "s3cret".into(),
+        }),
+    );
+    assert!(
+        client.push_blob(&r, &config.digest, &config.data).unwrap(),
+        "uploaded"
+    );
+    assert!(
+        client
+            .push_blob(&r, &layer.blob.digest, &layer.blob.data)
+            .unwrap(),
+        "uploaded"
+    );
+    assert!(
+        !client.push_blob(&r, &config.digest, &config.data).unwrap(),
+        "skipped: already there"
+    );
+    let digest = client
+        .put_manifest(&r, "v1", &manifest.data, xtask::registry::OCI_MANIFEST)
+        .unwrap();
+    assert_eq!(digest, manifest.digest);
+    let (back, _) = client.image_manifest(&r).unwrap();
+    assert_eq!(back.digest, manifest.digest);
+    assert_eq!(back.bytes, manifest.data);
+}

@@ -1,0 +1,280 @@
+//! `cargo xtask image` end to end: a Flink 1.10.3 base (bullseye rootfs from mmdebstrap, the
+//! Flink distribution from PyPI) pushed into a real registry on loopback, pulled, layered with
+//! a jemalloc built against its glibc, pushed back, and then checked with the ordinary tools:
+//! `skopeo inspect`, `umoci unpack`, a JVM inside the unpacked rootfs writing a heap profile
+//! through the image's jemalloc, and a second build elsewhere giving the same digest.
+
+mod support;
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use support::{stderr, stdout, xtask, Server};
+use xtask::fixtures::{flink_base, registry::Registry};
+
+struct Env {
+    registry: Registry,
+    files: Server,
+    standin_sha: String,
+    base: String,
+}
+
+fn env() -> Env {
+    let repo = xtask::fixtures::debian_repo("bullseye").expect("fixture Debian repository");
+    let standin = xtask::fixtures::jemalloc_standin().expect("fixture jemalloc source");
+    let registry = Registry::start().expect("a loopback registry");
+    let addr = registry.url().trim_start_matches("http://").to_string();
+    let base = format!("{addr}/fixtures/flink:1.10.3");
+    flink_base::push_flink_base(&addr, "fixtures/flink:1.10.3").expect("pushing the fixture base");
+    let files = Server::serve(vec![
+        ("/debian", repo),
+        ("/jemalloc-5.2.1.tar.bz2", standin.tarball.clone()),
+    ]);
+    Env {
+        registry,
+        files,
+        standin_sha: standin.sha256.to_string(),
+        base,
+    }
+}
+
+fn image(e: &Env, work: &Path, extra: &[&str]) -> std::process::Output {
+    let url = e.files.url("jemalloc-5.2.1.tar.bz2");
+    let mirror = e.files.url("debian");
+    let lock = work.join("flink-1.10.3.lock");
+    let cache = work.join("cache");
+    let mut args = vec![
+        "image",
+        "--flink",
+        "1.10.3",
+        "--base",
+        &e.base,
+        "--plain-http",
+        "--mirror",
+        &mirror,
+        "--url",
+        &url,
+        "--sha256",
+        &e.standin_sha,
+        "--lock-file",
+        lock.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    xtask(&args)
+}
+
+fn run(cmd: &str) -> (bool, String, String) {
+    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn profiled_image_from_a_loopback_registry() {
+    let e = env();
+    let addr = e.registry.url().trim_start_matches("http://").to_string();
+    let w1 = tempfile::tempdir().unwrap();
+    let layout = w1.path().join("layout");
+    let target = format!("{addr}/profiled/flink:1.10.3-jemalloc");
+    let out = image(
+        &e,
+        w1.path(),
+        &["--output", layout.to_str().unwrap(), "--push", &target],
+    );
+    assert!(out.status.success(), "image failed:\n{}", stderr(&out));
+    let digest = stdout(&out).trim().to_string();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("debian") && err.contains("bullseye"),
+        "the base is inspected: {err}"
+    );
+
+    // skopeo reads what was pushed.
+    let (ok, inspect, serr) = run(&format!(
+        "skopeo inspect --tls-verify=false docker://{target}"
+    ));
+    assert!(ok, "skopeo inspect: {serr}");
+    let inspect: Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(inspect["Digest"], digest.as_str());
+    let labels = &inspect["Labels"];
+    assert_eq!(labels["io.github.flink-jemalloc.jemalloc.version"], "5.2.1");
+    assert_eq!(
+        labels["io.github.flink-jemalloc.jemalloc.unwinder"],
+        "prof-libgcc"
+    );
+    assert!(labels["org.opencontainers.image.base.digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert!(labels["io.github.flink-jemalloc.jemalloc.patches"]
+        .as_str()
+        .unwrap()
+        .contains("0001-jeprof"));
+    let env_list: Vec<String> = inspect["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        env_list.contains(&"JEMALLOC_PATH=/opt/jemalloc/lib/libjemalloc.so.2".to_string()),
+        "{env_list:?}"
+    );
+    assert!(
+        env_list
+            .iter()
+            .any(|e| e.starts_with("PATH=") && e.ends_with(":/opt/jemalloc/bin")),
+        "{env_list:?}"
+    );
+    assert!(
+        env_list.iter().any(|e| e == "FLINK_HOME=/opt/flink"),
+        "the base's env stays: {env_list:?}"
+    );
+    assert!(
+        !env_list.iter().any(|e| e.starts_with("LD_PRELOAD=")),
+        "no preload by default"
+    );
+
+    // umoci unpacks what the registry holds (copied back with skopeo).
+    let pulled = w1.path().join("pulled");
+    let (ok, _, serr) = run(&format!(
+        "skopeo --insecure-policy copy --src-tls-verify=false docker://{target} oci:{}:img",
+        pulled.display()
+    ));
+    assert!(ok, "skopeo copy: {serr}");
+    let bundle = w1.path().join("bundle");
+    let (ok, _, serr) = run(&format!(
+        "umoci unpack --image {}:img {}",
+        pulled.display(),
+        bundle.display()
+    ));
+    assert!(ok, "umoci unpack: {serr}");
+    let rootfs = bundle.join("rootfs");
+    let lib = rootfs.join("opt/jemalloc/lib/libjemalloc.so.2");
+    let meta = std::fs::metadata(&lib).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    let mode = meta.permissions().mode() & 0o777;
+    assert!(
+        mode == 0o755 || mode == 0o644,
+        "readable by the flink user, writable by root only: {mode:o}"
+    );
+    assert!(rootfs.join("opt/jemalloc/bin/jeprof").is_file());
+    assert!(
+        rootfs.join("opt/flink").is_dir(),
+        "the base's layers are there"
+    );
+
+    // Inside the image: java with the image's jemalloc preloaded writes a heap profile.
+    let (ok, jout, jerr) = run(&format!(
+        "unshare -m -p -f sh -c 'mount -t proc proc {r}/proc && mount --rbind /dev {r}/dev && \
+         chroot {r} /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin \
+         LD_PRELOAD=/opt/jemalloc/lib/libjemalloc.so.2 \
+         MALLOC_CONF=prof:true,prof_final:true,lg_prof_sample:17,prof_prefix:/tmp/jeprof \
+         java -Xmx64m -version'",
+        r = rootfs.display()
+    ));
+    assert!(
+        ok,
+        "java -version under jemalloc inside the image failed:\n{jout}\n{jerr}"
+    );
+    assert!(jerr.contains("openjdk version"), "{jerr}");
+    let heap = std::fs::read_dir(rootfs.join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "heap"))
+        .expect("java wrote a heap profile");
+    let heap_text = std::fs::read_to_string(&heap).unwrap();
+    assert!(
+        heap_text.contains("/opt/jemalloc/lib/libjemalloc.so.2"),
+        "the profile maps the image's jemalloc"
+    );
+    assert!(heap_text.contains("libjvm.so"), "the profile maps the JVM");
+    let (ok, jp, jperr) = run(&format!(
+        "perl {r}/opt/jemalloc/bin/jeprof --text {r}/usr/lib/jvm/java-11-openjdk-amd64/bin/java {h}",
+        r = rootfs.display(),
+        h = heap.display()
+    ));
+    assert!(ok, "jeprof: {jperr}");
+    assert!(jp.contains("Total:"), "{jp}");
+
+    // The same inputs in another directory, with a cold cache, give the same image.
+    let w2 = tempfile::tempdir().unwrap();
+    let again = image(
+        &e,
+        w2.path(),
+        &["--output", w2.path().join("layout").to_str().unwrap()],
+    );
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(
+        stdout(&again).trim(),
+        digest,
+        "a second build elsewhere must give the same digest"
+    );
+
+    // Warm and locked: no network, no compile, the same digest; a docker-archive this time.
+    let before = e.files.requests();
+    let archive = w1.path().join("img.tar");
+    let warm = image(
+        &e,
+        w1.path(),
+        &[
+            "--locked",
+            "--output",
+            archive.to_str().unwrap(),
+            "--format",
+            "docker-archive",
+        ],
+    );
+    assert!(warm.status.success(), "{}", stderr(&warm));
+    assert_eq!(stdout(&warm).trim(), digest);
+    let werr = stderr(&warm);
+    assert!(werr.contains("no network"), "{werr}");
+    assert!(werr.contains("up to date"), "{werr}");
+    assert!(!werr.contains("make -j"), "{werr}");
+    assert_eq!(
+        e.files.requests(),
+        before,
+        "the warm rebuild made no requests to the Debian/jemalloc server"
+    );
+    let (ok, ai, aerr) = run(&format!(
+        "skopeo inspect docker-archive:{}",
+        archive.display()
+    ));
+    assert!(ok, "skopeo reads the docker-archive: {aerr}");
+    let ai: Value = serde_json::from_str(&ai).unwrap();
+    assert_eq!(
+        ai["Labels"]["io.github.flink-jemalloc.jemalloc.version"],
+        "5.2.1"
+    );
+
+    // --locked with a request the lock does not answer is refused.
+    let drift = image(&e, w1.path(), &["--locked", "--source-date-epoch", "1"]);
+    assert!(!drift.status.success());
+    assert!(
+        stderr(&drift).contains("would change"),
+        "{}",
+        stderr(&drift)
+    );
+}
+
+#[test]
+fn unknown_flink_version_lists_the_known_ones() {
+    let out = xtask(&["image", "--flink", "0.1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("known versions: 1.10.1, 1.10.3"),
+        "{}",
+        stderr(&out)
+    );
+}
