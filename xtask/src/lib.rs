@@ -4,6 +4,7 @@
 //! `build`), and the logic they share sits in small modules with pure functions
 //! (`debian`, `elf`, `gates`, `unpack`) and thin I/O edges (`download`, `sysroot`).
 
+pub mod bench;
 pub mod build;
 pub mod debian;
 pub mod digest;

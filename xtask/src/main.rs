@@ -1,7 +1,7 @@
 //! `cargo xtask`: parse flags, dispatch to the subcommand's module.
 
 use clap::{Parser, Subcommand};
-use xtask::{build, fetch, fixtures, image};
+use xtask::{bench, build, fetch, fixtures, image};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +24,8 @@ enum Command {
     /// Layer the profiling jemalloc onto an official Flink image, reproducibly and without a
     /// Docker daemon; prints the image digest.
     Image(image::ImageArgs),
+    /// Measure build, image and layer speed and sizes on the test fixtures (see README).
+    Bench(bench::BenchArgs),
     /// Prepare the cached test fixtures (local Debian repository, jemalloc stand-in tarball).
     Fixtures(fixtures::FixturesArgs),
 }
@@ -34,6 +36,7 @@ fn main() -> std::process::ExitCode {
         Command::Fetch(args) => fetch::run(args),
         Command::Build(args) => build::run(args),
         Command::Image(args) => image::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Fixtures(args) => fixtures::run(args),
     };
     match result {

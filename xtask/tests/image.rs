@@ -258,6 +258,27 @@ fn profiled_image_from_a_loopback_registry() {
         "5.2.1"
     );
 
+    // --load without a Docker engine or kind says so, and leaves the archive to load elsewhere.
+    if !run("docker info >/dev/null 2>&1 || command -v kind >/dev/null").0 {
+        let load = image(
+            &e,
+            w1.path(),
+            &[
+                "--locked",
+                "--output",
+                w1.path().join("l").to_str().unwrap(),
+                "--load",
+            ],
+        );
+        assert!(!load.status.success());
+        let lerr = stderr(&load);
+        assert!(
+            lerr.contains("neither a running Docker engine nor `kind`"),
+            "{lerr}"
+        );
+        assert!(w1.path().join("l.docker.tar").is_file(), "{lerr}");
+    }
+
     // --locked with a request the lock does not answer is refused.
     let drift = image(&e, w1.path(), &["--locked", "--source-date-epoch", "1"]);
     assert!(!drift.status.success());

@@ -1,0 +1,188 @@
+//! `cargo xtask bench`: the speed and size numbers the README quotes, measured on the test
+//! fixtures (jemalloc stand-in source, local bullseye repository, fixture Flink base in a
+//! loopback registry), so it runs without the internet.
+//!
+//! - bare build: `./configure && make -j && make install` of the same source, no sysroot,
+//!   no patches, no gates;
+//! - cold `build`: fresh cache (sysroot, patches, configure, make, install, gates, smoke);
+//! - cold and warm `image`: pull, inspect, build, layer, write an OCI layout; warm = lock and
+//!   cache present;
+//! - layer write throughput (tar + gzip of the installed tree) and the layer's size.
+
+use anyhow::{Context, Result};
+use std::time::Instant;
+use xshell::{cmd, Shell};
+
+use crate::build::{self, BuildArgs};
+use crate::fetch::SourceArgs;
+use crate::fixtures;
+use crate::image::{self, Format, ImageArgs};
+use crate::oci;
+use crate::unpack::{self, AbsoluteLinks};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Layer writes to average over.
+    #[arg(long, default_value_t = 5)]
+    pub layer_rounds: u32,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let repo = fixtures::debian_repo("bullseye")?;
+    let standin = fixtures::jemalloc_standin()?;
+    let work = tempfile::tempdir()?;
+    let w = work.path();
+    let url = format!("file://{}", standin.tarball.display());
+    let mirror = format!("file://{}", repo.display());
+    let source = SourceArgs {
+        url: Some(url.clone()),
+        sha256: Some(standin.sha256.to_string()),
+    };
+    let mut rows: Vec<(String, String)> = Vec::new();
+
+    // Bare build of the same source.
+    let bare = w.join("bare");
+    let file = std::fs::File::open(&standin.tarball)?;
+    unpack::unpack_fresh(unpack::decompressed(file)?, &bare, AbsoluteLinks::Refuse)?;
+    let src = bare.join("jemalloc-5.2.1");
+    let sh = Shell::new()?;
+    let jobs = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .to_string();
+    let destdir = format!("DESTDIR={}", w.join("bare-install").display());
+    let t = Instant::now();
+    {
+        let _d = sh.push_dir(&src);
+        cmd!(sh, "./configure --prefix=/opt/jemalloc --enable-prof --enable-stats --enable-debug --enable-fill")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .context("bare configure")?;
+        cmd!(sh, "make -j{jobs}")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .context("bare make")?;
+        cmd!(
+            sh,
+            "make install_bin install_include install_lib_shared install_lib_pc {destdir}"
+        )
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .context("bare make install")?;
+    }
+    let bare_secs = t.elapsed().as_secs_f64();
+    rows.push((
+        "bare `./configure && make -j && make install`".into(),
+        format!("{bare_secs:.1} s"),
+    ));
+
+    // Cold build with a fresh cache.
+    let cache = w.join("cache");
+    let build_args = BuildArgs {
+        source: source.clone(),
+        suite: "bullseye".into(),
+        mirror: Some(mirror.clone()),
+        sysroot_packages: None,
+        out: None,
+        static_libs: false,
+        jobs: None,
+        force: false,
+        cache_dir: Some(cache.clone()),
+        sysroot_pins: None,
+    };
+    let t = Instant::now();
+    let (tree, _) = build::build(&build_args)?;
+    let cold = t.elapsed().as_secs_f64();
+    rows.push((
+        "cold `cargo xtask build` (sysroot, patches, gates, smoke run)".into(),
+        format!("{cold:.1} s"),
+    ));
+    rows.push((
+        "overhead over the bare build".into(),
+        format!(
+            "{:.1} s ({:+.0}%)",
+            cold - bare_secs,
+            (cold / bare_secs - 1.0) * 100.0
+        ),
+    ));
+    let t = Instant::now();
+    build::build(&build_args)?;
+    rows.push((
+        "warm `cargo xtask build` (up to date)".into(),
+        format!("{:.2} s", t.elapsed().as_secs_f64()),
+    ));
+
+    // Layer write throughput and size.
+    let t = Instant::now();
+    let mut layer = None;
+    for _ in 0..args.layer_rounds {
+        layer = Some(oci::layer(oci::layer_tar(&tree, "/opt/jemalloc", 0)?));
+    }
+    let per = t.elapsed().as_secs_f64() / args.layer_rounds as f64;
+    let layer = layer.expect("at least one round");
+    let tar_len = oci::layer_tar(&tree, "/opt/jemalloc", 0)?.len() as f64;
+    rows.push((
+        "layer write (tar + gzip of /opt/jemalloc)".into(),
+        format!(
+            "{:.0} ms, {:.1} MB/s uncompressed",
+            per * 1000.0,
+            tar_len / per / 1e6
+        ),
+    ));
+    rows.push((
+        "jemalloc layer size".into(),
+        format!(
+            "{:.2} MB compressed, {:.2} MB uncompressed",
+            layer.blob.data.len() as f64 / 1e6,
+            tar_len / 1e6
+        ),
+    ));
+
+    // Image, cold and warm, against the fixture base in a loopback registry.
+    let registry = fixtures::registry::Registry::start()?;
+    let addr = registry.url().trim_start_matches("http://").to_string();
+    fixtures::flink_base::push_flink_base(&addr, "bench/flink:1.10.3")?;
+    let image_args = ImageArgs {
+        flink: Some("1.10.3".into()),
+        list: false,
+        base: Some(format!("{addr}/bench/flink:1.10.3")),
+        plain_http: true,
+        registry_user: None,
+        mirror: Some(mirror.clone()),
+        preload: false,
+        malloc_conf: image::DEFAULT_MALLOC_CONF.into(),
+        output: Some(w.join("layout")),
+        format: Format::Oci,
+        push: None,
+        load: false,
+        locked: false,
+        lock_file: Some(w.join("flink.lock")),
+        source_date_epoch: 0,
+        source,
+        cache_dir: Some(w.join("image-cache")),
+    };
+    let t = Instant::now();
+    image::image(&image_args)?;
+    rows.push((
+        "cold `cargo xtask image` (pull 250 MB base, build, layer, write)".into(),
+        format!("{:.1} s", t.elapsed().as_secs_f64()),
+    ));
+    let t = Instant::now();
+    image::image(&ImageArgs {
+        locked: true,
+        ..image_args
+    })?;
+    rows.push((
+        "warm `cargo xtask image --locked` (no network, no compile)".into(),
+        format!("{:.1} s", t.elapsed().as_secs_f64()),
+    ));
+
+    println!("| measurement | result |\n|---|---|");
+    for (k, v) in rows {
+        println!("| {k} | {v} |");
+    }
+    Ok(())
+}
