@@ -48,6 +48,11 @@ pub struct PackageRecord {
     pub filename: String,
     pub size: u64,
     pub sha256: Sha256Hex,
+    /// Relationship fields as written (empty when absent).
+    pub depends: String,
+    pub pre_depends: String,
+    pub provides: String,
+    pub multi_arch: Option<String>,
 }
 
 /// Parses a `Packages` index. Paragraphs without a filename or sha256 are an error: every
@@ -73,6 +78,10 @@ pub fn parse_packages(text: &str) -> Result<Vec<PackageRecord>> {
                     .parse()
                     .context("Packages: `Size` is not a number")?,
                 sha256: Sha256Hex::parse(&field("SHA256")?)?,
+                depends: p.get("Depends").cloned().unwrap_or_default(),
+                pre_depends: p.get("Pre-Depends").cloned().unwrap_or_default(),
+                provides: p.get("Provides").cloned().unwrap_or_default(),
+                multi_arch: p.get("Multi-Arch").cloned(),
             })
         })
         .collect()

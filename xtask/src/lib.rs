@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod build;
 pub mod debian;
+pub mod deps;
 pub mod digest;
 pub mod download;
 pub mod elf;

@@ -301,6 +301,10 @@ mod tests {
             filename: format!("pool/{name}_{version}_{arch}.deb"),
             size: 1,
             sha256: Sha256Hex::of_bytes(name.as_bytes()),
+            depends: String::new(),
+            pre_depends: String::new(),
+            provides: String::new(),
+            multi_arch: None,
         }
     }
 
