@@ -5,8 +5,8 @@
 //! - bare build: `./configure && make -j && make install` of the same source, no sysroot,
 //!   no patches, no gates;
 //! - cold `build`: fresh cache (sysroot, patches, configure, make, install, gates, smoke);
-//! - cold and warm `image`: pull, inspect, build, layer, write an OCI layout; warm = lock and
-//!   cache present;
+//! - cold and warm `image`: pull, inspect, build, resolve and unpack jeprof's tools, layers,
+//!   write an OCI layout; warm = lock and cache present;
 //! - layer write throughput (tar + gzip of the installed tree) and the layer's size.
 
 use anyhow::{Context, Result};
@@ -28,12 +28,12 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let repo = fixtures::debian_repo("bullseye")?;
+    let repo = fixtures::debian_repo_with_tools("bullseye")?;
     let standin = fixtures::jemalloc_standin()?;
     let work = tempfile::tempdir()?;
     let w = work.path();
     let url = format!("file://{}", standin.tarball.display());
-    let mirror = format!("file://{}", repo.display());
+    let mirror = format!("file://{}", repo.dir.display());
     let source = SourceArgs {
         url: Some(url.clone()),
         sha256: Some(standin.sha256.to_string()),
@@ -92,6 +92,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         force: false,
         cache_dir: Some(cache.clone()),
         sysroot_pins: None,
+        keyring: Some(repo.keyring.clone()),
     };
     let t = Instant::now();
     let (tree, _) = build::build(&build_args)?;
@@ -163,6 +164,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         source_date_epoch: 0,
         source,
         cache_dir: Some(w.join("image-cache")),
+        keyring: Some(repo.keyring.clone()),
     };
     let t = Instant::now();
     image::image(&image_args)?;

@@ -56,6 +56,10 @@ pub struct BuildArgs {
     /// Exact sysroot packages (from an image lock file).
     #[arg(skip)]
     pub sysroot_pins: Option<Vec<sysroot::Pinned>>,
+    /// OpenPGP keyring the suite's Release file must be signed by; without it the index is
+    /// verified by digest only.
+    #[arg(long)]
+    pub keyring: Option<PathBuf>,
 }
 
 /// `build-info.json` in the output: what the tree was made from and what the gates saw.
@@ -119,6 +123,7 @@ pub fn build(args: &BuildArgs) -> Result<(PathBuf, BuildInfo)> {
                 .unwrap_or_else(|| suite.packages.clone()),
             dev_links: debian.dev_links.clone(),
             pins: args.sysroot_pins.clone(),
+            keyring: args.keyring.clone(),
         },
     )?;
 

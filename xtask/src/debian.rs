@@ -124,11 +124,37 @@ pub fn parse_release(text: &str) -> Result<BTreeMap<String, ReleaseEntry>> {
 
 /// The `data.tar*` member of a `.deb` (an `ar` archive), decompressed.
 pub fn data_archive(deb: impl Read) -> Result<Box<dyn Read>> {
+    member(deb, "data.tar")
+}
+
+/// The `control` and `md5sums` files of a `.deb`'s `control.tar*` member.
+pub fn control_files(deb: impl Read) -> Result<(String, String)> {
+    let mut ar = tar::Archive::new(member(deb, "control.tar")?);
+    let (mut control, mut md5sums) = (None, String::new());
+    for e in ar.entries()? {
+        let mut e = e?;
+        let name = e
+            .path()?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        let mut text = String::new();
+        if name == "control" {
+            e.read_to_string(&mut text)?;
+            control = Some(text);
+        } else if name == "md5sums" {
+            e.read_to_string(&mut md5sums)?;
+        }
+    }
+    Ok((control.context("the .deb has no control file")?, md5sums))
+}
+
+fn member(deb: impl Read, prefix: &str) -> Result<Box<dyn Read>> {
     let mut ar = ar::Archive::new(deb);
     while let Some(entry) = ar.next_entry() {
         let mut entry = entry.context("reading the .deb's ar archive")?;
         let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
-        if name.starts_with("data.tar") {
+        if name.starts_with(prefix) {
             let mut buf = Vec::with_capacity(entry.header().size() as usize);
             entry
                 .read_to_end(&mut buf)
@@ -136,7 +162,7 @@ pub fn data_archive(deb: impl Read) -> Result<Box<dyn Read>> {
             return crate::unpack::decompressed(std::io::Cursor::new(buf));
         }
     }
-    bail!("no data.tar member in the .deb")
+    bail!("no {prefix}* member in the .deb")
 }
 
 #[cfg(test)]

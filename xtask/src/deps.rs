@@ -33,8 +33,12 @@ impl Installed {
             if !p.get("Status").is_some_and(|s| s.ends_with(" installed")) {
                 continue;
             }
-            let (Some(name), Some(version)) = (p.get("Package"), p.get("Version")) else { continue };
-            let version: Version = version.parse().map_err(|e| anyhow::anyhow!("dpkg status: {name} {version}: {e:?}"))?;
+            let (Some(name), Some(version)) = (p.get("Package"), p.get("Version")) else {
+                continue;
+            };
+            let version: Version = version
+                .parse()
+                .map_err(|e| anyhow::anyhow!("dpkg status: {name} {version}: {e:?}"))?;
             for (v, pv) in provides(p.get("Provides").map(String::as_str).unwrap_or(""))? {
                 out.provides.entry(v).or_default().push(pv);
             }
@@ -78,7 +82,10 @@ fn satisfies(have: &Version, constraint: &Option<(VersionConstraint, Version)>) 
 }
 
 /// A versioned dependency is satisfied by a provide only if the provide is versioned too.
-fn provide_satisfies(provided: &Option<Version>, constraint: &Option<(VersionConstraint, Version)>) -> bool {
+fn provide_satisfies(
+    provided: &Option<Version>,
+    constraint: &Option<(VersionConstraint, Version)>,
+) -> bool {
     match (constraint, provided) {
         (None, _) => true,
         (Some(_), None) => false,
@@ -87,17 +94,29 @@ fn provide_satisfies(provided: &Option<Version>, constraint: &Option<(VersionCon
 }
 
 fn show(group: &[Relation]) -> String {
-    group.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(" | ")
+    group
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// The packages to add so that `roots` and all their Depends/Pre-Depends hold, given what is
 /// installed. Sorted by name. A dependency on an installed package that is too old is an
 /// error (the base would need an upgrade, which a layer must not do behind dpkg's back).
-pub fn resolve<'a>(index: &'a [PackageRecord], installed: &Installed, roots: &[&str], arch: &str) -> Result<Vec<&'a PackageRecord>> {
+pub fn resolve<'a>(
+    index: &'a [PackageRecord],
+    installed: &Installed,
+    roots: &[&str],
+    arch: &str,
+) -> Result<Vec<&'a PackageRecord>> {
     let mut by_name: BTreeMap<&str, Vec<(&PackageRecord, Version)>> = BTreeMap::new();
     let mut providers: BTreeMap<String, Vec<(&PackageRecord, Option<Version>)>> = BTreeMap::new();
     for rec in index.iter().filter(|r| r.arch == arch || r.arch == "all") {
-        let v: Version = rec.version.parse().map_err(|e| anyhow::anyhow!("{} {}: {e:?}", rec.name, rec.version))?;
+        let v: Version = rec
+            .version
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{} {}: {e:?}", rec.name, rec.version))?;
         by_name.entry(&rec.name).or_default().push((rec, v));
         for (name, pv) in provides(&rec.provides).with_context(|| rec.name.clone())? {
             providers.entry(name).or_default().push((rec, pv));
@@ -113,15 +132,31 @@ pub fn resolve<'a>(index: &'a [PackageRecord], installed: &Installed, roots: &[&
     let mut chosen: BTreeMap<String, (&PackageRecord, Version)> = BTreeMap::new();
     let mut queue: VecDeque<(Vec<Relation>, String)> = roots
         .iter()
-        .map(|r| (vec![Relation { name: r.to_string(), ..Relation::new() }], "the request".to_string()))
+        .map(|r| {
+            (
+                vec![Relation {
+                    name: r.to_string(),
+                    ..Relation::new()
+                }],
+                "the request".to_string(),
+            )
+        })
         .collect();
     while let Some((group, by)) = queue.pop_front() {
         let installed_ok = |r: &Relation| {
-            installed.packages.get(&r.name).is_some_and(|v| satisfies(v, &r.version))
-                || installed.provides.get(&r.name).is_some_and(|ps| ps.iter().any(|p| provide_satisfies(p, &r.version)))
+            installed
+                .packages
+                .get(&r.name)
+                .is_some_and(|v| satisfies(v, &r.version))
+                || installed
+                    .provides
+                    .get(&r.name)
+                    .is_some_and(|ps| ps.iter().any(|p| provide_satisfies(p, &r.version)))
         };
         let chosen_ok = |r: &Relation| {
-            chosen.get(&r.name).is_some_and(|(_, v)| satisfies(v, &r.version))
+            chosen
+                .get(&r.name)
+                .is_some_and(|(_, v)| satisfies(v, &r.version))
                 || chosen.values().any(|(rec, _)| {
                     provides(&rec.provides)
                         .unwrap_or_default()
@@ -136,27 +171,49 @@ pub fn resolve<'a>(index: &'a [PackageRecord], installed: &Installed, roots: &[&
         for r in &group {
             if let Some(v) = installed.packages.get(&r.name) {
                 if group.len() == 1 {
-                    bail!("{by} needs {r}, but the base has {} {v}: it would have to be upgraded", r.name);
+                    bail!(
+                        "{by} needs {r}, but the base has {} {v}: it would have to be upgraded",
+                        r.name
+                    );
                 }
                 continue;
             }
-            let real = by_name.get(r.name.as_str()).and_then(|l| l.iter().find(|(_, v)| satisfies(v, &r.version)));
-            let virt = || providers.get(&r.name).and_then(|l| l.iter().find(|(_, pv)| provide_satisfies(pv, &r.version)));
+            let real = by_name
+                .get(r.name.as_str())
+                .and_then(|l| l.iter().find(|(_, v)| satisfies(v, &r.version)));
+            let virt = || {
+                providers
+                    .get(&r.name)
+                    .and_then(|l| l.iter().find(|(_, pv)| provide_satisfies(pv, &r.version)))
+            };
             if let Some((rec, v)) = real {
                 pick = Some((*rec, v.clone()));
                 break;
             }
             if let Some((rec, _)) = virt() {
-                let v = by_name[rec.name.as_str()].iter().find(|(x, _)| std::ptr::eq(*x, *rec)).unwrap().1.clone();
+                let v = by_name[rec.name.as_str()]
+                    .iter()
+                    .find(|(x, _)| std::ptr::eq(*x, *rec))
+                    .unwrap()
+                    .1
+                    .clone();
                 pick = Some((*rec, v));
                 break;
             }
         }
         let Some((rec, v)) = pick else {
-            bail!("{by} needs {}, which neither the base nor the repository provides", show(&group));
+            bail!(
+                "{by} needs {}, which neither the base nor the repository provides",
+                show(&group)
+            );
         };
         if let Some((other, _)) = chosen.get(&rec.name) {
-            bail!("{by} needs {} but {} {} was already chosen", show(&group), other.name, other.version);
+            bail!(
+                "{by} needs {} but {} {} was already chosen",
+                show(&group),
+                other.name,
+                other.version
+            );
         }
         chosen.insert(rec.name.clone(), (rec, v));
         for field in [&rec.pre_depends, &rec.depends] {
@@ -224,7 +281,13 @@ Package: libltdl7\nStatus: deinstall ok config-files\nVersion: 2.4.6-15\n";
     #[test]
     fn closure_skips_what_the_base_has_and_follows_alternatives() {
         let idx = index();
-        let got = resolve(&idx, &installed(BASE), &["graphviz", "file", "binutils", "perl"], "amd64").unwrap();
+        let got = resolve(
+            &idx,
+            &installed(BASE),
+            &["graphviz", "file", "binutils", "perl"],
+            "amd64",
+        )
+        .unwrap();
         assert_eq!(
             names(&got),
             [
@@ -242,7 +305,10 @@ Package: libltdl7\nStatus: deinstall ok config-files\nVersion: 2.4.6-15\n";
             ]
         );
         // The newest libgvc6 satisfying (>= 2.42.2) was taken.
-        assert_eq!(got.iter().find(|r| r.name == "libgvc6").unwrap().version, "2.42.2-5");
+        assert_eq!(
+            got.iter().find(|r| r.name == "libgvc6").unwrap().version,
+            "2.42.2-5"
+        );
         // Only amd64 or all.
         assert!(got.iter().all(|r| r.arch == "amd64" || r.arch == "all"));
     }
@@ -261,9 +327,16 @@ Package: libltdl7\nStatus: deinstall ok config-files\nVersion: 2.4.6-15\n";
     fn too_old_installed_packages_and_missing_ones_are_errors() {
         let idx = index();
         let old = "Package: libc6\nStatus: install ok installed\nVersion: 2.28-10\n";
-        let err = resolve(&idx, &installed(old), &["graphviz"], "amd64").unwrap_err().to_string();
-        assert!(err.contains("libc6 (>= 2.29)") && err.contains("2.28-10") && err.contains("upgraded"), "{err}");
-        let err = resolve(&idx, &installed(BASE), &["nonexistent"], "amd64").unwrap_err().to_string();
+        let err = resolve(&idx, &installed(old), &["graphviz"], "amd64")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("libc6 (>= 2.29)") && err.contains("2.28-10") && err.contains("upgraded"),
+            "{err}"
+        );
+        let err = resolve(&idx, &installed(BASE), &["nonexistent"], "amd64")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nonexistent"), "{err}");
     }
 }

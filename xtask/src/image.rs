@@ -11,6 +11,7 @@ use xshell::{cmd, Shell};
 
 use crate::build::{self, BuildArgs};
 use crate::digest::Sha256Hex;
+use crate::download::Downloader;
 use crate::fetch::SourceArgs;
 use crate::inspect::{self, BaseFacts};
 use crate::lock::{self, BaseLock, JemallocLock, Lock, SysrootLock};
@@ -18,7 +19,9 @@ use crate::oci::{self, Blob, BlobSource, ConfigChanges};
 use crate::progress::{self, Step};
 use crate::project::{self, Cache};
 use crate::registry::{Credentials, Reference, RegistryClient};
+use crate::repo::Repo;
 use crate::spec::{DebianSpec, FlinkSpec, JemallocSpec};
+use crate::tools_layer::{self, DebPin};
 
 /// The seed recipe's profiling settings, baked in with `--preload`.
 pub const DEFAULT_MALLOC_CONF: &str =
@@ -70,6 +73,10 @@ pub struct ImageArgs {
     /// Hand a docker-archive to `docker load` or `kind load image-archive`.
     #[arg(long)]
     pub load: bool,
+    /// OpenPGP keyring the Debian suite's Release file must be signed by (e.g.
+    /// /usr/share/keyrings/debian-archive-keyring.gpg); without it the index is unchecked.
+    #[arg(long)]
+    pub keyring: Option<PathBuf>,
     /// Fail if the lock file is missing or would change.
     #[arg(long)]
     pub locked: bool,
@@ -214,6 +221,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
         password: std::env::var("REGISTRY_PASSWORD").unwrap_or_default(),
     });
     let client = RegistryClient::new(args.plain_http, credentials);
+    let dl = Downloader::new();
 
     // 1. The base: manifest, config and layers, from the cache when the lock pins them.
     let step = Step::start(format!("base image {base_ref}"));
@@ -284,66 +292,63 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
         }
     ));
 
-    // 2. What the base is: suite and libc6 decide the sysroot.
-    let (facts_os, suite, libc6, base_mirror) = match &usable {
-        Some(l) => (
-            l.base.os.clone(),
-            l.base.suite.clone(),
-            l.base.libc6.clone(),
-            Some(l.sysroot.mirror.clone()),
-        ),
-        None => {
-            let step = Step::start("inspecting the base's layers");
-            let facts = inspect::inspect_layers(&layer_paths)?;
-            let suite = facts.version_codename.clone().with_context(|| {
-                format!(
-                    "{base_ref}: /etc/os-release names no VERSION_CODENAME ({:?})",
-                    facts.pretty_name
-                )
-            })?;
-            if facts.os_id != "debian" {
-                bail!(
-                    "{base_ref} is {} ({suite}); only Debian bases are supported so far",
-                    facts.os_id
-                );
-            }
-            let libc6 = facts
-                .libc6_version
-                .clone()
-                .with_context(|| format!("{base_ref}: no installed libc6 in the dpkg status"))?;
-            step.done(format!(
-                "{}; libc6 {libc6}; apt sources: {}",
-                facts.pretty_name.clone().unwrap_or(suite.clone()),
-                facts
-                    .apt_sources
-                    .iter()
-                    .map(|s| format!("{} {}", s.uri, s.suite))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-            if spec.distribution != format!("{} {suite}", facts.os_id) {
-                progress::note(format!(
-                    "note: the spec expects {}, the base is {} {suite}",
-                    spec.distribution, facts.os_id
-                ));
-            }
-            let mirror = mirror_for(&facts, &suite);
-            if mirror.is_none() && args.mirror.is_none() {
-                progress::note(format!(
-                    "the base names no apt source for {suite}; using images/debian.toml's mirror"
-                ));
-            }
-            (facts.os_id.clone(), suite, libc6, mirror)
+    // 2. What the base is: suite and libc6 decide the sysroot; its dpkg status decides
+    //    which of jeprof's tools are missing. Read from the cached layers (no network).
+    let step = Step::start("inspecting the base's layers");
+    let facts = inspect::inspect_layers(&layer_paths)?;
+    let suite = facts.version_codename.clone().with_context(|| {
+        format!(
+            "{base_ref}: /etc/os-release names no VERSION_CODENAME ({:?})",
+            facts.pretty_name
+        )
+    })?;
+    if facts.os_id != "debian" {
+        bail!(
+            "{base_ref} is {} ({suite}); only Debian bases are supported so far",
+            facts.os_id
+        );
+    }
+    let libc6 = facts
+        .libc6_version
+        .clone()
+        .with_context(|| format!("{base_ref}: no installed libc6 in the dpkg status"))?;
+    step.done(format!(
+        "{}; libc6 {libc6}; apt sources: {}",
+        facts.pretty_name.clone().unwrap_or(suite.clone()),
+        facts
+            .apt_sources
+            .iter()
+            .map(|s| format!("{} {}", s.uri, s.suite))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    if spec.distribution != format!("{} {suite}", facts.os_id) {
+        progress::note(format!(
+            "note: the spec expects {}, the base is {} {suite}",
+            spec.distribution, facts.os_id
+        ));
+    }
+    if let Some(l) = &usable {
+        if (l.base.suite.as_str(), l.base.libc6.as_str()) != (suite.as_str(), libc6.as_str()) {
+            bail!(
+                "{}: the locked base {} is {} libc6 {}, but its layers say {suite} libc6 {libc6}",
+                lock_path.display(),
+                l.base.manifest_digest,
+                l.base.suite,
+                l.base.libc6
+            );
         }
-    };
+    }
     let suite_spec = debian
         .suite(&suite)
         .with_context(|| format!("the base {base_ref} is Debian {suite}"))?;
     let mirror = args
         .mirror
         .clone()
-        .or(base_mirror)
+        .or(usable.as_ref().map(|l| l.sysroot.mirror.clone()))
+        .or_else(|| mirror_for(&facts, &suite))
         .unwrap_or_else(|| suite_spec.mirror.clone());
+    let facts_os = facts.os_id.clone();
 
     // 3. jemalloc against that suite.
     let (tree, info) = build::build(&BuildArgs {
@@ -360,6 +365,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
         force: false,
         cache_dir: Some(cache.dir.clone()),
         sysroot_pins: usable.as_ref().map(|l| l.sysroot.packages.clone()),
+        keyring: args.keyring.clone(),
     })?;
     let sys_libc = info
         .sysroot_packages
@@ -393,6 +399,38 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
         layer_blob.digest,
         layer_blob.data.len()
     ));
+    // 4b. jeprof's tools from the base's own suite.
+    let repo = Repo {
+        mirror: &mirror,
+        suite: &suite,
+        component: &suite_spec.component,
+        arch: &debian.arch,
+        keyring: args.keyring.as_deref(),
+    };
+    let tool_pins = match &usable {
+        Some(l) => l.tools.clone(),
+        None => tools_layer::resolve(&dl, &cache, &repo, &facts.dpkg_status)?,
+    };
+    let tools_tree = tools_tree(
+        &dl,
+        &cache,
+        &mirror,
+        &tool_pins,
+        &facts.dpkg_status,
+        &manifest_digest,
+        &base_manifest,
+        &config_digest,
+    )?;
+    let step = Step::start("writing the jeprof tools layer");
+    let tools = oci::layer(oci::layer_tar(&tools_tree, "", args.source_date_epoch)?);
+    let tools_blob = cache_blob(&cache, &tools.blob.media_type, tools.blob.data.clone())?;
+    step.done(format!(
+        "{} ({} bytes compressed, {} packages)",
+        tools_blob.digest,
+        tools_blob.data.len(),
+        tool_pins.len()
+    ));
+
     let created = time::OffsetDateTime::from_unix_timestamp(args.source_date_epoch as i64)?
         .format(&time::format_description::well_known::Rfc3339)?;
     let lib = format!("{}/lib/libjemalloc.so.2", jspec.prefix);
@@ -443,6 +481,15 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
             "io.github.flink-jemalloc.preload".to_string(),
             args.preload.to_string(),
         ),
+        (
+            "io.github.flink-jemalloc.tools".to_string(),
+            tool_pins
+                .iter()
+                .filter(|p| crate::deps::JEPROF_TOOLS.contains(&p.name.as_str()))
+                .map(|p| format!("{}={}", p.name, p.version))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
     ];
     let changes = ConfigChanges {
         path_dir: format!("{}/bin", jspec.prefix),
@@ -457,7 +504,20 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
         ),
         created,
     };
-    let config = oci::config(&base_config, &layer, &changes);
+    let mut config = oci::config(&base_config, &layer, &changes);
+    oci::add_layer(
+        &mut config,
+        &tools,
+        &changes.created,
+        &format!(
+            "flink-jemalloc: jeprof tools from debian {suite}: {}",
+            tool_pins
+                .iter()
+                .map(|p| format!("{}={}", p.name, p.version))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    );
     let config_blob = cache_blob(&cache, oci::OCI_CONFIG, oci::canonical(&config))?;
     let mut layer_descs: Vec<Value> = layers
         .iter()
@@ -470,6 +530,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
         })
         .collect();
     layer_descs.push(layer_blob.descriptor());
+    layer_descs.push(tools_blob.descriptor());
     let annotations = vec![
         (
             "org.opencontainers.image.base.name".to_string(),
@@ -598,9 +659,10 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
             sha256: jemalloc_sha,
         },
         sysroot: SysrootLock {
-            mirror,
+            mirror: mirror.clone(),
             packages: info.sysroot_packages.clone(),
         },
+        tools: tool_pins.clone(),
     };
     if existing.as_ref() != Some(&new_lock) {
         if args.locked {
@@ -614,6 +676,74 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
         output,
         pushed,
     })
+}
+
+/// The tools tree for these pins on this base, cached by both (a warm rebuild reuses it
+/// without downloads or chroot work).
+#[allow(clippy::too_many_arguments)]
+fn tools_tree(
+    dl: &Downloader,
+    cache: &Cache,
+    mirror: &str,
+    pins: &[DebPin],
+    base_status: &str,
+    base_digest: &str,
+    base_manifest: &Value,
+    config_digest: &str,
+) -> Result<PathBuf> {
+    let key = crate::digest::key_of(
+        std::iter::once(base_digest.to_string()).chain(
+            pins.iter()
+                .map(|p| format!("{} {} {}", p.name, p.version, p.sha256)),
+        ),
+    );
+    let dir = cache.dir.join("tools").join(&key.as_str()[..16]);
+    if dir.join("var/lib/dpkg/status").is_file() {
+        progress::note(format!("jeprof tools tree (cached): {}", dir.display()));
+        return Ok(dir);
+    }
+    let parent = dir.parent().unwrap();
+    std::fs::create_dir_all(parent)?;
+    let work = tempfile::Builder::new()
+        .prefix(".tools-")
+        .tempdir_in(parent)?;
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(&tree)?;
+    let step = Step::start(format!("unpacking {} packages for jeprof", pins.len()));
+    tools_layer::fill_tree(dl, cache, mirror, pins, base_status, &tree)?;
+    step.done("");
+    // The base as an OCI layout (OCI media types, as umoci wants) for the chroot.
+    let config = Blob::new(
+        oci::OCI_CONFIG,
+        std::fs::read(cache.blob(oci::hex_of(config_digest)))?,
+    );
+    let layers: Vec<Value> = base_manifest["layers"]
+        .as_array()
+        .context("base manifest without layers")?
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "mediaType": oci::oci_layer_type(l["mediaType"].as_str().unwrap_or(oci::OCI_LAYER_GZIP)),
+                "digest": l["digest"],
+                "size": l["size"],
+            })
+        })
+        .collect();
+    let manifest = Blob::new(
+        crate::registry::OCI_MANIFEST,
+        oci::canonical(&oci::manifest(&config, &layers, &[])),
+    );
+    let mut blobs = vec![config.digest.clone()];
+    blobs.extend(
+        layers
+            .iter()
+            .filter_map(|l| l["digest"].as_str().map(str::to_string)),
+    );
+    let layout = work.path().join("base-layout");
+    oci::write_layout(&layout, &manifest, &blobs, &CacheBlobs(cache), "base")?;
+    tools_layer::finish_in_chroot(&layout, "base", &tree, &work.path().join("chroot"))?;
+    crate::unpack::replace_dir(tree, &dir)?;
+    Ok(dir)
 }
 
 /// `--load`: a docker-archive handed to `docker load`, else `kind load image-archive`.

@@ -170,6 +170,9 @@ pub struct BaseFacts {
     pub pretty_name: Option<String>,
     pub libc6_version: Option<String>,
     pub apt_sources: Vec<AptSource>,
+    /// The merged dpkg status (`status` plus any `status.d/*`).
+    #[serde(skip)]
+    pub dpkg_status: String,
 }
 
 /// `KEY=value` / `KEY="value"` lines of os-release.
@@ -294,6 +297,7 @@ pub fn facts(view: &RootfsView) -> Result<BaseFacts> {
         pretty_name: os.get("PRETTY_NAME").cloned(),
         libc6_version: installed_version(&status, "libc6"),
         apt_sources: sources,
+        dpkg_status: status,
     })
 }
 

@@ -21,6 +21,8 @@ pub mod oci;
 pub mod progress;
 pub mod project;
 pub mod registry;
+pub mod repo;
 pub mod spec;
 pub mod sysroot;
+pub mod tools_layer;
 pub mod unpack;

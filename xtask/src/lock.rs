@@ -17,6 +17,9 @@ pub struct Lock {
     pub base: BaseLock,
     pub jemalloc: JemallocLock,
     pub sysroot: SysrootLock,
+    /// jeprof's tools (binutils, graphviz, perl, file and what they need) not in the base.
+    #[serde(default)]
+    pub tools: Vec<crate::tools_layer::DebPin>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -170,6 +173,7 @@ mod tests {
                     sha256: "c".repeat(64),
                 }],
             },
+            tools: vec![],
         }
     }
 

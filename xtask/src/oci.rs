@@ -61,13 +61,17 @@ pub fn layer_tar(src: &Path, dest_prefix: &str, epoch: u64) -> Result<Vec<u8>> {
     tar.mode(tar::HeaderMode::Deterministic);
     let prefix = dest_prefix.trim_matches('/');
     let mut acc = String::new();
-    for part in prefix.split('/') {
+    for part in prefix.split('/').filter(|p| !p.is_empty()) {
         acc.push_str(part);
         acc.push('/');
         append(&mut tar, &acc, None, epoch)?;
     }
     for (rel, path) in entries {
-        let name = format!("{prefix}/{rel}");
+        let name = if prefix.is_empty() {
+            rel
+        } else {
+            format!("{prefix}/{rel}")
+        };
         append(&mut tar, &name, Some(&path), epoch)?;
     }
     Ok(tar.into_inner()?)
@@ -227,8 +231,13 @@ pub fn config(base: &Value, layer: &Layer, c: &ConfigChanges) -> Value {
     for (k, v) in &c.labels {
         labels[k] = json!(v);
     }
-    let diff_ids = cfg["rootfs"]["diff_ids"].as_array_mut();
-    match diff_ids {
+    add_layer(&mut cfg, layer, &c.created, &c.history);
+    cfg
+}
+
+/// Appends a layer's diff_id and a history entry to an image config.
+pub fn add_layer(cfg: &mut Value, layer: &Layer, created: &str, created_by: &str) {
+    match cfg["rootfs"]["diff_ids"].as_array_mut() {
         Some(ids) => ids.push(json!(layer.diff_id)),
         None => cfg["rootfs"] = json!({"type": "layers", "diff_ids": [layer.diff_id]}),
     }
@@ -238,9 +247,8 @@ pub fn config(base: &Value, layer: &Layer, c: &ConfigChanges) -> Value {
         .entry("history")
         .or_insert_with(|| json!([]));
     if let Some(h) = history.as_array_mut() {
-        h.push(json!({"created": c.created, "created_by": c.history}));
+        h.push(json!({"created": created, "created_by": created_by}));
     }
-    cfg
 }
 
 /// An OCI image manifest over the base's layers plus ours.

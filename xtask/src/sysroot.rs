@@ -14,6 +14,7 @@ use crate::digest::key_of;
 use crate::download::Downloader;
 use crate::progress::{self, Step};
 use crate::project::Cache;
+use crate::repo;
 use crate::spec::DevLink;
 use crate::unpack::{self, AbsoluteLinks};
 
@@ -29,6 +30,8 @@ pub struct Request {
     /// Exact packages from a lock file: no index is read, and a cached sysroot made of
     /// them is reused without touching the network.
     pub pins: Option<Vec<Pinned>>,
+    /// OpenPGP keyring that must have signed the suite's Release file (none: unchecked).
+    pub keyring: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -115,7 +118,17 @@ pub fn prepare(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Sysroot>
                 req.suite,
                 req.arch
             ));
-            let index = fetch_index(dl, cache, req)?;
+            let index = repo::fetch_index(
+                dl,
+                cache,
+                &repo::Repo {
+                    mirror: &req.mirror,
+                    suite: &req.suite,
+                    component: &req.component,
+                    arch: &req.arch,
+                    keyring: req.keyring.as_deref(),
+                },
+            )?;
             let chosen = select(&index, &req.packages, &req.arch).with_context(|| {
                 format!(
                     "resolving the sysroot packages in {} {}",
@@ -212,52 +225,6 @@ pub fn prepare(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Sysroot>
     unpack::replace_dir(tmp.keep(), &dir)?;
     step.done(dir.display().to_string());
     Ok(sysroot)
-}
-
-/// Downloads and parses `dists/<suite>/<component>/binary-<arch>/Packages{.xz,.gz,}`.
-fn fetch_index(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Vec<PackageRecord>> {
-    let base = format!("{}/dists/{}", req.mirror.trim_end_matches('/'), req.suite);
-    let stem = format!("{}/binary-{}/Packages", req.component, req.arch);
-    let candidates = [format!("{stem}.xz"), format!("{stem}.gz"), stem.clone()];
-    let release_url = format!("{base}/Release");
-    let bytes = if dl.exists(&release_url)? {
-        let release = String::from_utf8(dl.get(&release_url)?)
-            .with_context(|| format!("{release_url} is not text"))?;
-        let entries = debian::parse_release(&release).with_context(|| release_url.clone())?;
-        let Some((path, entry)) = candidates
-            .iter()
-            .find_map(|c| entries.get(c).map(|e| (c, e)))
-        else {
-            bail!(
-                "{release_url} lists no {stem}[.xz|.gz]: is `{}` a component of {}?",
-                req.component,
-                req.suite
-            );
-        };
-        let blob = dl
-            .fetch(cache, &format!("{base}/{path}"), &entry.sha256)
-            .with_context(|| format!("the Packages index, verified against {release_url}"))?;
-        std::fs::read(blob)?
-    } else {
-        progress::note(format!(
-            "{release_url} is missing: the Packages index cannot be verified"
-        ));
-        let mut found = None;
-        for c in &candidates {
-            let url = format!("{base}/{c}");
-            if dl.exists(&url)? {
-                found = Some(dl.get(&url)?);
-                break;
-            }
-        }
-        found.with_context(|| format!("no Packages index under {base}/{stem}[.xz|.gz]"))?
-    };
-    let mut text = String::new();
-    use std::io::Read;
-    unpack::decompressed(std::io::Cursor::new(bytes))?
-        .read_to_string(&mut text)
-        .context("decompressing the Packages index")?;
-    debian::parse_packages(&text)
 }
 
 /// Picks each requested package for `arch` (or `all`); when an index lists several

@@ -15,6 +15,9 @@ pub enum AbsoluteLinks {
     /// Debian data archives unpacked as a sysroot: `/lib/x/libm.so.6` becomes a link
     /// relative to the sysroot, so tools that follow it never leave the tree.
     MakeRelative,
+    /// Trees that become image layers: `/` is the image's root, so an absolute target is
+    /// kept as written (it must still not climb above that root).
+    Keep,
 }
 
 /// A tar stream, decompressed according to its magic bytes (bzip2, gzip, xz, zstd or none).

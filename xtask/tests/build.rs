@@ -278,6 +278,7 @@ fn glibc_gate_refuses_a_library_linked_against_the_host() {
             packages: suite.packages.clone(),
             dev_links: debian.dev_links.clone(),
             pins: None,
+            keyring: None,
         },
     )
     .unwrap();

@@ -17,17 +17,19 @@ struct Env {
     files: Server,
     standin_sha: String,
     base: String,
+    keyring: std::path::PathBuf,
 }
 
 fn env() -> Env {
-    let repo = xtask::fixtures::debian_repo("bullseye").expect("fixture Debian repository");
+    let repo =
+        xtask::fixtures::debian_repo_with_tools("bullseye").expect("fixture Debian repository");
     let standin = xtask::fixtures::jemalloc_standin().expect("fixture jemalloc source");
     let registry = Registry::start().expect("a loopback registry");
     let addr = registry.url().trim_start_matches("http://").to_string();
     let base = format!("{addr}/fixtures/flink:1.10.3");
     flink_base::push_flink_base(&addr, "fixtures/flink:1.10.3").expect("pushing the fixture base");
     let files = Server::serve(vec![
-        ("/debian", repo),
+        ("/debian", repo.dir.clone()),
         ("/jemalloc-5.2.1.tar.bz2", standin.tarball.clone()),
     ]);
     Env {
@@ -35,6 +37,7 @@ fn env() -> Env {
         files,
         standin_sha: standin.sha256.to_string(),
         base,
+        keyring: repo.keyring,
     }
 }
 
@@ -60,6 +63,8 @@ fn image(e: &Env, work: &Path, extra: &[&str]) -> std::process::Output {
         lock.to_str().unwrap(),
         "--cache-dir",
         cache.to_str().unwrap(),
+        "--keyring",
+        e.keyring.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
     xtask(&args)
@@ -200,13 +205,62 @@ fn profiled_image_from_a_loopback_registry() {
         "the profile maps the image's jemalloc"
     );
     assert!(heap_text.contains("libjvm.so"), "the profile maps the JVM");
-    let (ok, jp, jperr) = run(&format!(
-        "perl {r}/opt/jemalloc/bin/jeprof --text {r}/usr/lib/jvm/java-11-openjdk-amd64/bin/java {h}",
-        r = rootfs.display(),
-        h = heap.display()
+
+    // jeprof's tools come with the image: run them inside it, on the profile it just wrote.
+    let heap_in = format!("/tmp/{}", heap.file_name().unwrap().to_string_lossy());
+    std::fs::write(rootfs.join("tmp/g.dot"), "digraph g { a -> b }\n").unwrap();
+    let inside = |script: &str| {
+        run(&format!(
+            "unshare -m -p -f sh -c 'mount -t proc proc {r}/proc && mount --rbind /dev {r}/dev && \
+             chroot {r} /usr/bin/env -i PATH=/opt/jemalloc/bin:/usr/local/bin:/usr/bin:/bin sh -c \"{script}\"'",
+            r = rootfs.display()
+        ))
+    };
+    let (ok, out, err) =
+        inside("addr2line --version && objdump --version && nm --version && file -L /bin/sh");
+    assert!(ok, "binutils and file inside the image: {out}\n{err}");
+    assert!(
+        out.contains("GNU addr2line") && out.contains("GNU objdump"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ELF 64-bit"),
+        "file works (its magic database is there): {out}"
+    );
+    let (ok, out, err) = inside("dot -Tsvg /tmp/g.dot");
+    assert!(
+        ok && out.contains("<svg"),
+        "dot -Tsvg inside the image (config6a): {out}\n{err}"
+    );
+    let (ok, out, err) = inside("dpkg -l binutils graphviz file perl libgvc6");
+    assert!(ok, "{err}");
+    for p in ["binutils", "graphviz", "file", "perl", "libgvc6"] {
+        assert!(
+            out.lines().any(|l| l.starts_with("ii")
+                && l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|n| n.split(':').next() == Some(p))),
+            "dpkg -l lists {p}: {out}"
+        );
+    }
+    let (ok, text, err) = inside(&format!(
+        "jeprof --text /usr/lib/jvm/java-11-openjdk-amd64/bin/java {heap_in}"
     ));
-    assert!(ok, "jeprof: {jperr}");
-    assert!(jp.contains("Total:"), "{jp}");
+    assert!(
+        ok && text.contains("Total:"),
+        "jeprof --text in the image: {text}\n{err}"
+    );
+    let (ok, svg, err) = inside(&format!(
+        "jeprof --svg /usr/lib/jvm/java-11-openjdk-amd64/bin/java {heap_in}"
+    ));
+    assert!(
+        ok && svg.contains("<svg"),
+        "jeprof --svg in the image: {err}"
+    );
+    assert!(
+        !err.contains("MSWin32") && !err.contains("isn't numeric"),
+        "{err}"
+    );
 
     // The same inputs in another directory, with a cold cache, give the same image.
     let w2 = tempfile::tempdir().unwrap();

@@ -1,0 +1,223 @@
+//! The layer with jeprof's tools (binutils, graphviz, perl, file) from the base's own
+//! distribution: resolved against the base's dpkg status, pinned in the lock, every `.deb`
+//! checked against its sha256, data archives unpacked into one tree. dpkg learns about them
+//! (the base's status with the new paragraphs appended, `info/<pkg>.list` and `.md5sums`).
+//! Maintainer scripts are not run; the two that matter are redone in a chroot of the merged
+//! image (base unpacked by `umoci`, tools on top): `ldconfig` and graphviz's `dot -c`, whose
+//! outputs (`/etc/ld.so.cache`, `config6a`) go into the layer.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::Path;
+use xshell::{cmd, Shell};
+
+use crate::debian;
+use crate::deps::{self, Installed};
+use crate::digest::Sha256Hex;
+use crate::download::Downloader;
+use crate::progress::Step;
+use crate::project::Cache;
+use crate::repo::{self, Repo};
+use crate::unpack::{self, AbsoluteLinks};
+
+/// One `.deb` of the tools layer, as the lock records it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DebPin {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub multi_arch: Option<String>,
+    pub filename: String,
+    pub size: u64,
+    pub sha256: String,
+    /// `<mirror> <suite>/<component>` the package came from.
+    pub repository: String,
+}
+
+/// Resolves the tools against the repository's index and the base's dpkg status.
+pub fn resolve(dl: &Downloader, cache: &Cache, repo: &Repo, status: &str) -> Result<Vec<DebPin>> {
+    let step = Step::start(format!(
+        "resolving {} against the base",
+        deps::JEPROF_TOOLS.join(" ")
+    ));
+    let index = repo::fetch_index(dl, cache, repo)?;
+    let installed = Installed::from_status(status)?;
+    let chosen = deps::resolve(&index, &installed, deps::JEPROF_TOOLS, repo.arch)?;
+    let pins: Vec<DebPin> = chosen
+        .iter()
+        .map(|r| DebPin {
+            name: r.name.clone(),
+            version: r.version.clone(),
+            arch: r.arch.clone(),
+            multi_arch: r.multi_arch.clone(),
+            filename: r.filename.clone(),
+            size: r.size,
+            sha256: r.sha256.to_string(),
+            repository: format!(
+                "{} {}/{}",
+                repo.mirror.trim_end_matches('/'),
+                repo.suite,
+                repo.component
+            ),
+        })
+        .collect();
+    step.done(format!(
+        "{} packages ({} MB)",
+        pins.len(),
+        pins.iter().map(|p| p.size).sum::<u64>() / 1_000_000
+    ));
+    Ok(pins)
+}
+
+/// dpkg's name for a package's info files: `name` or `name:arch` for Multi-Arch: same.
+fn info_name(p: &DebPin) -> String {
+    if p.multi_arch.as_deref() == Some("same") {
+        format!("{}:{}", p.name, p.arch)
+    } else {
+        p.name.clone()
+    }
+}
+
+/// A control paragraph as dpkg's status records it: `Status` after `Package`.
+pub fn status_paragraph(control: &str) -> String {
+    let mut out = String::new();
+    for line in control.trim_end().lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("Package:") {
+            out.push_str("Status: install ok installed\n");
+        }
+    }
+    out
+}
+
+/// Fills `tree` with the packages (downloaded from `mirror`, verified) and dpkg's records
+/// of them, `base_status` being the base's `/var/lib/dpkg/status`.
+pub fn fill_tree(
+    dl: &Downloader,
+    cache: &Cache,
+    mirror: &str,
+    pins: &[DebPin],
+    base_status: &str,
+    tree: &Path,
+) -> Result<()> {
+    let info = tree.join("var/lib/dpkg/info");
+    std::fs::create_dir_all(&info)?;
+    let mut status = base_status.trim_end().to_string();
+    for p in pins {
+        let url = format!("{}/{}", mirror.trim_end_matches('/'), p.filename);
+        let deb = dl
+            .fetch(cache, &url, &Sha256Hex::parse(&p.sha256)?)
+            .with_context(|| format!("{} {} (sha256 pinned in the lock)", p.name, p.version))?;
+        let size = std::fs::metadata(&deb)?.len();
+        if size != p.size {
+            bail!("{url}: {size} bytes, the lock says {}", p.size);
+        }
+        let before = list_files(tree);
+        unpack::unpack_into(
+            debian::data_archive(std::fs::File::open(&deb)?)?,
+            tree,
+            AbsoluteLinks::Keep,
+        )
+        .with_context(|| format!("unpacking {}", deb.display()))?;
+        let after = list_files(tree);
+        let (control, md5sums) = debian::control_files(std::fs::File::open(&deb)?)?;
+        status.push_str("\n\n");
+        status.push_str(status_paragraph(&control).trim_end());
+        let mut list = String::new();
+        for f in after.difference(&before) {
+            writeln!(list, "/{f}")?;
+        }
+        std::fs::write(info.join(format!("{}.list", info_name(p))), list)?;
+        std::fs::write(info.join(format!("{}.md5sums", info_name(p))), md5sums)?;
+    }
+    status.push('\n');
+    std::fs::write(tree.join("var/lib/dpkg/status"), status)?;
+    Ok(())
+}
+
+fn list_files(tree: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut stack = vec![tree.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if let Ok(rel) = p.strip_prefix(tree) {
+                out.insert(rel.display().to_string());
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Does the maintainer-script work that matters, in a chroot of the base (an OCI layout
+/// `base_layout:tag`) with `tree` on top, and copies the results into `tree`.
+pub fn finish_in_chroot(base_layout: &Path, tag: &str, tree: &Path, work: &Path) -> Result<()> {
+    let step = Step::start("ldconfig and `dot -c` in a chroot of the merged image");
+    let sh = Shell::new()?;
+    let bundle = work.join("bundle");
+    let image = format!("{}:{tag}", base_layout.display());
+    cmd!(sh, "umoci unpack --image {image} {bundle}")
+        .quiet()
+        .run()
+        .context("umoci unpack of the base (apt-get install umoci)")?;
+    let rootfs = bundle.join("rootfs");
+    let from = format!("{}/.", tree.display());
+    cmd!(sh, "cp -a {from} {rootfs}").quiet().run()?;
+    cmd!(sh, "chroot {rootfs} /sbin/ldconfig")
+        .quiet()
+        .run()
+        .context("ldconfig in a chroot of the merged image (needs root)")?;
+    std::fs::create_dir_all(tree.join("etc"))?;
+    std::fs::copy(rootfs.join("etc/ld.so.cache"), tree.join("etc/ld.so.cache"))?;
+    let config6a = "usr/lib/x86_64-linux-gnu/graphviz/config6a";
+    if rootfs.join("usr/bin/dot").exists() {
+        cmd!(sh, "chroot {rootfs} /usr/bin/dot -c")
+            .quiet()
+            .run()
+            .context("`dot -c` (graphviz's plugin registry) in a chroot of the merged image")?;
+        std::fs::copy(rootfs.join(config6a), tree.join(config6a))
+            .with_context(|| format!("copying {config6a} out of the chroot"))?;
+    }
+    step.done("");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_paragraph_inserts_status_after_package() {
+        let c = "Package: file\nVersion: 1:5.39-3\nArchitecture: amd64\nDepends: libmagic1 (= 1:5.39-3)\n";
+        assert_eq!(
+            status_paragraph(c),
+            "Package: file\nStatus: install ok installed\nVersion: 1:5.39-3\nArchitecture: amd64\nDepends: libmagic1 (= 1:5.39-3)\n"
+        );
+    }
+
+    #[test]
+    fn multi_arch_same_packages_get_qualified_info_names() {
+        let mut p = DebPin {
+            name: "libgvc6".into(),
+            version: "2.42.2-5".into(),
+            arch: "amd64".into(),
+            multi_arch: Some("same".into()),
+            filename: String::new(),
+            size: 0,
+            sha256: String::new(),
+            repository: String::new(),
+        };
+        assert_eq!(info_name(&p), "libgvc6:amd64");
+        p.multi_arch = Some("foreign".into());
+        assert_eq!(info_name(&p), "libgvc6");
+    }
+}
