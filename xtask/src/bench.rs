@@ -160,6 +160,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         push: None,
         load: false,
         locked: false,
+        lock_only: false,
         lock_file: Some(w.join("flink.lock")),
         source_date_epoch: 0,
         source,

@@ -21,6 +21,7 @@ use crate::project::{self, Cache};
 use crate::registry::{Credentials, Reference, RegistryClient};
 use crate::repo::Repo;
 use crate::spec::{DebianSpec, FlinkSpec, JemallocSpec};
+use crate::sysroot;
 use crate::tools_layer::{self, DebPin};
 
 /// The seed recipe's profiling settings, baked in with `--preload`.
@@ -77,6 +78,9 @@ pub struct ImageArgs {
     /// /usr/share/keyrings/debian-archive-keyring.gpg); without it the index is unchecked.
     #[arg(long)]
     pub keyring: Option<PathBuf>,
+    /// Resolve and write the lock only (`cargo xtask lock`).
+    #[arg(skip)]
+    pub lock_only: bool,
     /// Fail if the lock file is missing or would change.
     #[arg(long)]
     pub locked: bool,
@@ -107,7 +111,11 @@ pub fn run(args: ImageArgs) -> Result<()> {
         return Ok(());
     }
     let built = image(&args)?;
-    println!("{}", built.manifest_digest);
+    if args.lock_only {
+        println!("{}", built.output.display());
+    } else {
+        println!("{}", built.manifest_digest);
+    }
     Ok(())
 }
 
@@ -207,7 +215,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
     }
     let usable = existing
         .clone()
-        .filter(|l| lock::differences(l, &request).is_empty());
+        .filter(|l| !args.lock_only && lock::differences(l, &request).is_empty());
     if let (Some(l), None) = (&existing, &usable) {
         progress::note(format!(
             "{} will be updated: {}",
@@ -349,6 +357,65 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
         .or_else(|| mirror_for(&facts, &suite))
         .unwrap_or_else(|| suite_spec.mirror.clone());
     let facts_os = facts.os_id.clone();
+    let make_lock = |sysroot_packages, tools| Lock {
+        version: 1,
+        flink: spec.flink.clone(),
+        source_date_epoch: args.source_date_epoch,
+        base: BaseLock {
+            reference: base_text.clone(),
+            index_digest: index_digest.clone(),
+            manifest_digest: manifest_digest.clone(),
+            os: facts_os.clone(),
+            suite: suite.clone(),
+            libc6: libc6.clone(),
+        },
+        jemalloc: JemallocLock {
+            url: jemalloc_url.clone(),
+            sha256: jemalloc_sha.clone(),
+        },
+        sysroot: SysrootLock {
+            mirror: mirror.clone(),
+            packages: sysroot_packages,
+        },
+        tools,
+    };
+    if args.lock_only {
+        // `cargo xtask lock`: resolve everything afresh, write the lock, build nothing.
+        let sysroot_pins = sysroot::resolve(
+            &dl,
+            &cache,
+            &sysroot::Request {
+                mirror: mirror.clone(),
+                suite: suite.clone(),
+                component: suite_spec.component.clone(),
+                arch: debian.arch.clone(),
+                packages: suite_spec.packages.clone(),
+                dev_links: debian.dev_links.clone(),
+                pins: None,
+                keyring: args.keyring.clone(),
+            },
+        )?;
+        let repo = Repo {
+            mirror: &mirror,
+            suite: &suite,
+            component: &suite_spec.component,
+            arch: &debian.arch,
+            keyring: args.keyring.as_deref(),
+        };
+        let tools = tools_layer::resolve(&dl, &cache, &repo, &facts.dpkg_status)?;
+        let new_lock = make_lock(sysroot_pins, tools);
+        if existing.as_ref() == Some(&new_lock) {
+            progress::note(format!("{} is up to date", lock_path.display()));
+        } else {
+            new_lock.write(&lock_path)?;
+            progress::note(format!("wrote {}", lock_path.display()));
+        }
+        return Ok(Built {
+            manifest_digest: manifest_digest.clone(),
+            output: lock_path,
+            pushed: None,
+        });
+    }
 
     // 3. jemalloc against that suite.
     let (tree, info) = build::build(&BuildArgs {
@@ -642,28 +709,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
     }
 
     // 6. The lock: written on first resolution, unchanged afterwards.
-    let new_lock = Lock {
-        version: 1,
-        flink: spec.flink.clone(),
-        source_date_epoch: args.source_date_epoch,
-        base: BaseLock {
-            reference: base_text.clone(),
-            index_digest,
-            manifest_digest: manifest_digest.clone(),
-            os: facts_os,
-            suite: suite.clone(),
-            libc6,
-        },
-        jemalloc: JemallocLock {
-            url: jemalloc_url,
-            sha256: jemalloc_sha,
-        },
-        sysroot: SysrootLock {
-            mirror: mirror.clone(),
-            packages: info.sysroot_packages.clone(),
-        },
-        tools: tool_pins.clone(),
-    };
+    let new_lock = make_lock(info.sysroot_packages.clone(), tool_pins.clone());
     if existing.as_ref() != Some(&new_lock) {
         if args.locked {
             bail!("--locked: {} would change", lock_path.display());

@@ -24,6 +24,9 @@ enum Command {
     /// Layer the profiling jemalloc onto an official Flink image, reproducibly and without a
     /// Docker daemon; prints the image digest.
     Image(image::ImageArgs),
+    /// Resolve an image's inputs afresh (base digest, sysroot and jeprof tool packages) and
+    /// write its lock file, building nothing; prints the lock's path.
+    Lock(image::ImageArgs),
     /// Measure build, image and layer speed and sizes on the test fixtures (see README).
     Bench(bench::BenchArgs),
     /// Prepare the cached test fixtures (local Debian repository, jemalloc stand-in tarball).
@@ -36,6 +39,10 @@ fn main() -> std::process::ExitCode {
         Command::Fetch(args) => fetch::run(args),
         Command::Build(args) => build::run(args),
         Command::Image(args) => image::run(args),
+        Command::Lock(args) => image::run(image::ImageArgs {
+            lock_only: true,
+            ..args
+        }),
         Command::Bench(args) => bench::run(args),
         Command::Fixtures(args) => fixtures::run(args),
     };

@@ -110,43 +110,7 @@ impl Sysroot {
 pub fn prepare(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Sysroot> {
     let pinned: Vec<Pinned> = match &req.pins {
         Some(pins) => pins.clone(),
-        None => {
-            let step = Step::start(format!(
-                "resolving {} from {} {} ({})",
-                req.packages.join(" "),
-                req.mirror,
-                req.suite,
-                req.arch
-            ));
-            let index = repo::fetch_index(
-                dl,
-                cache,
-                &repo::Repo {
-                    mirror: &req.mirror,
-                    suite: &req.suite,
-                    component: &req.component,
-                    arch: &req.arch,
-                    keyring: req.keyring.as_deref(),
-                },
-            )?;
-            let chosen = select(&index, &req.packages, &req.arch).with_context(|| {
-                format!(
-                    "resolving the sysroot packages in {} {}",
-                    req.mirror, req.suite
-                )
-            })?;
-            step.done("");
-            chosen
-                .iter()
-                .map(|p| Pinned {
-                    name: p.name.clone(),
-                    version: p.version.clone(),
-                    filename: p.filename.clone(),
-                    size: p.size,
-                    sha256: p.sha256.to_string(),
-                })
-                .collect()
-        }
+        None => resolve(dl, cache, req)?,
     };
     progress::note(format!(
         "sysroot packages: {}",
@@ -225,6 +189,45 @@ pub fn prepare(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Sysroot>
     unpack::replace_dir(tmp.keep(), &dir)?;
     step.done(dir.display().to_string());
     Ok(sysroot)
+}
+
+/// Resolves the requested packages in the suite's index (verified as `repo` does).
+pub fn resolve(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Vec<Pinned>> {
+    let step = Step::start(format!(
+        "resolving {} from {} {} ({})",
+        req.packages.join(" "),
+        req.mirror,
+        req.suite,
+        req.arch
+    ));
+    let index = repo::fetch_index(
+        dl,
+        cache,
+        &repo::Repo {
+            mirror: &req.mirror,
+            suite: &req.suite,
+            component: &req.component,
+            arch: &req.arch,
+            keyring: req.keyring.as_deref(),
+        },
+    )?;
+    let chosen = select(&index, &req.packages, &req.arch).with_context(|| {
+        format!(
+            "resolving the sysroot packages in {} {}",
+            req.mirror, req.suite
+        )
+    })?;
+    step.done("");
+    Ok(chosen
+        .iter()
+        .map(|p| Pinned {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            filename: p.filename.clone(),
+            size: p.size,
+            sha256: p.sha256.to_string(),
+        })
+        .collect())
 }
 
 /// Picks each requested package for `arch` (or `all`); when an index lists several

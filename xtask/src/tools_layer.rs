@@ -45,7 +45,18 @@ pub fn resolve(dl: &Downloader, cache: &Cache, repo: &Repo, status: &str) -> Res
     let index = repo::fetch_index(dl, cache, repo)?;
     let installed = Installed::from_status(status)?;
     let chosen = deps::resolve(&index, &installed, deps::JEPROF_TOOLS, repo.arch)?;
-    let pins: Vec<DebPin> = chosen
+    let pins = pins(&chosen, repo);
+    step.done(format!(
+        "{} packages ({} MB)",
+        pins.len(),
+        pins.iter().map(|p| p.size).sum::<u64>() / 1_000_000
+    ));
+    Ok(pins)
+}
+
+/// Lock entries for resolved packages from `repo`.
+pub fn pins(chosen: &[&debian::PackageRecord], repo: &Repo) -> Vec<DebPin> {
+    chosen
         .iter()
         .map(|r| DebPin {
             name: r.name.clone(),
@@ -62,13 +73,7 @@ pub fn resolve(dl: &Downloader, cache: &Cache, repo: &Repo, status: &str) -> Res
                 repo.component
             ),
         })
-        .collect();
-    step.done(format!(
-        "{} packages ({} MB)",
-        pins.len(),
-        pins.iter().map(|p| p.size).sum::<u64>() / 1_000_000
-    ));
-    Ok(pins)
+        .collect()
 }
 
 /// dpkg's name for a package's info files: `name` or `name:arch` for Multi-Arch: same.

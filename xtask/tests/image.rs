@@ -42,12 +42,16 @@ fn env() -> Env {
 }
 
 fn image(e: &Env, work: &Path, extra: &[&str]) -> std::process::Output {
+    subcommand(e, work, "image", extra)
+}
+
+fn subcommand(e: &Env, work: &Path, sub: &str, extra: &[&str]) -> std::process::Output {
     let url = e.files.url("jemalloc-5.2.1.tar.bz2");
     let mirror = e.files.url("debian");
     let lock = work.join("flink-1.10.3.lock");
     let cache = work.join("cache");
     let mut args = vec![
-        "image",
+        sub,
         "--flink",
         "1.10.3",
         "--base",
@@ -332,6 +336,30 @@ fn profiled_image_from_a_loopback_registry() {
         );
         assert!(w1.path().join("l.docker.tar").is_file(), "{lerr}");
     }
+
+    // The lock pins the tools; `cargo xtask lock` resolves the same lock from scratch.
+    let lock_text = std::fs::read_to_string(w1.path().join("flink-1.10.3.lock")).unwrap();
+    for p in [
+        "name = \"graphviz\"",
+        "name = \"binutils\"",
+        "name = \"libgvc6\"",
+        "[[tools]]",
+        "[[sysroot.packages]]",
+    ] {
+        assert!(lock_text.contains(p), "the lock lacks {p}");
+    }
+    assert!(
+        !lock_text.contains("name = \"libc6\"\nversion = \"2.31-13+deb11u11\"\narch"),
+        "libc6 is the base's, not a tool"
+    );
+    let w3 = tempfile::tempdir().unwrap();
+    let relock = subcommand(&e, w3.path(), "lock", &[]);
+    assert!(relock.status.success(), "{}", stderr(&relock));
+    assert!(!stderr(&relock).contains("make -j"), "lock builds nothing");
+    assert_eq!(
+        std::fs::read_to_string(w3.path().join("flink-1.10.3.lock")).unwrap(),
+        lock_text
+    );
 
     // --locked with a request the lock does not answer is refused.
     let drift = image(&e, w1.path(), &["--locked", "--source-date-epoch", "1"]);
