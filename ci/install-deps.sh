@@ -6,14 +6,15 @@
 # for the image tests: docker-registry (a real OCI registry on loopback), skopeo and umoci
 # (independent readers of what we push and write), mmdebstrap (the fixture Flink base's
 # rootfs), apache2-utils (htpasswd for the basic-auth registry), python3-pip (the Flink
-# distribution from PyPI) when no pip is on the PATH.
+# distribution from PyPI) when no pip is on the PATH; gnupg and gpgv (the signed fixture
+# repository, and the product's signature check).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 sudo_if_needed apt-get update -q
 sudo_if_needed apt-get install -y -q --no-install-recommends \
   gcc g++ make patch perl binutils file dpkg-dev apt util-linux ca-certificates debian-archive-keyring \
-  docker-registry skopeo umoci mmdebstrap apache2-utils
+  docker-registry skopeo umoci mmdebstrap apache2-utils gnupg gpgv
 if ! python3 -m pip --version >/dev/null 2>&1; then
   sudo_if_needed apt-get install -y -q --no-install-recommends python3-pip
 fi
