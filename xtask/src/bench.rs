@@ -175,17 +175,31 @@ pub fn run(args: BenchArgs) -> Result<()> {
     ));
     // The tools layer: the last layer of the image just written.
     let layout = w.join("layout");
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
-    let mdigest = index["manifests"][0]["digest"].as_str().context("index without manifest")?;
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(oci::hex_of(mdigest)))?)?;
-    let tools = manifest["layers"].as_array().and_then(|l| l.last()).context("manifest without layers")?;
-    let blob = layout.join("blobs/sha256").join(oci::hex_of(tools["digest"].as_str().unwrap_or_default()));
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+    let mdigest = index["manifests"][0]["digest"]
+        .as_str()
+        .context("index without manifest")?;
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        layout.join("blobs/sha256").join(oci::hex_of(mdigest)),
+    )?)?;
+    let tools = manifest["layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .context("manifest without layers")?;
+    let blob = layout
+        .join("blobs/sha256")
+        .join(oci::hex_of(tools["digest"].as_str().unwrap_or_default()));
     let mut raw = 0u64;
     let mut dec = flate2::read::GzDecoder::new(std::fs::File::open(&blob)?);
     raw += std::io::copy(&mut dec, &mut std::io::sink())?;
     rows.push((
         "jeprof tools layer size (binutils, graphviz, perl, file + deps)".into(),
-        format!("{:.1} MB compressed, {:.1} MB uncompressed", std::fs::metadata(&blob)?.len() as f64 / 1e6, raw as f64 / 1e6),
+        format!(
+            "{:.1} MB compressed, {:.1} MB uncompressed",
+            std::fs::metadata(&blob)?.len() as f64 / 1e6,
+            raw as f64 / 1e6
+        ),
     ));
     let t = Instant::now();
     image::image(&ImageArgs {
