@@ -82,17 +82,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     // Cold build with a fresh cache.
     let cache = w.join("cache");
     let build_args = BuildArgs {
-        source: source.clone(),
-        suite: "bullseye".into(),
-        mirror: Some(mirror.clone()),
-        sysroot_packages: None,
-        out: None,
-        static_libs: false,
-        jobs: None,
-        force: false,
-        cache_dir: Some(cache.clone()),
-        sysroot_pins: None,
         keyring: Some(repo.keyring.clone()),
+        ..BuildArgs::new(source.clone(), "bullseye", &mirror, &cache)
     };
     let t = Instant::now();
     let (tree, _) = build::build(&build_args)?;

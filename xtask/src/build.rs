@@ -62,6 +62,26 @@ pub struct BuildArgs {
     pub keyring: Option<PathBuf>,
 }
 
+impl BuildArgs {
+    /// A build of `source` for `suite` from `mirror` into the default output of `cache_dir`,
+    /// with every other option at its default.
+    pub fn new(source: SourceArgs, suite: &str, mirror: &str, cache_dir: &Path) -> BuildArgs {
+        BuildArgs {
+            source,
+            suite: suite.to_string(),
+            mirror: Some(mirror.to_string()),
+            sysroot_packages: None,
+            out: None,
+            static_libs: false,
+            jobs: None,
+            force: false,
+            cache_dir: Some(cache_dir.to_path_buf()),
+            sysroot_pins: None,
+            keyring: None,
+        }
+    }
+}
+
 /// `build-info.json` in the output: what the tree was made from and what the gates saw.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BuildInfo {

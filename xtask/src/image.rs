@@ -354,7 +354,11 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
         .mirror
         .clone()
         .or(usable.as_ref().map(|l| l.sysroot.mirror.clone()))
-        .or_else(|| mirror_for(&facts, &suite))
+        .or_else(|| {
+            (!suite_spec.archived)
+                .then(|| mirror_for(&facts, &suite))
+                .flatten()
+        })
         .unwrap_or_else(|| suite_spec.mirror.clone());
     let facts_os = facts.os_id.clone();
     let make_lock = |sysroot_packages, tools| Lock {
@@ -419,20 +423,17 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
 
     // 3. jemalloc against that suite.
     let (tree, info) = build::build(&BuildArgs {
-        source: SourceArgs {
-            url: Some(jemalloc_url.clone()),
-            sha256: Some(jemalloc_sha.clone()),
-        },
-        suite: suite.clone(),
-        mirror: Some(mirror.clone()),
-        sysroot_packages: None,
-        out: None,
-        static_libs: false,
-        jobs: None,
-        force: false,
-        cache_dir: Some(cache.dir.clone()),
         sysroot_pins: usable.as_ref().map(|l| l.sysroot.packages.clone()),
         keyring: args.keyring.clone(),
+        ..BuildArgs::new(
+            SourceArgs {
+                url: Some(jemalloc_url.clone()),
+                sha256: Some(jemalloc_sha.clone()),
+            },
+            &suite,
+            &mirror,
+            &cache.dir,
+        )
     })?;
     let sys_libc = info
         .sysroot_packages

@@ -13,6 +13,7 @@ pub mod download;
 pub mod elf;
 pub mod fetch;
 pub mod fixtures;
+pub mod flink_job;
 pub mod gates;
 pub mod image;
 pub mod inspect;

@@ -66,6 +66,10 @@ pub struct DevLink {
 #[serde(deny_unknown_fields)]
 pub struct SuiteSpec {
     pub mirror: String,
+    /// An end-of-life suite moved to the archive host: its `mirror` wins over the apt
+    /// sources a base image still names (they no longer serve it).
+    #[serde(default)]
+    pub archived: bool,
     pub component: String,
     pub packages: Vec<String>,
 }
@@ -177,6 +181,7 @@ mod tests {
             .contains(&"libgcc-s1".to_string()));
         let err = d.suite("sid").unwrap_err().to_string();
         assert!(err.contains("bullseye") && err.contains("buster"), "{err}");
+        assert!(d.suite("buster").unwrap().archived && !d.suite("bullseye").unwrap().archived);
         let f = FlinkSpec::load(&root, "1.10.1").unwrap();
         assert_eq!(f.base, "docker.io/library/flink:1.10.1-scala_2.12");
         assert_eq!((f.uid, f.flink_home.as_str()), (9999, "/opt/flink"));
