@@ -1,0 +1,179 @@
+//! The Flink REST API calls the e2e scenario needs (measured against 1.10.3, see
+//! e2e/NOTES.md): cluster overview, jar upload and run, job state, restart count,
+//! exceptions, cancel.
+
+use anyhow::{bail, Context, Result};
+use reqwest::blocking::{multipart, Client};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub struct FlinkRest {
+    base: String,
+    http: Client,
+}
+
+impl FlinkRest {
+    /// `base` like `http://127.0.0.1:8081`.
+    pub fn new(base: &str) -> FlinkRest {
+        let http = Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("building the HTTP client");
+        FlinkRest {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    fn get(&self, path: &str) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .with_context(|| format!("GET {url}"))?;
+        let status = resp.status();
+        let body = resp.bytes()?;
+        if !status.is_success() {
+            bail!(
+                "GET {url} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        serde_json::from_slice(&body).with_context(|| format!("GET {url}: not JSON"))
+    }
+
+    /// `GET /overview`: `taskmanagers`, `slots-total`, `jobs-running`, `flink-version`, ...
+    pub fn overview(&self) -> Result<Value> {
+        self.get("/overview")
+    }
+
+    /// Waits until the REST API answers and at least `n` TaskManagers are registered.
+    pub fn wait_for_taskmanagers(&self, n: u64, timeout: Duration) -> Result<Value> {
+        let start = Instant::now();
+        loop {
+            match self.overview() {
+                Ok(o) if o["taskmanagers"].as_u64().unwrap_or(0) >= n => return Ok(o),
+                r => {
+                    if start.elapsed() > timeout {
+                        bail!(
+                            "{}: {n} TaskManager(s) not registered after {timeout:?} (last answer: {})",
+                            self.base,
+                            match r {
+                                Ok(o) => o.to_string(),
+                                Err(e) => format!("{e:#}"),
+                            }
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    /// `POST /jars/upload`; returns the jar id (the uploaded file's name).
+    pub fn upload(&self, jar: &Path) -> Result<String> {
+        let url = format!("{}/jars/upload", self.base);
+        let part = multipart::Part::file(jar)
+            .with_context(|| format!("reading {}", jar.display()))?
+            .mime_str("application/x-java-archive")?;
+        let form = multipart::Form::new().part("jarfile", part);
+        let resp = self
+            .http
+            .post(&url)
+            .multipart(form)
+            .send()
+            .with_context(|| format!("POST {url}"))?;
+        let status = resp.status();
+        let body: Value = serde_json::from_slice(&resp.bytes()?)
+            .with_context(|| format!("POST {url}: not JSON"))?;
+        if !status.is_success() || body["status"] != "success" {
+            bail!("POST {url} answered {status}: {body}");
+        }
+        let filename = body["filename"]
+            .as_str()
+            .context("upload answer without filename")?;
+        Ok(filename.rsplit('/').next().unwrap_or(filename).to_string())
+    }
+
+    /// `POST /jars/<id>/run`; returns the job id.
+    pub fn run(
+        &self,
+        jar_id: &str,
+        entry_class: &str,
+        args: &[String],
+        parallelism: u32,
+    ) -> Result<String> {
+        let url = format!("{}/jars/{jar_id}/run", self.base);
+        let req =
+            json!({"entryClass": entry_class, "programArgsList": args, "parallelism": parallelism});
+        let resp = self
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(req.to_string())
+            .send()
+            .with_context(|| format!("POST {url}"))?;
+        let status = resp.status();
+        let body: Value = serde_json::from_slice(&resp.bytes()?).unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("POST {url} answered {status}: {body}");
+        }
+        Ok(body["jobid"]
+            .as_str()
+            .context("run answer without jobid")?
+            .to_string())
+    }
+
+    /// `GET /jobs/<id>` → `state` (`RUNNING`, `RESTARTING`, `CANCELED`, ...).
+    pub fn job_state(&self, job: &str) -> Result<String> {
+        let j = self.get(&format!("/jobs/{job}"))?;
+        Ok(j["state"].as_str().unwrap_or("").to_string())
+    }
+
+    /// The job's `numRestarts` metric (0 until the metric exists).
+    pub fn restarts(&self, job: &str) -> Result<u64> {
+        let m = self.get(&format!("/jobs/{job}/metrics?get=numRestarts"))?;
+        Ok(m.as_array()
+            .and_then(|a| a.iter().find(|x| x["id"] == "numRestarts"))
+            .and_then(|x| x["value"].as_str())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// `GET /jobs/<id>/exceptions` → `root-exception` text.
+    pub fn root_exception(&self, job: &str) -> Result<String> {
+        let e = self.get(&format!("/jobs/{job}/exceptions"))?;
+        Ok(e["root-exception"].as_str().unwrap_or("").to_string())
+    }
+
+    /// `PATCH /jobs/<id>?mode=cancel`.
+    pub fn cancel(&self, job: &str) -> Result<()> {
+        let url = format!("{}/jobs/{job}?mode=cancel", self.base);
+        let resp = self
+            .http
+            .patch(&url)
+            .send()
+            .with_context(|| format!("PATCH {url}"))?;
+        if !resp.status().is_success() {
+            bail!("PATCH {url} answered {}", resp.status());
+        }
+        Ok(())
+    }
+
+    /// Polls until `cond(state)` holds.
+    pub fn wait_for_state(&self, job: &str, want: &[&str], timeout: Duration) -> Result<String> {
+        let start = Instant::now();
+        loop {
+            let s = self.job_state(job)?;
+            if want.contains(&s.as_str()) {
+                return Ok(s);
+            }
+            if start.elapsed() > timeout {
+                bail!("job {job} is {s}, not {} after {timeout:?}", want.join("/"));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
