@@ -10,6 +10,7 @@ pub mod debian;
 pub mod deps;
 pub mod digest;
 pub mod download;
+pub mod e2e;
 pub mod elf;
 pub mod fetch;
 pub mod fixtures;

@@ -1,7 +1,7 @@
 //! `cargo xtask`: parse flags, dispatch to the subcommand's module.
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, build, fetch, fixtures, image};
+use xtask::{bench, build, e2e, fetch, fixtures, image};
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +27,9 @@ enum Command {
     /// Resolve an image's inputs afresh (base digest, sysroot and jeprof tool packages) and
     /// write its lock file, building nothing; prints the lock's path.
     Lock(image::ImageArgs),
+    /// Run the RocksDB restart scenario on a profiled image and report the native-memory
+    /// growth with jeprof's view of it.
+    E2e(e2e::E2eArgs),
     /// Measure build, image and layer speed and sizes on the test fixtures (see README).
     Bench(bench::BenchArgs),
     /// Prepare the cached test fixtures (local Debian repository, jemalloc stand-in tarball).
@@ -43,6 +46,7 @@ fn main() -> std::process::ExitCode {
             lock_only: true,
             ..args
         }),
+        Command::E2e(args) => e2e::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Fixtures(args) => fixtures::run(args),
     };

@@ -345,3 +345,44 @@ pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
 }
+
+/// Builds a profiled image from the fixture Flink base (pushed into a loopback registry)
+/// with the loopback Debian and jemalloc fixtures, as an OCI layout in `work/layout`.
+pub fn profiled_image(work: &Path) -> PathBuf {
+    let repo =
+        xtask::fixtures::debian_repo_with_tools("bullseye").expect("fixture Debian repository");
+    let standin = xtask::fixtures::jemalloc_standin().expect("fixture jemalloc source");
+    let registry = xtask::fixtures::registry::Registry::start().expect("a loopback registry");
+    let addr = registry.url().trim_start_matches("http://").to_string();
+    xtask::fixtures::flink_base::push_flink_base(&addr, "fixtures/flink:1.10.3")
+        .expect("pushing the fixture base");
+    let files = Server::serve(vec![
+        ("/debian", repo.dir.clone()),
+        ("/jemalloc-5.2.1.tar.bz2", standin.tarball.clone()),
+    ]);
+    let layout = work.join("layout");
+    let out = xtask(&[
+        "image",
+        "--flink",
+        "1.10.3",
+        "--base",
+        &format!("{addr}/fixtures/flink:1.10.3"),
+        "--plain-http",
+        "--mirror",
+        &files.url("debian"),
+        "--keyring",
+        repo.keyring.to_str().unwrap(),
+        "--url",
+        &files.url("jemalloc-5.2.1.tar.bz2"),
+        "--sha256",
+        standin.sha256.as_str(),
+        "--lock-file",
+        work.join("flink.lock").to_str().unwrap(),
+        "--cache-dir",
+        work.join("cache").to_str().unwrap(),
+        "--output",
+        layout.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "image failed: {}", stderr(&out));
+    layout
+}
