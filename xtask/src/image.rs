@@ -146,15 +146,16 @@ impl BlobSource for CacheBlobs<'_> {
 /// Puts bytes into the content-addressed cache and returns the blob.
 fn cache_blob(cache: &Cache, media_type: &str, data: Vec<u8>) -> Result<Blob> {
     let blob = Blob::new(media_type, data);
-    let path = cache.blob(oci::hex_of(&blob.digest));
-    if !path.is_file() {
-        let dir = path.parent().unwrap();
-        std::fs::create_dir_all(dir)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".partial-")
-            .tempfile_in(dir)?;
-        std::fs::write(tmp.path(), &blob.data)?;
-        tmp.persist(&path)?;
+    let hex = Sha256Hex::parse(&blob.digest)?;
+    if !cache.blob(hex.as_str()).is_file() {
+        crate::download::save_verified(cache, &hex, &blob.digest, |out| {
+            crate::download::copy_hashing(
+                &blob.data[..],
+                out,
+                Some(blob.data.len() as u64),
+                &blob.digest,
+            )
+        })?;
     }
     Ok(blob)
 }
