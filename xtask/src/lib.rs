@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod cluster;
 pub mod debian;
 pub mod deps;
 pub mod digest;
