@@ -1,333 +1,298 @@
-//! `cargo xtask e2e --driver chroot`: the RocksDB restart scenario on a profiled image, on
-//! this machine. The image's OCI layout is unpacked with umoci; JobManager and TaskManager
-//! run chrooted (see `flink_cluster`), the TaskManager with the image's jemalloc preloaded
-//! and profiling on; the job (compiled against the image's flink-dist) fails every
-//! `--fail-every-ms`; at each restart the TaskManager's RSS is sampled; the heap dumps are
-//! analysed with the image's own jeprof inside the rootfs; a report directory is written.
-//! The verdict fails unless enough restarts happened, at least two dumps were analysed, and
-//! the difference between the first and last dump names `rocksdb::` frames.
+//! `cargo xtask e2e`: the RocksDB restart scenario on a profiled image. The image's OCI
+//! layout is unpacked; the job (compiled against the image's flink-dist) runs on a
+//! JobManager and a TaskManager started by a driver (`runc` here, `kind` for a cluster);
+//! the job restarts (injected failure, cancel + resubmit, or TaskManager kill) and at each
+//! restart the TaskManager's memory is sampled: RSS, cgroup usage, and the native part
+//! (RSS minus the JVM's committed heap and non-heap, from Flink's metrics; the heap is
+//! pre-touched so its resident size is its committed size). Once per allocator (jemalloc
+//! preloaded with profiling, glibc's malloc). The jemalloc run's heap dumps, with the
+//! libraries they map, are analysed by the image's own jeprof inside the rootfs. The report
+//! directory gets report.json, summary.md, memory.svg, and per allocator the dumps and the
+//! jeprof outputs. The verdict fails unless every run saw the restarts asked for and the
+//! jemalloc run's difference between its first and last dump names `rocksdb::` frames.
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use xshell::{cmd, Shell};
 
-use crate::flink_cluster::{bundle_env, ChrootCluster, ClusterSpec};
+use crate::analyze::{self, Analysis};
+use crate::bundle::Bundle;
+use crate::cluster::{Allocator, Cluster, ClusterSpec, DUMP_DIR};
 use crate::flink_job;
+use crate::heap_profile;
+use crate::plot::{self, Series};
 use crate::progress::{self, Step};
+use crate::runc_cluster::RuncCluster;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// JobManager and TaskManager as runc containers on this machine (no Kubernetes).
+    Runc,
+    /// Standalone JobManager/TaskManager deployments on a kind cluster.
+    Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// The job throws every --fail-every-ms; Flink restarts it in the same TaskManager.
+    Injected,
+    /// Every --fail-every-ms the job is cancelled over REST and submitted again.
+    CancelResubmit,
+    /// Every --fail-every-ms the TaskManager is killed (SIGKILL) and replaced.
+    TmKill,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Driver {
-    /// JobManager and TaskManager chrooted into the unpacked image (no Kubernetes).
-    Chroot,
+pub enum Allocators {
+    Jemalloc,
+    Glibc,
+    /// jemalloc first, then glibc.
+    Both,
+}
+
+impl Allocators {
+    fn list(self) -> Vec<Allocator> {
+        match self {
+            Allocators::Jemalloc => vec![Allocator::Jemalloc],
+            Allocators::Glibc => vec![Allocator::Glibc],
+            Allocators::Both => vec![Allocator::Jemalloc, Allocator::Glibc],
+        }
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct E2eArgs {
-    /// The profiled image as an OCI layout directory (what `cargo xtask image` writes).
+    /// The profiled image as an OCI layout directory (what `cargo xtask image --output` wrote).
     #[arg(long)]
     pub image: PathBuf,
-    #[arg(long, value_enum, default_value = "chroot")]
+    #[arg(long, value_enum, default_value = "runc")]
     pub driver: Driver,
-    /// Restarts to observe before the verdict.
+    #[arg(long, value_enum, default_value = "both")]
+    pub allocator: Allocators,
+    #[arg(long, value_enum, default_value = "injected")]
+    pub mode: Mode,
+    /// Restarts to observe per allocator before the verdict.
     #[arg(long, default_value_t = 6)]
     pub restarts: u64,
-    /// Injected failure period.
+    /// Period of the failure, cancel or kill.
     #[arg(long, default_value_t = 15_000)]
     pub fail_every_ms: u64,
     /// jemalloc writes a dump every 2^N bytes allocated.
     #[arg(long, default_value_t = 28)]
     pub lg_prof_interval: u32,
-    /// REST port of the JobManager (on loopback).
+    /// The TaskManager container's memory limit (Flink's process size is 1728m).
+    #[arg(long, default_value_t = 2048)]
+    pub memory_limit_mb: u64,
+    /// Distinct keys of the job's RocksDB state.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// REST port of the JobManager on this machine.
     #[arg(long, default_value_t = 8081)]
     pub rest_port: u16,
     /// Report directory [default: target/flink-jemalloc/e2e-report].
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Give up after this many seconds.
+    /// Give up on a run after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// kind: keep the namespace (and the cluster) afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// kind: the cluster's name (created from ci/kind.yaml unless it exists).
+    #[arg(long, default_value = "flink-jemalloc")]
+    pub kind_cluster: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Sample {
     pub restart: u64,
     pub seconds: f64,
     pub rss_kb: u64,
+    pub cgroup_kb: Option<u64>,
+    pub heap_committed_kb: Option<u64>,
+    pub nonheap_committed_kb: Option<u64>,
+    pub direct_used_kb: Option<u64>,
+    /// RSS minus committed heap and non-heap: malloc'ed memory, thread stacks, direct buffers.
+    pub native_kb: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Growth {
+    pub rss_kb_per_restart: Option<f64>,
+    pub native_kb_per_restart: Option<f64>,
+    pub cgroup_kb_per_restart: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub allocator: Allocator,
+    pub restarts: u64,
+    pub oom_kills: u64,
+    pub samples: Vec<Sample>,
+    pub growth: Growth,
+    /// jemalloc only: the dumps analysed with the image's jeprof.
+    pub analysis: Option<Analysis>,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub image: String,
-    pub driver: String,
-    pub restarts: u64,
-    pub samples: Vec<Sample>,
-    pub dumps: Vec<String>,
-    pub rss_growth_kb_per_restart: Option<f64>,
-    pub top_last: Vec<String>,
-    pub top_diff: Vec<String>,
-    pub rocksdb_in_diff: bool,
+    pub driver: Driver,
+    pub mode: Mode,
+    pub restarts_asked: u64,
+    pub memory_limit_mb: u64,
+    pub runs: Vec<Run>,
+    pub verdict: Vec<String>,
+    pub passed: bool,
     pub seconds_to_verdict: f64,
 }
 
-fn rss_kb(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Least-squares slope of RSS over restart number.
-pub fn growth_per_restart(samples: &[Sample]) -> Option<f64> {
-    if samples.len() < 2 {
+/// Least-squares slope of y over x.
+pub fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 2 {
         return None;
     }
-    let n = samples.len() as f64;
-    let mx = samples.iter().map(|s| s.restart as f64).sum::<f64>() / n;
-    let my = samples.iter().map(|s| s.rss_kb as f64).sum::<f64>() / n;
-    let sxx: f64 = samples
-        .iter()
-        .map(|s| (s.restart as f64 - mx).powi(2))
-        .sum();
-    let sxy: f64 = samples
-        .iter()
-        .map(|s| (s.restart as f64 - mx) * (s.rss_kb as f64 - my))
-        .sum();
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     (sxx > 0.0).then(|| sxy / sxx)
 }
 
-/// Dump files `jeprof.out.<pid>.<seq>.i<seq>.heap`, by sequence number.
-pub fn sorted_dumps(names: &[String]) -> Vec<String> {
-    let seq = |n: &str| {
-        n.split('.')
-            .nth(3)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(u64::MAX)
+pub fn growth(samples: &[Sample]) -> Growth {
+    let of = |f: &dyn Fn(&Sample) -> Option<f64>| {
+        let pts: Vec<(f64, f64)> = samples
+            .iter()
+            .filter_map(|s| Some((s.restart as f64, f(s)?)))
+            .collect();
+        slope(&pts)
     };
-    let mut v: Vec<String> = names
-        .iter()
-        .filter(|n| n.ends_with(".heap"))
-        .cloned()
-        .collect();
-    v.sort_by_key(|n| seq(n));
-    v
+    Growth {
+        rss_kb_per_restart: of(&|s| Some(s.rss_kb as f64)),
+        native_kb_per_restart: of(&|s| s.native_kb.map(|v| v as f64)),
+        cgroup_kb_per_restart: of(&|s| s.cgroup_kb.map(|v| v as f64)),
+    }
 }
 
-/// The allocation lines of a `jeprof --text` report (after `Total:`), at most `n`.
-pub fn top_lines(report: &str, n: usize) -> Vec<String> {
-    report
-        .lines()
-        .skip_while(|l| !l.starts_with("Total:"))
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .take(n)
-        .map(|l| l.trim().to_string())
-        .collect()
+/// What must hold for the e2e to pass; an empty list passes.
+pub fn verdict(runs: &[Run], restarts_asked: u64) -> Vec<String> {
+    let mut failures = Vec::new();
+    for r in runs {
+        let a = r.allocator.name();
+        if r.restarts < restarts_asked {
+            failures.push(format!(
+                "{a}: {} of {restarts_asked} restarts",
+                r.restarts
+            ));
+        }
+        if r.allocator == Allocator::Jemalloc {
+            match &r.analysis {
+                None => failures.push(format!("{a}: no heap dumps analysed")),
+                Some(an) if an.dumps.len() < 2 => {
+                    failures.push(format!("{a}: only {} dump(s) analysed", an.dumps.len()))
+                }
+                Some(an) if !an.rocksdb_in_diff => failures.push(format!(
+                    "{a}: the top sites of the difference between {} and {} name no rocksdb:: frame",
+                    an.base, an.last
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    failures
+}
+
+/// The Flink configuration of every run: RocksDB state, REST on loopback, metrics fresh
+/// each second, and the TaskManager heap pre-touched (so heap RSS = committed heap, and
+/// RSS minus committed heap/non-heap is the native part).
+pub fn cluster_spec(allocator: Allocator, args: &E2eArgs, jemalloc: Option<&str>) -> ClusterSpec {
+    let conf = [
+        ("state.backend", "rocksdb".to_string()),
+        ("state.checkpoints.dir", "file:///tmp/flink-checkpoints".into()),
+        ("rest.address", "127.0.0.1".into()),
+        ("rest.port", args.rest_port.to_string()),
+        ("metrics.fetcher.update-interval", "1000".into()),
+        ("env.java.opts.taskmanager", "-XX:+AlwaysPreTouch".into()),
+    ];
+    let taskmanager_env = match (allocator, jemalloc) {
+        (Allocator::Jemalloc, Some(lib)) => vec![
+            ("LD_PRELOAD".to_string(), lib.to_string()),
+            (
+                "MALLOC_CONF".to_string(),
+                format!(
+                    "prof:true,lg_prof_interval:{},lg_prof_sample:17,prof_prefix:{DUMP_DIR}/jeprof.out",
+                    args.lg_prof_interval
+                ),
+            ),
+        ],
+        _ => Vec::new(),
+    };
+    ClusterSpec {
+        conf: conf.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        taskmanager_env,
+        taskmanager_memory_limit: args.memory_limit_mb << 20,
+        rest_port: args.rest_port,
+    }
 }
 
 pub fn run(args: E2eArgs) -> Result<()> {
     let report = e2e(&args)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    if !report.passed {
+        bail!("e2e verdict: {}", report.verdict.join("; "));
+    }
     Ok(())
 }
 
+/// Runs the scenario and writes the report; an `Ok` report may still have failed its verdict.
 pub fn e2e(args: &E2eArgs) -> Result<Report> {
     let started = Instant::now();
     let out = args
         .report
         .clone()
         .unwrap_or_else(|| crate::project::root().join("target/flink-jemalloc/e2e-report"));
-    std::fs::create_dir_all(&out)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let out = std::path::absolute(&out)?;
+    for old in ["dumps", "analysis", "logs"] {
+        let p = out.join(old);
+        if p.exists() {
+            std::fs::remove_dir_all(&p)?;
+        }
+    }
     let work = tempfile::Builder::new().prefix(".e2e-").tempdir_in(&out)?;
-    let sh = Shell::new()?;
-
-    // The image, unpacked.
-    let index: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(args.image.join("index.json"))
-            .with_context(|| format!("{} is not an OCI layout", args.image.display()))?,
-    )?;
-    let tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
-        .as_str()
-        .context("the layout's index names no image (org.opencontainers.image.ref.name)")?
-        .to_string();
-    let bundle = work.path().join("bundle");
-    let image = format!("{}:{tag}", args.image.display());
-    let step = Step::start(format!("unpacking {image}"));
-    cmd!(sh, "umoci unpack --image {image} {bundle}")
-        .quiet()
-        .run()
-        .context("umoci unpack (apt-get install umoci)")?;
-    step.done("");
-    let rootfs = bundle.join("rootfs");
-    let env = bundle_env(&bundle)?;
-    let jemalloc = env
-        .iter()
-        .find_map(|e| e.strip_prefix("JEMALLOC_PATH="))
-        .context("the image has no JEMALLOC_PATH: is it a profiled image?")?
-        .to_string();
-    let dist = std::fs::read_dir(rootfs.join("opt/flink/lib"))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("flink-dist"))
-        })
-        .context("no flink-dist jar in /opt/flink/lib")?;
-    let jar = flink_job::compile(&dist, work.path())?;
-    let dumps_dir = rootfs.join("tmp/jeprof");
-    std::fs::create_dir_all(&dumps_dir)?;
-    cmd!(sh, "chown 9999:9999 {dumps_dir}").quiet().run()?;
-
-    // The cluster, the job, the restarts.
-    let mut spec = ClusterSpec::rocksdb(args.rest_port);
-    spec.taskmanager_env = vec![
-        ("LD_PRELOAD".into(), jemalloc.clone()),
-        (
-            "MALLOC_CONF".into(),
-            format!("prof:true,lg_prof_interval:{},lg_prof_sample:17,prof_prefix:/tmp/jeprof/jeprof.out", args.lg_prof_interval),
-        ),
-    ];
-    let step = Step::start("starting JobManager and TaskManager");
-    let cluster = ChrootCluster::start(&bundle, &spec, &out.join("logs"))?;
-    step.done("");
-    let tm = cluster
-        .taskmanager_pid()
-        .context("no TaskManager process")?;
-    let jar_id = cluster.rest.upload(&jar)?;
-    let job_args: Vec<String> = vec!["--fail-every-ms".into(), args.fail_every_ms.to_string()];
-    let job = cluster
-        .rest
-        .run(&jar_id, flink_job::MAIN_CLASS, &job_args, 1)?;
-    cluster
-        .rest
-        .wait_for_state(&job, &["RUNNING"], Duration::from_secs(120))?;
-    let running = Instant::now();
-    let step = Step::start(format!("observing {} restarts", args.restarts));
-    let mut samples = vec![Sample {
-        restart: 0,
-        seconds: 0.0,
-        rss_kb: rss_kb(tm).unwrap_or(0),
-    }];
-    let deadline = started + Duration::from_secs(args.timeout_secs);
-    let mut restarts = 0;
-    while restarts < args.restarts {
-        if Instant::now() > deadline {
-            bail!(
-                "only {restarts} of {} restarts within {}s",
-                args.restarts,
-                args.timeout_secs
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        let r = cluster.rest.restarts(&job)?;
-        if r > restarts {
-            restarts = r;
-            let rss = rss_kb(tm).context("the TaskManager died (OOM-killed?)")?;
-            samples.push(Sample {
-                restart: r,
-                seconds: running.elapsed().as_secs_f64(),
-                rss_kb: rss,
-            });
-            progress::note(format!("restart {r}: TaskManager RSS {} MB", rss / 1024));
-        }
-    }
-    step.done("");
-    // The dumps written while the job ran: those after the cancel see RocksDB closed.
-    let names: Vec<String> = std::fs::read_dir(&dumps_dir)?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    // RocksDB's JNI library is unpacked to /tmp at run time and deleted when the JVM exits:
-    // save it now, while the dumps' MAPPED_LIBRARIES still point at it.
-    let kept = out.join("dumps");
-    if kept.exists() {
-        std::fs::remove_dir_all(&kept)?;
-    }
-    std::fs::create_dir_all(&kept)?;
-    let mut libs = Vec::new();
-    for e in std::fs::read_dir(rootfs.join("tmp"))?.flatten() {
-        if e.file_name().to_string_lossy().starts_with("rocksdb-lib-") {
-            let (from, dest) = (e.path(), kept.join(e.file_name()));
-            cmd!(sh, "cp -a {from} {dest}").quiet().run()?;
-            libs.push((dest, e.path()));
-        }
-    }
-    cluster.rest.cancel(&job)?;
-    drop(cluster);
-    // Put them back where the dumps say they were, for jeprof inside the rootfs.
-    for (saved, original) in &libs {
-        let (from, to) = (format!("{}/.", saved.display()), original);
-        std::fs::create_dir_all(to)?;
-        cmd!(sh, "cp -a {from} {to}").quiet().run()?;
-    }
-
-    // Analysis with the image's own jeprof, inside the rootfs.
-    let dumps = sorted_dumps(&names);
-    if dumps.len() < 2 {
+    let bundle = Bundle::unpack(&args.image, &work.path().join("bundle"))?;
+    let jemalloc = bundle.env_var("JEMALLOC_PATH").map(str::to_string);
+    let allocators = args.allocator.list();
+    if allocators.contains(&Allocator::Jemalloc) && jemalloc.is_none() {
         bail!(
-            "only {} heap dump(s) in {}: lower --lg-prof-interval or run longer",
-            dumps.len(),
-            dumps_dir.display()
+            "{} has no JEMALLOC_PATH in its environment: is it a profiled image (cargo xtask image)?",
+            bundle.image
         );
     }
-    let java = env
-        .iter()
-        .find_map(|e| e.strip_prefix("JAVA_HOME="))
-        .map(|j| format!("{j}/bin/java"))
-        .unwrap_or_else(|| "/usr/bin/java".into());
-    let (first, last) = (
-        format!("/tmp/jeprof/{}", dumps[0]),
-        format!("/tmp/jeprof/{}", dumps[dumps.len() - 1]),
-    );
-    let step = Step::start(format!("jeprof over {} dumps", dumps.len()));
-    let path = "PATH=/opt/jemalloc/bin:/usr/bin:/bin";
-    let text_last = cmd!(
-        sh,
-        "chroot {rootfs} env -i {path} jeprof --text --show_bytes {java} {last}"
-    )
-    .quiet()
-    .ignore_stderr()
-    .read()?;
-    let base = format!("--base={first}");
-    let text_diff = cmd!(
-        sh,
-        "chroot {rootfs} env -i {path} jeprof --text --show_bytes {base} {java} {last}"
-    )
-    .quiet()
-    .ignore_stderr()
-    .read()?;
-    let svg = cmd!(
-        sh,
-        "chroot {rootfs} env -i {path} jeprof --svg --show_bytes {base} {java} {last}"
-    )
-    .quiet()
-    .ignore_stderr()
-    .read()?;
-    step.done("");
-    // Keep the analysed dumps beside the libraries saved above, for analysis elsewhere.
-    for d in [&dumps[0], &dumps[dumps.len() - 1]] {
-        std::fs::copy(dumps_dir.join(d), kept.join(d))?;
+    let jar = flink_job::compile(&bundle.flink_dist()?, work.path())?;
+
+    let mut runs = Vec::new();
+    for allocator in allocators {
+        let spec = cluster_spec(allocator, args, jemalloc.as_deref());
+        let run = run_allocator(args, allocator, &spec, &bundle, &jar, work.path(), &out)?;
+        runs.push(run);
     }
-    std::fs::write(out.join("jeprof-last.txt"), &text_last)?;
-    std::fs::write(out.join("jeprof-diff.txt"), &text_diff)?;
-    std::fs::write(out.join("jeprof-diff.svg"), &svg)?;
-    let top_diff = top_lines(&text_diff, 30);
-    let rocksdb_in_diff = top_diff
-        .iter()
-        .filter(|l| !l.starts_with('-'))
-        .any(|l| l.contains("rocksdb::"));
+
+    let verdict = verdict(&runs, args.restarts);
     let report = Report {
-        image: image.clone(),
-        driver: "chroot".into(),
-        restarts,
-        rss_growth_kb_per_restart: growth_per_restart(&samples),
-        samples,
-        dumps: dumps.clone(),
-        top_last: top_lines(&text_last, 15),
-        top_diff,
-        rocksdb_in_diff,
+        image: bundle.image.clone(),
+        driver: args.driver,
+        mode: args.mode,
+        restarts_asked: args.restarts,
+        memory_limit_mb: args.memory_limit_mb,
+        passed: verdict.is_empty(),
+        verdict,
+        runs,
         seconds_to_verdict: started.elapsed().as_secs_f64(),
     };
     std::fs::write(
@@ -335,48 +300,342 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
         serde_json::to_string_pretty(&report)? + "\n",
     )?;
     std::fs::write(out.join("summary.md"), summary(&report))?;
+    std::fs::write(out.join("memory.svg"), memory_plot(&report))?;
     progress::note(format!(
-        "report: {} ({:.0} s to verdict)",
+        "report: {} — {} in {:.0} s from start to verdict",
         out.display(),
+        if report.passed { "PASSED" } else { "FAILED" },
         report.seconds_to_verdict
     ));
-    if !report.rocksdb_in_diff {
-        bail!(
-            "the top sites of the difference between the first and last dump name no rocksdb:: \
-             frames; see {}:\n{}",
-            out.join("jeprof-diff.txt").display(),
-            report.top_diff.join("\n")
-        );
-    }
     Ok(report)
 }
 
-fn summary(r: &Report) -> String {
+fn start_cluster(
+    args: &E2eArgs,
+    spec: &ClusterSpec,
+    bundle: &Bundle,
+    work: &Path,
+    logs: &Path,
+) -> Result<Box<dyn Cluster>> {
+    match args.driver {
+        Driver::Runc => Ok(Box::new(RuncCluster::start(&bundle.dir, spec, work, logs)?)),
+        Driver::Kind => bail!("--driver kind is not wired yet"),
+    }
+}
+
+fn run_allocator(
+    args: &E2eArgs,
+    allocator: Allocator,
+    spec: &ClusterSpec,
+    bundle: &Bundle,
+    jar: &Path,
+    work: &Path,
+    out: &Path,
+) -> Result<Run> {
+    let started = Instant::now();
+    let name = allocator.name();
+    let run_work = work.join(name);
+    let dumps_out = out.join("dumps").join(name);
+    let step = Step::start(format!(
+        "{name}: starting JobManager and TaskManager ({:?} driver, TaskManager limit {} MB)",
+        args.driver, args.memory_limit_mb
+    ));
+    let mut cluster = start_cluster(args, spec, bundle, &run_work, &out.join("logs").join(name))?;
+    step.done("");
+    let rest_jar = cluster.rest().upload(jar)?;
+    let fail_every = match args.mode {
+        Mode::Injected => args.fail_every_ms,
+        _ => 0,
+    };
+    let job_args: Vec<String> = [
+        "--fail-every-ms".to_string(),
+        fail_every.to_string(),
+        "--keys".into(),
+        args.keys.to_string(),
+    ]
+    .to_vec();
+    let submit = |c: &dyn Cluster| -> Result<String> {
+        let job = c.rest().run(&rest_jar, flink_job::MAIN_CLASS, &job_args, 1)?;
+        c.rest()
+            .wait_for_state(&job, &["RUNNING"], Duration::from_secs(120))?;
+        Ok(job)
+    };
+    let mut job = submit(cluster.as_ref())?;
+    let running = Instant::now();
+    let deadline = started + Duration::from_secs(args.timeout_secs);
+    let step = Step::start(format!(
+        "{name}: {} restarts ({:?}, every {} ms)",
+        args.restarts, args.mode, args.fail_every_ms
+    ));
+    let mut samples = vec![sample(cluster.as_ref(), 0, running)?];
+    let mut restarts = 0;
+    let mut incarnation = 1;
+    let mut unexpected_deaths = 0;
+    while restarts < args.restarts {
+        if Instant::now() > deadline {
+            progress::note(format!(
+                "{name}: only {restarts} of {} restarts within {} s",
+                args.restarts, args.timeout_secs
+            ));
+            break;
+        }
+        match args.mode {
+            Mode::Injected => {
+                std::thread::sleep(Duration::from_millis(500));
+                let r = cluster.rest().restarts(&job)?;
+                if r <= restarts {
+                    if cluster.taskmanager_memory()?.rss_kb.is_none() {
+                        // Dead without being asked: OOM-killed, most likely. Like a pod,
+                        // it is replaced; the job restarts on the new one.
+                        unexpected_deaths += 1;
+                        progress::note(format!(
+                            "{name}: the TaskManager died (OOM kills so far: {}); starting a new one",
+                            cluster.taskmanager_memory()?.oom_kills
+                        ));
+                        cluster.collect(&dumps_out.join(format!("tm-{incarnation}")))?;
+                        cluster.kill_taskmanager()?;
+                        incarnation += 1;
+                    }
+                    continue;
+                }
+                restarts = r;
+            }
+            Mode::CancelResubmit => {
+                std::thread::sleep(Duration::from_millis(args.fail_every_ms));
+                cluster.rest().cancel(&job)?;
+                cluster
+                    .rest()
+                    .wait_for_state(&job, &["CANCELED"], Duration::from_secs(60))?;
+                job = submit(cluster.as_ref())?;
+                restarts += 1;
+            }
+            Mode::TmKill => {
+                std::thread::sleep(Duration::from_millis(args.fail_every_ms));
+                cluster.collect(&dumps_out.join(format!("tm-{incarnation}")))?;
+                cluster.kill_taskmanager()?;
+                incarnation += 1;
+                cluster
+                    .rest()
+                    .wait_for_state(&job, &["RUNNING"], Duration::from_secs(120))?;
+                restarts += 1;
+            }
+        }
+        let s = sample(cluster.as_ref(), restarts, running)?;
+        progress::note(format!(
+            "{name}: restart {restarts}: RSS {} MB, native {} MB, cgroup {} MB",
+            s.rss_kb / 1024,
+            s.native_kb.map(|v| (v / 1024).to_string()).unwrap_or("?".into()),
+            s.cgroup_kb.map(|v| (v / 1024).to_string()).unwrap_or("?".into()),
+        ));
+        samples.push(s);
+    }
+    step.done("");
+    // While the TaskManager runs: its JVM deletes RocksDB's JNI library when it exits.
+    let last_dir = dumps_out.join(format!("tm-{incarnation}"));
+    if allocator == Allocator::Jemalloc {
+        cluster.collect(&last_dir)?;
+    }
+    let oom_kills = cluster.taskmanager_memory()?.oom_kills;
+    if oom_kills > 0 || unexpected_deaths > 0 {
+        progress::note(format!(
+            "{name}: {oom_kills} OOM kill(s), {unexpected_deaths} unexpected TaskManager death(s)"
+        ));
+    }
+    let _ = cluster.rest().cancel(&job);
+    drop(cluster);
+
+    let analysis = if allocator == Allocator::Jemalloc {
+        // The TaskManager that lived longest has the most to say.
+        let mut best: Option<(usize, PathBuf)> = None;
+        for e in std::fs::read_dir(&dumps_out)?.flatten() {
+            let n = heap_profile::dumps_in(&e.path())?.len();
+            if best.as_ref().is_none_or(|b| n > b.0) {
+                best = Some((n, e.path()));
+            }
+        }
+        let dir = best.map(|b| b.1).unwrap_or(last_dir);
+        match analyze::analyze_in_rootfs(
+            &bundle.rootfs(),
+            &bundle.java(),
+            &dir,
+            None,
+            &out.join("analysis").join(name),
+            30,
+        ) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                progress::note(format!("{name}: no analysis: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok(Run {
+        allocator,
+        restarts,
+        oom_kills,
+        growth: growth(&samples),
+        samples,
+        analysis,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+const HEAP_COMMITTED: &str = "Status.JVM.Memory.Heap.Committed";
+const NONHEAP_COMMITTED: &str = "Status.JVM.Memory.NonHeap.Committed";
+const DIRECT_USED: &str = "Status.JVM.Memory.Direct.MemoryUsed";
+
+fn sample(cluster: &dyn Cluster, restart: u64, since: Instant) -> Result<Sample> {
+    let mem = cluster.taskmanager_memory()?;
+    let rss_kb = mem
+        .rss_kb
+        .context("the TaskManager is not running (OOM-killed?)")?;
+    // A new TaskManager's metrics appear a few seconds after it registered.
+    let asked = Instant::now();
+    let metrics = loop {
+        let m = match cluster.rest().taskmanager_ids()?.first() {
+            Some(tm) => cluster
+                .rest()
+                .taskmanager_metrics(tm, &[HEAP_COMMITTED, NONHEAP_COMMITTED, DIRECT_USED])?,
+            None => Default::default(),
+        };
+        if m.contains_key(HEAP_COMMITTED) || asked.elapsed() > Duration::from_secs(15) {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let kb = |k: &str| metrics.get(k).map(|v| (*v as u64) / 1024);
+    let (heap, nonheap) = (kb(HEAP_COMMITTED), kb(NONHEAP_COMMITTED));
+    Ok(Sample {
+        restart,
+        seconds: since.elapsed().as_secs_f64(),
+        rss_kb,
+        cgroup_kb: mem.cgroup_bytes.map(|b| b / 1024),
+        heap_committed_kb: heap,
+        nonheap_committed_kb: nonheap,
+        direct_used_kb: kb(DIRECT_USED),
+        native_kb: match (heap, nonheap) {
+            (Some(h), Some(n)) => Some(rss_kb as i64 - h as i64 - n as i64),
+            _ => None,
+        },
+    })
+}
+
+fn color(a: Allocator) -> &'static str {
+    match a {
+        Allocator::Jemalloc => "#1f77b4",
+        Allocator::Glibc => "#d62728",
+    }
+}
+
+/// TaskManager native memory (solid) and RSS (dashed) against restart, per allocator.
+pub fn memory_plot(r: &Report) -> String {
+    let mut series = Vec::new();
+    for run in &r.runs {
+        let mb = |kb: f64| (kb / 1024.0).round();
+        series.push(Series {
+            label: format!("{} native", run.allocator.name()),
+            color: color(run.allocator),
+            dashed: false,
+            points: run
+                .samples
+                .iter()
+                .filter_map(|s| Some((s.restart as f64, mb(s.native_kb? as f64))))
+                .collect(),
+        });
+        series.push(Series {
+            label: format!("{} RSS", run.allocator.name()),
+            color: color(run.allocator),
+            dashed: true,
+            points: run
+                .samples
+                .iter()
+                .map(|s| (s.restart as f64, mb(s.rss_kb as f64)))
+                .collect(),
+        });
+    }
+    plot::line_chart(
+        &format!("TaskManager memory per restart ({:?}, {:?})", r.driver, r.mode),
+        "restart",
+        "MB",
+        &series,
+    )
+}
+
+fn mb(kb: Option<f64>) -> String {
+    kb.map(|v| format!("{:+.1}", v / 1024.0))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+pub fn summary(r: &Report) -> String {
     let mut s = format!(
-        "# flink-jemalloc e2e ({})\n\nImage: `{}`\n\nRestarts observed: {}; heap dumps: {}; time to verdict: {:.0} s\n\n",
-        r.driver, r.image, r.restarts, r.dumps.len(), r.seconds_to_verdict
+        "# flink-jemalloc e2e: {}\n\nImage `{}`, driver {:?}, mode {:?}, TaskManager limit {} MB, \
+         {} restarts asked; {:.0} s from start to verdict.\n\n![memory](memory.svg)\n\n",
+        if r.passed { "passed" } else { "FAILED" },
+        r.image,
+        r.driver,
+        r.mode,
+        r.memory_limit_mb,
+        r.restarts_asked,
+        r.seconds_to_verdict
     );
-    s.push_str("| restart | seconds | TaskManager RSS (MB) |\n|---|---|---|\n");
-    for x in &r.samples {
+    s.push_str("| allocator | restarts | OOM kills | native MB/restart | RSS MB/restart | cgroup MB/restart |\n|---|---|---|---|---|---|\n");
+    for run in &r.runs {
         s.push_str(&format!(
-            "| {} | {:.0} | {:.0} |\n",
-            x.restart,
-            x.seconds,
-            x.rss_kb as f64 / 1024.0
+            "| {} | {} | {} | {} | {} | {} |\n",
+            run.allocator.name(),
+            run.restarts,
+            run.oom_kills,
+            mb(run.growth.native_kb_per_restart),
+            mb(run.growth.rss_kb_per_restart),
+            mb(run.growth.cgroup_kb_per_restart),
         ));
     }
-    if let Some(g) = r.rss_growth_kb_per_restart {
+    s.push_str(
+        "\nGrowth is the least-squares slope over the samples. Native = RSS − committed heap − \
+         committed non-heap (Flink's JVM metrics; the heap is pre-touched, so its resident size \
+         is its committed size). Samples are taken within 0.5 s of each restart.\n",
+    );
+    for run in &r.runs {
         s.push_str(&format!(
-            "\nRSS growth: {:.1} MB per restart (least squares; raw RSS includes the JVM heap)\n",
-            g / 1024.0
+            "\n## {}\n\n| restart | s | RSS MB | native MB | cgroup MB |\n|---|---|---|---|---|\n",
+            run.allocator.name()
         ));
+        for x in &run.samples {
+            s.push_str(&format!(
+                "| {} | {:.0} | {} | {} | {} |\n",
+                x.restart,
+                x.seconds,
+                x.rss_kb / 1024,
+                x.native_kb
+                    .map(|v| (v / 1024).to_string())
+                    .unwrap_or("n/a".into()),
+                x.cgroup_kb
+                    .map(|v| (v / 1024).to_string())
+                    .unwrap_or("n/a".into()),
+            ));
+        }
+        if let Some(a) = &run.analysis {
+            s.push_str(&format!(
+                "\nTop allocation sites, `{}` minus `{}` (`jeprof --base`, {} dumps):\n\n```\n",
+                a.last,
+                a.base,
+                a.dumps.len()
+            ));
+            for l in a.top_diff.iter().take(15) {
+                s.push_str(l);
+                s.push('\n');
+            }
+            s.push_str("```\n");
+        }
     }
-    s.push_str("\n## Top allocation sites, last dump minus first (`jeprof --base`)\n\n```\n");
-    for l in &r.top_diff {
-        s.push_str(l);
-        s.push('\n');
+    if !r.verdict.is_empty() {
+        s.push_str("\n## Verdict failures\n\n");
+        for v in &r.verdict {
+            s.push_str(&format!("- {v}\n"));
+        }
     }
-    s.push_str("```\n");
     s
 }
 
@@ -385,44 +644,89 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dumps_sort_by_sequence_not_text() {
-        let names: Vec<String> = [
-            "jeprof.out.77.10.i10.heap",
-            "jeprof.out.77.2.i2.heap",
-            "x.sym",
-            "jeprof.out.77.0.i0.heap",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        assert_eq!(
-            sorted_dumps(&names),
-            [
-                "jeprof.out.77.0.i0.heap",
-                "jeprof.out.77.2.i2.heap",
-                "jeprof.out.77.10.i10.heap"
-            ]
-        );
-    }
-
-    #[test]
-    fn growth_is_the_least_squares_slope() {
-        let s = |restart, rss_kb| Sample {
+    fn slope_is_least_squares() {
+        assert_eq!(slope(&[(0.0, 100.0), (1.0, 110.0), (2.0, 120.0)]), Some(10.0));
+        assert_eq!(slope(&[(0.0, 100.0)]), None);
+        let s = |restart, rss_kb, native_kb| Sample {
             restart,
-            seconds: 0.0,
             rss_kb,
+            native_kb,
+            ..Default::default()
         };
-        assert_eq!(
-            growth_per_restart(&[s(0, 100), s(1, 110), s(2, 120)]),
-            Some(10.0)
-        );
-        assert_eq!(growth_per_restart(&[s(0, 100)]), None);
+        let g = growth(&[s(0, 100, Some(10)), s(1, 130, None), s(2, 160, Some(50))]);
+        assert_eq!(g.rss_kb_per_restart, Some(30.0));
+        assert_eq!(g.native_kb_per_restart, Some(20.0));
+        assert_eq!(g.cgroup_kb_per_restart, None);
+    }
+
+    fn analysis(dumps: usize, rocksdb: bool) -> Analysis {
+        Analysis {
+            dumps: (0..dumps).map(|i| format!("jeprof.out.1.{i}.i{i}.heap")).collect(),
+            base: "a".into(),
+            last: "b".into(),
+            top_last: vec![],
+            top_diff: vec![],
+            rocksdb_in_diff: rocksdb,
+            missing_files: vec![],
+        }
+    }
+
+    fn run(allocator: Allocator, restarts: u64, analysis: Option<Analysis>) -> Run {
+        Run {
+            allocator,
+            restarts,
+            oom_kills: 0,
+            samples: vec![],
+            growth: growth(&[]),
+            analysis,
+            seconds: 0.0,
+        }
     }
 
     #[test]
-    fn top_lines_follow_total() {
-        let r = "Using local file x\nTotal: 100 B\n  50  50.0%  50.0%  50 50.0% rocksdb::Arena::AllocateNewBlock\n  -5  -5.0% 45.0% -5 -5.0% os::malloc\n";
-        assert_eq!(top_lines(r, 10).len(), 2);
-        assert!(top_lines(r, 10)[0].ends_with("rocksdb::Arena::AllocateNewBlock"));
+    fn verdict_needs_restarts_dumps_and_rocksdb() {
+        let good = run(Allocator::Jemalloc, 4, Some(analysis(3, true)));
+        assert!(verdict(&[good.clone(), run(Allocator::Glibc, 4, None)], 4).is_empty());
+        assert_eq!(verdict(&[run(Allocator::Glibc, 3, None)], 4).len(), 1);
+        assert_eq!(verdict(&[run(Allocator::Jemalloc, 4, None)], 4).len(), 1);
+        assert_eq!(
+            verdict(&[run(Allocator::Jemalloc, 4, Some(analysis(1, true)))], 4).len(),
+            1
+        );
+        let v = verdict(&[run(Allocator::Jemalloc, 4, Some(analysis(3, false)))], 4);
+        assert!(v[0].contains("rocksdb::"), "{v:?}");
+    }
+
+    #[test]
+    fn only_the_jemalloc_taskmanager_is_preloaded() {
+        let args = E2eArgs {
+            image: "x".into(),
+            driver: Driver::Runc,
+            allocator: Allocators::Both,
+            mode: Mode::Injected,
+            restarts: 1,
+            fail_every_ms: 1,
+            lg_prof_interval: 26,
+            memory_limit_mb: 2048,
+            keys: 1,
+            rest_port: 8081,
+            report: None,
+            timeout_secs: 1,
+            keep: false,
+            kind_cluster: "k".into(),
+        };
+        let lib = Some("/opt/jemalloc/lib/libjemalloc.so.2");
+        let j = cluster_spec(Allocator::Jemalloc, &args, lib);
+        assert_eq!(j.taskmanager_env[0].1, "/opt/jemalloc/lib/libjemalloc.so.2");
+        assert!(j.taskmanager_env[1].1.contains("prof_prefix:/jeprof/jeprof.out"));
+        assert!(j.taskmanager_env[1].1.contains("lg_prof_interval:26"));
+        assert_eq!(j.taskmanager_memory_limit, 2048 << 20);
+        assert!(cluster_spec(Allocator::Glibc, &args, lib)
+            .taskmanager_env
+            .is_empty());
+        assert!(j
+            .conf
+            .iter()
+            .any(|(k, v)| k == "state.backend" && v == "rocksdb"));
     }
 }

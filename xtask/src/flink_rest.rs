@@ -72,6 +72,32 @@ impl FlinkRest {
         }
     }
 
+    /// `GET /taskmanagers` → the registered TaskManagers' ids.
+    pub fn taskmanager_ids(&self) -> Result<Vec<String>> {
+        let t = self.get("/taskmanagers")?;
+        Ok(t["taskmanagers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// `GET /taskmanagers/<id>/metrics?get=a,b` → the metrics that exist, parsed as numbers.
+    pub fn taskmanager_metrics(
+        &self,
+        tm: &str,
+        names: &[&str],
+    ) -> Result<std::collections::BTreeMap<String, f64>> {
+        let m = self.get(&format!(
+            "/taskmanagers/{tm}/metrics?get={}",
+            names.join(",")
+        ))?;
+        Ok(metric_values(&m))
+    }
+
     /// `POST /jars/upload`; returns the jar id (the uploaded file's name).
     pub fn upload(&self, jar: &Path) -> Result<String> {
         let url = format!("{}/jars/upload", self.base);
@@ -135,10 +161,9 @@ impl FlinkRest {
     /// The job's `numRestarts` metric (0 until the metric exists).
     pub fn restarts(&self, job: &str) -> Result<u64> {
         let m = self.get(&format!("/jobs/{job}/metrics?get=numRestarts"))?;
-        Ok(m.as_array()
-            .and_then(|a| a.iter().find(|x| x["id"] == "numRestarts"))
-            .and_then(|x| x["value"].as_str())
-            .and_then(|v| v.parse().ok())
+        Ok(metric_values(&m)
+            .get("numRestarts")
+            .map(|v| *v as u64)
             .unwrap_or(0))
     }
 
@@ -175,5 +200,35 @@ impl FlinkRest {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
+    }
+}
+
+/// A metrics answer `[{"id": "numRestarts", "value": "12"}, ...]` (values are strings).
+pub fn metric_values(answer: &Value) -> std::collections::BTreeMap<String, f64> {
+    answer
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| {
+            let v = x["value"].as_str()?.parse().ok()?;
+            Some((x["id"].as_str()?.to_string(), v))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_values_are_parsed_from_strings() {
+        let m = metric_values(&json!([
+            {"id": "numRestarts", "value": "12"},
+            {"id": "Status.JVM.Memory.Heap.Committed", "value": "536870912"},
+            {"id": "broken", "value": "n/a"}
+        ]));
+        assert_eq!(m["numRestarts"], 12.0);
+        assert_eq!(m["Status.JVM.Memory.Heap.Committed"], 536870912.0);
+        assert!(!m.contains_key("broken"));
     }
 }

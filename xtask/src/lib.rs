@@ -4,8 +4,10 @@
 //! `build`), and the logic they share sits in small modules with pure functions
 //! (`debian`, `elf`, `gates`, `unpack`) and thin I/O edges (`download`, `sysroot`).
 
+pub mod analyze;
 pub mod bench;
 pub mod build;
+pub mod bundle;
 pub mod cluster;
 pub mod debian;
 pub mod deps;
@@ -15,18 +17,20 @@ pub mod e2e;
 pub mod elf;
 pub mod fetch;
 pub mod fixtures;
-pub mod flink_cluster;
 pub mod flink_job;
 pub mod flink_rest;
 pub mod gates;
+pub mod heap_profile;
 pub mod image;
 pub mod inspect;
 pub mod lock;
 pub mod oci;
+pub mod plot;
 pub mod progress;
 pub mod project;
 pub mod registry;
 pub mod repo;
+pub mod runc_cluster;
 pub mod spec;
 pub mod sysroot;
 pub mod tools_layer;

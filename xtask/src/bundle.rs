@@ -1,0 +1,101 @@
+//! A profiled image's OCI layout unpacked into a runtime bundle (`umoci unpack`): the rootfs
+//! and the `config.json` whose environment names JAVA_HOME and JEMALLOC_PATH.
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use xshell::{cmd, Shell};
+
+use crate::progress::Step;
+
+pub struct Bundle {
+    pub dir: PathBuf,
+    /// `layout:tag` as umoci names it.
+    pub image: String,
+    pub env: Vec<String>,
+}
+
+impl Bundle {
+    /// Unpacks the layout's (first) tagged image into `dest` (which must not exist).
+    pub fn unpack(layout: &Path, dest: &Path) -> Result<Bundle> {
+        let index_path = layout.join("index.json");
+        let index: Value = serde_json::from_slice(&std::fs::read(&index_path).with_context(
+            || {
+                format!(
+                    "{} is not an OCI layout (no index.json): pass what `cargo xtask image --output` wrote",
+                    layout.display()
+                )
+            },
+        )?)
+        .with_context(|| format!("{} is not JSON", index_path.display()))?;
+        let tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+            .as_str()
+            .with_context(|| {
+                format!(
+                    "{} names no image (org.opencontainers.image.ref.name)",
+                    index_path.display()
+                )
+            })?;
+        let image = format!("{}:{tag}", layout.display());
+        let sh = Shell::new()?;
+        let step = Step::start(format!("unpacking {image}"));
+        cmd!(sh, "umoci unpack --image {image} {dest}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .with_context(|| format!("umoci unpack {image} (apt-get install umoci)"))?;
+        step.done("");
+        let env = Bundle::env_of(dest)?;
+        Ok(Bundle {
+            dir: dest.to_path_buf(),
+            image,
+            env,
+        })
+    }
+
+    /// The `process.env` of a bundle's `config.json`.
+    pub fn env_of(dir: &Path) -> Result<Vec<String>> {
+        let path = dir.join("config.json");
+        let cfg: Value = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        )?;
+        Ok(cfg["process"]["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect())
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    pub fn env_var(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find_map(|e| e.strip_prefix(name)?.strip_prefix('='))
+    }
+
+    /// The JVM binary jeprof is given as the program (JAVA_HOME's, else /usr/bin/java).
+    pub fn java(&self) -> String {
+        self.env_var("JAVA_HOME")
+            .map(|j| format!("{j}/bin/java"))
+            .unwrap_or_else(|| "/usr/bin/java".into())
+    }
+
+    /// The image's flink-dist jar, on the host.
+    pub fn flink_dist(&self) -> Result<PathBuf> {
+        let home = self.env_var("FLINK_HOME").unwrap_or("/opt/flink");
+        let lib = self.rootfs().join(home.trim_start_matches('/')).join("lib");
+        std::fs::read_dir(&lib)
+            .with_context(|| format!("reading {}", lib.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("flink-dist"))
+            })
+            .with_context(|| format!("no flink-dist jar in {}", lib.display()))
+    }
+}
