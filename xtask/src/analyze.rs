@@ -180,10 +180,7 @@ pub fn analyze_in_rootfs(
     write("top.txt", &text_last)?;
     write("diff.txt", &text_diff)?;
     write("diff.svg", &svg)?;
-    write(
-        "analysis.json",
-        &(serde_json::to_string_pretty(&a)? + "\n"),
-    )?;
+    write("analysis.json", &(serde_json::to_string_pretty(&a)? + "\n"))?;
     Ok(a)
 }
 

@@ -185,10 +185,7 @@ pub fn verdict(runs: &[Run], restarts_asked: u64) -> Vec<String> {
     for r in runs {
         let a = r.allocator.name();
         if r.restarts < restarts_asked {
-            failures.push(format!(
-                "{a}: {} of {restarts_asked} restarts",
-                r.restarts
-            ));
+            failures.push(format!("{a}: {} of {restarts_asked} restarts", r.restarts));
         }
         if r.allocator == Allocator::Jemalloc {
             match &r.analysis {
@@ -213,7 +210,10 @@ pub fn verdict(runs: &[Run], restarts_asked: u64) -> Vec<String> {
 pub fn cluster_spec(allocator: Allocator, args: &E2eArgs, jemalloc: Option<&str>) -> ClusterSpec {
     let conf = [
         ("state.backend", "rocksdb".to_string()),
-        ("state.checkpoints.dir", "file:///tmp/flink-checkpoints".into()),
+        (
+            "state.checkpoints.dir",
+            "file:///tmp/flink-checkpoints".into(),
+        ),
         ("rest.address", "127.0.0.1".into()),
         ("rest.port", args.rest_port.to_string()),
         ("metrics.fetcher.update-interval", "1000".into()),
@@ -233,7 +233,10 @@ pub fn cluster_spec(allocator: Allocator, args: &E2eArgs, jemalloc: Option<&str>
         _ => Vec::new(),
     };
     ClusterSpec {
-        conf: conf.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        conf: conf
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
         taskmanager_env,
         taskmanager_memory_limit: args.memory_limit_mb << 20,
         rest_port: args.rest_port,
@@ -355,7 +358,9 @@ fn run_allocator(
     ]
     .to_vec();
     let submit = |c: &dyn Cluster| -> Result<String> {
-        let job = c.rest().run(&rest_jar, flink_job::MAIN_CLASS, &job_args, 1)?;
+        let job = c
+            .rest()
+            .run(&rest_jar, flink_job::MAIN_CLASS, &job_args, 1)?;
         c.rest()
             .wait_for_state(&job, &["RUNNING"], Duration::from_secs(120))?;
         Ok(job)
@@ -424,8 +429,12 @@ fn run_allocator(
         progress::note(format!(
             "{name}: restart {restarts}: RSS {} MB, native {} MB, cgroup {} MB",
             s.rss_kb / 1024,
-            s.native_kb.map(|v| (v / 1024).to_string()).unwrap_or("?".into()),
-            s.cgroup_kb.map(|v| (v / 1024).to_string()).unwrap_or("?".into()),
+            s.native_kb
+                .map(|v| (v / 1024).to_string())
+                .unwrap_or("?".into()),
+            s.cgroup_kb
+                .map(|v| (v / 1024).to_string())
+                .unwrap_or("?".into()),
         ));
         samples.push(s);
     }
@@ -556,7 +565,10 @@ pub fn memory_plot(r: &Report) -> String {
         });
     }
     plot::line_chart(
-        &format!("TaskManager memory per restart ({:?}, {:?})", r.driver, r.mode),
+        &format!(
+            "TaskManager memory per restart ({:?}, {:?})",
+            r.driver, r.mode
+        ),
         "restart",
         "MB",
         &series,
@@ -645,7 +657,10 @@ mod tests {
 
     #[test]
     fn slope_is_least_squares() {
-        assert_eq!(slope(&[(0.0, 100.0), (1.0, 110.0), (2.0, 120.0)]), Some(10.0));
+        assert_eq!(
+            slope(&[(0.0, 100.0), (1.0, 110.0), (2.0, 120.0)]),
+            Some(10.0)
+        );
         assert_eq!(slope(&[(0.0, 100.0)]), None);
         let s = |restart, rss_kb, native_kb| Sample {
             restart,
@@ -661,7 +676,9 @@ mod tests {
 
     fn analysis(dumps: usize, rocksdb: bool) -> Analysis {
         Analysis {
-            dumps: (0..dumps).map(|i| format!("jeprof.out.1.{i}.i{i}.heap")).collect(),
+            dumps: (0..dumps)
+                .map(|i| format!("jeprof.out.1.{i}.i{i}.heap"))
+                .collect(),
             base: "a".into(),
             last: "b".into(),
             top_last: vec![],
@@ -718,7 +735,9 @@ mod tests {
         let lib = Some("/opt/jemalloc/lib/libjemalloc.so.2");
         let j = cluster_spec(Allocator::Jemalloc, &args, lib);
         assert_eq!(j.taskmanager_env[0].1, "/opt/jemalloc/lib/libjemalloc.so.2");
-        assert!(j.taskmanager_env[1].1.contains("prof_prefix:/jeprof/jeprof.out"));
+        assert!(j.taskmanager_env[1]
+            .1
+            .contains("prof_prefix:/jeprof/jeprof.out"));
         assert!(j.taskmanager_env[1].1.contains("lg_prof_interval:26"));
         assert_eq!(j.taskmanager_memory_limit, 2048 << 20);
         assert!(cluster_spec(Allocator::Glibc, &args, lib)

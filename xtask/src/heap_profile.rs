@@ -118,8 +118,7 @@ fn copy_files(from: &Path, to: &Path) -> Result<()> {
         let (src, dst) = (e.path(), to.join(e.file_name()));
         if e.file_type()?.is_dir() {
             if !dst.is_dir() {
-                std::fs::create_dir(&dst)
-                    .with_context(|| format!("creating {}", dst.display()))?;
+                std::fs::create_dir(&dst).with_context(|| format!("creating {}", dst.display()))?;
             }
             copy_files(&src, &dst)?;
         } else if e.file_type()?.is_file() {
@@ -161,16 +160,25 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let (dir, rootfs) = (t.path().join("dumps"), t.path().join("rootfs"));
         std::fs::create_dir_all(dir.join("root/tmp/rocksdb-lib-1")).unwrap();
-        std::fs::write(dir.join("root/tmp/rocksdb-lib-1/librocksdbjni-linux64.so"), "elf").unwrap();
+        std::fs::write(
+            dir.join("root/tmp/rocksdb-lib-1/librocksdbjni-linux64.so"),
+            "elf",
+        )
+        .unwrap();
         std::fs::write(dir.join("jeprof.out.1.0.i0.heap"), "heap_v2/1").unwrap();
         std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
         std::fs::set_permissions(rootfs.join("tmp"), std::fs::Permissions::from_mode(0o1777))
             .unwrap();
         let dumps = stage_into_rootfs(&dir, &rootfs, "/tmp/d").unwrap();
         assert_eq!(dumps, ["jeprof.out.1.0.i0.heap"]);
-        assert!(rootfs.join("tmp/rocksdb-lib-1/librocksdbjni-linux64.so").is_file());
+        assert!(rootfs
+            .join("tmp/rocksdb-lib-1/librocksdbjni-linux64.so")
+            .is_file());
         assert!(rootfs.join("tmp/d/jeprof.out.1.0.i0.heap").is_file());
-        let mode = std::fs::metadata(rootfs.join("tmp")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(rootfs.join("tmp"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o7777, 0o1777);
     }
 

@@ -201,6 +201,27 @@ mod tests {
         assert!(svg.contains("stroke-dasharray"));
         assert!(svg.trim_end().ends_with("</svg>"));
         // Same data, same bytes.
-        assert_eq!(svg, line_chart("TaskManager memory", "restart", "MB", &[Series { label: "jemalloc <native>".into(), color: "#1f77b4", dashed: false, points: vec![(0.0, 100.0), (1.0, 150.0), (2.0, 180.0)] }, Series { label: "glibc".into(), color: "#ff7f0e", dashed: true, points: vec![(0.0, 120.0), (1.0, 200.0)] }]));
+        assert_eq!(
+            svg,
+            line_chart(
+                "TaskManager memory",
+                "restart",
+                "MB",
+                &[
+                    Series {
+                        label: "jemalloc <native>".into(),
+                        color: "#1f77b4",
+                        dashed: false,
+                        points: vec![(0.0, 100.0), (1.0, 150.0), (2.0, 180.0)]
+                    },
+                    Series {
+                        label: "glibc".into(),
+                        color: "#ff7f0e",
+                        dashed: true,
+                        points: vec![(0.0, 120.0), (1.0, 200.0)]
+                    }
+                ]
+            )
+        );
     }
 }

@@ -35,6 +35,9 @@ const DOCKER_CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
+/// Clusters started by this process, for unique container ids.
+static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// One container of the cluster, as its bundle's `config.json` says.
 #[derive(Debug, Clone)]
 pub struct Container {
@@ -136,7 +139,9 @@ pub fn vm_rss_kb(status: &str) -> Option<u64> {
 }
 
 fn read_trimmed(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Usage and OOM kills of a memory cgroup directory (v1 or v2 files).
@@ -236,17 +241,22 @@ impl RuncCluster {
             dumps: work.join("dumps"),
             spec: spec.clone(),
             env,
-            prefix: format!("flink-jemalloc-{}", std::process::id()),
+            prefix: format!(
+                "flink-jemalloc-{}-{}",
+                std::process::id(),
+                CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
             jobmanager: None,
             taskmanager: None,
             incarnation: 0,
             past_oom_kills: 0,
             rest: FlinkRest::new(&format!("http://127.0.0.1:{}", spec.rest_port)),
         };
-        let jm = cluster.run_container("jobmanager", "jobmanager", cluster.env.clone(), None, &[])?;
+        let jm =
+            cluster.run_container("jobmanager", "jobmanager", cluster.env.clone(), None, &[])?;
         cluster.jobmanager = Some(jm);
         cluster.wait_for_rest(Duration::from_secs(120))?;
-        cluster.start_taskmanager()?;
+        cluster.start_taskmanager(&[])?;
         Ok(cluster)
     }
 
@@ -264,7 +274,8 @@ impl RuncCluster {
         self.taskmanager.as_ref().map(|t| t.pid)
     }
 
-    fn start_taskmanager(&mut self) -> Result<()> {
+    /// Starts a TaskManager and waits until one not in `known` (ids) registered.
+    fn start_taskmanager(&mut self, known: &[String]) -> Result<()> {
         self.incarnation += 1;
         let volume = self.dump_volume();
         std::fs::create_dir_all(&volume)?;
@@ -289,9 +300,21 @@ impl RuncCluster {
             &[(volume, DUMP_DIR.to_string())],
         )?;
         self.taskmanager = Some(tm);
-        let registered = self.rest.wait_for_taskmanagers(1, Duration::from_secs(120));
-        registered.with_context(|| format!("see {}", self.logs.join(format!("{name}.log")).display()))?;
-        Ok(())
+        let start = Instant::now();
+        loop {
+            if let Ok(ids) = self.rest.taskmanager_ids() {
+                if ids.iter().any(|id| !known.contains(id)) {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() > Duration::from_secs(120) {
+                bail!(
+                    "the TaskManager did not register within 120 s; see {}",
+                    self.logs.join(format!("{name}.log")).display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     fn run_container(
@@ -319,8 +342,8 @@ impl RuncCluster {
         let cfg = container_config(&self.image_config, &c);
         std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&cfg)?)?;
         let log_path = self.logs.join(format!("{name}.log"));
-        let log = File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
+        let log =
+            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         // Detached: runc hands its stdout/stderr (the log file) to the container and returns.
         // std::process, since the container keeps those descriptors open after runc exits.
         let status = Command::new("runc")
@@ -352,7 +375,10 @@ impl RuncCluster {
         let start = Instant::now();
         while self.rest.overview().is_err() {
             if let Some(jm) = &self.jobmanager {
-                if runc_state(&jm.id).map(|s| s["status"] == "stopped").unwrap_or(true) {
+                if runc_state(&jm.id)
+                    .map(|s| s["status"] == "stopped")
+                    .unwrap_or(true)
+                {
                     bail!(
                         "the JobManager exited; see {}",
                         self.logs.join("jobmanager.log").display()
@@ -377,16 +403,25 @@ impl RuncCluster {
             Err(_) => return 0,
         };
         let id = &c.id;
-        let _ = cmd!(sh, "runc kill {id} {signal}").quiet().ignore_stderr().run();
+        let _ = cmd!(sh, "runc kill {id} {signal}")
+            .quiet()
+            .ignore_stderr()
+            .run();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
-            if runc_state(id).map(|s| s["status"] == "stopped").unwrap_or(true) {
+            if runc_state(id)
+                .map(|s| s["status"] == "stopped")
+                .unwrap_or(true)
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
         let ooms = c.cgroup.as_deref().map(|d| cgroup_memory(d).1).unwrap_or(0);
-        let _ = cmd!(sh, "runc delete --force {id}").quiet().ignore_stderr().run();
+        let _ = cmd!(sh, "runc delete --force {id}")
+            .quiet()
+            .ignore_stderr()
+            .run();
         ooms
     }
 }
@@ -438,16 +473,10 @@ impl Cluster for RuncCluster {
         if let Some(tm) = self.taskmanager.take() {
             self.past_oom_kills += self.stop(&tm, "KILL");
         }
-        // The JobManager notices the lost TaskManager by heartbeat; wait until it is gone
-        // so that the next registration is the new one.
-        let start = Instant::now();
-        while self.rest.overview()?["taskmanagers"].as_u64().unwrap_or(0) > 0 {
-            if start.elapsed() > Duration::from_secs(120) {
-                bail!("the JobManager still lists the killed TaskManager after 120 s");
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        self.start_taskmanager()
+        // The JobManager may list the dead one until its heartbeat times out: wait for a
+        // TaskManager it did not know.
+        let known = self.rest.taskmanager_ids()?;
+        self.start_taskmanager(&known)
     }
 
     fn collect(&self, out: &Path) -> Result<()> {
@@ -511,7 +540,9 @@ mod tests {
         assert_eq!(cfg["linux"]["resources"]["memory"]["limit"], 2u64 << 30);
         assert_eq!(cfg["linux"]["resources"]["devices"][0]["allow"], false);
         assert_eq!(cfg["linux"]["cgroupsPath"], "/flink-jemalloc/x");
-        let caps = cfg["process"]["capabilities"]["effective"].as_array().unwrap();
+        let caps = cfg["process"]["capabilities"]["effective"]
+            .as_array()
+            .unwrap();
         assert!(caps.iter().any(|c| c == "CAP_SETUID"));
         let bind = &cfg["mounts"][1];
         assert_eq!(bind["destination"], "/jeprof");
@@ -537,12 +568,18 @@ mod tests {
             oom_kill_count("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
             2
         );
-        assert_eq!(oom_kill_count("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"), 1);
+        assert_eq!(
+            oom_kill_count("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"),
+            1
+        );
         assert_eq!(
             open_files_limit("Max cpu time  unlimited unlimited seconds\nMax open files            20000                20000                files\n"),
             20000
         );
         assert_eq!(open_files_limit(""), 65536);
-        assert_eq!(vm_rss_kb("Name:\tjava\nVmRSS:\t  423052 kB\n"), Some(423052));
+        assert_eq!(
+            vm_rss_kb("Name:\tjava\nVmRSS:\t  423052 kB\n"),
+            Some(423052)
+        );
     }
 }

@@ -1,6 +1,8 @@
-//! `cargo xtask e2e --driver chroot` on a profiled image built from the fixtures: the
-//! RocksDB job restarts inside one TaskManager with the image's jemalloc preloaded, the
-//! heap dumps are read by the image's jeprof, and the report names rocksdb frames.
+//! `cargo xtask e2e --driver runc` on a profiled image built from the fixtures, with both
+//! allocators: the RocksDB job restarts inside one TaskManager, memory is sampled at each
+//! restart, the jemalloc run's heap dumps (and RocksDB's JNI library) are kept and read by
+//! the image's jeprof, and the report names rocksdb frames. Then `cargo xtask analyze` reads
+//! the same dump directory the way a user would read dumps copied from a cluster.
 
 mod support;
 
@@ -8,7 +10,7 @@ use serde_json::Value;
 use support::{stderr, stdout, xtask};
 
 #[test]
-fn e2e_chroot_reports_rocksdb_growth() {
+fn e2e_runc_reports_rocksdb_growth_for_both_allocators() {
     let work = tempfile::tempdir().unwrap();
     let layout = support::profiled_image(work.path());
     // Kept after the test (cargo's per-target scratch directory) for a look at the report.
@@ -16,11 +18,13 @@ fn e2e_chroot_reports_rocksdb_growth() {
     let out = xtask(&[
         "e2e",
         "--driver",
-        "chroot",
+        "runc",
+        "--allocator",
+        "both",
         "--image",
         layout.to_str().unwrap(),
         "--restarts",
-        "4",
+        "3",
         "--fail-every-ms",
         "8000",
         "--lg-prof-interval",
@@ -33,36 +37,115 @@ fn e2e_chroot_reports_rocksdb_growth() {
         "400",
     ]);
     assert!(out.status.success(), "e2e failed:\n{}", stderr(&out));
-    let r: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert!(r["restarts"].as_u64().unwrap() >= 4, "{r}");
-    assert!(r["dumps"].as_array().unwrap().len() >= 2, "{r}");
-    assert_eq!(r["rocksdb_in_diff"], true);
     assert!(
-        r["samples"].as_array().unwrap().len() >= 5,
-        "a sample at start and at each restart: {r}"
+        stderr(&out).contains("s from start to verdict"),
+        "{}",
+        stderr(&out)
     );
-    assert!(r["samples"]
-        .as_array()
-        .unwrap()
+    let r: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(r["passed"], true, "{r}");
+    let runs = r["runs"].as_array().unwrap();
+    let names: Vec<&str> = runs
         .iter()
-        .all(|s| s["rss_kb"].as_u64().unwrap() > 100_000));
-    for f in [
-        "report.json",
-        "summary.md",
-        "jeprof-last.txt",
-        "jeprof-diff.txt",
-        "jeprof-diff.svg",
-    ] {
+        .map(|x| x["allocator"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["jemalloc", "glibc"]);
+    for run in runs {
+        assert!(run["restarts"].as_u64().unwrap() >= 3, "{run}");
+        let samples = run["samples"].as_array().unwrap();
+        assert_eq!(
+            samples.len(),
+            4,
+            "a sample at start and at each restart: {run}"
+        );
+        for s in samples {
+            assert!(s["rss_kb"].as_u64().unwrap() > 100_000, "{s}");
+            assert!(s["cgroup_kb"].as_u64().unwrap() > 100_000, "{s}");
+            // Native = RSS − committed heap/non-heap: positive and well below RSS.
+            let native = s["native_kb"].as_i64().unwrap();
+            assert!(native > 0 && native < s["rss_kb"].as_i64().unwrap(), "{s}");
+        }
+        assert!(run["growth"]["native_kb_per_restart"].is_number(), "{run}");
+    }
+    let a = &runs[0]["analysis"];
+    assert!(a["dumps"].as_array().unwrap().len() >= 2, "{a}");
+    assert_eq!(a["rocksdb_in_diff"], true, "{a}");
+    assert_eq!(a["missing_files"].as_array().unwrap().len(), 0, "{a}");
+    assert!(runs[1]["analysis"].is_null(), "glibc writes no dumps");
+
+    for f in ["report.json", "summary.md", "memory.svg"] {
         assert!(report.join(f).is_file(), "{f} missing");
     }
-    let diff = std::fs::read_to_string(report.join("jeprof-diff.txt")).unwrap();
+    let svg = std::fs::read_to_string(report.join("memory.svg")).unwrap();
+    assert_eq!(
+        svg.matches("<polyline").count(),
+        4,
+        "native and RSS per allocator"
+    );
+    assert!(svg.contains("glibc native") && svg.contains("jemalloc RSS"));
+    let diff = std::fs::read_to_string(report.join("analysis/jemalloc/diff.txt")).unwrap();
     assert!(diff.contains("rocksdb::"), "{diff}");
-    assert!(std::fs::read_to_string(report.join("jeprof-diff.svg"))
-        .unwrap()
-        .contains("<svg"));
+    assert!(
+        std::fs::read_to_string(report.join("analysis/jemalloc/diff.svg"))
+            .unwrap()
+            .contains("<svg")
+    );
     let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
     assert!(
-        summary.contains("| restart | seconds | TaskManager RSS (MB) |"),
+        summary.contains("| allocator | restarts | OOM kills | native MB/restart"),
         "{summary}"
     );
+
+    // The dump directory, as collect leaves it: dumps plus RocksDB's JNI library under root/.
+    let dumps = report.join("dumps/jemalloc/tm-1");
+    let lib = std::fs::read_dir(dumps.join("root/tmp"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("rocksdb-lib-"))
+        .expect("RocksDB's JNI library kept beside the dumps")
+        .path()
+        .join("librocksdbjni-linux64.so");
+    assert!(lib.is_file());
+
+    // analyze, as a user runs it on dumps from a cluster.
+    let out_dir = work.path().join("analysis");
+    let out = xtask(&[
+        "analyze",
+        dumps.to_str().unwrap(),
+        "--image",
+        layout.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "analyze failed:\n{}", stderr(&out));
+    let a: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(a["rocksdb_in_diff"], true, "{a}");
+    assert!(std::fs::read_to_string(out_dir.join("diff.txt"))
+        .unwrap()
+        .contains("rocksdb::"));
+
+    // Without the JNI library the rocksdb frames cannot be named, and analyze says why.
+    let bare = work.path().join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    for e in std::fs::read_dir(&dumps).unwrap().flatten() {
+        if e.file_name().to_string_lossy().ends_with(".heap") {
+            std::fs::copy(e.path(), bare.join(e.file_name())).unwrap();
+        }
+    }
+    let out = xtask(&[
+        "analyze",
+        bare.to_str().unwrap(),
+        "--image",
+        layout.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("librocksdbjni-linux64.so is mapped by the dumps but not in the image"),
+        "{}",
+        stderr(&out)
+    );
+    let a: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(a["rocksdb_in_diff"], false, "{a}");
+    assert!(bare.join("analysis/diff.txt").is_file());
 }
