@@ -21,6 +21,7 @@ pub mod flink_rest;
 pub mod gates;
 pub mod image;
 pub mod inspect;
+pub mod kube;
 pub mod lock;
 pub mod oci;
 pub mod progress;
