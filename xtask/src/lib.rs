@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod build;
 pub mod cluster;
+pub mod collect;
 pub mod debian;
 pub mod deps;
 pub mod digest;
@@ -22,6 +23,7 @@ pub mod gates;
 pub mod image;
 pub mod inspect;
 pub mod kube;
+pub mod kubectl;
 pub mod lock;
 pub mod oci;
 pub mod progress;

@@ -1,7 +1,7 @@
 //! `cargo xtask`: parse flags, dispatch to the subcommand's module.
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, build, e2e, fetch, fixtures, image};
+use xtask::{bench, build, collect, e2e, fetch, fixtures, image};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +30,9 @@ enum Command {
     /// Run the RocksDB restart scenario on a profiled image and report the native-memory
     /// growth with jeprof's view of it.
     E2e(e2e::E2eArgs),
+    /// Copy the heap dumps and the libraries they map under /tmp (RocksDB's JNI library)
+    /// out of a running TaskManager pod; prints the output directory.
+    Collect(collect::CollectArgs),
     /// Measure build, image and layer speed and sizes on the test fixtures (see README).
     Bench(bench::BenchArgs),
     /// Prepare the cached test fixtures (local Debian repository, jemalloc stand-in tarball).
@@ -47,6 +50,7 @@ fn main() -> std::process::ExitCode {
             ..args
         }),
         Command::E2e(args) => e2e::run(args),
+        Command::Collect(args) => collect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Fixtures(args) => fixtures::run(args),
     };
