@@ -72,6 +72,20 @@ impl FlinkRest {
         }
     }
 
+    /// `GET /taskmanagers` → the registered TaskManagers' ids (a new TaskManager process
+    /// registers with a new id).
+    pub fn taskmanager_ids(&self) -> Result<Vec<String>> {
+        let t = self.get("/taskmanagers")?;
+        Ok(t["taskmanagers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// `POST /jars/upload`; returns the jar id (the uploaded file's name).
     pub fn upload(&self, jar: &Path) -> Result<String> {
         let url = format!("{}/jars/upload", self.base);

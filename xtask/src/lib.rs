@@ -22,6 +22,7 @@ pub mod flink_rest;
 pub mod gates;
 pub mod image;
 pub mod inspect;
+pub mod kind_cluster;
 pub mod kube;
 pub mod kubectl;
 pub mod lock;
