@@ -19,3 +19,10 @@ sudo_if_needed apt-get install -y -q --no-install-recommends \
 if ! python3 -m pip --version >/dev/null 2>&1; then
   sudo_if_needed apt-get install -y -q --no-install-recommends python3-pip
 fi
+# kubernetes-validate (PyPI): the Kubernetes JSON schemas, offline, that xtask/tests/kube.rs
+# checks the kind driver's manifests against. Only when missing; Debian's own python3 refuses
+# a plain `pip install` (PEP 668), hence the second try.
+if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
+  python3 -m pip install --quiet kubernetes-validate ||
+    python3 -m pip install --quiet --break-system-packages kubernetes-validate
+fi

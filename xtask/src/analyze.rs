@@ -124,7 +124,7 @@ pub fn analyze_in_rootfs(
         None => dumps[0].clone(),
     };
     let last = dumps[dumps.len() - 1].clone();
-    let mapped = heap_profile::mapped_files(&String::from_utf8_lossy(
+    let mapped = heap_profile::mapped_libraries(&String::from_utf8_lossy(
         &std::fs::read(dir.join(&last)).with_context(|| format!("reading {last}"))?,
     ));
     let missing_files: Vec<String> = mapped

@@ -21,6 +21,7 @@ use crate::bundle::Bundle;
 use crate::cluster::{Allocator, Cluster, ClusterSpec, DUMP_DIR};
 use crate::flink_job;
 use crate::heap_profile;
+use crate::kind_cluster::{KindCluster, KindOptions};
 use crate::plot::{self, Series};
 use crate::progress::{self, Step};
 use crate::runc_cluster::RuncCluster;
@@ -255,6 +256,9 @@ pub fn run(args: E2eArgs) -> Result<()> {
 /// Runs the scenario and writes the report; an `Ok` report may still have failed its verdict.
 pub fn e2e(args: &E2eArgs) -> Result<Report> {
     let started = Instant::now();
+    if args.driver == Driver::Kind {
+        crate::kind_cluster::require_tools()?;
+    }
     let out = args
         .report
         .clone()
@@ -322,7 +326,34 @@ fn start_cluster(
 ) -> Result<Box<dyn Cluster>> {
     match args.driver {
         Driver::Runc => Ok(Box::new(RuncCluster::start(&bundle.dir, spec, work, logs)?)),
-        Driver::Kind => bail!("--driver kind is not wired yet"),
+        Driver::Kind => {
+            let allocator = if spec.taskmanager_env.is_empty() {
+                Allocator::Glibc
+            } else {
+                Allocator::Jemalloc
+            };
+            // kind loads docker-archives: the layout rewritten once, tagged by its ref name.
+            let archive = work.parent().unwrap_or(work).join("image.tar");
+            if !archive.exists() {
+                let tag = bundle.image.rsplit(':').next().unwrap_or("latest");
+                crate::oci::layout_to_docker_archive(
+                    &args.image,
+                    &archive,
+                    &format!("localhost/flink-jemalloc:{tag}"),
+                    0,
+                )?;
+            }
+            let opts = KindOptions {
+                cluster: args.kind_cluster.clone(),
+                namespace: format!("flink-jemalloc-e2e-{}", allocator.name()),
+                archive,
+                image: None,
+                allocator,
+                keep: args.keep,
+                logs: logs.to_path_buf(),
+            };
+            Ok(Box::new(KindCluster::start(&opts, spec)?))
+        }
     }
 }
 

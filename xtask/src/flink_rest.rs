@@ -72,7 +72,8 @@ impl FlinkRest {
         }
     }
 
-    /// `GET /taskmanagers` → the registered TaskManagers' ids.
+    /// `GET /taskmanagers` → the registered TaskManagers' ids (a new TaskManager process
+    /// registers with a new id).
     pub fn taskmanager_ids(&self) -> Result<Vec<String>> {
         let t = self.get("/taskmanagers")?;
         Ok(t["taskmanagers"]

@@ -9,24 +9,6 @@ use std::path::Path;
 /// Where mapped files that are not in the image are kept, inside a dump directory.
 pub const ROOT: &str = "root";
 
-/// Dump file names, by sequence number (`ls` would put `.10.` before `.2.`); other names
-/// are dropped.
-pub fn sorted_dumps(names: &[String]) -> Vec<String> {
-    let seq = |n: &str| {
-        n.rsplit('.')
-            .nth(2)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(u64::MAX)
-    };
-    let mut v: Vec<String> = names
-        .iter()
-        .filter(|n| n.ends_with(".heap"))
-        .cloned()
-        .collect();
-    v.sort_by_key(|n| (seq(n), n.clone()));
-    v
-}
-
 /// The dumps in `dir`, in order.
 pub fn dumps_in(dir: &Path) -> Result<Vec<String>> {
     let names: Vec<String> = std::fs::read_dir(dir)
@@ -34,36 +16,92 @@ pub fn dumps_in(dir: &Path) -> Result<Vec<String>> {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    Ok(sorted_dumps(&names))
+    Ok(heap_files(&names.join("\n")))
 }
 
-/// The files named in a dump's `MAPPED_LIBRARIES:` section (a copy of the process's
-/// `/proc/self/maps`), once each, in order.
-pub fn mapped_files(dump: &str) -> Vec<String> {
+/// The files a jemalloc heap profile maps: its `MAPPED_LIBRARIES:` section is the process's
+/// `/proc/self/maps`; each line's sixth field onwards is the path. Absolute paths only
+/// (`[heap]`, `[stack]`, anonymous maps are not files), a ` (deleted)` suffix removed, each
+/// path once, in the order of first appearance.
+pub fn mapped_libraries(dump: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for line in dump
-        .lines()
-        .skip_while(|l| l.trim() != "MAPPED_LIBRARIES:")
-        .skip(1)
-    {
-        // address perms offset dev inode path
-        let path = line.split_whitespace().nth(5);
-        if let Some(p) = path.filter(|p| p.starts_with('/')) {
-            if !out.iter().any(|o| o == p) {
-                out.push(p.to_string());
-            }
+    let Some(start) = dump.find("MAPPED_LIBRARIES:") else {
+        return out;
+    };
+    for line in dump[start..].lines().skip(1) {
+        let Some(path) = maps_path(line) else {
+            continue;
+        };
+        let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+        if path.starts_with('/') && !out.iter().any(|p| p == path) {
+            out.push(path.to_string());
         }
     }
     out
 }
 
-/// The mapped files worth keeping beside the dumps: those the runtime unpacked to /tmp.
-pub fn runtime_files(mapped: &[String]) -> Vec<String> {
+/// The path field of a `/proc/<pid>/maps` line (it may contain spaces), if any.
+fn maps_path(line: &str) -> Option<&str> {
+    let mut rest = line.trim_start();
+    for _ in 0..5 {
+        let end = rest.find(char::is_whitespace)?;
+        rest = rest[end..].trim_start();
+    }
+    let path = rest.trim_end();
+    (!path.is_empty()).then_some(path)
+}
+
+/// The mapped files to copy: those under `/tmp` (everything else is part of the image).
+pub fn libraries_to_copy(mapped: &[String]) -> Vec<String> {
     mapped
         .iter()
-        .filter(|p| p.starts_with("/tmp/"))
+        .filter(|p| p.starts_with("/tmp/") && !p.contains("/../"))
         .cloned()
         .collect()
+}
+
+/// The `*.heap` names in `ls -1` output, in dump order: numbers compared as numbers, so
+/// `jeprof.out.7.10.i10.heap` comes after `jeprof.out.7.9.i9.heap`.
+pub fn heap_files(ls: &str) -> Vec<String> {
+    let mut names: Vec<String> = ls
+        .lines()
+        .map(str::trim)
+        .filter(|n| n.ends_with(".heap") && !n.contains('/') && !n.starts_with('.'))
+        .map(str::to_string)
+        .collect();
+    names.sort_by_key(|n| natural_key(n));
+    names
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Chunk {
+    Num(u64),
+    Text(String),
+}
+
+fn natural_key(s: &str) -> Vec<Chunk> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut digits = false;
+    let flush = |cur: &mut String, digits: bool, out: &mut Vec<Chunk>| {
+        if cur.is_empty() {
+            return;
+        }
+        out.push(match (digits, cur.parse()) {
+            (true, Ok(n)) => Chunk::Num(n),
+            _ => Chunk::Text(cur.clone()),
+        });
+        cur.clear();
+    };
+    for c in s.chars() {
+        if c.is_ascii_digit() != digits {
+            flush(&mut cur, digits, &mut out);
+            digits = c.is_ascii_digit();
+        }
+        cur.push(c);
+    }
+    flush(&mut cur, digits, &mut out);
+    out
 }
 
 /// Copies the dumps of `volume` to `out/` and the run-time files they map, read from
@@ -74,7 +112,7 @@ pub fn collect_from_dir(volume: &Path, rootfs: &Path, out: &Path) -> Result<()> 
     for d in dumps_in(volume)? {
         let from = volume.join(&d);
         let text = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
-        for f in runtime_files(&mapped_files(&String::from_utf8_lossy(&text))) {
+        for f in libraries_to_copy(&mapped_libraries(&String::from_utf8_lossy(&text))) {
             if !wanted.contains(&f) {
                 wanted.push(f);
             }
@@ -134,27 +172,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dumps_sort_by_sequence_not_text() {
-        let names: Vec<String> = [
-            "jeprof.out.77.10.i10.heap",
-            "jeprof.out.77.2.i2.heap",
-            "x.sym",
-            "jeprof.out.1.0.i0.heap",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        assert_eq!(
-            sorted_dumps(&names),
-            [
-                "jeprof.out.1.0.i0.heap",
-                "jeprof.out.77.2.i2.heap",
-                "jeprof.out.77.10.i10.heap"
-            ]
-        );
-    }
-
-    #[test]
     fn staging_keeps_existing_directory_modes() {
         use std::os::unix::fs::PermissionsExt;
         let t = tempfile::tempdir().unwrap();
@@ -180,28 +197,5 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o7777, 0o1777);
-    }
-
-    #[test]
-    fn mapped_files_come_from_the_maps_section() {
-        let dump = "heap_v2/131072\n  t*: 98: 7424784 [0: 0]\n@ 0x1 0x2\n  t*: 1: 8 [0: 0]\n\n\
-MAPPED_LIBRARIES:\n\
-e0000000-ffe00000 rw-p 00000000 00:00 0 \n\
-ffe00000-ffe48000 rw-p 00b14000 fe:00 5443827                            /usr/lib/jvm/java-11-openjdk-amd64/lib/server/classes.jsa\n\
-7f00-7f10 r-xp 00000000 fe:00 12 /tmp/rocksdb-lib-6d07/librocksdbjni-linux64.so\n\
-7f10-7f20 r--p 00010000 fe:00 12 /tmp/rocksdb-lib-6d07/librocksdbjni-linux64.so\n\
-7f20-7f30 rw-p 00000000 00:00 0 [heap]\n";
-        let mapped = mapped_files(dump);
-        assert_eq!(
-            mapped,
-            [
-                "/usr/lib/jvm/java-11-openjdk-amd64/lib/server/classes.jsa",
-                "/tmp/rocksdb-lib-6d07/librocksdbjni-linux64.so"
-            ]
-        );
-        assert_eq!(
-            runtime_files(&mapped),
-            ["/tmp/rocksdb-lib-6d07/librocksdbjni-linux64.so"]
-        );
     }
 }

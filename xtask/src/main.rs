@@ -1,7 +1,7 @@
 //! `cargo xtask`: parse flags, dispatch to the subcommand's module.
 
 use clap::{Parser, Subcommand};
-use xtask::{analyze, bench, build, e2e, fetch, fixtures, image};
+use xtask::{analyze, bench, build, collect, e2e, fetch, fixtures, image};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +33,9 @@ enum Command {
     /// Read heap dumps (a `collect` or `e2e` dump directory) with the image's own jeprof,
     /// inside the unpacked image: top sites, difference from the first dump, call graph.
     Analyze(analyze::AnalyzeArgs),
+    /// Copy the heap dumps and the libraries they map under /tmp (RocksDB's JNI library)
+    /// out of a running TaskManager pod; prints the output directory.
+    Collect(collect::CollectArgs),
     /// Measure build, image and layer speed and sizes on the test fixtures (see README).
     Bench(bench::BenchArgs),
     /// Prepare the cached test fixtures (local Debian repository, jemalloc stand-in tarball).
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
         }),
         Command::E2e(args) => e2e::run(args),
         Command::Analyze(args) => analyze::run(args),
+        Command::Collect(args) => collect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Fixtures(args) => fixtures::run(args),
     };

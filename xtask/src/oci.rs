@@ -3,7 +3,7 @@
 //! the config and manifest as canonical JSON (keys sorted, no whitespace), and the two
 //! on-disk forms: an OCI image layout and a docker-archive tarball.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -373,6 +373,62 @@ pub fn write_docker_archive(
     tmp.persist(dest)
         .with_context(|| format!("writing {}", dest.display()))?;
     Ok(())
+}
+
+/// The blobs of an OCI image layout directory (`blobs/sha256/<hex>`).
+pub struct LayoutBlobs<'a>(pub &'a Path);
+
+impl BlobSource for LayoutBlobs<'_> {
+    fn path_of(&self, digest: &str) -> Result<PathBuf> {
+        let p = self.0.join("blobs/sha256").join(hex_of(digest));
+        if !p.is_file() {
+            bail!(
+                "blob {digest} is missing from the layout {}",
+                self.0.display()
+            );
+        }
+        Ok(p)
+    }
+}
+
+/// Rewrites the (first) image of an OCI layout as a docker-archive (for `kind load
+/// image-archive` or `docker load`), tagged `repo_tag`.
+pub fn layout_to_docker_archive(
+    layout: &Path,
+    dest: &Path,
+    repo_tag: &str,
+    epoch: u64,
+) -> Result<()> {
+    let src = LayoutBlobs(layout);
+    let read_json = |p: PathBuf| -> Result<Value> {
+        serde_json::from_slice(
+            &std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("{} is not JSON", p.display()))
+    };
+    let index = read_json(layout.join("index.json"))?;
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .with_context(|| format!("{}/index.json names no manifest", layout.display()))?;
+    let manifest = read_json(src.path_of(digest)?)?;
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .context("the layout's manifest has no config")?;
+    let config = Blob {
+        media_type: manifest["config"]["mediaType"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+        data: std::fs::read(src.path_of(config_digest)?)?,
+        digest: config_digest.to_string(),
+    };
+    let layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["digest"].as_str().map(str::to_string))
+        .collect();
+    write_docker_archive(dest, &config, &layers, &src, repo_tag, epoch)
 }
 
 pub fn hex_of(digest: &str) -> &str {

@@ -60,3 +60,29 @@ fn cancel_resubmit_and_taskmanager_kill() {
         );
     }
 }
+
+/// What the kind driver loads: the layout rewritten as a docker-archive that skopeo reads
+/// back with the same layers.
+#[test]
+fn layout_becomes_a_docker_archive() {
+    let layout = flink_base::flink_base_oci().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("image.tar");
+    xtask::oci::layout_to_docker_archive(&layout, &archive, "localhost/flink-jemalloc:t", 0)
+        .unwrap();
+    let inspect = |image: String| -> Value {
+        let o = std::process::Command::new("skopeo")
+            .args(["inspect", &image])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let from_archive = inspect(format!("docker-archive:{}", archive.display()));
+    let from_layout = inspect(format!("oci:{}:{}", layout.display(), flink_base::TAG));
+    assert_eq!(
+        from_archive["Layers"].as_array().unwrap().len(),
+        from_layout["Layers"].as_array().unwrap().len()
+    );
+    assert_eq!(from_archive["Env"], from_layout["Env"]);
+}

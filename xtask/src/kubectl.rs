@@ -1,0 +1,181 @@
+//! `kubectl` in one namespace, through xshell, with errors that say what failed and why
+//! (kubectl's own last words, without its `E1127 …memcache.go` log noise).
+
+use anyhow::{bail, Context, Result};
+use std::ffi::OsStr;
+use std::path::Path;
+use xshell::{cmd, Shell};
+
+/// Where to get kubectl, for error messages.
+pub const KUBECTL_INSTALL: &str = "install kubectl: https://kubernetes.io/docs/tasks/tools/ \
+     (a release binary, or the `kubectl` package from pkgs.k8s.io's apt repository)";
+
+/// Whether `tool` is an executable file in one of `path`'s directories (a `$PATH` value).
+pub fn on_path(tool: &str, path: &OsStr) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(path).any(|dir| {
+        std::fs::metadata(dir.join(tool))
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    })
+}
+
+/// The useful part of kubectl's stderr: klog lines (`E1127 02:54:03.19 … memcache.go:265]`)
+/// dropped when anything else is left; at most the last five lines.
+pub fn error_text(stderr: &str) -> String {
+    let is_klog = |l: &str| {
+        let b = l.as_bytes();
+        b.len() > 5 && matches!(b[0], b'E' | b'W' | b'I') && b[1..5].iter().all(u8::is_ascii_digit)
+    };
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let useful: Vec<&str> = lines.iter().copied().filter(|l| !is_klog(l)).collect();
+    let chosen = if useful.is_empty() { lines } else { useful };
+    let start = chosen.len().saturating_sub(5);
+    chosen[start..].join("\n")
+}
+
+/// kubectl bound to a namespace (and a kubeconfig context, or the current one).
+#[derive(Debug, Clone)]
+pub struct Kubectl {
+    pub namespace: String,
+    pub context: Option<String>,
+}
+
+impl Kubectl {
+    /// In the kubeconfig's current context.
+    pub fn new(namespace: &str) -> Kubectl {
+        Kubectl {
+            namespace: namespace.to_string(),
+            context: None,
+        }
+    }
+
+    /// In `context` (kind names its clusters' contexts `kind-<name>`).
+    pub fn with_context(namespace: &str, context: &str) -> Kubectl {
+        Kubectl {
+            namespace: namespace.to_string(),
+            context: Some(context.to_string()),
+        }
+    }
+
+    /// Fails with [`KUBECTL_INSTALL`] when kubectl is not on the PATH.
+    pub fn require() -> Result<()> {
+        if !on_path("kubectl", &std::env::var_os("PATH").unwrap_or_default()) {
+            bail!("`kubectl` was not found on the PATH; {KUBECTL_INSTALL}");
+        }
+        Ok(())
+    }
+
+    fn exec(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>> {
+        let sh = Shell::new()?;
+        let ns = &self.namespace;
+        let context: Vec<&str> = match &self.context {
+            Some(c) => vec!["--context", c],
+            None => vec![],
+        };
+        let shown: String = context.iter().map(|a| format!("{a} ")).collect();
+        let mut c = cmd!(sh, "kubectl {context...} --namespace {ns} {args...}")
+            .quiet()
+            .ignore_status();
+        if let Some(input) = stdin {
+            c = c.stdin(input);
+        }
+        let out = c
+            .output()
+            .with_context(|| format!("running kubectl ({KUBECTL_INSTALL})"))?;
+        if !out.status.success() {
+            bail!(
+                "`kubectl {}--namespace {ns} {}` failed ({}): {}",
+                shown,
+                args.join(" "),
+                out.status,
+                error_text(&String::from_utf8_lossy(&out.stderr))
+            );
+        }
+        Ok(out.stdout)
+    }
+
+    /// Runs `kubectl --namespace N ARGS…`; its stdout.
+    pub fn run(&self, args: &[&str]) -> Result<String> {
+        Ok(String::from_utf8_lossy(&self.exec(args, None)?).into_owned())
+    }
+
+    /// Like [`Kubectl::run`], with `input` on stdin (`apply -f -`).
+    pub fn run_with_input(&self, args: &[&str], input: &[u8]) -> Result<String> {
+        Ok(String::from_utf8_lossy(&self.exec(args, Some(input))?).into_owned())
+    }
+
+    /// `kubectl exec POD [-c C] -- ARGV…`; its stdout.
+    pub fn exec_in(&self, pod: &str, container: Option<&str>, argv: &[&str]) -> Result<String> {
+        let mut args = vec!["exec", pod];
+        if let Some(c) = container {
+            args.extend(["-c", c]);
+        }
+        args.push("--");
+        args.extend(argv);
+        self.run(&args)
+    }
+
+    /// `kubectl cp NS/POD:SRC DEST [-c C]`, then checks that `dest` arrived (kubectl cp
+    /// can exit 0 having copied nothing).
+    pub fn cp_from(
+        &self,
+        pod: &str,
+        container: Option<&str>,
+        src: &str,
+        dest: &Path,
+    ) -> Result<()> {
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let from = format!("{}/{pod}:{src}", self.namespace);
+        let to = dest.to_string_lossy();
+        let mut args = vec!["cp", from.as_str(), to.as_ref()];
+        if let Some(c) = container {
+            args.extend(["-c", c]);
+        }
+        self.run(&args)?;
+        if !dest.is_file() {
+            bail!("`kubectl cp {from} {to}` left no file at {to}");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_drops_klog_noise() {
+        let stderr = "E1127 02:54:03.194197   19090 memcache.go:265] \"Unhandled Error\" err=\"couldn't get current server API group list\"\n\
+                      E1127 02:54:03.195877   19090 memcache.go:265] again\n\
+                      The connection to the server localhost:8080 was refused - did you specify the right host or port?\n";
+        assert_eq!(
+            error_text(stderr),
+            "The connection to the server localhost:8080 was refused - did you specify the right host or port?"
+        );
+        assert_eq!(error_text("E1127 only noise\n"), "E1127 only noise");
+        assert_eq!(
+            error_text("Error from server (NotFound): pods \"x\" not found\n"),
+            "Error from server (NotFound): pods \"x\" not found"
+        );
+    }
+
+    #[test]
+    fn on_path_finds_executables_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("kind"), "#!/bin/sh\n").unwrap();
+        std::fs::write(d.path().join("kubectl"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            d.path().join("kind"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let path = std::env::join_paths([Path::new("/nonexistent"), d.path()]).unwrap();
+        assert!(on_path("kind", &path));
+        assert!(!on_path("kubectl", &path), "not executable");
+        assert!(!on_path("docker", &path));
+    }
+}
