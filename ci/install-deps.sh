@@ -8,14 +8,14 @@
 # rootfs), apache2-utils (htpasswd for the basic-auth registry), python3-pip (the Flink
 # distribution from PyPI) when no pip is on the PATH; gnupg and gpgv (the signed fixture
 # repository, and the product's signature check); a JDK (the e2e job is compiled with
-# javac --release 8 against the image's flink-dist).
+# javac --release 8 against the image's flink-dist); runc (the e2e's containers).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 sudo_if_needed apt-get update -q
 sudo_if_needed apt-get install -y -q --no-install-recommends \
   gcc g++ make patch perl binutils file dpkg-dev apt util-linux ca-certificates debian-archive-keyring \
-  docker-registry skopeo umoci mmdebstrap apache2-utils gnupg gpgv default-jdk-headless
+  docker-registry skopeo umoci runc mmdebstrap apache2-utils gnupg gpgv default-jdk-headless
 if ! python3 -m pip --version >/dev/null 2>&1; then
   sudo_if_needed apt-get install -y -q --no-install-recommends python3-pip
 fi

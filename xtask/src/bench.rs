@@ -140,6 +140,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let image_args = ImageArgs {
         flink: Some("1.10.3".into()),
         list: false,
+        json: false,
+        specs: None,
         base: Some(format!("{addr}/bench/flink:1.10.3")),
         plain_http: true,
         registry_user: None,

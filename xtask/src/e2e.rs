@@ -152,6 +152,13 @@ pub struct Report {
     pub seconds_to_verdict: f64,
 }
 
+/// The command-line name of a value (`runc`, `cancel-resubmit`).
+fn flag<T: clap::ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
 /// Least-squares slope of y over x.
 pub fn slope(points: &[(f64, f64)]) -> Option<f64> {
     if points.len() < 2 {
@@ -371,8 +378,9 @@ fn run_allocator(
     let run_work = work.join(name);
     let dumps_out = out.join("dumps").join(name);
     let step = Step::start(format!(
-        "{name}: starting JobManager and TaskManager ({:?} driver, TaskManager limit {} MB)",
-        args.driver, args.memory_limit_mb
+        "{name}: starting JobManager and TaskManager (--driver {}, TaskManager limit {} MB)",
+        flag(&args.driver),
+        args.memory_limit_mb
     ));
     let mut cluster = start_cluster(args, spec, bundle, &run_work, &out.join("logs").join(name))?;
     step.done("");
@@ -400,8 +408,10 @@ fn run_allocator(
     let running = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout_secs);
     let step = Step::start(format!(
-        "{name}: {} restarts ({:?}, every {} ms)",
-        args.restarts, args.mode, args.fail_every_ms
+        "{name}: {} restarts (--mode {}, every {} ms)",
+        args.restarts,
+        flag(&args.mode),
+        args.fail_every_ms
     ));
     let mut samples = vec![sample(cluster.as_ref(), 0, running)?];
     let mut restarts = 0;
@@ -597,8 +607,9 @@ pub fn memory_plot(r: &Report) -> String {
     }
     plot::line_chart(
         &format!(
-            "TaskManager memory per restart ({:?}, {:?})",
-            r.driver, r.mode
+            "TaskManager memory per restart (--driver {}, --mode {})",
+            flag(&r.driver),
+            flag(&r.mode)
         ),
         "restart",
         "MB",
@@ -613,12 +624,12 @@ fn mb(kb: Option<f64>) -> String {
 
 pub fn summary(r: &Report) -> String {
     let mut s = format!(
-        "# flink-jemalloc e2e: {}\n\nImage `{}`, driver {:?}, mode {:?}, TaskManager limit {} MB, \
+        "# flink-jemalloc e2e: {}\n\nImage `{}`, driver {}, mode {}, TaskManager limit {} MB, \
          {} restarts asked; {:.0} s from start to verdict.\n\n![memory](memory.svg)\n\n",
         if r.passed { "passed" } else { "FAILED" },
         r.image,
-        r.driver,
-        r.mode,
+        flag(&r.driver),
+        flag(&r.mode),
         r.memory_limit_mb,
         r.restarts_asked,
         r.seconds_to_verdict
@@ -666,7 +677,9 @@ pub fn summary(r: &Report) -> String {
                 a.base,
                 a.dumps.len()
             ));
-            for l in a.top_diff.iter().take(15) {
+            // Lines with nothing allocated at the site itself (`0 0.0% …`) are call-graph
+            // noise here; diff.txt has them all.
+            for l in a.top_diff.iter().filter(|l| !l.starts_with("0 ")).take(15) {
                 s.push_str(l);
                 s.push('\n');
             }

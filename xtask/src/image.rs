@@ -36,12 +36,18 @@ pub enum Format {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImageArgs {
-    /// Flink version whose spec (images/flink-<version>.toml) to build.
-    #[arg(long, required_unless_present = "list")]
+    /// The spec to build: `<specs>/flink-<NAME>.toml` (NAME is usually the Flink version).
+    #[arg(long, value_name = "NAME", required_unless_present = "list")]
     pub flink: Option<String>,
-    /// Print the table of image specs and exit.
+    /// Print the table of image specs (Markdown) and exit.
     #[arg(long)]
     pub list: bool,
+    /// With --list: the specs as JSON, for pipelines.
+    #[arg(long, requires = "list")]
+    pub json: bool,
+    /// Directory of the `flink-*.toml` specs (and their `.lock` files) [default: images/].
+    #[arg(long, env = "FLINK_JEMALLOC_SPECS")]
+    pub specs: Option<PathBuf>,
     /// Base image reference instead of the spec's.
     #[arg(long)]
     pub base: Option<String>,
@@ -107,7 +113,15 @@ pub struct Built {
 
 pub fn run(args: ImageArgs) -> Result<()> {
     if args.list {
-        print!("{}", list_table(&project::root())?);
+        let dir = specs_dir(&args);
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&FlinkSpec::all_in(&dir)?)?
+            );
+        } else {
+            print!("{}", list_table(&dir)?);
+        }
         return Ok(());
     }
     let built = image(&args)?;
@@ -119,13 +133,28 @@ pub fn run(args: ImageArgs) -> Result<()> {
     Ok(())
 }
 
-/// The Markdown table of image specs (`--list`).
-pub fn list_table(root: &Path) -> Result<String> {
-    let mut out = String::from("| Flink | base image | distribution | Java |\n|---|---|---|---|\n");
-    for s in FlinkSpec::all(root)? {
+/// The spec directory: `--specs`, else `images/`.
+pub fn specs_dir(args: &ImageArgs) -> PathBuf {
+    args.specs
+        .clone()
+        .unwrap_or_else(|| FlinkSpec::default_dir(&project::root()))
+}
+
+/// The Markdown table of the specs in `dir` (`--list`).
+pub fn list_table(dir: &Path) -> Result<String> {
+    let mut out = String::from(
+        "| `--flink` | Flink | base image | distribution | Java | profiled image tag |\n|---|---|---|---|---|---|\n",
+    );
+    let jemalloc = JemallocSpec::load(&project::root())?.version;
+    for s in FlinkSpec::all_in(dir)? {
         out.push_str(&format!(
-            "| {} | `{}` | {} | {} |\n",
-            s.flink, s.base, s.distribution, s.java
+            "| {} | {} | `{}` | {} | {} | `{}` |\n",
+            s.name,
+            s.flink,
+            s.base,
+            s.distribution,
+            s.java,
+            s.output_tag(&jemalloc)
         ));
     }
     Ok(out)
@@ -184,7 +213,8 @@ pub fn mirror_for(facts: &BaseFacts, suite: &str) -> Option<String> {
 pub fn image(args: &ImageArgs) -> Result<Built> {
     let root = project::root();
     let version = args.flink.as_deref().context("--flink is required")?;
-    let spec = FlinkSpec::load(&root, version)?;
+    let specs = specs_dir(args);
+    let spec = FlinkSpec::load_in(&specs, version)?;
     let jspec = JemallocSpec::load(&root)?;
     let debian = DebianSpec::load(&root)?;
     let cache = Cache::new(
@@ -197,7 +227,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
     let lock_path = args
         .lock_file
         .clone()
-        .unwrap_or_else(|| root.join("images").join(format!("flink-{version}.lock")));
+        .unwrap_or_else(|| specs.join(format!("flink-{version}.lock")));
     let jemalloc_url = args.source.url.clone().unwrap_or_else(|| jspec.url.clone());
     let jemalloc_sha = match &args.source.sha256 {
         Some(s) => Sha256Hex::parse(s)?.to_string(),
@@ -311,9 +341,18 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
             facts.pretty_name
         )
     })?;
-    if facts.os_id != "debian" {
+    let suite_os = debian
+        .suite(&suite)
+        .map(|s| s.os.clone())
+        .with_context(|| {
+            format!(
+                "the base {base_ref} is {} {suite}: add the suite to images/debian.toml",
+                facts.os_id
+            )
+        })?;
+    if suite_os != facts.os_id {
         bail!(
-            "{base_ref} is {} ({suite}); only Debian bases are supported so far",
+            "{base_ref} is {} {suite}, but images/debian.toml lists {suite} as {suite_os}",
             facts.os_id
         );
     }
@@ -503,7 +542,13 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
     let created = time::OffsetDateTime::from_unix_timestamp(args.source_date_epoch as i64)?
         .format(&time::format_description::well_known::Rfc3339)?;
     let lib = format!("{}/lib/libjemalloc.so.2", jspec.prefix);
-    let mut env = vec![("JEMALLOC_PATH".to_string(), lib.clone())];
+    let mut env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .filter_map(|e| e.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.push(("JEMALLOC_PATH".to_string(), lib.clone()));
     if args.preload {
         env.push(("LD_PRELOAD".into(), lib.clone()));
         env.push(("MALLOC_CONF".into(), args.malloc_conf.clone()));
@@ -544,7 +589,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
         ),
         (
             "io.github.flink-jemalloc.sysroot".to_string(),
-            format!("debian {suite} libc6={sys_libc}"),
+            format!("{} {suite} libc6={sys_libc}", facts.os_id),
         ),
         (
             "io.github.flink-jemalloc.preload".to_string(),
@@ -624,12 +669,12 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
     );
 
     // 5. Outputs.
-    let tag = format!("{}-jemalloc-{}-prof", spec.flink, info.jemalloc_version);
+    let tag = spec.output_tag(&info.jemalloc_version);
     let output = args.output.clone().unwrap_or_else(|| {
         cache
             .dir
             .join("images")
-            .join(format!("flink-{}-jemalloc", spec.flink))
+            .join(format!("flink-{}-jemalloc", spec.name))
     });
     let src = CacheBlobs(&cache);
     let is_tar = output.extension().is_some_and(|e| e == "tar");
@@ -856,12 +901,19 @@ mod tests {
 
     #[test]
     fn list_names_every_spec() {
-        let t = list_table(&project::root()).unwrap();
+        let t = list_table(&FlinkSpec::default_dir(&project::root())).unwrap();
         assert!(
             t.contains(
-                "| 1.10.1 | `docker.io/library/flink:1.10.1-scala_2.12` | debian buster | 8 |"
+                "| 1.10.1 | 1.10.1 | `docker.io/library/flink:1.10.1-scala_2.12` | debian buster | 8 | `1.10.1-scala_2.12-jemalloc-5.2.1-prof` |"
             ),
             "{t}"
+        );
+        assert!(t.contains("| ubuntu noble | 17 |"), "{t}");
+        // The README's table of supported versions is this output.
+        let readme = std::fs::read_to_string(project::root().join("README.md")).unwrap();
+        assert!(
+            readme.contains(&t),
+            "README.md's table differs from `cargo xtask image --list`:\n{t}"
         );
     }
 }

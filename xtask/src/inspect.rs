@@ -416,4 +416,35 @@ mod tests {
         assert_eq!(s[1].suite, "bookworm-updates");
         assert_eq!(s[0].components, vec!["main"]);
     }
+
+    #[test]
+    fn ubuntu_noble_base_with_deb822_sources() {
+        let mut v = RootfsView::default();
+        v.apply_layer(&layer(&[
+            ("usr/lib/os-release", Some("PRETTY_NAME=\"Ubuntu 24.04.3 LTS\"\nID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=noble\n")),
+            ("etc/os-release", Some("->../usr/lib/os-release")),
+            ("var/lib/dpkg/status", Some("Package: libc6\nStatus: install ok installed\nVersion: 2.39-0ubuntu8.7\n")),
+            ("etc/apt/sources.list", Some("# Ubuntu sources have moved to /etc/apt/sources.list.d/ubuntu.sources\n")),
+            ("etc/apt/sources.list.d/", None),
+            ("etc/apt/sources.list.d/ubuntu.sources", Some("Types: deb\nURIs: http://archive.ubuntu.com/ubuntu/\nSuites: noble noble-updates noble-backports\nComponents: main restricted universe multiverse\nSigned-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg\n\nTypes: deb\nURIs: http://security.ubuntu.com/ubuntu/\nSuites: noble-security\nComponents: main restricted universe multiverse\n")),
+        ])[..])
+        .unwrap();
+        let f = facts(&v).unwrap();
+        assert_eq!(f.os_id, "ubuntu");
+        assert_eq!(f.version_codename.as_deref(), Some("noble"));
+        assert_eq!(f.libc6_version.as_deref(), Some("2.39-0ubuntu8.7"));
+        assert_eq!(
+            crate::image::mirror_for(&f, "noble").as_deref(),
+            Some("http://archive.ubuntu.com/ubuntu")
+        );
+        // images/debian.toml knows the suite as Ubuntu's, with graphviz's component.
+        let d = crate::spec::DebianSpec::load(&crate::project::root()).unwrap();
+        let noble = d.suite("noble").unwrap();
+        assert_eq!(noble.os, "ubuntu");
+        assert_eq!(
+            noble.component.split_whitespace().collect::<Vec<_>>(),
+            ["main", "universe"]
+        );
+        assert_eq!(d.suite("bookworm").unwrap().os, "debian");
+    }
 }

@@ -20,6 +20,8 @@ use crate::unpack;
 pub struct Repo<'a> {
     pub mirror: &'a str,
     pub suite: &'a str,
+    /// One component, or several separated by spaces (`main universe` on Ubuntu, where
+    /// graphviz lives in universe): their indices are read in that order.
     pub component: &'a str,
     pub arch: &'a str,
     pub keyring: Option<&'a Path>,
@@ -77,8 +79,25 @@ pub fn release(dl: &Downloader, repo: &Repo) -> Result<Option<String>> {
     Ok(Some(std::fs::read_to_string(&file)?))
 }
 
-/// Downloads and parses `dists/<suite>/<component>/binary-<arch>/Packages{.xz,.gz,}`.
+/// Downloads and parses `dists/<suite>/<component>/binary-<arch>/Packages{.xz,.gz,}` of each
+/// of the repository's components, concatenated in order.
 pub fn fetch_index(dl: &Downloader, cache: &Cache, repo: &Repo) -> Result<Vec<PackageRecord>> {
+    let mut out = Vec::new();
+    for component in repo.component.split_whitespace() {
+        out.extend(fetch_component_index(
+            dl,
+            cache,
+            &Repo { component, ..*repo },
+        )?);
+    }
+    Ok(out)
+}
+
+fn fetch_component_index(
+    dl: &Downloader,
+    cache: &Cache,
+    repo: &Repo,
+) -> Result<Vec<PackageRecord>> {
     let base = format!("{}/dists/{}", repo.mirror.trim_end_matches('/'), repo.suite);
     let stem = format!("{}/binary-{}/Packages", repo.component, repo.arch);
     let candidates = [format!("{stem}.xz"), format!("{stem}.gz"), stem.clone()];

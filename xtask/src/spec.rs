@@ -65,6 +65,9 @@ pub struct DevLink {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SuiteSpec {
+    /// The os-release `ID` of bases of this suite.
+    #[serde(default = "debian")]
+    pub os: String,
     pub mirror: String,
     /// An end-of-life suite moved to the archive host: its `mirror` wins over the apt
     /// sources a base image still names (they no longer serve it).
@@ -72,6 +75,10 @@ pub struct SuiteSpec {
     pub archived: bool,
     pub component: String,
     pub packages: Vec<String>,
+}
+
+fn debian() -> String {
+    "debian".into()
 }
 
 impl DebianSpec {
@@ -83,18 +90,23 @@ impl DebianSpec {
         match self.suites.get(name) {
             Some(s) => Ok(s),
             None => bail!(
-                "unknown Debian suite `{name}`; images/debian.toml knows: {}",
+                "unknown suite `{name}`; images/debian.toml knows: {}",
                 self.suites.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
         }
     }
 }
 
-/// `images/flink-<version>.toml`: one Flink image line to build on.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// `images/flink-<name>.toml`: one official Flink image to build on. `name` is the file
+/// stem (`--flink <name>`), usually the Flink version.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlinkSpec {
+    #[serde(skip_deserializing)]
+    pub name: String,
     pub flink: String,
+    /// The official image's tag; the profiled image is tagged `<tag>-jemalloc-<v>-prof`.
+    pub tag: String,
     pub base: String,
     pub scala: String,
     pub java: String,
@@ -102,49 +114,90 @@ pub struct FlinkSpec {
     pub flink_home: String,
     pub user: String,
     pub uid: u32,
+    /// `<os-release ID> <VERSION_CODENAME>` of the base, as documented upstream.
     pub distribution: String,
+    /// Extra `NAME=value` environment of the profiled image (e.g. `DISABLE_JEMALLOC=true`
+    /// where the official entrypoint would preload the distribution's own jemalloc).
+    #[serde(default)]
+    pub env: Vec<String>,
 }
 
 impl FlinkSpec {
-    pub fn path(root: &Path, version: &str) -> PathBuf {
-        root.join("images").join(format!("flink-{version}.toml"))
+    /// The default spec directory: `images/`.
+    pub fn default_dir(root: &Path) -> PathBuf {
+        root.join("images")
     }
 
-    /// The spec for `version`, or an error listing the known ones.
-    pub fn load(root: &Path, version: &str) -> Result<FlinkSpec> {
-        let path = FlinkSpec::path(root, version);
+    pub fn path_in(dir: &Path, name: &str) -> PathBuf {
+        dir.join(format!("flink-{name}.toml"))
+    }
+
+    /// The spec `name` in `images/`, or an error listing the known ones.
+    pub fn load(root: &Path, name: &str) -> Result<FlinkSpec> {
+        FlinkSpec::load_in(&FlinkSpec::default_dir(root), name)
+    }
+
+    /// The spec `name` in `dir`, or an error listing the known ones.
+    pub fn load_in(dir: &Path, name: &str) -> Result<FlinkSpec> {
+        let path = FlinkSpec::path_in(dir, name);
         if !path.is_file() {
-            let known: Vec<String> = FlinkSpec::all(root)?.into_iter().map(|s| s.flink).collect();
+            let known: Vec<String> = FlinkSpec::all_in(dir)?
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
             bail!(
-                "no image spec for Flink {version} ({}); known versions: {}",
+                "no image spec `{name}` ({}); known: {}",
                 path.display(),
                 known.join(", ")
             );
         }
-        let spec: FlinkSpec = load_toml(&path)?;
-        if spec.flink != version {
-            bail!("{} says flink = \"{}\"", path.display(), spec.flink);
+        let mut spec: FlinkSpec = load_toml(&path)?;
+        spec.name = name.to_string();
+        for e in &spec.env {
+            if !e.contains('=') {
+                bail!("{}: env entry `{e}` is not NAME=value", path.display());
+            }
         }
         Ok(spec)
     }
 
-    /// All specs under `images/`, sorted by version.
+    /// All specs under `images/`, by Flink version.
     pub fn all(root: &Path) -> Result<Vec<FlinkSpec>> {
+        FlinkSpec::all_in(&FlinkSpec::default_dir(root))
+    }
+
+    /// All specs in `dir`, by Flink version, then name.
+    pub fn all_in(dir: &Path) -> Result<Vec<FlinkSpec>> {
         let mut out = Vec::new();
-        for e in std::fs::read_dir(root.join("images"))? {
+        for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
             let p = e?.path();
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            if name.starts_with("flink-") && name.ends_with(".toml") {
-                out.push(load_toml::<FlinkSpec>(&p)?);
+            let file = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if let Some(name) = file
+                .strip_prefix("flink-")
+                .and_then(|f| f.strip_suffix(".toml"))
+            {
+                out.push(FlinkSpec::load_in(dir, name)?);
             }
         }
         out.sort_by_key(|s| {
-            s.flink
-                .split('.')
-                .map(|p| p.parse::<u32>().unwrap_or(0))
-                .collect::<Vec<_>>()
+            (
+                s.flink
+                    .split('.')
+                    .map(|p| p.parse::<u32>().unwrap_or(0))
+                    .collect::<Vec<_>>(),
+                s.name.clone(),
+            )
         });
         Ok(out)
+    }
+
+    /// The profiled image's tag.
+    pub fn output_tag(&self, jemalloc_version: &str) -> String {
+        format!("{}-jemalloc-{jemalloc_version}-prof", self.tag)
     }
 }
 
@@ -185,7 +238,19 @@ mod tests {
         let f = FlinkSpec::load(&root, "1.10.1").unwrap();
         assert_eq!(f.base, "docker.io/library/flink:1.10.1-scala_2.12");
         assert_eq!((f.uid, f.flink_home.as_str()), (9999, "/opt/flink"));
+        assert_eq!(
+            f.output_tag("5.2.1"),
+            "1.10.1-scala_2.12-jemalloc-5.2.1-prof"
+        );
         let err = FlinkSpec::load(&root, "0.9").unwrap_err().to_string();
-        assert!(err.contains("known versions: 1.10.1, 1.10.3"), "{err}");
+        assert!(err.contains("known: 1.10.1, 1.10.3"), "{err}");
+        for s in FlinkSpec::all(&root).unwrap() {
+            assert!(
+                s.base.ends_with(&format!(":{}", s.tag)),
+                "{}: the tag is the base's tag",
+                s.name
+            );
+            assert!(s.tag.starts_with(&s.flink), "{}", s.name);
+        }
     }
 }
