@@ -1,6 +1,7 @@
 //! `cargo xtask`: parse flags, dispatch to the subcommand's module.
 
 use clap::{Parser, Subcommand};
+use xtask::publish;
 use xtask::{analyze, bench, build, collect, e2e, fetch, fixtures, image};
 
 #[derive(Parser)]
@@ -36,6 +37,9 @@ enum Command {
     /// Copy the heap dumps and the libraries they map under /tmp (RocksDB's JNI library)
     /// out of a running TaskManager pod; prints the output directory.
     Collect(collect::CollectArgs),
+    /// Build every spec, push each image by digest to the configured registry, tag it
+    /// `<tag>-jemalloc-<v>-prof`, and push its SPDX SBOM next to it; prints the digests.
+    Publish(publish::PublishArgs),
     /// Measure build, image and layer speed and sizes on the test fixtures (see README).
     Bench(bench::BenchArgs),
     /// Prepare the cached test fixtures (local Debian repository, jemalloc stand-in tarball).
@@ -55,6 +59,7 @@ fn main() -> std::process::ExitCode {
         Command::E2e(args) => e2e::run(args),
         Command::Analyze(args) => analyze::run(args),
         Command::Collect(args) => collect::run(args),
+        Command::Publish(args) => publish::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Fixtures(args) => fixtures::run(args),
     };

@@ -1,0 +1,581 @@
+//! `cargo xtask publish`: build every spec (as `image` does), push each image **by digest**
+//! to `<registry>/<repository>@sha256:…`, then tag it `<spec tag>-jemalloc-<v>-prof`, and
+//! push its SBOM (SPDX 2.3 JSON, [`crate::sbom`]) next to it as an OCI artifact whose
+//! `subject` is the image: found through the referrers API where the registry has one, and
+//! through the cosign-style tag `sha256-<hex>.sbom` everywhere (docker-registry 2.8 has no
+//! referrers API).
+//!
+//! Where to push comes from configuration (`--config ci/publish.toml`: registry,
+//! repository, headline spec, which specs), each overridable by a flag. A JSON report
+//! (`--report`) lists what was pushed: spec, tag, digest, SBOM digest.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+use crate::build::PatchInfo;
+use crate::digest::Sha256Hex;
+use crate::fetch::SourceArgs;
+use crate::image::{self, ImageArgs};
+use crate::lock::Lock;
+use crate::oci::{self, Blob};
+use crate::progress::{self, Step};
+use crate::project;
+use crate::registry::{Credentials, Reference, RegistryClient, OCI_MANIFEST};
+use crate::sbom;
+use crate::spec::{FlinkSpec, JemallocSpec};
+
+/// The OCI empty descriptor's media type and content (`{}`), the config of artifacts.
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+pub const DEFAULT_REPOSITORY: &str = "flink-jemalloc";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PublishArgs {
+    /// Pipeline configuration (TOML: registry, repository, headline, specs), e.g.
+    /// ci/publish.toml; the flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Registry host and optional path prefix to push to (e.g. ghcr.io/acme).
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// Repository under the registry [default: the config's, else flink-jemalloc].
+    #[arg(long)]
+    pub repository: Option<String>,
+    /// Specs to publish (file stems of `<specs>/flink-<NAME>.toml`), repeatable
+    /// [default: the config's `specs`, else all].
+    #[arg(long = "flink", value_name = "NAME")]
+    pub flink: Vec<String>,
+    /// Print the plan as JSON ({"headline", "registry", "repository", "specs"}) and exit,
+    /// for pipelines (a build matrix, the headline's e2e).
+    #[arg(long)]
+    pub plan: bool,
+    /// Fail if a spec's lock file is missing or would change.
+    #[arg(long)]
+    pub locked: bool,
+    /// Talk plain HTTP to registries (loopback test registries only).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Registry user name; the password is read from $REGISTRY_PASSWORD.
+    #[arg(long)]
+    pub registry_user: Option<String>,
+    /// Directory of the `flink-*.toml` specs and their locks [default: images/].
+    #[arg(long, env = "FLINK_JEMALLOC_SPECS")]
+    pub specs: Option<PathBuf>,
+    /// Debian/Ubuntu mirror for every spec [default: each base's own apt source].
+    #[arg(long)]
+    pub mirror: Option<String>,
+    /// OpenPGP keyring the suites' Release files must be signed by.
+    #[arg(long)]
+    pub keyring: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Cache and work directory [default: target/flink-jemalloc, or $FLINK_JEMALLOC_CACHE].
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Write the publish report (JSON) here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Fixed timestamp for layers, config, history and the SBOM's creation time.
+    #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = 0)]
+    pub source_date_epoch: u64,
+}
+
+/// `ci/publish.toml`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Registry host and optional path prefix.
+    pub registry: Option<String>,
+    /// Repository under the registry.
+    pub repository: Option<String>,
+    /// The spec the end-to-end test runs on.
+    pub headline: Option<String>,
+    /// Specs to publish; empty or missing: all.
+    #[serde(default)]
+    pub specs: Vec<String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the publish configuration {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+/// What one run publishes, after the configuration and the flags are merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub registry: String,
+    pub repository: String,
+    pub headline: Option<String>,
+    pub specs: Vec<String>,
+}
+
+/// Merges flags over the configuration and checks the result against the specs in `dir`.
+pub fn plan(args: &PublishArgs, config: &Config, dir: &Path) -> Result<Plan> {
+    let all: Vec<String> = FlinkSpec::all_in(dir)?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let specs = if !args.flink.is_empty() {
+        args.flink.clone()
+    } else if !config.specs.is_empty() {
+        config.specs.clone()
+    } else {
+        all.clone()
+    };
+    for s in specs.iter().chain(config.headline.iter()) {
+        if !all.contains(s) {
+            bail!(
+                "no spec `{s}` in {} (known: {})",
+                dir.display(),
+                all.join(", ")
+            );
+        }
+    }
+    let registry = args
+        .registry
+        .clone()
+        .or(config.registry.clone())
+        .context("no registry: pass --registry HOST[/PREFIX] or set `registry` in --config")?;
+    let registry = registry.trim_end_matches('/').to_string();
+    let repository = args
+        .repository
+        .clone()
+        .or(config.repository.clone())
+        .unwrap_or_else(|| DEFAULT_REPOSITORY.to_string());
+    // Both parts must make an image reference.
+    format!("{registry}/{repository}")
+        .parse::<Reference>()
+        .with_context(|| format!("registry `{registry}` with repository `{repository}`"))?;
+    if !registry.contains(['.', ':']) && !registry.starts_with("localhost") {
+        bail!("registry `{registry}` names no host (e.g. ghcr.io/acme, 127.0.0.1:5000)");
+    }
+    Ok(Plan {
+        registry,
+        repository,
+        headline: config.headline.clone(),
+        specs,
+    })
+}
+
+/// One published image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Published {
+    pub spec: String,
+    pub flink: String,
+    pub tag: String,
+    pub image: String,
+    pub digest: String,
+    pub base_digest: String,
+    pub sbom_digest: String,
+    pub sbom_tag: String,
+}
+
+pub fn run(args: PublishArgs) -> Result<()> {
+    let config = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let dir = args
+        .specs
+        .clone()
+        .unwrap_or_else(|| FlinkSpec::default_dir(&project::root()));
+    let plan = plan(&args, &config, &dir)?;
+    if args.plan {
+        println!(
+            "{}",
+            serde_json::to_string(&json!({
+                "registry": plan.registry,
+                "repository": plan.repository,
+                "headline": plan.headline,
+                "specs": plan.specs,
+            }))?
+        );
+        return Ok(());
+    }
+    let published = publish(&args, &plan, &dir)?;
+    for p in &published {
+        println!("{}@{} {} sbom {}", p.image, p.digest, p.tag, p.sbom_digest);
+    }
+    Ok(())
+}
+
+/// The `image` arguments for one spec: the same flags `cargo xtask image` parses, so every
+/// default stays the image command's.
+pub fn image_args(args: &PublishArgs, spec: &str, output: &Path) -> Result<ImageArgs> {
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        image: ImageArgs,
+    }
+    let mut argv: Vec<String> = vec!["image".into(), "--flink".into(), spec.into()];
+    let mut opt = |flag: &str, v: Option<String>| {
+        if let Some(v) = v {
+            argv.push(flag.into());
+            argv.push(v);
+        }
+    };
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    opt("--specs", path(&args.specs));
+    opt("--registry-user", args.registry_user.clone());
+    opt("--mirror", args.mirror.clone());
+    opt("--keyring", path(&args.keyring));
+    opt("--url", args.source.url.clone());
+    opt("--sha256", args.source.sha256.clone());
+    opt("--cache-dir", path(&args.cache_dir));
+    opt("--output", Some(output.display().to_string()));
+    opt(
+        "--source-date-epoch",
+        Some(args.source_date_epoch.to_string()),
+    );
+    if args.locked {
+        argv.push("--locked".into());
+    }
+    if args.plain_http {
+        argv.push("--plain-http".into());
+    }
+    Ok(Wrapper::try_parse_from(argv)
+        .context("the image arguments of publish")?
+        .image)
+}
+
+/// Builds, pushes and tags every spec of `plan`, with its SBOM; writes `--report`.
+pub fn publish(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Published>> {
+    let root = project::root();
+    let jspec = JemallocSpec::load(&root)?;
+    let patches = jspec
+        .patch_files(&root)?
+        .iter()
+        .map(|p| {
+            Ok(PatchInfo {
+                name: p
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                sha256: Sha256Hex::of_file(p)?.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let jemalloc = sbom::Jemalloc {
+        version: jspec.version.clone(),
+        configure_flags: jspec.configure_flags.clone(),
+        patches,
+    };
+    let credentials = args.registry_user.as_ref().map(|u| Credentials {
+        username: u.clone(),
+        password: std::env::var("REGISTRY_PASSWORD").unwrap_or_default(),
+    });
+    let client = RegistryClient::new(args.plain_http, credentials);
+    let target: Reference = format!("{}/{}", plan.registry, plan.repository).parse()?;
+    let untagged = format!("{}/{}", target.registry, target.repository);
+    let work_parent = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(project::default_cache_dir)
+        .join("publish");
+    std::fs::create_dir_all(&work_parent)?;
+    let work = tempfile::Builder::new()
+        .prefix(".publish-")
+        .tempdir_in(&work_parent)?;
+
+    let mut published = Vec::new();
+    for name in &plan.specs {
+        let spec = FlinkSpec::load_in(dir, name)?;
+        let tag = spec.output_tag(&jspec.version);
+        progress::note(format!("==> {name}: {} → {untagged}:{tag}", spec.base));
+        let layout = work.path().join(name);
+        let built = image::image(&image_args(args, name, &layout)?)
+            .with_context(|| format!("building spec `{name}`"))?;
+
+        // The image, by digest first, then the tag.
+        let step = Step::start(format!("pushing {untagged}@{}", built.manifest_digest));
+        let (manifest, blobs) = read_layout(&built.output, &built.manifest_digest)?;
+        let mut uploaded = 0;
+        for d in &blobs {
+            let data = std::fs::read(layout_blob(&built.output, d)?)?;
+            if client.push_blob(&target, d, &data)? {
+                uploaded += 1;
+            }
+        }
+        let digest =
+            client.put_manifest(&target, &built.manifest_digest, &manifest, OCI_MANIFEST)?;
+        if digest != built.manifest_digest {
+            bail!("pushed {digest}, built {}", built.manifest_digest);
+        }
+        client.put_manifest(&target, &tag, &manifest, OCI_MANIFEST)?;
+        step.done(format!(
+            "{uploaded} of {} blobs uploaded; tagged {tag}",
+            blobs.len()
+        ));
+
+        // The SBOM, from the lock the image was built from.
+        let lock_path = dir.join(format!("flink-{name}.lock"));
+        let lock = Lock::read(&lock_path)?
+            .with_context(|| format!("{} is missing after the build", lock_path.display()))?;
+        let image_name = target
+            .repository
+            .rsplit('/')
+            .next()
+            .unwrap_or(&target.repository);
+        let sbom_bytes = sbom::to_bytes(&sbom::Input {
+            lock: &lock,
+            jemalloc: &jemalloc,
+            image_digest: &digest,
+            image_name,
+            tag: &tag,
+            source_date_epoch: args.source_date_epoch,
+        })?;
+        let step = Step::start(format!("pushing the SBOM of {digest}"));
+        let (sbom_manifest, sbom_blobs) = sbom_artifact(
+            sbom_bytes,
+            &Blob::new(OCI_MANIFEST, manifest.clone()).descriptor(),
+        );
+        for b in &sbom_blobs {
+            client.push_blob(&target, &b.digest, &b.data)?;
+        }
+        let sbom_digest = client.put_manifest(
+            &target,
+            &sbom_manifest.digest,
+            &sbom_manifest.data,
+            OCI_MANIFEST,
+        )?;
+        let sbom_tag = sbom_tag(&digest)?;
+        client.put_manifest(&target, &sbom_tag, &sbom_manifest.data, OCI_MANIFEST)?;
+        step.done(format!("{sbom_digest}, tagged {sbom_tag}"));
+
+        published.push(Published {
+            spec: name.clone(),
+            flink: spec.flink.clone(),
+            tag,
+            image: untagged.clone(),
+            digest,
+            base_digest: lock.base.manifest_digest.clone(),
+            sbom_digest,
+            sbom_tag,
+        });
+        // The layout is in the registry now; its blobs stay in the cache.
+        std::fs::remove_dir_all(&layout).ok();
+    }
+    if let Some(path) = &args.report {
+        write_report(path, plan, &published)?;
+        progress::note(format!("report: {}", path.display()));
+    }
+    Ok(published)
+}
+
+/// The cosign-style tag of an image's SBOM: `sha256-<hex>.sbom`.
+pub fn sbom_tag(image_digest: &str) -> Result<String> {
+    let hex = Sha256Hex::parse(image_digest)?;
+    Ok(format!("sha256-{hex}.sbom"))
+}
+
+/// The SBOM as an OCI artifact: an image manifest with `artifactType`
+/// `application/spdx+json`, the empty config `{}`, one layer (the SPDX JSON) and `subject`
+/// = the image. Returns the manifest and the blobs it needs (config, layer).
+pub fn sbom_artifact(sbom: Vec<u8>, subject: &Value) -> (Blob, Vec<Blob>) {
+    let config = Blob::new(OCI_EMPTY, b"{}".to_vec());
+    let layer = Blob::new(sbom::SPDX_MEDIA_TYPE, sbom);
+    let mut layer_desc = layer.descriptor();
+    layer_desc["annotations"] = json!({"org.opencontainers.image.title": "sbom.spdx.json"});
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": sbom::SPDX_MEDIA_TYPE,
+        "config": config.descriptor(),
+        "layers": [layer_desc],
+        "subject": subject,
+    });
+    (
+        Blob::new(OCI_MANIFEST, oci::canonical(&manifest)),
+        vec![config, layer],
+    )
+}
+
+/// The manifest bytes `digest` of an OCI layout and every blob it names (config, layers).
+fn read_layout(layout: &Path, digest: &str) -> Result<(Vec<u8>, Vec<String>)> {
+    let bytes = std::fs::read(layout_blob(layout, digest)?)?;
+    if format!("sha256:{}", Sha256Hex::of_bytes(&bytes)) != digest {
+        bail!(
+            "{}: manifest {digest} does not match its digest",
+            layout.display()
+        );
+    }
+    let m: Value = serde_json::from_slice(&bytes)?;
+    let mut blobs = vec![m["config"]["digest"]
+        .as_str()
+        .context("manifest without config")?
+        .to_string()];
+    for l in m["layers"].as_array().context("manifest without layers")? {
+        blobs.push(
+            l["digest"]
+                .as_str()
+                .context("layer without digest")?
+                .to_string(),
+        );
+    }
+    Ok((bytes, blobs))
+}
+
+fn layout_blob(layout: &Path, digest: &str) -> Result<PathBuf> {
+    let p = layout
+        .join("blobs/sha256")
+        .join(Sha256Hex::parse(digest)?.as_str());
+    if !p.is_file() {
+        bail!("{} has no blob {digest}", layout.display());
+    }
+    Ok(p)
+}
+
+/// The publish report: canonical JSON, images in publishing order.
+pub fn write_report(path: &Path, plan: &Plan, published: &[Published]) -> Result<()> {
+    let v = json!({
+        "registry": plan.registry,
+        "repository": plan.repository,
+        "images": published,
+    });
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, oci::canonical(&v))
+        .with_context(|| format!("writing the report {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> PublishArgs {
+        #[derive(Parser)]
+        struct W {
+            #[command(flatten)]
+            a: PublishArgs,
+        }
+        let mut argv = vec!["publish"];
+        argv.extend_from_slice(extra);
+        W::try_parse_from(argv).unwrap().a
+    }
+
+    #[test]
+    fn committed_config_names_existing_specs() {
+        let root = project::root();
+        let c = Config::load(&root.join("ci/publish.toml")).unwrap();
+        let p = plan(&args(&[]), &c, &FlinkSpec::default_dir(&root)).unwrap();
+        let headline = p.headline.clone().expect("a headline spec");
+        assert!(p.specs.contains(&headline), "{p:?}");
+        assert!(p.specs.contains(&"1.10.3".to_string()), "{p:?}");
+        assert!(p.registry.contains('.'), "{p:?}");
+    }
+
+    #[test]
+    fn flags_override_the_config() {
+        let root = project::root();
+        let dir = FlinkSpec::default_dir(&root);
+        let c = Config {
+            registry: Some("ghcr.io/acme/".into()),
+            repository: None,
+            headline: Some("1.10.3".into()),
+            specs: vec!["1.10.1".into()],
+        };
+        let p = plan(&args(&[]), &c, &dir).unwrap();
+        assert_eq!(
+            (p.registry.as_str(), p.repository.as_str(), p.specs.clone()),
+            (
+                "ghcr.io/acme",
+                DEFAULT_REPOSITORY,
+                vec!["1.10.1".to_string()]
+            )
+        );
+        let p = plan(
+            &args(&[
+                "--registry",
+                "127.0.0.1:5000",
+                "--flink",
+                "1.10.3",
+                "--repository",
+                "x/y",
+            ]),
+            &c,
+            &dir,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.registry.as_str(), p.repository.as_str(), p.specs.clone()),
+            ("127.0.0.1:5000", "x/y", vec!["1.10.3".to_string()])
+        );
+        let err = plan(&args(&["--flink", "0.9"]), &c, &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no spec `0.9`") && err.contains("1.10.1"),
+            "{err}"
+        );
+        let err = plan(&args(&[]), &Config::default(), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--registry"), "{err}");
+        let err = plan(&args(&["--registry", "nohost"]), &Config::default(), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names no host"), "{err}");
+        let err = plan(
+            &args(&["--registry", "ghcr.io", "--repository", "Bad"]),
+            &c,
+            &dir,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("Bad"), "{err}");
+    }
+
+    #[test]
+    fn image_args_pass_the_shared_flags() {
+        let a = args(&[
+            "--registry",
+            "r.example",
+            "--locked",
+            "--plain-http",
+            "--mirror",
+            "http://m",
+            "--url",
+            "file:///j.tar.bz2",
+            "--sha256",
+            &"a".repeat(64),
+            "--specs",
+            "/s",
+        ]);
+        let i = image_args(&a, "1.10.3", Path::new("/out")).unwrap();
+        assert_eq!(i.flink.as_deref(), Some("1.10.3"));
+        assert!(i.locked && i.plain_http && i.push.is_none());
+        assert_eq!(i.mirror.as_deref(), Some("http://m"));
+        assert_eq!(i.output.as_deref(), Some(Path::new("/out")));
+        assert_eq!(i.specs.as_deref(), Some(Path::new("/s")));
+        assert_eq!(i.source.sha256, Some("a".repeat(64)));
+    }
+
+    #[test]
+    fn sbom_artifact_points_at_the_image() {
+        let image = Blob::new(OCI_MANIFEST, b"{\"x\":1}".to_vec());
+        let (m, blobs) = sbom_artifact(
+            b"{\"spdxVersion\":\"SPDX-2.3\"}".to_vec(),
+            &image.descriptor(),
+        );
+        let v: Value = serde_json::from_slice(&m.data).unwrap();
+        assert_eq!(v["artifactType"], "application/spdx+json");
+        assert_eq!(v["subject"]["digest"], image.digest.as_str());
+        assert_eq!(v["config"]["mediaType"], OCI_EMPTY);
+        assert_eq!(
+            v["config"]["digest"],
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+        assert_eq!(v["layers"][0]["digest"], blobs[1].digest.as_str());
+        assert_eq!(
+            sbom_tag(&image.digest).unwrap(),
+            format!("sha256-{}.sbom", &image.digest[7..])
+        );
+    }
+}
