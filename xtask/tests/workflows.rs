@@ -1,0 +1,230 @@
+//! The CI workflow files: `actionlint` accepts both (and refuses broken copies, so the check
+//! is not vacuous); every `cargo xtask <sub> …` their `run:` steps call exists, its `--help`
+//! works and names each flag the workflow passes; the files they name exist; the plan step's
+//! command gives what the matrix reads.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WORKFLOWS: [&str; 2] = ["publish.yml", "lock-refresh.yml"];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn workflow(name: &str) -> PathBuf {
+    root().join(".github/workflows").join(name)
+}
+
+fn actionlint(files: &[PathBuf], cwd: &Path) -> (bool, String) {
+    let out = Command::new("actionlint")
+        .args(["-no-color", "-oneline"])
+        .args(files)
+        .current_dir(cwd)
+        .output()
+        .expect("running actionlint (ci/install-deps.sh installs it from PyPI)");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn actionlint_accepts_the_workflows_and_refuses_broken_ones() {
+    let files: Vec<PathBuf> = WORKFLOWS.iter().map(|w| workflow(w)).collect();
+    let (ok, out) = actionlint(&files, &root());
+    assert!(ok, "actionlint:\n{out}");
+
+    // Broken copies: an output the plan job does not have, an input checkout does not take.
+    let dir = tempfile::tempdir().unwrap();
+    let wf = dir.path().join(".github/workflows");
+    std::fs::create_dir_all(&wf).unwrap();
+    let publish = std::fs::read_to_string(&files[0]).unwrap();
+    let broken = publish.replace(
+        "fromJSON(needs.plan.outputs.plan).specs",
+        "fromJSON(needs.plan.outputs.plans).specs",
+    );
+    assert_ne!(broken, publish);
+    std::fs::write(wf.join("publish.yml"), broken).unwrap();
+    let lock = std::fs::read_to_string(&files[1]).unwrap();
+    let broken = lock.replace(
+        "      - uses: actions/checkout@v5\n",
+        "      - uses: actions/checkout@v5\n        with:\n          fetch-deph: 0\n",
+    );
+    assert_ne!(broken, lock);
+    std::fs::write(wf.join("lock-refresh.yml"), broken).unwrap();
+    let (ok, out) = actionlint(
+        &[wf.join("publish.yml"), wf.join("lock-refresh.yml")],
+        dir.path(),
+    );
+    assert!(!ok, "actionlint accepted broken workflows:\n{out}");
+    assert!(out.contains("plans") && out.contains("fetch-deph"), "{out}");
+}
+
+/// The `run:` scripts of a workflow: block scalars (`|`, `>-`, …) and plain one-liners, with
+/// folded blocks joined by spaces and `\` continuations joined.
+fn run_scripts(yaml: &str) -> Vec<String> {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let mut scripts = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let trimmed = line.trim_start().trim_start_matches("- ");
+        if let Some(rest) = trimmed.strip_prefix("run:") {
+            let rest = rest.trim();
+            let indent = line.len() - line.trim_start().len();
+            if rest.starts_with('|') || rest.starts_with('>') {
+                let folded = rest.starts_with('>');
+                let mut body = Vec::new();
+                i += 1;
+                while i < lines.len()
+                    && (lines[i].trim().is_empty()
+                        || lines[i].len() - lines[i].trim_start().len() > indent)
+                {
+                    body.push(lines[i].trim());
+                    i += 1;
+                }
+                let text = if folded {
+                    body.join(" ")
+                } else {
+                    body.join("\n").replace("\\\n", " ")
+                };
+                scripts.push(text);
+                continue;
+            }
+            scripts.push(rest.to_string());
+        }
+        i += 1;
+    }
+    scripts
+}
+
+/// Every `cargo xtask <sub> <args…>` in a script, as its tokens after `cargo xtask`.
+fn xtask_commands(script: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for line in script.lines() {
+        let mut rest = line;
+        while let Some(at) = rest.find("cargo xtask ") {
+            rest = &rest[at + "cargo xtask ".len()..];
+            let mut tokens = Vec::new();
+            for t in rest.split_whitespace() {
+                if [">", ">>", "|", "||", "&&", ";"].contains(&t) || t.starts_with('>') {
+                    break;
+                }
+                let closes = t.contains(')');
+                let t = t.trim_end_matches([')', '"', ';']);
+                if !t.is_empty() {
+                    tokens.push(t.to_string());
+                }
+                if closes {
+                    break;
+                }
+            }
+            out.push(tokens);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_xtask_command_of_the_workflows_exists_with_its_flags() {
+    let mut seen = std::collections::BTreeSet::new();
+    for w in WORKFLOWS {
+        let text = std::fs::read_to_string(workflow(w)).unwrap();
+        for script in run_scripts(&text) {
+            for cmd in xtask_commands(&script) {
+                let sub = cmd
+                    .first()
+                    .unwrap_or_else(|| panic!("{w}: bare `cargo xtask`"));
+                let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+                    .args([sub.as_str(), "--help"])
+                    .output()
+                    .unwrap();
+                let help = String::from_utf8_lossy(&out.stdout).into_owned();
+                assert!(
+                    out.status.success(),
+                    "{w}: `cargo xtask {sub} --help` failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                for flag in cmd.iter().filter(|t| t.starts_with("--")) {
+                    let flag = flag.split('=').next().unwrap();
+                    assert!(
+                        help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                        "{w}: `cargo xtask {}` passes {flag}, which `{sub} --help` does not list:\n{help}",
+                        cmd.join(" ")
+                    );
+                }
+                seen.insert(sub.clone());
+            }
+        }
+        // Files the workflows name exist.
+        for path in ["ci/publish.toml", "ci/install-deps.sh", "ci/kind.yaml"] {
+            if text.contains(path) {
+                assert!(root().join(path).is_file(), "{w} names {path}");
+            }
+        }
+    }
+    let seen: Vec<&str> = seen.iter().map(String::as_str).collect();
+    assert_eq!(
+        seen,
+        ["e2e", "image", "lock", "publish"],
+        "the pipeline's commands"
+    );
+}
+
+#[test]
+fn the_plan_step_gives_the_matrix_and_the_headline() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["publish", "--config", "ci/publish.toml", "--plan"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "one line for $GITHUB_OUTPUT: {stdout}"
+    );
+    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let specs = plan["specs"].as_array().unwrap();
+    // Every Flink line from 1.10 on.
+    for line in ["1.10", "1.17", "2.2"] {
+        assert!(
+            specs
+                .iter()
+                .any(|s| s.as_str().unwrap().starts_with(&format!("{line}."))),
+            "{line} in {specs:?}"
+        );
+    }
+    assert!(specs.contains(&plan["headline"]), "{plan}");
+    assert!(plan["registry"].as_str().unwrap().contains('.'), "{plan}");
+}
+
+#[test]
+fn run_script_extraction() {
+    let yaml = "steps:\n  - id: plan\n    run: echo \"plan=$(cargo xtask publish --config c --plan)\" >> \"$GITHUB_OUTPUT\"\n  - run: >-\n      cargo xtask publish --locked\n      --flink \"$SPEC\"\n  - run: |\n      for n in a b; do\n        cargo xtask lock --flink \"$n\" \\\n          --locked\n      done\n";
+    let cmds: Vec<Vec<String>> = run_scripts(yaml)
+        .iter()
+        .flat_map(|s| xtask_commands(s))
+        .collect();
+    assert_eq!(
+        cmds,
+        [
+            vec!["publish", "--config", "c", "--plan"],
+            vec!["publish", "--locked", "--flink", "\"$SPEC"],
+            vec!["lock", "--flink", "\"$n", "--locked"],
+        ]
+    );
+}
