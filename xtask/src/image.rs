@@ -596,6 +596,24 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
             args.preload.to_string(),
         ),
         (
+            // The package lock, as far as it is content: every layered package and every
+            // sysroot package, name=version (mirrors stay out: they do not change bytes).
+            "io.github.flink-jemalloc.packages".to_string(),
+            tool_pins
+                .iter()
+                .map(|p| format!("{}={}", p.name, p.version))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        (
+            "io.github.flink-jemalloc.sysroot.packages".to_string(),
+            info.sysroot_packages
+                .iter()
+                .map(|p| format!("{}={}", p.name, p.version))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        (
             "io.github.flink-jemalloc.tools".to_string(),
             tool_pins
                 .iter()

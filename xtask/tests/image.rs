@@ -128,6 +128,27 @@ fn profiled_image_from_a_loopback_registry() {
         .as_str()
         .unwrap()
         .contains("0001-jeprof"));
+    // The package lock as labels: every layered package, every sysroot package.
+    let lock = std::fs::read_to_string(w1.path().join("flink-1.10.3.lock")).unwrap();
+    let packages = labels["io.github.flink-jemalloc.packages"]
+        .as_str()
+        .unwrap();
+    assert_eq!(packages.split(' ').count(), 57, "{packages}");
+    assert!(
+        packages.contains("graphviz=") && packages.contains("perl="),
+        "{packages}"
+    );
+    for p in packages.split(' ') {
+        let (name, version) = p.split_once('=').unwrap();
+        assert!(
+            lock.contains(&format!("name = \"{name}\"\nversion = \"{version}\"")),
+            "{p} is not in the lock"
+        );
+    }
+    assert!(labels["io.github.flink-jemalloc.sysroot.packages"]
+        .as_str()
+        .unwrap()
+        .contains("libc6=2.31-"));
     let env_list: Vec<String> = inspect["Env"]
         .as_array()
         .unwrap()
@@ -376,7 +397,7 @@ fn unknown_flink_version_lists_the_known_ones() {
     let out = xtask(&["image", "--flink", "0.1"]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("known versions: 1.10.1, 1.10.3"),
+        stderr(&out).contains("known: 1.10.1, 1.10.3"),
         "{}",
         stderr(&out)
     );
