@@ -458,8 +458,12 @@ fn run_allocator(
             Mode::TmKill => {
                 std::thread::sleep(Duration::from_millis(args.fail_every_ms));
                 cluster.collect(&dumps_out.join(format!("tm-{incarnation}")))?;
+                let before = cluster.rest().restarts(&job)?;
                 cluster.kill_taskmanager()?;
                 incarnation += 1;
+                cluster
+                    .rest()
+                    .wait_for_restart(&job, before, Duration::from_secs(150))?;
                 cluster
                     .rest()
                     .wait_for_state(&job, &["RUNNING"], Duration::from_secs(120))?;

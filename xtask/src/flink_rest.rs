@@ -168,6 +168,22 @@ impl FlinkRest {
             .unwrap_or(0))
     }
 
+    /// Waits until the job's `numRestarts` exceeds `before` (a lost TaskManager is noticed
+    /// by heartbeat, so the job may still say RUNNING for a while after a kill).
+    pub fn wait_for_restart(&self, job: &str, before: u64, timeout: Duration) -> Result<u64> {
+        let start = Instant::now();
+        loop {
+            let r = self.restarts(job)?;
+            if r > before {
+                return Ok(r);
+            }
+            if start.elapsed() > timeout {
+                bail!("job {job} did not restart within {timeout:?} (numRestarts {r})");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// `GET /jobs/<id>/exceptions` → `root-exception` text.
     pub fn root_exception(&self, job: &str) -> Result<String> {
         let e = self.get(&format!("/jobs/{job}/exceptions"))?;
