@@ -59,12 +59,7 @@ impl Bundle {
         let cfg: Value = serde_json::from_slice(
             &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
         )?;
-        Ok(cfg["process"]["env"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect())
+        Ok(config_env(&cfg))
     }
 
     pub fn rootfs(&self) -> PathBuf {
@@ -98,4 +93,14 @@ impl Bundle {
             })
             .with_context(|| format!("no flink-dist jar in {}", lib.display()))
     }
+}
+
+/// The `process.env` of a runtime config (`config.json`).
+pub fn config_env(config: &Value) -> Vec<String> {
+    config["process"]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
 }

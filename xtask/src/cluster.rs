@@ -68,3 +68,41 @@ pub trait Cluster {
     /// Call it while the TaskManager runs: the JVM deletes the JNI library when it exits.
     fn collect(&self, out: &Path) -> Result<()>;
 }
+
+/// The `oom_kill N` counter of a v1 `memory.oom_control` or a v2 `memory.events`.
+pub fn oom_kill_count(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// VmRSS of a `/proc/<pid>/status`, kB.
+pub fn vm_rss_kb(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_kills_and_rss_are_read() {
+        assert_eq!(
+            oom_kill_count("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
+            2
+        );
+        assert_eq!(
+            oom_kill_count("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"),
+            1
+        );
+        assert_eq!(
+            vm_rss_kb("Name:\tjava\nVmRSS:\t  423052 kB\n"),
+            Some(423052)
+        );
+    }
+}

@@ -474,12 +474,8 @@ fn run_allocator(
         progress::note(format!(
             "{name}: restart {restarts}: RSS {} MB, native {} MB, cgroup {} MB",
             s.rss_kb / 1024,
-            s.native_kb
-                .map(|v| (v / 1024).to_string())
-                .unwrap_or("?".into()),
-            s.cgroup_kb
-                .map(|v| (v / 1024).to_string())
-                .unwrap_or("?".into()),
+            whole_mb(s.native_kb, "?"),
+            whole_mb(s.cgroup_kb.map(|v| v as i64), "?"),
         ));
         samples.push(s);
     }
@@ -621,6 +617,12 @@ pub fn memory_plot(r: &Report) -> String {
     )
 }
 
+/// kB as whole MB, or `missing`.
+fn whole_mb(kb: Option<i64>, missing: &str) -> String {
+    kb.map(|v| (v / 1024).to_string())
+        .unwrap_or_else(|| missing.to_string())
+}
+
 fn mb(kb: Option<f64>) -> String {
     kb.map(|v| format!("{:+.1}", v / 1024.0))
         .unwrap_or_else(|| "n/a".into())
@@ -666,12 +668,8 @@ pub fn summary(r: &Report) -> String {
                 x.restart,
                 x.seconds,
                 x.rss_kb / 1024,
-                x.native_kb
-                    .map(|v| (v / 1024).to_string())
-                    .unwrap_or("n/a".into()),
-                x.cgroup_kb
-                    .map(|v| (v / 1024).to_string())
-                    .unwrap_or("n/a".into()),
+                whole_mb(x.native_kb, "n/a"),
+                whole_mb(x.cgroup_kb.map(|v| v as i64), "n/a"),
             ));
         }
         if let Some(a) = &run.analysis {

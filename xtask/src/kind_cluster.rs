@@ -18,7 +18,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use xshell::{cmd, Shell};
 
-use crate::cluster::{Allocator, Cluster, ClusterSpec, ContainerMemory, DUMP_DIR};
+use crate::cluster::{
+    oom_kill_count, vm_rss_kb, Allocator, Cluster, ClusterSpec, ContainerMemory, DUMP_DIR,
+};
 use crate::flink_rest::FlinkRest;
 use crate::kube::{self, KubeParams, JOBMANAGER, TASKMANAGER, TASKMANAGER_SELECTOR};
 use crate::kubectl::{error_text, on_path, Kubectl, KUBECTL_INSTALL};
@@ -131,21 +133,14 @@ elif [ -r /sys/fs/cgroup/memory/memory.usage_in_bytes ]; then cat /sys/fs/cgroup
 /// Parses [`MEMORY_PROBE`]'s output: (VmRSS kB, cgroup bytes, cgroup `oom_kill` count).
 pub fn parse_memory_probe(text: &str) -> (Option<u64>, Option<u64>, u64) {
     let (status, cgroup) = text.split_once("@@cgroup").unwrap_or((text, ""));
-    let rss = status.lines().find_map(|l| {
-        l.strip_prefix("VmRSS:")?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    });
     let mut lines = cgroup.lines().map(str::trim).filter(|l| !l.is_empty());
     let bytes = lines.next().and_then(|l| l.parse().ok());
-    let ooms = lines
-        .filter_map(|l| l.split_once(' '))
-        .find(|(k, _)| *k == "oom_kill")
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0);
-    (rss, bytes, ooms)
+    let counters: Vec<&str> = lines.collect();
+    (
+        vm_rss_kb(status),
+        bytes,
+        oom_kill_count(&counters.join("\n")),
+    )
 }
 
 /// Ids of the container's ended runs that the OOM killer ended, as far as the pod's status

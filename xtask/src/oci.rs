@@ -380,7 +380,10 @@ pub struct LayoutBlobs<'a>(pub &'a Path);
 
 impl BlobSource for LayoutBlobs<'_> {
     fn path_of(&self, digest: &str) -> Result<PathBuf> {
-        let p = self.0.join("blobs/sha256").join(hex_of(digest));
+        let p = self
+            .0
+            .join("blobs/sha256")
+            .join(Sha256Hex::parse(digest)?.as_str());
         if !p.is_file() {
             bail!(
                 "blob {digest} is missing from the layout {}",
@@ -389,6 +392,33 @@ impl BlobSource for LayoutBlobs<'_> {
         }
         Ok(p)
     }
+}
+
+/// The manifest `digest` of an OCI layout: its bytes (checked against the digest), parsed,
+/// and the blobs it names, config first, then the layers.
+pub fn layout_manifest(layout: &Path, digest: &str) -> Result<(Vec<u8>, Value, Vec<String>)> {
+    let bytes = std::fs::read(LayoutBlobs(layout).path_of(digest)?)?;
+    if format!("sha256:{}", Sha256Hex::of_bytes(&bytes)) != digest {
+        bail!(
+            "{}: manifest {digest} does not match its digest",
+            layout.display()
+        );
+    }
+    let m: Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: manifest {digest} is not JSON", layout.display()))?;
+    let mut blobs = vec![m["config"]["digest"]
+        .as_str()
+        .context("manifest without config")?
+        .to_string()];
+    for l in m["layers"].as_array().context("manifest without layers")? {
+        blobs.push(
+            l["digest"]
+                .as_str()
+                .context("layer without digest")?
+                .to_string(),
+        );
+    }
+    Ok((bytes, m, blobs))
 }
 
 /// Rewrites the (first) image of an OCI layout as a docker-archive (for `kind load
@@ -400,35 +430,24 @@ pub fn layout_to_docker_archive(
     epoch: u64,
 ) -> Result<()> {
     let src = LayoutBlobs(layout);
-    let read_json = |p: PathBuf| -> Result<Value> {
-        serde_json::from_slice(
-            &std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .with_context(|| format!("{} is not JSON", p.display()))
-    };
-    let index = read_json(layout.join("index.json"))?;
+    let index_path = layout.join("index.json");
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(&index_path).with_context(|| format!("reading {}", index_path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", index_path.display()))?;
     let digest = index["manifests"][0]["digest"]
         .as_str()
-        .with_context(|| format!("{}/index.json names no manifest", layout.display()))?;
-    let manifest = read_json(src.path_of(digest)?)?;
-    let config_digest = manifest["config"]["digest"]
-        .as_str()
-        .context("the layout's manifest has no config")?;
+        .with_context(|| format!("{} names no manifest", index_path.display()))?;
+    let (_, manifest, blobs) = layout_manifest(layout, digest)?;
     let config = Blob {
         media_type: manifest["config"]["mediaType"]
             .as_str()
             .unwrap_or("")
             .to_string(),
-        data: std::fs::read(src.path_of(config_digest)?)?,
-        digest: config_digest.to_string(),
+        data: std::fs::read(src.path_of(&blobs[0])?)?,
+        digest: blobs[0].clone(),
     };
-    let layers: Vec<String> = manifest["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["digest"].as_str().map(str::to_string))
-        .collect();
-    write_docker_archive(dest, &config, &layers, &src, repo_tag, epoch)
+    write_docker_archive(dest, &config, &blobs[1..], &src, repo_tag, epoch)
 }
 
 pub fn hex_of(digest: &str) -> &str {

@@ -20,7 +20,7 @@ use crate::digest::Sha256Hex;
 use crate::fetch::SourceArgs;
 use crate::image::{self, ImageArgs};
 use crate::lock::Lock;
-use crate::oci::{self, Blob};
+use crate::oci::{self, Blob, BlobSource, LayoutBlobs};
 use crate::progress::{self, Step};
 use crate::project;
 use crate::registry::{Credentials, Reference, RegistryClient, OCI_MANIFEST};
@@ -294,10 +294,10 @@ pub fn publish(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Publis
 
         // The image, by digest first, then the tag.
         let step = Step::start(format!("pushing {untagged}@{}", built.manifest_digest));
-        let (manifest, blobs) = read_layout(&built.output, &built.manifest_digest)?;
+        let (manifest, _, blobs) = oci::layout_manifest(&built.output, &built.manifest_digest)?;
         let mut uploaded = 0;
         for d in &blobs {
-            let data = std::fs::read(layout_blob(&built.output, d)?)?;
+            let data = std::fs::read(LayoutBlobs(&built.output).path_of(d)?)?;
             if client.push_blob(&target, d, &data)? {
                 uploaded += 1;
             }
@@ -394,41 +394,6 @@ pub fn sbom_artifact(sbom: Vec<u8>, subject: &Value) -> (Blob, Vec<Blob>) {
         Blob::new(OCI_MANIFEST, oci::canonical(&manifest)),
         vec![config, layer],
     )
-}
-
-/// The manifest bytes `digest` of an OCI layout and every blob it names (config, layers).
-fn read_layout(layout: &Path, digest: &str) -> Result<(Vec<u8>, Vec<String>)> {
-    let bytes = std::fs::read(layout_blob(layout, digest)?)?;
-    if format!("sha256:{}", Sha256Hex::of_bytes(&bytes)) != digest {
-        bail!(
-            "{}: manifest {digest} does not match its digest",
-            layout.display()
-        );
-    }
-    let m: Value = serde_json::from_slice(&bytes)?;
-    let mut blobs = vec![m["config"]["digest"]
-        .as_str()
-        .context("manifest without config")?
-        .to_string()];
-    for l in m["layers"].as_array().context("manifest without layers")? {
-        blobs.push(
-            l["digest"]
-                .as_str()
-                .context("layer without digest")?
-                .to_string(),
-        );
-    }
-    Ok((bytes, blobs))
-}
-
-fn layout_blob(layout: &Path, digest: &str) -> Result<PathBuf> {
-    let p = layout
-        .join("blobs/sha256")
-        .join(Sha256Hex::parse(digest)?.as_str());
-    if !p.is_file() {
-        bail!("{} has no blob {digest}", layout.display());
-    }
-    Ok(p)
 }
 
 /// The publish report: canonical JSON, images in publishing order.

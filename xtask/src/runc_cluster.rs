@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use xshell::{cmd, Shell};
 
-use crate::cluster::{Cluster, ClusterSpec, ContainerMemory, DUMP_DIR};
+use crate::cluster::{oom_kill_count, vm_rss_kb, Cluster, ClusterSpec, ContainerMemory, DUMP_DIR};
 use crate::flink_rest::FlinkRest;
 use crate::heap_profile;
 
@@ -121,23 +121,6 @@ pub fn memory_cgroup_dir(proc_cgroup: &str) -> Option<PathBuf> {
     v2
 }
 
-/// The `oom_kill N` counter of a v1 `memory.oom_control` or a v2 `memory.events`.
-pub fn oom_kill_count(text: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// VmRSS of a `/proc/<pid>/status`, kB.
-pub fn vm_rss_kb(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
 fn read_trimmed(p: &Path) -> Option<String> {
     std::fs::read_to_string(p)
         .ok()
@@ -224,12 +207,7 @@ impl RuncCluster {
             conf.push_str(&format!("{k}: {v}\n"));
         }
         std::fs::write(&conf_path, conf)?;
-        let mut env: Vec<String> = image_config["process"]["env"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
+        let mut env = crate::bundle::config_env(&image_config);
         env.push("JOB_MANAGER_RPC_ADDRESS=127.0.0.1".into());
         let work = std::path::absolute(work)?;
         std::fs::create_dir_all(logs)?;
@@ -563,23 +541,11 @@ mod tests {
     }
 
     #[test]
-    fn oom_kills_and_rss_are_read() {
-        assert_eq!(
-            oom_kill_count("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
-            2
-        );
-        assert_eq!(
-            oom_kill_count("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"),
-            1
-        );
+    fn open_files_limit_is_read() {
         assert_eq!(
             open_files_limit("Max cpu time  unlimited unlimited seconds\nMax open files            20000                20000                files\n"),
             20000
         );
         assert_eq!(open_files_limit(""), 65536);
-        assert_eq!(
-            vm_rss_kb("Name:\tjava\nVmRSS:\t  423052 kB\n"),
-            Some(423052)
-        );
     }
 }
