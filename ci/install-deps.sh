@@ -8,7 +8,8 @@
 # rootfs), apache2-utils (htpasswd for the basic-auth registry), python3-pip (the Flink
 # distribution from PyPI) when no pip is on the PATH; gnupg and gpgv (the signed fixture
 # repository, and the product's signature check); a JDK (the e2e job is compiled with
-# javac --release 8 against the image's flink-dist); runc (the e2e's containers).
+# javac --release 8 against the image's flink-dist); runc (the e2e's containers without an
+# engine).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -16,6 +17,13 @@ sudo_if_needed apt-get update -q
 sudo_if_needed apt-get install -y -q --no-install-recommends \
   gcc g++ make patch perl binutils file dpkg-dev apt util-linux ca-certificates debian-archive-keyring \
   docker-registry skopeo umoci runc mmdebstrap apache2-utils gnupg gpgv default-jdk-headless
+# A Docker engine (`e2e --driver docker`, `image --load`, kind's importer `ctr`): Debian's
+# docker.io brings dockerd, containerd and runc. Only where no engine is installed: a machine
+# with Docker's own packages (docker-ce, containerd.io) keeps them. The tests start dockerd
+# when none answers (xtask/src/fixtures/docker.rs) and stop what they started.
+if ! command -v dockerd >/dev/null 2>&1; then
+  sudo_if_needed apt-get install -y -q --no-install-recommends docker.io
+fi
 if ! python3 -m pip --version >/dev/null 2>&1; then
   sudo_if_needed apt-get install -y -q --no-install-recommends python3-pip
 fi

@@ -151,7 +151,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         output: Some(w.join("layout")),
         format: Format::Oci,
         push: None,
-        load: false,
+        load: None,
         locked: false,
         lock_only: false,
         lock_file: Some(w.join("flink.lock")),

@@ -18,24 +18,7 @@ pub struct Bundle {
 impl Bundle {
     /// Unpacks the layout's (first) tagged image into `dest` (which must not exist).
     pub fn unpack(layout: &Path, dest: &Path) -> Result<Bundle> {
-        let index_path = layout.join("index.json");
-        let index: Value = serde_json::from_slice(&std::fs::read(&index_path).with_context(
-            || {
-                format!(
-                    "{} is not an OCI layout (no index.json): pass what `cargo xtask image --output` wrote",
-                    layout.display()
-                )
-            },
-        )?)
-        .with_context(|| format!("{} is not JSON", index_path.display()))?;
-        let tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
-            .as_str()
-            .with_context(|| {
-                format!(
-                    "{} names no image (org.opencontainers.image.ref.name)",
-                    index_path.display()
-                )
-            })?;
+        let tag = crate::oci::layout_ref(layout)?.ref_name;
         let image = format!("{}:{tag}", layout.display());
         let sh = Shell::new()?;
         let step = Step::start(format!("unpacking {image}"));

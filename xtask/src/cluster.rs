@@ -1,11 +1,14 @@
 //! What the e2e scenario needs from a running Flink cluster, whatever runs it: the REST API,
 //! the TaskManager's memory, a way to kill the TaskManager (and get a new one), and the heap
-//! dumps with the libraries they map. `runc_cluster` (this machine, no Kubernetes) and
-//! `kind_cluster` (a kind cluster) implement it.
+//! dumps with the libraries they map. `docker_cluster` (a Docker engine), `runc_cluster`
+//! (root and runc, no engine) and `kind_cluster` (a kind cluster) implement it.
 
 use anyhow::Result;
 use serde::Serialize;
 use std::path::Path;
+use std::time::Duration;
+
+use crate::progress;
 
 use crate::flink_rest::FlinkRest;
 
@@ -58,15 +61,85 @@ pub struct ContainerMemory {
 
 pub trait Cluster {
     fn rest(&self) -> &FlinkRest;
+    /// The REST id of the current TaskManager (a killed one stays listed by the JobManager
+    /// until its heartbeat times out, so "the first one listed" may be a dead one).
+    fn taskmanager_id(&self) -> Option<&str>;
     /// The TaskManager's memory now.
     fn taskmanager_memory(&self) -> Result<ContainerMemory>;
     /// Kills the TaskManager (SIGKILL, as a node or the OOM killer would) and starts a new
     /// one, which registers with the JobManager; returns once it has.
     fn kill_taskmanager(&mut self) -> Result<()>;
+    /// After the TaskManager died unasked (OOM-killed): makes sure a new one runs (starts
+    /// it, or waits for the orchestrator's restart) and returns once it registered.
+    fn replace_taskmanager(&mut self) -> Result<()> {
+        self.kill_taskmanager()
+    }
     /// Copies the heap dumps to `out/` and every library they map that is not part of the
     /// image (RocksDB's JNI library, unpacked to /tmp at run time) to `out/root/<its path>`.
     /// Call it while the TaskManager runs: the JVM deletes the JNI library when it exits.
     fn collect(&self, out: &Path) -> Result<()>;
+}
+
+/// The memory probe run in the TaskManager container: PID 1's status (the JVM), then the
+/// container cgroup's usage and OOM-kill counter, v2 or v1.
+pub const MEMORY_PROBE: &str = "cat /proc/1/status; echo @@cgroup; \
+if [ -r /sys/fs/cgroup/memory.current ]; then cat /sys/fs/cgroup/memory.current /sys/fs/cgroup/memory.events; \
+elif [ -r /sys/fs/cgroup/memory/memory.usage_in_bytes ]; then cat /sys/fs/cgroup/memory/memory.usage_in_bytes /sys/fs/cgroup/memory/memory.oom_control; fi";
+
+/// Parses [`MEMORY_PROBE`]'s output: (VmRSS kB, cgroup bytes, cgroup `oom_kill` count).
+pub fn parse_memory_probe(text: &str) -> (Option<u64>, Option<u64>, u64) {
+    let (status, cgroup) = text.split_once("@@cgroup").unwrap_or((text, ""));
+    let mut lines = cgroup.lines().map(str::trim).filter(|l| !l.is_empty());
+    let bytes = lines.next().and_then(|l| l.parse().ok());
+    let counters: Vec<&str> = lines.collect();
+    (
+        vm_rss_kb(status),
+        bytes,
+        oom_kill_count(&counters.join("\n")),
+    )
+}
+
+/// Attempts of the memory probe in a container that runs: an exec can fail for reasons of
+/// its own (an API server hiccup, a busy kubelet, a container at its memory limit where
+/// the exec'd shell cannot start).
+pub const PROBE_ATTEMPTS: u32 = 3;
+
+/// Runs `probe` while `running` says the container runs: None once it does not (a dead
+/// container has no memory to read), the probe's output once it succeeds, its last error
+/// after `attempts` failures. A failed exec is not taken for a death.
+pub fn probe_while_running(
+    running: impl FnMut() -> Result<bool>,
+    probe: impl FnMut() -> Result<String>,
+) -> Result<Option<String>> {
+    probe_while_running_with(PROBE_ATTEMPTS, Duration::from_secs(1), running, probe)
+}
+
+fn probe_while_running_with(
+    attempts: u32,
+    pause: Duration,
+    mut running: impl FnMut() -> Result<bool>,
+    mut probe: impl FnMut() -> Result<String>,
+) -> Result<Option<String>> {
+    let mut attempt = 1;
+    loop {
+        if !running()? {
+            return Ok(None);
+        }
+        match probe() {
+            Ok(text) => return Ok(Some(text)),
+            Err(e) if attempt >= attempts => {
+                return Err(e.context(format!("the memory probe failed {attempts} times")))
+            }
+            Err(e) => {
+                progress::note(format!(
+                    "memory probe: {e:#}; trying again (attempt {} of {attempts})",
+                    attempt + 1
+                ));
+                attempt += 1;
+                std::thread::sleep(pause);
+            }
+        }
+    }
 }
 
 /// The `oom_kill N` counter of a v1 `memory.oom_control` or a v2 `memory.events`.
@@ -89,6 +162,64 @@ pub fn vm_rss_kb(status: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anyhow::bail;
+
+    #[test]
+    fn memory_probe_v2_and_v1() {
+        let v2 = "Name:\tjava\nVmPeak:\t 4000000 kB\nVmRSS:\t  812344 kB\nThreads:\t80\n@@cgroup\n\
+                  1073741824\nlow 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(parse_memory_probe(v2), (Some(812344), Some(1 << 30), 1));
+        let v1 = "VmRSS:\t 1000 kB\n@@cgroup\n2048\noom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
+        assert_eq!(parse_memory_probe(v1), (Some(1000), Some(2048), 2));
+        assert_eq!(
+            parse_memory_probe("VmRSS: 5 kB\n@@cgroup\n"),
+            (Some(5), None, 0)
+        );
+        assert_eq!(parse_memory_probe(""), (None, None, 0));
+    }
+
+    #[test]
+    fn a_failed_exec_is_retried_not_taken_for_a_death() {
+        let none = Duration::ZERO;
+        let mut probes = 0;
+        let got = probe_while_running_with(
+            3,
+            none,
+            || Ok(true),
+            || {
+                probes += 1;
+                if probes < 3 {
+                    bail!("error dialing backend: EOF")
+                }
+                Ok("VmRSS: 5 kB".to_string())
+            },
+        );
+        assert_eq!(got.unwrap().as_deref(), Some("VmRSS: 5 kB"));
+        assert_eq!(probes, 3);
+        let mut probed = false;
+        let dead = probe_while_running_with(
+            3,
+            none,
+            || Ok(false),
+            || {
+                probed = true;
+                Ok(String::new())
+            },
+        );
+        assert_eq!(dead.unwrap(), None);
+        assert!(!probed, "a container that is not running is not probed");
+        let e = probe_while_running_with(2, none, || Ok(true), || bail!("timeout")).unwrap_err();
+        assert!(format!("{e:#}").contains("failed 2 times"), "{e:#}");
+        // Died between the attempts: no memory, not an error.
+        let mut alive = true;
+        let died = probe_while_running_with(
+            3,
+            none,
+            || Ok(std::mem::replace(&mut alive, false)),
+            || bail!("container not found"),
+        );
+        assert_eq!(died.unwrap(), None);
+    }
 
     #[test]
     fn oom_kills_and_rss_are_read() {

@@ -47,27 +47,56 @@ pub struct Collected {
     pub missing: Vec<String>,
 }
 
-/// Copies the dumps in `dumps_dir` of `pod` to `out/` and the libraries they map under /tmp
-/// to `out/root/<path>`. No dumps is not an error here (the caller decides); a library
-/// that is gone is listed in [`Collected::missing`].
-pub fn collect(
-    kubectl: &Kubectl,
-    pod: &str,
-    container: Option<&str>,
-    dumps_dir: &str,
-    out: &Path,
-) -> Result<Collected> {
-    let where_ = format!("pod {}/{pod}", kubectl.namespace);
-    let ls = kubectl
-        .exec_in(pod, container, &["ls", "-1", "--", dumps_dir])
-        .with_context(|| {
-            format!(
-                "listing the heap dumps in {dumps_dir} of {where_} (is the cluster reachable, \
-                 `kubectl cluster-info`, and the pod running, `kubectl get pods -n {}`?)",
-                kubectl.namespace
-            )
-        })?;
-    let names = heap_files(&ls);
+/// A container whose files can be listed and copied out: a pod's container (through
+/// kubectl, [`PodContainer`]) or a Docker container (`docker::Container`).
+pub trait ContainerFiles {
+    /// How messages name it: `pod flink/taskmanager-…`, `container flink-jemalloc-…`.
+    fn describe(&self) -> String;
+    /// The names in directory `dir` of the container (one level, no `.` entries).
+    fn list(&self, dir: &str) -> Result<Vec<String>>;
+    /// Copies the file `src` of the container to `dest` (its parent exists).
+    fn copy_file(&self, src: &str, dest: &Path) -> Result<()>;
+}
+
+/// A container of a pod, through kubectl.
+pub struct PodContainer<'a> {
+    pub kubectl: &'a Kubectl,
+    pub pod: &'a str,
+    /// None: kubectl's choice, the pod's first container.
+    pub container: Option<&'a str>,
+}
+
+impl ContainerFiles for PodContainer<'_> {
+    fn describe(&self) -> String {
+        format!("pod {}/{}", self.kubectl.namespace, self.pod)
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>> {
+        let ls = self
+            .kubectl
+            .exec_in(self.pod, self.container, &["ls", "-1", "--", dir])
+            .with_context(|| {
+                format!(
+                    "listing the heap dumps in {dir} of {} (is the cluster reachable, `kubectl cluster-info`, and \
+                     the pod running, `kubectl get pods -n {}`?)",
+                    self.describe(),
+                    self.kubectl.namespace
+                )
+            })?;
+        Ok(ls.lines().map(|l| l.trim().to_string()).collect())
+    }
+
+    fn copy_file(&self, src: &str, dest: &Path) -> Result<()> {
+        self.kubectl.cp_from(self.pod, self.container, src, dest)
+    }
+}
+
+/// Copies the dumps in `dumps_dir` of the container to `out/` and the libraries they map
+/// under /tmp to `out/root/<path>`. No dumps is not an error here (the caller decides); a
+/// library that is gone is listed in [`Collected::missing`].
+pub fn collect(c: &dyn ContainerFiles, dumps_dir: &str, out: &Path) -> Result<Collected> {
+    let where_ = c.describe();
+    let names = heap_files(&c.list(dumps_dir)?.join("\n"));
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut got = Collected::default();
     let mut mapped: Vec<String> = Vec::new();
@@ -78,8 +107,7 @@ pub fn collect(
     for name in &names {
         let dest = out.join(name);
         let src = format!("{}/{name}", dumps_dir.trim_end_matches('/'));
-        kubectl
-            .cp_from(pod, container, &src, &dest)
+        c.copy_file(&src, &dest)
             .with_context(|| format!("copying {src} from {where_}"))?;
         let text = String::from_utf8_lossy(&std::fs::read(&dest)?).into_owned();
         for lib in mapped_libraries(&text) {
@@ -92,7 +120,10 @@ pub fn collect(
     step.done(out.display().to_string());
     for lib in libraries_to_copy(&mapped) {
         let dest = out.join("root").join(lib.trim_start_matches('/'));
-        match kubectl.cp_from(pod, container, &lib, &dest) {
+        let copied = std::fs::create_dir_all(dest.parent().expect("a file path"))
+            .map_err(anyhow::Error::from)
+            .and_then(|()| c.copy_file(&lib, &dest));
+        match copied {
             Ok(()) => got.libraries.push(dest),
             Err(e) => {
                 progress::note(format!("{lib} is mapped by a dump but not copied: {e:#}"));
@@ -111,13 +142,12 @@ pub fn run(args: CollectArgs) -> Result<()> {
         Some(c) => Kubectl::with_context(&args.namespace, c),
         None => Kubectl::new(&args.namespace),
     };
-    let got = collect(
-        &kubectl,
-        &args.pod,
-        args.container.as_deref(),
-        &args.dumps,
-        &args.out,
-    )?;
+    let pod = PodContainer {
+        kubectl: &kubectl,
+        pod: &args.pod,
+        container: args.container.as_deref(),
+    };
+    let got = collect(&pod, &args.dumps, &args.out)?;
     if got.dumps.is_empty() {
         bail!(
             "no *.heap files in {} of pod {}/{}: is the TaskManager started with \

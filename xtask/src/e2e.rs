@@ -1,6 +1,7 @@
 //! `cargo xtask e2e`: the RocksDB restart scenario on a profiled image. The image's OCI
 //! layout is unpacked; the job (compiled against the image's flink-dist) runs on a
-//! JobManager and a TaskManager started by a driver (`runc` here, `kind` for a cluster);
+//! JobManager and a TaskManager started by a driver (`docker` on a Docker engine, `runc` as
+//! root without one, `kind` for a Kubernetes cluster);
 //! the job restarts (injected failure, cancel + resubmit, or TaskManager kill) and at each
 //! restart the TaskManager's memory is sampled: RSS, cgroup usage, and the native part
 //! (RSS minus the JVM's committed heap and non-heap, from Flink's metrics; the heap is
@@ -19,20 +20,36 @@ use std::time::{Duration, Instant};
 use crate::analyze::{self, Analysis};
 use crate::bundle::Bundle;
 use crate::cluster::{Allocator, Cluster, ClusterSpec, DUMP_DIR};
+use crate::docker::{self, LoadedImage};
+use crate::docker_cluster::{DockerCluster, DockerOptions};
 use crate::flink_job;
 use crate::heap_profile;
-use crate::kind_cluster::{KindCluster, KindOptions};
+use crate::kind_cluster::{KindCluster, KindOptions, KindSession};
 use crate::plot::{self, Series};
 use crate::progress::{self, Step};
 use crate::runc_cluster::RuncCluster;
+use crate::teardown;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Driver {
-    /// JobManager and TaskManager as runc containers on this machine (no Kubernetes).
+    /// JobManager and TaskManager as containers of a Docker engine (needs access to it).
+    Docker,
+    /// JobManager and TaskManager as runc containers on this machine (needs root, no engine).
     Runc,
     /// Standalone JobManager/TaskManager deployments on a kind cluster.
     Kind,
+}
+
+impl Driver {
+    /// The driver when none is asked for: docker when a Docker engine answers, else runc.
+    pub fn default_here() -> Driver {
+        if docker::engine_answers() {
+            Driver::Docker
+        } else {
+            Driver::Runc
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -69,8 +86,10 @@ pub struct E2eArgs {
     /// The profiled image as an OCI layout directory (what `cargo xtask image --output` wrote).
     #[arg(long)]
     pub image: PathBuf,
-    #[arg(long, value_enum, default_value = "runc")]
-    pub driver: Driver,
+    /// Where the JobManager and TaskManager run [default: docker when a Docker engine
+    /// answers, else runc].
+    #[arg(long, value_enum)]
+    pub driver: Option<Driver>,
     #[arg(long, value_enum, default_value = "both")]
     pub allocator: Allocators,
     #[arg(long, value_enum, default_value = "injected")]
@@ -105,6 +124,11 @@ pub struct E2eArgs {
     /// kind: the cluster's name (created from ci/kind.yaml unless it exists).
     #[arg(long, default_value = "flink-jemalloc")]
     pub kind_cluster: String,
+    /// docker: a user-defined network (created if missing) where the containers find the
+    /// JobManager by name, for engines with a bridge (Docker Desktop) [default: the host
+    /// network].
+    #[arg(long)]
+    pub docker_network: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -260,11 +284,55 @@ pub fn run(args: E2eArgs) -> Result<()> {
     Ok(())
 }
 
+/// What the driver needs, checked before any work: the error names what to do.
+fn require(driver: Driver) -> Result<()> {
+    match driver {
+        Driver::Docker => docker::require("--driver docker"),
+        Driver::Kind => crate::kind_cluster::require_tools(),
+        Driver::Runc => crate::runc_cluster::require(),
+    }
+}
+
+/// What a driver prepares once per run, for every allocator.
+enum Engine {
+    Runc,
+    /// The image loaded into the Docker engine.
+    Docker(LoadedImage),
+    /// The kind cluster with the image loaded, and the image's entrypoint.
+    Kind(KindSession, Vec<String>),
+}
+
+fn prepare(driver: Driver, args: &E2eArgs, work: &Path, out: &Path) -> Result<Engine> {
+    Ok(match driver {
+        Driver::Runc => Engine::Runc,
+        Driver::Docker => Engine::Docker(LoadedImage::from_layout(&args.image, work)?),
+        Driver::Kind => {
+            // kind loads docker-archives: the layout rewritten once, named as e2e names it.
+            let name = docker::image_name(&crate::oci::layout_ref(&args.image)?.ref_name);
+            let archive = work.join("image.docker.tar");
+            crate::oci::layout_to_docker_archive(&args.image, &archive, &name, 0)?;
+            let config = crate::oci::layout_config(&args.image)?;
+            let entrypoint = config["config"]["Entrypoint"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_else(|| vec!["/docker-entrypoint.sh".to_string()]);
+            let session = KindSession::start(&args.kind_cluster, &archive, &name, out, args.keep)?;
+            Engine::Kind(session, entrypoint)
+        }
+    })
+}
+
 /// Runs the scenario and writes the report; an `Ok` report may still have failed its verdict.
 pub fn e2e(args: &E2eArgs) -> Result<Report> {
     let started = Instant::now();
-    if args.driver == Driver::Kind {
-        crate::kind_cluster::require_tools()?;
+    let driver = args.driver.unwrap_or_else(Driver::default_here);
+    require(driver)?;
+    if args.driver.is_none() {
+        progress::note(format!("--driver {}", flag(&driver)));
     }
     let out = args
         .report
@@ -279,6 +347,10 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
         }
     }
     let work = tempfile::Builder::new().prefix(".e2e-").tempdir_in(&out)?;
+    let work_dir = work.path().to_path_buf();
+    let _work_teardown = teardown::on_interrupt(format!("{}", work_dir.display()), move || {
+        let _ = std::fs::remove_dir_all(&work_dir);
+    });
     let bundle = Bundle::unpack(&args.image, &work.path().join("bundle"))?;
     let jemalloc = bundle.env_var("JEMALLOC_PATH").map(str::to_string);
     let allocators = args.allocator.list();
@@ -289,18 +361,28 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
         );
     }
     let jar = flink_job::compile(&bundle.flink_dist()?, work.path())?;
+    let engine = prepare(driver, args, work.path(), &out)?;
 
     let mut runs = Vec::new();
     for allocator in allocators {
         let spec = cluster_spec(allocator, args, jemalloc.as_deref());
-        let run = run_allocator(args, allocator, &spec, &bundle, &jar, work.path(), &out)?;
-        runs.push(run);
+        let ctx = RunContext {
+            args,
+            driver,
+            engine: &engine,
+            bundle: &bundle,
+            jar: &jar,
+            work: work.path(),
+            out: &out,
+        };
+        runs.push(run_allocator(&ctx, allocator, &spec)?);
     }
+    drop(engine);
 
     let verdict = verdict(&runs, args.restarts);
     let report = Report {
         image: bundle.image.clone(),
-        driver: args.driver,
+        driver,
         mode: args.mode,
         restarts_asked: args.restarts,
         memory_limit_mb: args.memory_limit_mb,
@@ -324,67 +406,65 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
     Ok(report)
 }
 
+/// What every allocator's run shares.
+struct RunContext<'a> {
+    args: &'a E2eArgs,
+    driver: Driver,
+    engine: &'a Engine,
+    bundle: &'a Bundle,
+    jar: &'a Path,
+    work: &'a Path,
+    out: &'a Path,
+}
+
 fn start_cluster(
-    args: &E2eArgs,
+    ctx: &RunContext,
+    allocator: Allocator,
     spec: &ClusterSpec,
-    bundle: &Bundle,
     work: &Path,
     logs: &Path,
 ) -> Result<Box<dyn Cluster>> {
-    match args.driver {
-        Driver::Runc => Ok(Box::new(RuncCluster::start(&bundle.dir, spec, work, logs)?)),
-        Driver::Kind => {
-            let allocator = if spec.taskmanager_env.is_empty() {
-                Allocator::Glibc
-            } else {
-                Allocator::Jemalloc
-            };
-            // kind loads docker-archives: the layout rewritten once, tagged by its ref name.
-            let archive = work.parent().unwrap_or(work).join("image.tar");
-            if !archive.exists() {
-                let tag = bundle.image.rsplit(':').next().unwrap_or("latest");
-                crate::oci::layout_to_docker_archive(
-                    &args.image,
-                    &archive,
-                    &format!("localhost/flink-jemalloc:{tag}"),
-                    0,
-                )?;
-            }
-            let opts = KindOptions {
-                cluster: args.kind_cluster.clone(),
-                namespace: format!("flink-jemalloc-e2e-{}", allocator.name()),
-                archive,
-                image: None,
-                allocator,
-                keep: args.keep,
+    Ok(match ctx.engine {
+        Engine::Runc => Box::new(RuncCluster::start(&ctx.bundle.dir, spec, work, logs)?),
+        Engine::Docker(image) => Box::new(DockerCluster::start(
+            &DockerOptions {
+                image: image.name.clone(),
+                network: ctx.args.docker_network.clone(),
+                dumps: work.join("dumps"),
                 logs: logs.to_path_buf(),
-            };
-            Ok(Box::new(KindCluster::start(&opts, spec)?))
-        }
-    }
+            },
+            spec,
+        )?),
+        Engine::Kind(session, entrypoint) => Box::new(KindCluster::start(
+            &KindOptions {
+                kubeconfig: session.kubeconfig.clone(),
+                image: session.image.clone(),
+                entrypoint: entrypoint.clone(),
+                namespace: format!("flink-jemalloc-e2e-{}", allocator.name()),
+                allocator,
+                keep: ctx.args.keep,
+                logs: logs.to_path_buf(),
+            },
+            spec,
+        )?),
+    })
 }
 
-fn run_allocator(
-    args: &E2eArgs,
-    allocator: Allocator,
-    spec: &ClusterSpec,
-    bundle: &Bundle,
-    jar: &Path,
-    work: &Path,
-    out: &Path,
-) -> Result<Run> {
+fn run_allocator(ctx: &RunContext, allocator: Allocator, spec: &ClusterSpec) -> Result<Run> {
+    let (args, bundle, out) = (ctx.args, ctx.bundle, ctx.out);
     let started = Instant::now();
     let name = allocator.name();
-    let run_work = work.join(name);
+    let run_work = ctx.work.join(name);
     let dumps_out = out.join("dumps").join(name);
     let step = Step::start(format!(
         "{name}: starting JobManager and TaskManager (--driver {}, TaskManager limit {} MB)",
-        flag(&args.driver),
+        flag(&ctx.driver),
         args.memory_limit_mb
     ));
-    let mut cluster = start_cluster(args, spec, bundle, &run_work, &out.join("logs").join(name))?;
+    let logs = out.join("logs").join(name);
+    let mut cluster = start_cluster(ctx, allocator, spec, &run_work, &logs)?;
     step.done("");
-    let rest_jar = cluster.rest().upload(jar)?;
+    let rest_jar = cluster.rest().upload(ctx.jar)?;
     let fail_every = match args.mode {
         Mode::Injected => args.fail_every_ms,
         _ => 0,
@@ -438,8 +518,15 @@ fn run_allocator(
                             "{name}: the TaskManager died (OOM kills so far: {}); starting a new one",
                             cluster.taskmanager_memory()?.oom_kills
                         ));
-                        cluster.collect(&dumps_out.join(format!("tm-{incarnation}")))?;
-                        cluster.kill_taskmanager()?;
+                        let dir = dumps_out.join(format!("tm-{incarnation}"));
+                        if allocator == Allocator::Jemalloc {
+                            if let Err(e) = cluster.collect(&dir) {
+                                progress::note(format!(
+                                    "{name}: the dead TaskManager's dumps were not copied: {e:#}"
+                                ));
+                            }
+                        }
+                        cluster.replace_taskmanager()?;
                         incarnation += 1;
                     }
                     continue;
@@ -457,7 +544,9 @@ fn run_allocator(
             }
             Mode::TmKill => {
                 std::thread::sleep(Duration::from_millis(args.fail_every_ms));
-                cluster.collect(&dumps_out.join(format!("tm-{incarnation}")))?;
+                if allocator == Allocator::Jemalloc {
+                    cluster.collect(&dumps_out.join(format!("tm-{incarnation}")))?;
+                }
                 let before = cluster.rest().restarts(&job)?;
                 cluster.kill_taskmanager()?;
                 incarnation += 1;
@@ -543,8 +632,12 @@ fn sample(cluster: &dyn Cluster, restart: u64, since: Instant) -> Result<Sample>
         .context("the TaskManager is not running (OOM-killed?)")?;
     // A new TaskManager's metrics appear a few seconds after it registered.
     let asked = Instant::now();
+    let tm = match cluster.taskmanager_id() {
+        Some(id) => Some(id.to_string()),
+        None => cluster.rest().taskmanager_ids()?.first().cloned(),
+    };
     let metrics = loop {
-        let m = match cluster.rest().taskmanager_ids()?.first() {
+        let m = match &tm {
             Some(tm) => cluster
                 .rest()
                 .taskmanager_metrics(tm, &[HEAP_COMMITTED, NONHEAP_COMMITTED, DIRECT_USED])?,
@@ -764,7 +857,7 @@ mod tests {
     fn only_the_jemalloc_taskmanager_is_preloaded() {
         let args = E2eArgs {
             image: "x".into(),
-            driver: Driver::Runc,
+            driver: Some(Driver::Runc),
             allocator: Allocators::Both,
             mode: Mode::Injected,
             restarts: 1,
@@ -777,6 +870,7 @@ mod tests {
             timeout_secs: 1,
             keep: false,
             kind_cluster: "k".into(),
+            docker_network: None,
         };
         let lib = Some("/opt/jemalloc/lib/libjemalloc.so.2");
         let j = cluster_spec(Allocator::Jemalloc, &args, lib);

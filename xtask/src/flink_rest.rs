@@ -3,14 +3,25 @@
 //! exceptions, cancel.
 
 use anyhow::{bail, Context, Result};
-use reqwest::blocking::{multipart, Client};
+use reqwest::blocking::{multipart, Client, RequestBuilder, Response};
 use serde_json::{json, Value};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::progress;
+
+/// Re-establishes the way to the REST API after a connection error (the kind driver's
+/// `kubectl port-forward`, which exits when a forwarded connection is reset).
+pub type Reconnect = Arc<dyn Fn() -> Result<()> + Send + Sync>;
+
+/// Attempts of a request whose connection failed, when there is a [`Reconnect`].
+const CONNECT_ATTEMPTS: u32 = 4;
 
 pub struct FlinkRest {
     base: String,
     http: Client,
+    reconnect: Option<Reconnect>,
 }
 
 impl FlinkRest {
@@ -23,16 +34,50 @@ impl FlinkRest {
         FlinkRest {
             base: base.trim_end_matches('/').to_string(),
             http,
+            reconnect: None,
+        }
+    }
+
+    /// A client that calls `reconnect` and tries again when a connection fails.
+    pub fn with_reconnect(mut self, reconnect: Reconnect) -> FlinkRest {
+        self.reconnect = Some(reconnect);
+        self
+    }
+
+    /// Sends the request `make` builds. With a [`Reconnect`], a connection that could not be
+    /// made (any request) or broke (an `idempotent` one) is re-established and the request
+    /// sent again, up to [`CONNECT_ATTEMPTS`] times.
+    fn send(
+        &self,
+        what: &str,
+        idempotent: bool,
+        make: impl Fn() -> Result<RequestBuilder>,
+    ) -> Result<Response> {
+        let mut attempt = 1;
+        loop {
+            match make()?.send() {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    let retry = e.is_connect() || (idempotent && (e.is_request() || e.is_body()));
+                    match &self.reconnect {
+                        Some(reconnect) if retry && attempt < CONNECT_ATTEMPTS => {
+                            progress::note(format!(
+                                "{what}: {e}; re-establishing the connection (attempt {} of {CONNECT_ATTEMPTS})",
+                                attempt + 1
+                            ));
+                            reconnect().with_context(|| format!("{what}: reconnecting"))?;
+                            attempt += 1;
+                        }
+                        _ => return Err(e).context(what.to_string()),
+                    }
+                }
+            }
         }
     }
 
     fn get(&self, path: &str) -> Result<Value> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .with_context(|| format!("GET {url}"))?;
+        let resp = self.send(&format!("GET {url}"), true, || Ok(self.http.get(&url)))?;
         let status = resp.status();
         let body = resp.bytes()?;
         if !status.is_success() {
@@ -102,16 +147,13 @@ impl FlinkRest {
     /// `POST /jars/upload`; returns the jar id (the uploaded file's name).
     pub fn upload(&self, jar: &Path) -> Result<String> {
         let url = format!("{}/jars/upload", self.base);
-        let part = multipart::Part::file(jar)
-            .with_context(|| format!("reading {}", jar.display()))?
-            .mime_str("application/x-java-archive")?;
-        let form = multipart::Form::new().part("jarfile", part);
-        let resp = self
-            .http
-            .post(&url)
-            .multipart(form)
-            .send()
-            .with_context(|| format!("POST {url}"))?;
+        let resp = self.send(&format!("POST {url}"), true, || {
+            let part = multipart::Part::file(jar)
+                .with_context(|| format!("reading {}", jar.display()))?
+                .mime_str("application/x-java-archive")?;
+            let form = multipart::Form::new().part("jarfile", part);
+            Ok(self.http.post(&url).multipart(form))
+        })?;
         let status = resp.status();
         let body: Value = serde_json::from_slice(&resp.bytes()?)
             .with_context(|| format!("POST {url}: not JSON"))?;
@@ -135,13 +177,13 @@ impl FlinkRest {
         let url = format!("{}/jars/{jar_id}/run", self.base);
         let req =
             json!({"entryClass": entry_class, "programArgsList": args, "parallelism": parallelism});
-        let resp = self
-            .http
-            .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(req.to_string())
-            .send()
-            .with_context(|| format!("POST {url}"))?;
+        let resp = self.send(&format!("POST {url}"), false, || {
+            Ok(self
+                .http
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(req.to_string()))
+        })?;
         let status = resp.status();
         let body: Value = serde_json::from_slice(&resp.bytes()?).unwrap_or(Value::Null);
         if !status.is_success() {
@@ -193,11 +235,7 @@ impl FlinkRest {
     /// `PATCH /jobs/<id>?mode=cancel`.
     pub fn cancel(&self, job: &str) -> Result<()> {
         let url = format!("{}/jobs/{job}?mode=cancel", self.base);
-        let resp = self
-            .http
-            .patch(&url)
-            .send()
-            .with_context(|| format!("PATCH {url}"))?;
+        let resp = self.send(&format!("PATCH {url}"), true, || Ok(self.http.patch(&url)))?;
         if !resp.status().is_success() {
             bail!("PATCH {url} answered {}", resp.status());
         }
@@ -236,6 +274,59 @@ pub fn metric_values(answer: &Value) -> std::collections::BTreeMap<String, f64> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Like a port-forward that died: nothing listens until the reconnect hook starts a
+    /// server, and the request then goes through.
+    #[test]
+    fn a_lost_connection_is_reestablished_and_the_request_sent_again() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let reconnects = Arc::new(AtomicU32::new(0));
+        let r = reconnects.clone();
+        let hook: Reconnect = Arc::new(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+            let l = std::net::TcpListener::bind(("127.0.0.1", port))?;
+            std::thread::spawn(move || {
+                let (conn, _) = l.accept().unwrap();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 2 {
+                    line.clear();
+                }
+                let body = r#"{"taskmanagers":1}"#;
+                write!(
+                    &conn,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            });
+            Ok(())
+        });
+        let base = format!("http://127.0.0.1:{port}");
+        assert!(
+            FlinkRest::new(&base).overview().is_err(),
+            "refused without the hook"
+        );
+        let rest = FlinkRest::new(&base).with_reconnect(hook);
+        assert_eq!(rest.overview().unwrap()["taskmanagers"], 1);
+        assert_eq!(reconnects.load(Ordering::SeqCst), 1);
+
+        let failing: Reconnect = Arc::new(|| Ok(()));
+        let e = FlinkRest::new(&base)
+            .with_reconnect(failing)
+            .overview()
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains(&format!("GET {base}/overview")),
+            "{e:#}"
+        );
+    }
 
     #[test]
     fn metric_values_are_parsed_from_strings() {

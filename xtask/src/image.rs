@@ -77,9 +77,12 @@ pub struct ImageArgs {
     /// Push the image to this reference (e.g. registry.example/flink:1.10.1-jemalloc).
     #[arg(long)]
     pub push: Option<String>,
-    /// Hand a docker-archive to `docker load` or `kind load image-archive`.
-    #[arg(long)]
-    pub load: bool,
+    /// Load the image, as `localhost/flink-jemalloc:<tag>` (the name `e2e` gives it): into
+    /// the Docker engine (`--load` or `--load docker`), or into the node of a kind cluster
+    /// (`--load kind=<cluster>`, with `kind load image-archive`).
+    #[arg(long, value_name = "TARGET", num_args = 0..=1, default_missing_value = "docker",
+          value_parser = LoadTarget::parse)]
+    pub load: Option<LoadTarget>,
     /// OpenPGP keyring the Debian suite's Release file must be signed by (e.g.
     /// /usr/share/keyrings/debian-archive-keyring.gpg); without it the index is unchecked.
     #[arg(long)]
@@ -123,6 +126,10 @@ pub fn run(args: ImageArgs) -> Result<()> {
             print!("{}", list_table(&dir)?);
         }
         return Ok(());
+    }
+    if let Some(target) = &args.load {
+        // Before any work: what the load needs.
+        target.require()?;
     }
     let built = image(&args)?;
     if args.lock_only {
@@ -706,7 +713,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
             &config_blob,
             &layer_digests,
             &src,
-            &format!("flink:{tag}"),
+            &crate::docker::image_name(&tag),
             args.source_date_epoch,
         )?;
     } else if is_tar {
@@ -762,8 +769,9 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
             }
         ));
     }
-    if args.load {
+    if let Some(target) = &args.load {
         load(
+            target,
             &output,
             &config_blob,
             &layer_descs,
@@ -857,8 +865,41 @@ fn tools_tree(
     Ok(dir)
 }
 
-/// `--load`: a docker-archive handed to `docker load`, else `kind load image-archive`.
+/// Where `--load` puts the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadTarget {
+    /// The Docker engine (`docker load`).
+    Docker,
+    /// The node of the kind cluster of this name (`kind load image-archive --name`).
+    Kind(String),
+}
+
+impl LoadTarget {
+    /// A Docker engine that answers; `kind`, `kubectl` and `docker` for a kind cluster.
+    pub fn require(&self) -> Result<()> {
+        match self {
+            LoadTarget::Docker => crate::docker::require("--load"),
+            LoadTarget::Kind(_) => crate::kind_cluster::require_tools(),
+        }
+    }
+
+    /// `docker`, or `kind=<cluster>`.
+    pub fn parse(s: &str) -> Result<LoadTarget, String> {
+        match s.split_once('=') {
+            None if s == "docker" => Ok(LoadTarget::Docker),
+            Some(("kind", name)) if !name.is_empty() => Ok(LoadTarget::Kind(name.to_string())),
+            _ => Err(format!(
+                "`{s}`: --load takes `docker` (the default) or `kind=<cluster>` \
+                 (e.g. --load kind=flink-jemalloc)"
+            )),
+        }
+    }
+}
+
+/// `--load`: the image as a docker-archive named [`crate::docker::image_name`] of its tag,
+/// handed to `docker load` or `kind load image-archive`; the archive is removed afterwards.
 fn load(
+    target: &LoadTarget,
     output: &Path,
     config: &Blob,
     layers: &[Value],
@@ -866,49 +907,51 @@ fn load(
     tag: &str,
     epoch: u64,
 ) -> Result<()> {
-    let sh = Shell::new()?;
-    let has = |tool: &str| {
-        cmd!(sh, "sh -c {tool}")
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .run()
-            .is_ok()
-    };
-    let archive = output.with_extension("docker.tar");
+    target.require()?;
+    let name = crate::docker::image_name(tag);
+    let dir = output.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = tempfile::Builder::new().prefix(".load-").tempdir_in(dir)?;
+    let archive = tmp.path().join("image.docker.tar");
     let digests: Vec<String> = layers
         .iter()
         .filter_map(|d| d["digest"].as_str().map(str::to_string))
         .collect();
-    oci::write_docker_archive(
-        &archive,
-        config,
-        &digests,
-        src,
-        &format!("flink:{tag}"),
-        epoch,
-    )?;
-    if has("docker info >/dev/null 2>&1") {
-        cmd!(sh, "docker load -i {archive}")
-            .run()
-            .context("docker load")?;
-    } else if has("command -v kind >/dev/null") {
-        cmd!(sh, "kind load image-archive {archive}")
-            .run()
-            .context("kind load image-archive")?;
-    } else {
-        bail!(
-            "--load: neither a running Docker engine nor `kind` was found; the docker-archive is at {} \
-             (load it elsewhere with `docker load -i` or `kind load image-archive`)",
-            archive.display()
-        );
+    oci::write_docker_archive(&archive, config, &digests, src, &name, epoch)?;
+    let step = Step::start(format!("loading {name}"));
+    match target {
+        LoadTarget::Docker => crate::docker::load(&archive)?,
+        LoadTarget::Kind(cluster) => {
+            let sh = Shell::new()?;
+            cmd!(sh, "kind load image-archive {archive} --name {cluster}")
+                .quiet()
+                .run()
+                .with_context(|| format!("kind load image-archive into kind cluster {cluster}"))?;
+        }
     }
+    step.done(match target {
+        LoadTarget::Docker => "into the Docker engine".to_string(),
+        LoadTarget::Kind(c) => format!("into kind cluster {c}"),
+    });
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_targets() {
+        assert_eq!(LoadTarget::parse("docker"), Ok(LoadTarget::Docker));
+        assert_eq!(
+            LoadTarget::parse("kind=flink-jemalloc"),
+            Ok(LoadTarget::Kind("flink-jemalloc".into()))
+        );
+        for bad in ["kind", "kind=", "podman", "docker=x"] {
+            let e = LoadTarget::parse(bad).unwrap_err();
+            assert!(e.contains("kind=<cluster>"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn upstream_versions() {

@@ -1,9 +1,12 @@
-//! The e2e scenario on a kind cluster (`--driver kind`): creates the cluster from
-//! `ci/kind.yaml` or reuses one of that name, loads the image's docker-archive into it,
-//! applies the manifests of `kube.rs` in a fresh namespace, waits for the rollout,
-//! port-forwards the JobManager's REST API to this machine, and reads the TaskManager's
-//! memory with `kubectl exec`. Everything it made (the namespace; the cluster too when it
-//! created it) is deleted when it is dropped, unless `keep`.
+//! The e2e scenario on a kind cluster (`--driver kind`). One [`KindSession`] per run creates
+//! the cluster from `ci/kind.yaml` or reuses one of that name, writes its kubeconfig (which
+//! every kubectl call names) and loads the image's docker-archive into it once; per
+//! allocator a [`KindCluster`] applies the manifests of `kube.rs` in a fresh namespace,
+//! waits for the rollout, port-forwards the JobManager's REST API to this machine (again
+//! whenever it drops), and reads the TaskManager's memory with `kubectl exec`. What a real
+//! cluster does that a naive driver does not expect, and how it is met, is in the README's
+//! kind section. Everything made (the namespace; the cluster when this run created it) is
+//! deleted at the end, unless `keep`.
 //!
 //! Needs `kind`, `kubectl` and a running Docker engine ([`require_tools`]).
 
@@ -11,21 +14,23 @@ use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xshell::{cmd, Shell};
 
 use crate::cluster::{
-    oom_kill_count, vm_rss_kb, Allocator, Cluster, ClusterSpec, ContainerMemory, DUMP_DIR,
+    parse_memory_probe, probe_while_running, Allocator, Cluster, ClusterSpec, ContainerMemory,
+    DUMP_DIR, MEMORY_PROBE,
 };
+use crate::collect::ContainerFiles;
 use crate::flink_rest::FlinkRest;
 use crate::kube::{self, KubeParams, JOBMANAGER, TASKMANAGER, TASKMANAGER_SELECTOR};
 use crate::kubectl::{error_text, on_path, Kubectl, KUBECTL_INSTALL};
 use crate::progress::{self, Step};
 use crate::project;
+use crate::teardown;
 
 /// The kind cluster's default name.
 pub const DEFAULT_CLUSTER: &str = "flink-jemalloc";
@@ -81,66 +86,7 @@ pub fn check_tools(path: &OsStr) -> Result<()> {
 /// `kind`, `kubectl` and `docker` on the PATH, and the Docker engine answering.
 pub fn require_tools() -> Result<()> {
     check_tools(&std::env::var_os("PATH").unwrap_or_default())?;
-    let sh = Shell::new()?;
-    let info = cmd!(sh, "docker info").quiet().ignore_status().output()?;
-    if !info.status.success() {
-        bail!(
-            "`docker` is installed but its engine does not answer (`docker info`: {}); \
-             start it (`systemctl start docker`, or `dockerd &`) or point DOCKER_HOST at one",
-            error_text(&String::from_utf8_lossy(&info.stderr))
-        );
-    }
-    Ok(())
-}
-
-/// The image name a docker-archive carries (`RepoTags[0]` of its `manifest.json`): the
-/// name `kind load image-archive` gives it on the nodes.
-pub fn docker_archive_tag(archive: &Path) -> Result<String> {
-    let file =
-        std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
-    let mut tar = tar::Archive::new(file);
-    for entry in tar.entries()? {
-        let mut entry = entry?;
-        if entry.path()?.as_os_str() == "manifest.json" {
-            let mut text = String::new();
-            entry.read_to_string(&mut text)?;
-            let m: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{}: manifest.json", archive.display()))?;
-            return m[0]["RepoTags"][0]
-                .as_str()
-                .map(str::to_string)
-                .with_context(|| {
-                    format!(
-                        "{}: manifest.json names no RepoTags; pass the image name",
-                        archive.display()
-                    )
-                });
-        }
-    }
-    bail!(
-        "{} is not a docker-archive (no manifest.json); write one with \
-         `cargo xtask image --format docker-archive --output X.tar`",
-        archive.display()
-    )
-}
-
-/// The memory probe run in the TaskManager container: PID 1's status (the JVM), then the
-/// container cgroup's usage and OOM-kill counter, v2 or v1.
-pub const MEMORY_PROBE: &str = "cat /proc/1/status; echo @@cgroup; \
-if [ -r /sys/fs/cgroup/memory.current ]; then cat /sys/fs/cgroup/memory.current /sys/fs/cgroup/memory.events; \
-elif [ -r /sys/fs/cgroup/memory/memory.usage_in_bytes ]; then cat /sys/fs/cgroup/memory/memory.usage_in_bytes /sys/fs/cgroup/memory/memory.oom_control; fi";
-
-/// Parses [`MEMORY_PROBE`]'s output: (VmRSS kB, cgroup bytes, cgroup `oom_kill` count).
-pub fn parse_memory_probe(text: &str) -> (Option<u64>, Option<u64>, u64) {
-    let (status, cgroup) = text.split_once("@@cgroup").unwrap_or((text, ""));
-    let mut lines = cgroup.lines().map(str::trim).filter(|l| !l.is_empty());
-    let bytes = lines.next().and_then(|l| l.parse().ok());
-    let counters: Vec<&str> = lines.collect();
-    (
-        vm_rss_kb(status),
-        bytes,
-        oom_kill_count(&counters.join("\n")),
-    )
+    crate::docker::require("--driver kind")
 }
 
 /// Ids of the container's ended runs that the OOM killer ended, as far as the pod's status
@@ -228,55 +174,82 @@ pub fn pod_problems(pods: &[Pod]) -> Vec<String> {
     out
 }
 
-/// How to run the cluster.
-#[derive(Debug, Clone)]
-pub struct KindOptions {
-    /// The kind cluster (created from [`KIND_CONFIG`] when there is none of that name).
+/// Where a container of a pod runs: (node, container id), from the pod's spec and status
+/// (`containerd://<id>` → `<id>`). A kind node is a Docker container of the node's name.
+pub fn container_on_node(pod: &Pod, container: &str) -> Option<(String, String)> {
+    let node = pod.spec.as_ref()?.node_name.clone()?;
+    let id = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == container)?
+        .container_id
+        .clone()?;
+    let id = id
+        .split_once("://")
+        .map_or(id.as_str(), |(_, i)| i)
+        .to_string();
+    Some((node, id))
+}
+
+/// Whether the pod's `container` is running now, as its status says.
+pub fn container_running(pod: &Pod, container: &str) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == container))
+        .and_then(|c| c.state.as_ref())
+        .is_some_and(|s| s.running.is_some())
+}
+
+/// The kind cluster of one `e2e` run, shared by its allocators: created from
+/// [`KIND_CONFIG`] unless a cluster of that name exists, its kubeconfig written into the
+/// report directory (every kubectl call names it), the image loaded into its node once.
+/// Dropping it deletes the cluster only if this run created it (and not `keep`).
+pub struct KindSession {
     pub cluster: String,
-    /// The namespace of this run: deleted first if it exists, created by the manifests.
-    pub namespace: String,
-    /// The image as a docker-archive (`cargo xtask image --format docker-archive`).
-    pub archive: PathBuf,
-    /// The image's name on the nodes; None: the archive's `RepoTags[0]`.
-    pub image: Option<String>,
-    pub allocator: Allocator,
-    /// Leave the namespace (and a cluster this run created) in place.
-    pub keep: bool,
-    /// Where the Flink and port-forward logs are written.
-    pub logs: PathBuf,
+    pub kubeconfig: PathBuf,
+    /// The image's name on the node.
+    pub image: String,
+    created: bool,
+    keep: bool,
+    _teardown: Option<teardown::Guard>,
 }
 
-pub struct KindCluster {
-    opts: KindOptions,
-    kubectl: Kubectl,
-    rest: FlinkRest,
-    rest_port: u16,
-    created_cluster: bool,
-    port_forward: Mutex<Option<Child>>,
-    /// Runs of the TaskManager container seen OOM-killed (see [`oom_killed_runs`]).
-    oom_runs: Mutex<BTreeSet<String>>,
-}
-
-impl KindCluster {
-    /// Creates or reuses the kind cluster, loads the image, applies the manifests, waits
-    /// for the rollout, port-forwards the REST API to `spec.rest_port`, and returns once
-    /// the TaskManager registered. On an error, what was made is cleaned up (unless `keep`).
-    pub fn start(opts: &KindOptions, spec: &ClusterSpec) -> Result<KindCluster> {
+impl KindSession {
+    pub fn start(
+        cluster: &str,
+        archive: &Path,
+        image: &str,
+        dir: &Path,
+        keep: bool,
+    ) -> Result<KindSession> {
         require_tools()?;
-        std::fs::create_dir_all(&opts.logs)?;
         let sh = Shell::new()?;
-        let name = &opts.cluster;
+        let name = cluster;
+        let kubeconfig = std::path::absolute(dir.join("kubeconfig"))?;
         let clusters = cmd!(sh, "kind get clusters")
             .quiet()
             .read()
             .context("kind get clusters")?;
-        let created_cluster = !clusters.lines().any(|l| l.trim() == name);
-        if created_cluster {
+        let created = !clusters.lines().any(|l| l.trim() == name);
+        let teardown = (created && !keep).then(|| {
+            let name = name.to_string();
+            teardown::on_interrupt(format!("kind cluster {name}"), move || {
+                if let Ok(sh) = Shell::new() {
+                    let _ = cmd!(sh, "kind delete cluster --name {name}").quiet().run();
+                }
+            })
+        });
+        if created {
             let config = project::root().join(KIND_CONFIG);
             let step = Step::start(format!("creating kind cluster {name} from {KIND_CONFIG}"));
+            // --kubeconfig: the user's own kubeconfig is left alone.
             cmd!(
                 sh,
-                "kind create cluster --name {name} --config {config} --wait 180s"
+                "kind create cluster --name {name} --config {config} --kubeconfig {kubeconfig} --wait 180s"
             )
             .run()
             .with_context(|| format!("kind create cluster --name {name}"))?;
@@ -284,33 +257,209 @@ impl KindCluster {
         } else {
             progress::note(format!("reusing kind cluster {name}"));
         }
-        let mut cluster = KindCluster {
-            opts: opts.clone(),
-            kubectl: Kubectl::with_context(&opts.namespace, &format!("kind-{name}")),
-            rest: FlinkRest::new(&format!("http://127.0.0.1:{}", spec.rest_port)),
-            rest_port: spec.rest_port,
-            created_cluster,
-            port_forward: Mutex::new(None),
-            oom_runs: Mutex::new(BTreeSet::new()),
+        let session = KindSession {
+            cluster: name.to_string(),
+            kubeconfig: kubeconfig.clone(),
+            image: image.to_string(),
+            created,
+            keep,
+            _teardown: teardown,
         };
-        cluster.deploy(spec)?;
-        Ok(cluster)
-    }
-
-    fn deploy(&mut self, spec: &ClusterSpec) -> Result<()> {
-        let sh = Shell::new()?;
-        let (name, archive) = (&self.opts.cluster, &self.opts.archive);
-        let image = match &self.opts.image {
-            Some(i) => i.clone(),
-            None => docker_archive_tag(archive)?,
-        };
+        let text = cmd!(sh, "kind get kubeconfig --name {name}")
+            .quiet()
+            .read()
+            .with_context(|| format!("kind get kubeconfig --name {name}"))?;
+        std::fs::write(&kubeconfig, text + "\n")
+            .with_context(|| format!("writing {}", kubeconfig.display()))?;
         let step = Step::start(format!("loading {image} into kind cluster {name}"));
         cmd!(sh, "kind load image-archive {archive} --name {name}")
             .quiet()
             .run()
             .with_context(|| format!("kind load image-archive {}", archive.display()))?;
         step.done("");
+        Ok(session)
+    }
+}
 
+impl Drop for KindSession {
+    fn drop(&mut self) {
+        let name = &self.cluster;
+        if self.created && !self.keep {
+            if let Ok(sh) = Shell::new() {
+                let _ = cmd!(sh, "kind delete cluster --name {name}").quiet().run();
+            }
+        } else if self.created {
+            progress::note(format!(
+                "kept: kind cluster {name} (`kind delete cluster --name {name}` removes it)"
+            ));
+        }
+    }
+}
+
+/// How to run one cluster (one allocator) on a [`KindSession`]'s cluster.
+#[derive(Debug, Clone)]
+pub struct KindOptions {
+    /// The kubeconfig of the kind cluster ([`KindSession::kubeconfig`]).
+    pub kubeconfig: PathBuf,
+    /// The image's name on the nodes.
+    pub image: String,
+    /// The image's entrypoint (the TaskManager's start script runs it).
+    pub entrypoint: Vec<String>,
+    /// The namespace of this run: deleted first if it exists, created by the manifests.
+    pub namespace: String,
+    pub allocator: Allocator,
+    /// Leave the namespace in place.
+    pub keep: bool,
+    /// Where the Flink and port-forward logs are written.
+    pub logs: PathBuf,
+}
+
+/// `kubectl port-forward svc/jobmanager <local>:8081`, restarted when it is gone or no
+/// longer forwards (kubectl ≥ 1.23 exits when a forwarded connection is reset).
+struct PortForward {
+    args: Vec<String>,
+    log: PathBuf,
+    local_port: u16,
+    /// Readiness: the REST API answering through the forward (a client without reconnect).
+    probe: FlinkRest,
+    child: Arc<Mutex<Option<Child>>>,
+    _teardown: teardown::Guard,
+}
+
+impl PortForward {
+    fn new(kubectl: &Kubectl, local_port: u16, log: PathBuf) -> PortForward {
+        let mut args = kubectl.global_args();
+        args.extend([
+            "port-forward".into(),
+            format!("svc/{JOBMANAGER}"),
+            format!("{local_port}:{}", kube::REST_PORT),
+        ]);
+        let child: Arc<Mutex<Option<Child>>> = Arc::new(Mutex::new(None));
+        let held = child.clone();
+        let guard = teardown::on_interrupt("kubectl port-forward", move || {
+            if let Some(mut c) = held.lock().ok().and_then(|mut c| c.take()) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        });
+        PortForward {
+            args,
+            log,
+            local_port,
+            probe: FlinkRest::new(&format!("http://127.0.0.1:{local_port}")),
+            child,
+            _teardown: guard,
+        }
+    }
+
+    /// Makes sure the REST API answers through a running forward: (re)starts it when it
+    /// exited or when the API does not answer through it.
+    fn ensure(&self) -> Result<()> {
+        let mut pf = self.child.lock().expect("port-forward lock");
+        if let Some(child) = pf.as_mut() {
+            if child.try_wait()?.is_none() && self.probe.overview().is_ok() {
+                return Ok(());
+            }
+            progress::note("kubectl port-forward is gone or not forwarding; restarting it");
+            let _ = child.kill();
+            let _ = child.wait();
+            *pf = None;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        // A daemon for the cluster's lifetime: std::process, since xshell runs to completion.
+        let mut child = Command::new("kubectl")
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting kubectl port-forward")?;
+        let start = Instant::now();
+        // Ready once /overview answers, not when the port is open.
+        while self.probe.overview().is_err() {
+            if let Some(status) = child.try_wait()? {
+                let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+                bail!(
+                    "kubectl port-forward to svc/{JOBMANAGER} exited ({status}): {}",
+                    error_text(&text)
+                );
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "the REST API did not answer on 127.0.0.1:{} within 60 s; see {}",
+                    self.local_port,
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        *pf = Some(child);
+        Ok(())
+    }
+
+    fn stop(&self) {
+        if let Some(mut c) = self.child.lock().ok().and_then(|mut c| c.take()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub struct KindCluster {
+    opts: KindOptions,
+    kubectl: Kubectl,
+    rest: FlinkRest,
+    port_forward: Arc<PortForward>,
+    /// The REST id of the current TaskManager.
+    taskmanager_id: Option<String>,
+    /// Runs of the TaskManager container seen OOM-killed (see [`oom_killed_runs`]).
+    oom_runs: Mutex<BTreeSet<String>>,
+    /// Dump directories of container starts already copied out (see [`kube::start_script`]).
+    collected: Mutex<BTreeSet<String>>,
+    _teardown: Option<teardown::Guard>,
+}
+
+impl KindCluster {
+    /// Applies the manifests in a fresh namespace of the session's cluster, waits for the
+    /// rollout, port-forwards the REST API to `spec.rest_port`, and returns once the
+    /// TaskManager registered. On an error the namespace is deleted (unless `keep`).
+    pub fn start(opts: &KindOptions, spec: &ClusterSpec) -> Result<KindCluster> {
+        std::fs::create_dir_all(&opts.logs)?;
+        let kubectl = Kubectl::with_kubeconfig(&opts.namespace, &opts.kubeconfig);
+        let port_forward = Arc::new(PortForward::new(
+            &kubectl,
+            spec.rest_port,
+            opts.logs.join("port-forward.log"),
+        ));
+        let pf = port_forward.clone();
+        let rest = FlinkRest::new(&format!("http://127.0.0.1:{}", spec.rest_port))
+            .with_reconnect(Arc::new(move || pf.ensure()));
+        let teardown = (!opts.keep).then(|| {
+            let (k, ns) = (kubectl.clone(), opts.namespace.clone());
+            teardown::on_interrupt(format!("namespace {ns}"), move || {
+                let _ = k.run(&["delete", "namespace", &ns, "--wait=false"]);
+            })
+        });
+        let mut cluster = KindCluster {
+            opts: opts.clone(),
+            kubectl,
+            rest,
+            port_forward,
+            taskmanager_id: None,
+            oom_runs: Mutex::new(BTreeSet::new()),
+            collected: Mutex::new(BTreeSet::new()),
+            _teardown: teardown,
+        };
+        cluster.deploy(spec)?;
+        Ok(cluster)
+    }
+
+    fn deploy(&mut self, spec: &ClusterSpec) -> Result<()> {
         let ns = self.opts.namespace.clone();
         self.kubectl
             .run(&[
@@ -322,11 +471,13 @@ impl KindCluster {
                 "--timeout=180s",
             ])
             .with_context(|| format!("removing namespace {ns} of an earlier run"))?;
+        let image = self.opts.image.clone();
         let manifests = kube::manifests(&KubeParams {
             namespace: &ns,
             image: &image,
             cluster_spec: spec,
             allocator: self.opts.allocator,
+            entrypoint: &self.opts.entrypoint,
         });
         let list = manifests.to_list_json();
         std::fs::write(self.opts.logs.join("manifests.json"), &list)?;
@@ -359,68 +510,11 @@ impl KindCluster {
         }
         step.done("");
 
-        self.ensure_port_forward()?;
+        self.port_forward.ensure()?;
         self.rest
             .wait_for_taskmanagers(1, Duration::from_secs(180))
             .context("the TaskManager did not register with the JobManager")?;
-        Ok(())
-    }
-
-    /// (Re)starts `kubectl port-forward svc/jobmanager <rest_port>:8081` if it is not
-    /// running, and waits until the REST API answers through it.
-    fn ensure_port_forward(&self) -> Result<()> {
-        let mut pf = self.port_forward.lock().expect("port-forward lock");
-        if let Some(child) = pf.as_mut() {
-            if child.try_wait()?.is_none() {
-                return Ok(());
-            }
-            progress::note("kubectl port-forward exited; restarting it");
-        }
-        let log_path = self.opts.logs.join("port-forward.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
-        let mut args: Vec<String> = Vec::new();
-        if let Some(c) = &self.kubectl.context {
-            args.extend(["--context".into(), c.clone()]);
-        }
-        args.extend([
-            "--namespace".into(),
-            self.opts.namespace.clone(),
-            "port-forward".into(),
-            format!("svc/{JOBMANAGER}"),
-            format!("{}:{}", self.rest_port, kube::REST_PORT),
-        ]);
-        // A daemon for the cluster's lifetime: std::process, since xshell runs to completion.
-        let mut child = Command::new("kubectl")
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting kubectl port-forward")?;
-        let start = Instant::now();
-        while self.rest.overview().is_err() {
-            if let Some(status) = child.try_wait()? {
-                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-                bail!(
-                    "kubectl port-forward to svc/{JOBMANAGER} exited ({status}): {}",
-                    error_text(&text)
-                );
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "the REST API did not answer on 127.0.0.1:{} within 60 s; see {}",
-                    self.rest_port,
-                    log_path.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        *pf = Some(child);
+        self.taskmanager_id = self.rest.taskmanager_ids()?.first().cloned();
         Ok(())
     }
 
@@ -456,9 +550,33 @@ impl KindCluster {
         Ok(self.taskmanager_pod()?.metadata.name.unwrap_or_default())
     }
 
-    /// The kubectl this cluster uses (its context and namespace).
+    /// The kubectl this cluster uses (its kubeconfig and namespace).
     pub fn kubectl(&self) -> &Kubectl {
         &self.kubectl
+    }
+
+    /// Waits until a TaskManager that is not in `before` registered, and makes it the
+    /// current one.
+    fn wait_for_new_taskmanager(&mut self, before: &[String], what: &str) -> Result<()> {
+        let start = Instant::now();
+        let timeout = Duration::from_secs(240);
+        loop {
+            let ids = self.rest.taskmanager_ids().unwrap_or_default();
+            if let Some(id) = ids.iter().find(|id| !before.contains(id)) {
+                self.taskmanager_id = Some(id.clone());
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                let problems = self
+                    .pods(TASKMANAGER_SELECTOR)
+                    .map(|p| pod_problems(&p).join("\n  "))
+                    .unwrap_or_default();
+                bail!(
+                    "no new TaskManager registered within {timeout:?} after {what}\n  {problems}"
+                );
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
 
     /// Writes `kubectl logs` of the JobManager and of the TaskManager pods (with the previous
@@ -496,77 +614,90 @@ impl Cluster for KindCluster {
         &self.rest
     }
 
-    /// `kubectl exec` of [`MEMORY_PROBE`]; OOM kills are the runs the pod statuses showed
-    /// OOM-killed plus the current container cgroup's `oom_kill` count. A container that is
-    /// not running gives no RSS and no cgroup bytes.
+    fn taskmanager_id(&self) -> Option<&str> {
+        self.taskmanager_id.as_deref()
+    }
+
+    /// Liveness and OOM kills from the pod's `containerStatuses` (a not-running container
+    /// has no RSS; `lastState.terminated.reason: OOMKilled` runs are counted once each);
+    /// RSS and cgroup usage by `kubectl exec` of [`MEMORY_PROBE`], retried while the
+    /// status says the container runs.
     fn taskmanager_memory(&self) -> Result<ContainerMemory> {
-        self.ensure_port_forward()?;
-        let pod = self.taskmanager_pod()?;
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let (rss_kb, cgroup_bytes, cgroup_ooms) =
-            match self
-                .kubectl
-                .exec_in(name, Some(TASKMANAGER), &["sh", "-c", MEMORY_PROBE])
-            {
-                Ok(text) => parse_memory_probe(&text),
-                Err(_) => (None, None, 0),
-            };
-        let seen = self.oom_runs.lock().expect("oom lock").len() as u64;
+        let name = std::cell::RefCell::new(String::new());
+        let text = probe_while_running(
+            || {
+                let pod = self.taskmanager_pod()?;
+                *name.borrow_mut() = pod.metadata.name.clone().unwrap_or_default();
+                Ok(container_running(&pod, TASKMANAGER))
+            },
+            || {
+                self.kubectl.exec_in(
+                    &name.borrow(),
+                    Some(TASKMANAGER),
+                    &["sh", "-c", MEMORY_PROBE],
+                )
+            },
+        )?;
+        let oom_kills = self.oom_runs.lock().expect("oom lock").len() as u64;
+        let (rss_kb, cgroup_bytes, _) = text.as_deref().map(parse_memory_probe).unwrap_or_default();
         Ok(ContainerMemory {
             rss_kb,
             cgroup_bytes,
-            oom_kills: seen + cgroup_ooms,
+            oom_kills,
         })
     }
 
-    /// Force-deletes the TaskManager's pod (`--grace-period=0 --force`: the kubelet kills
-    /// the container at once) and waits for the Deployment's new pod to run and a TaskManager
-    /// with a new id to register. The old pod's dumps go with its emptyDir: collect first.
+    /// SIGKILLs the TaskManager's JVM from its node (`crictl stop --timeout 0` in the kind
+    /// node's container: deleting the pod, even with `--grace-period=0 --force`, lets the
+    /// kubelet send SIGTERM and Flink shut down cleanly), lets the kubelet restart the
+    /// container, and returns once a TaskManager with a new id registered.
     fn kill_taskmanager(&mut self) -> Result<()> {
-        self.ensure_port_forward()?;
         let before = self.rest.taskmanager_ids()?;
-        let old = self.taskmanager_pod_name()?;
-        if let Ok(text) = self.kubectl.run(&["logs", &old]) {
-            let _ = std::fs::write(self.opts.logs.join(format!("{old}.log")), text);
-        }
-        let step = Step::start(format!("killing TaskManager pod {old}"));
-        self.kubectl
-            .run(&[
-                "delete",
-                "pod",
-                &old,
-                "--grace-period=0",
-                "--force",
-                "--wait=false",
-            ])
-            .with_context(|| format!("deleting pod {old}"))?;
-        let start = Instant::now();
-        let timeout = Duration::from_secs(240);
-        loop {
-            let ids = self.rest.taskmanager_ids().unwrap_or_default();
-            if ids.iter().any(|id| !before.contains(id)) {
-                break;
-            }
-            if start.elapsed() > timeout {
-                let problems = self
-                    .pods(TASKMANAGER_SELECTOR)
-                    .map(|p| pod_problems(&p).join("\n  "))
-                    .unwrap_or_default();
-                bail!(
-                    "no new TaskManager registered within {timeout:?} after deleting pod {old}\n  {problems}"
-                );
-            }
-            std::thread::sleep(Duration::from_secs(1));
-            let _ = self.ensure_port_forward();
-        }
-        let new = self.taskmanager_pod_name()?;
-        step.done(format!("new pod {new}"));
+        let pod = self.taskmanager_pod()?;
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let (node, id) = container_on_node(&pod, TASKMANAGER)
+            .with_context(|| format!("pod {name}: no node or container id in its status"))?;
+        let step = Step::start(format!(
+            "killing the TaskManager of pod {name} (crictl stop --timeout 0 on node {node})"
+        ));
+        crate::docker::docker(&["exec", &node, "crictl", "stop", "--timeout", "0", &id])
+            .with_context(|| format!("stopping container {id} of pod {name} on node {node}"))?;
+        self.wait_for_new_taskmanager(&before, &format!("killing the TaskManager of pod {name}"))?;
+        step.done("");
         Ok(())
     }
 
+    /// The kubelet restarts a dead container in place: wait for its TaskManager.
+    fn replace_taskmanager(&mut self) -> Result<()> {
+        let known = self.taskmanager_id.iter().cloned().collect::<Vec<_>>();
+        self.wait_for_new_taskmanager(&known, "the TaskManager died")
+    }
+
+    /// Copies the dumps of the current container start to `out`, and those of earlier
+    /// starts not copied yet (an OOM-killed container restarted in place) to
+    /// `<out>-<start dir>`; the libraries are read from the running container.
     fn collect(&self, out: &Path) -> Result<()> {
         let pod = self.taskmanager_pod_name()?;
-        let got = crate::collect::collect(&self.kubectl, &pod, Some(TASKMANAGER), DUMP_DIR, out)?;
+        let c = crate::collect::PodContainer {
+            kubectl: &self.kubectl,
+            pod: &pod,
+            container: Some(TASKMANAGER),
+        };
+        let starts = kube::start_dirs(&c.list(DUMP_DIR)?);
+        let Some((current, earlier)) = starts.split_last() else {
+            return Ok(());
+        };
+        let mut collected = self.collected.lock().expect("collected lock");
+        for start in earlier {
+            if collected.contains(start) {
+                continue;
+            }
+            let dest = PathBuf::from(format!("{}-{start}", out.display()));
+            crate::collect::collect(&c, &format!("{DUMP_DIR}/{start}"), &dest)?;
+            collected.insert(start.clone());
+        }
+        let got = crate::collect::collect(&c, &format!("{DUMP_DIR}/{current}"), out)?;
+        collected.insert(current.clone());
         if !got.missing.is_empty() {
             progress::note(format!(
                 "mapped but gone from {pod}: {}",
@@ -578,33 +709,21 @@ impl Cluster for KindCluster {
 }
 
 impl Drop for KindCluster {
-    /// Stops the port-forward, saves the logs, and deletes the namespace (the cluster too
-    /// when this run created it), unless `keep`.
+    /// Stops the port-forward, saves the logs, and deletes the namespace, unless `keep`.
     fn drop(&mut self) {
-        if let Ok(mut pf) = self.port_forward.lock() {
-            if let Some(mut c) = pf.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
+        self.port_forward.stop();
         self.save_logs();
-        let (name, ns) = (&self.opts.cluster, &self.opts.namespace);
+        let ns = &self.opts.namespace;
         if self.opts.keep {
             progress::note(format!(
-                "kept: kind cluster {name}, namespace {ns} (`kubectl --context kind-{name} -n {ns} get pods`; \
-                 `kind delete cluster --name {name}` removes it all)"
+                "kept: namespace {ns} (`kubectl --kubeconfig {} -n {ns} get pods`)",
+                self.opts.kubeconfig.display()
             ));
             return;
         }
-        if self.created_cluster {
-            if let Ok(sh) = Shell::new() {
-                let _ = cmd!(sh, "kind delete cluster --name {name}").quiet().run();
-            }
-        } else {
-            let _ = self
-                .kubectl
-                .run(&["delete", "namespace", ns, "--wait=false"]);
-        }
+        let _ = self
+            .kubectl
+            .run(&["delete", "namespace", ns, "--wait=false"]);
     }
 }
 
@@ -633,20 +752,6 @@ mod tests {
         for t in ["`kind`", "`kubectl`", "`docker`", "docs.docker.com"] {
             assert!(e.contains(t), "{t} in {e}");
         }
-    }
-
-    #[test]
-    fn memory_probe_v2_and_v1() {
-        let v2 = "Name:\tjava\nVmPeak:\t 4000000 kB\nVmRSS:\t  812344 kB\nThreads:\t80\n@@cgroup\n\
-                  1073741824\nlow 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n";
-        assert_eq!(parse_memory_probe(v2), (Some(812344), Some(1 << 30), 1));
-        let v1 = "VmRSS:\t 1000 kB\n@@cgroup\n2048\noom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
-        assert_eq!(parse_memory_probe(v1), (Some(1000), Some(2048), 2));
-        assert_eq!(
-            parse_memory_probe("VmRSS: 5 kB\n@@cgroup\n"),
-            (Some(5), None, 0)
-        );
-        assert_eq!(parse_memory_probe(""), (None, None, 0));
     }
 
     fn pod(json: serde_json::Value) -> Pod {
@@ -697,21 +802,37 @@ mod tests {
     }
 
     #[test]
-    fn archive_tag() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("img.tar");
-        let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
-        let data = br#"[{"Config":"c.json","RepoTags":["flink:1.10.3"],"Layers":[]}]"#;
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, "manifest.json", &data[..]).unwrap();
-        b.finish().unwrap();
-        drop(b);
-        assert_eq!(docker_archive_tag(&path).unwrap(), "flink:1.10.3");
-        std::fs::write(d.path().join("x.tar"), b"").unwrap();
-        let e = docker_archive_tag(&d.path().join("x.tar")).unwrap_err();
-        assert!(format!("{e:#}").contains("not a docker-archive"), "{e:#}");
+    fn where_to_kill_and_whether_it_runs() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "taskmanager-abc"},
+            "spec": {"nodeName": "flink-jemalloc-control-plane", "containers": []},
+            "status": {"phase": "Running", "containerStatuses": [{
+                "name": "taskmanager", "image": "i", "imageID": "", "ready": true,
+                "restartCount": 0, "containerID": "containerd://0123abcd",
+                "state": {"running": {"startedAt": "2024-01-01T00:00:10Z"}}
+            }]}
+        }));
+        assert_eq!(
+            container_on_node(&p, "taskmanager"),
+            Some(("flink-jemalloc-control-plane".into(), "0123abcd".into()))
+        );
+        assert_eq!(container_on_node(&p, "jobmanager"), None);
+        assert!(container_running(&p, "taskmanager"));
+        let restarting = pod(serde_json::json!({
+            "metadata": {"name": "taskmanager-abc"},
+            "status": {"phase": "Running", "containerStatuses": [{
+                "name": "taskmanager", "image": "i", "imageID": "", "ready": false,
+                "restartCount": 1,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled",
+                    "containerID": "containerd://0123abcd"}}
+            }]}
+        }));
+        assert!(!container_running(&restarting, "taskmanager"));
+        assert_eq!(
+            container_on_node(&restarting, "taskmanager"),
+            None,
+            "no node"
+        );
     }
 }

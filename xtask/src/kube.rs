@@ -81,6 +81,35 @@ pub struct KubeParams<'a> {
     /// Recorded as the `flink-jemalloc/allocator` label of the TaskManager; the environment
     /// itself comes from `cluster_spec.taskmanager_env`.
     pub allocator: Allocator,
+    /// The image's entrypoint (its config's `Entrypoint`), which the TaskManager's
+    /// [`start_script`] runs after making its dump directory.
+    pub entrypoint: &'a [String],
+}
+
+/// The TaskManager container's command: `sh -c SCRIPT sh ENTRYPOINT… taskmanager`. Every
+/// start of the container gets its own dump directory, `<dumps>/start-<UTC time>`, and
+/// jemalloc's `prof_prefix` pointing into it (appended to `MALLOC_CONF`; jemalloc takes the
+/// last value of an option). An OOM-killed container is restarted in place with the same
+/// emptyDir and its new JVM is PID 1 again: with one directory for all, its
+/// `jeprof.out.1.<seq>` dumps would overwrite the dead JVM's.
+pub fn start_script(dumps: &str) -> String {
+    format!(
+        "d=\"{dumps}/start-$(date -u +%Y%m%dT%H%M%S)\"; mkdir -p \"$d\" || exit 1; \
+         if [ -n \"$MALLOC_CONF\" ]; then export MALLOC_CONF=\"$MALLOC_CONF,prof_prefix:$d/jeprof.out\"; fi; \
+         exec \"$@\""
+    )
+}
+
+/// Where [`start_script`] puts the dumps of the container starts, in the order they
+/// started, from an `ls -1` of the dump volume.
+pub fn start_dirs(ls: &[String]) -> Vec<String> {
+    let mut dirs: Vec<String> = ls
+        .iter()
+        .map(|l| l.trim().trim_end_matches('/').to_string())
+        .filter(|l| l.starts_with("start-") && !l.contains('/'))
+        .collect();
+    dirs.sort();
+    dirs
 }
 
 /// The generated objects, typed.
@@ -319,7 +348,19 @@ pub fn manifests(p: &KubeParams) -> Manifests {
         name: TASKMANAGER.to_string(),
         image: Some(p.image.to_string()),
         image_pull_policy: Some("IfNotPresent".to_string()),
-        args: Some(vec!["taskmanager".to_string()]),
+        command: Some(vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            start_script(DUMP_DIR),
+            "sh".to_string(),
+        ]),
+        args: Some(
+            p.entrypoint
+                .iter()
+                .cloned()
+                .chain(["taskmanager".to_string()])
+                .collect(),
+        ),
         env: Some(tm_env),
         ports: Some(vec![port("rpc", TASKMANAGER_RPC_PORT)]),
         // Requests equal to the limit: the node reserves what the TaskManager may use.
@@ -393,6 +434,7 @@ mod tests {
             image: "flink:1.10.3",
             cluster_spec: &spec(),
             allocator: Allocator::Jemalloc,
+            entrypoint: &["/docker-entrypoint.sh".to_string()],
         })
     }
 
@@ -409,6 +451,54 @@ mod tests {
             .collect()
     }
 
+    /// The TaskManager's start script, run by a real shell: its own dump directory per
+    /// start, `prof_prefix` into it, then the entrypoint with its arguments.
+    #[test]
+    fn every_start_gets_its_own_dump_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let dumps = d.path().to_str().unwrap();
+        let run = |malloc_conf: Option<&str>| {
+            let mut c = std::process::Command::new("/bin/sh");
+            c.args(["-c", &start_script(dumps), "sh", "/usr/bin/env"]);
+            c.env_remove("MALLOC_CONF");
+            if let Some(m) = malloc_conf {
+                c.env("MALLOC_CONF", m);
+            }
+            let out = c.output().unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let env = run(Some("prof:true,prof_prefix:/jeprof/jeprof.out"));
+        let conf = env
+            .lines()
+            .find_map(|l| l.strip_prefix("MALLOC_CONF="))
+            .unwrap();
+        let (_, prefix) = conf.rsplit_once(",prof_prefix:").unwrap();
+        assert!(
+            conf.starts_with("prof:true,prof_prefix:/jeprof/jeprof.out,"),
+            "{conf}"
+        );
+        let dir = std::path::Path::new(prefix).parent().unwrap();
+        assert!(dir.is_dir() && dir.starts_with(d.path()), "{conf}");
+        let names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(start_dirs(&names).len(), 1, "{names:?}");
+        assert!(
+            !run(None).contains("MALLOC_CONF"),
+            "glibc runs get no MALLOC_CONF"
+        );
+        assert_eq!(
+            start_dirs(&[
+                "start-20261127T101010".into(),
+                "jeprof.out.1.0.i0.heap".into(),
+                "start-20261127T090000/".into()
+            ]),
+            ["start-20261127T090000", "start-20261127T101010"]
+        );
+    }
+
     #[test]
     fn quantities() {
         assert_eq!(quantity(2 << 30).0, "2Gi");
@@ -421,7 +511,16 @@ mod tests {
         let m = generated();
         let p = pod(&m.taskmanager);
         let c = &p.containers[0];
-        assert_eq!(c.args.as_deref(), Some(&["taskmanager".to_string()][..]));
+        assert_eq!(
+            c.args.as_deref(),
+            Some(
+                &[
+                    "/docker-entrypoint.sh".to_string(),
+                    "taskmanager".to_string()
+                ][..]
+            )
+        );
+        assert_eq!(c.command.as_ref().unwrap()[2], start_script(DUMP_DIR));
         let res = c.resources.as_ref().unwrap();
         assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "2Gi");
         assert_eq!(res.requests.as_ref().unwrap()["memory"].0, "2Gi");

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
 
 /// Where to get kubectl, for error messages.
@@ -34,11 +34,14 @@ pub fn error_text(stderr: &str) -> String {
     chosen[start..].join("\n")
 }
 
-/// kubectl bound to a namespace (and a kubeconfig context, or the current one).
+/// kubectl bound to a namespace, and to a kubeconfig file and context or the user's.
 #[derive(Debug, Clone)]
 pub struct Kubectl {
     pub namespace: String,
     pub context: Option<String>,
+    /// An explicit kubeconfig (`--kubeconfig`): the kind driver writes its cluster's, so
+    /// that it works where `$HOME` or `$KUBECONFIG` differ (sudo, CI).
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl Kubectl {
@@ -47,15 +50,37 @@ impl Kubectl {
         Kubectl {
             namespace: namespace.to_string(),
             context: None,
+            kubeconfig: None,
         }
     }
 
     /// In `context` (kind names its clusters' contexts `kind-<name>`).
     pub fn with_context(namespace: &str, context: &str) -> Kubectl {
         Kubectl {
-            namespace: namespace.to_string(),
             context: Some(context.to_string()),
+            ..Kubectl::new(namespace)
         }
+    }
+
+    /// With the kubeconfig file `kubeconfig` (its current context).
+    pub fn with_kubeconfig(namespace: &str, kubeconfig: &Path) -> Kubectl {
+        Kubectl {
+            kubeconfig: Some(kubeconfig.to_path_buf()),
+            ..Kubectl::new(namespace)
+        }
+    }
+
+    /// The global flags every call gets: `--kubeconfig F`, `--context C`, `--namespace N`.
+    pub fn global_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(k) = &self.kubeconfig {
+            a.extend(["--kubeconfig".to_string(), k.display().to_string()]);
+        }
+        if let Some(c) = &self.context {
+            a.extend(["--context".to_string(), c.clone()]);
+        }
+        a.extend(["--namespace".to_string(), self.namespace.clone()]);
+        a
     }
 
     /// Fails with [`KUBECTL_INSTALL`] when kubectl is not on the PATH.
@@ -68,15 +93,9 @@ impl Kubectl {
 
     fn exec(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>> {
         let sh = Shell::new()?;
-        let ns = &self.namespace;
-        let context: Vec<&str> = match &self.context {
-            Some(c) => vec!["--context", c],
-            None => vec![],
-        };
-        let shown: String = context.iter().map(|a| format!("{a} ")).collect();
-        let mut c = cmd!(sh, "kubectl {context...} --namespace {ns} {args...}")
-            .quiet()
-            .ignore_status();
+        let global = self.global_args();
+        let g = &global;
+        let mut c = cmd!(sh, "kubectl {g...} {args...}").quiet().ignore_status();
         if let Some(input) = stdin {
             c = c.stdin(input);
         }
@@ -85,8 +104,8 @@ impl Kubectl {
             .with_context(|| format!("running kubectl ({KUBECTL_INSTALL})"))?;
         if !out.status.success() {
             bail!(
-                "`kubectl {}--namespace {ns} {}` failed ({}): {}",
-                shown,
+                "`kubectl {} {}` failed ({}): {}",
+                global.join(" "),
                 args.join(" "),
                 out.status,
                 error_text(&String::from_utf8_lossy(&out.stderr))
@@ -145,6 +164,19 @@ impl Kubectl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_call_names_its_kubeconfig() {
+        let k = Kubectl::with_kubeconfig("e2e", Path::new("/r/kubeconfig"));
+        assert_eq!(
+            k.global_args(),
+            ["--kubeconfig", "/r/kubeconfig", "--namespace", "e2e"]
+        );
+        assert_eq!(
+            Kubectl::with_context("n", "kind-x").global_args(),
+            ["--context", "kind-x", "--namespace", "n"]
+        );
+    }
 
     #[test]
     fn error_text_drops_klog_noise() {

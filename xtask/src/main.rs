@@ -63,6 +63,9 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Fixtures(args) => fixtures::run(args),
     };
+    // An interruption's teardown may be under way (and the error above its consequence):
+    // it ends the process itself, with 130, once everything is taken down.
+    xtask::teardown::critical(|| ());
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

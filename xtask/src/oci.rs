@@ -421,24 +421,70 @@ pub fn layout_manifest(layout: &Path, digest: &str) -> Result<(Vec<u8>, Value, V
     Ok((bytes, m, blobs))
 }
 
+/// The (first) image of an OCI layout: its `org.opencontainers.image.ref.name` and its
+/// manifest digest, from `index.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutRef {
+    pub ref_name: String,
+    pub manifest_digest: String,
+}
+
+/// Reads [`LayoutRef`] of `layout`, or says that it is not what `image --output` writes.
+pub fn layout_ref(layout: &Path) -> Result<LayoutRef> {
+    let index_path = layout.join("index.json");
+    let bytes = std::fs::read(&index_path).with_context(|| {
+        format!(
+            "{} is not an OCI layout (no index.json): pass what `cargo xtask image --output` wrote",
+            layout.display()
+        )
+    })?;
+    let index: Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", index_path.display()))?;
+    let first = &index["manifests"][0];
+    let ref_name = first["annotations"]["org.opencontainers.image.ref.name"]
+        .as_str()
+        .with_context(|| {
+            format!(
+                "{} names no image (org.opencontainers.image.ref.name)",
+                index_path.display()
+            )
+        })?;
+    let digest = first["digest"]
+        .as_str()
+        .with_context(|| format!("{} names no manifest", index_path.display()))?;
+    Ok(LayoutRef {
+        ref_name: ref_name.to_string(),
+        manifest_digest: digest.to_string(),
+    })
+}
+
+/// The config digest of the (first) image of `layout`: the id an engine gives the image.
+pub fn layout_config_digest(layout: &Path) -> Result<String> {
+    let digest = layout_ref(layout)?.manifest_digest;
+    let (_, _, blobs) = layout_manifest(layout, &digest)?;
+    Ok(blobs[0].clone())
+}
+
+/// The image config (`config.json` of the image spec) of the (first) image of `layout`.
+pub fn layout_config(layout: &Path) -> Result<Value> {
+    let path = LayoutBlobs(layout).path_of(&layout_config_digest(layout)?)?;
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: config is not JSON", layout.display()))
+}
+
 /// Rewrites the (first) image of an OCI layout as a docker-archive (for `kind load
-/// image-archive` or `docker load`), tagged `repo_tag`.
+/// image-archive` or `docker load`), tagged `repo_tag`; returns the config digest (the
+/// image id an engine gives it).
 pub fn layout_to_docker_archive(
     layout: &Path,
     dest: &Path,
     repo_tag: &str,
     epoch: u64,
-) -> Result<()> {
+) -> Result<String> {
     let src = LayoutBlobs(layout);
-    let index_path = layout.join("index.json");
-    let index: Value = serde_json::from_slice(
-        &std::fs::read(&index_path).with_context(|| format!("reading {}", index_path.display()))?,
-    )
-    .with_context(|| format!("{} is not JSON", index_path.display()))?;
-    let digest = index["manifests"][0]["digest"]
-        .as_str()
-        .with_context(|| format!("{} names no manifest", index_path.display()))?;
-    let (_, manifest, blobs) = layout_manifest(layout, digest)?;
+    let digest = layout_ref(layout)?.manifest_digest;
+    let (_, manifest, blobs) = layout_manifest(layout, &digest)?;
     let config = Blob {
         media_type: manifest["config"]["mediaType"]
             .as_str()
@@ -447,7 +493,8 @@ pub fn layout_to_docker_archive(
         data: std::fs::read(src.path_of(&blobs[0])?)?,
         digest: blobs[0].clone(),
     };
-    write_docker_archive(dest, &config, &blobs[1..], &src, repo_tag, epoch)
+    write_docker_archive(dest, &config, &blobs[1..], &src, repo_tag, epoch)?;
+    Ok(config.digest)
 }
 
 pub fn hex_of(digest: &str) -> &str {

@@ -15,6 +15,7 @@ use xshell::{cmd, Shell};
 use crate::cluster::{oom_kill_count, vm_rss_kb, Cluster, ClusterSpec, ContainerMemory, DUMP_DIR};
 use crate::flink_rest::FlinkRest;
 use crate::heap_profile;
+use crate::teardown;
 
 /// The capabilities a Docker container gets by default: the entrypoint needs SETUID/SETGID
 /// (gosu), CHOWN and DAC_OVERRIDE; umoci's default set is only three.
@@ -37,6 +38,50 @@ const DOCKER_CAPABILITIES: &[&str] = &[
 
 /// Clusters started by this process, for unique container ids.
 static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The effective uid of this process, from `/proc/self/status`.
+pub fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// `--driver runc` needs root (runc makes namespaces and cgroups; the rootfs keeps the
+/// image's owners) and the `runc` binary.
+pub fn require() -> Result<()> {
+    if effective_uid() != Some(0) {
+        bail!(
+            "--driver runc needs root (runc makes the containers' namespaces and cgroups): \
+             run it with sudo, or use --driver docker with access to a Docker engine"
+        );
+    }
+    let sh = Shell::new()?;
+    cmd!(sh, "runc --version")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .context("--driver runc needs `runc` (apt-get install runc)")?;
+    Ok(())
+}
+
+/// Deletes every runc container whose id starts with `prefix`; best effort, for teardown.
+fn delete_prefixed(prefix: &str) {
+    let Ok(sh) = Shell::new() else { return };
+    let Ok(ids) = cmd!(sh, "runc list --quiet").quiet().ignore_stderr().read() else {
+        return;
+    };
+    for id in ids.lines().filter(|id| id.starts_with(prefix)) {
+        let _ = cmd!(sh, "runc delete --force {id}")
+            .quiet()
+            .ignore_stderr()
+            .run();
+    }
+}
 
 /// One container of the cluster, as its bundle's `config.json` says.
 #[derive(Debug, Clone)]
@@ -159,9 +204,12 @@ pub struct RuncCluster {
     taskmanager: Option<Running>,
     /// TaskManagers started so far (the first is 1).
     incarnation: u32,
+    /// The REST id of the current TaskManager.
+    taskmanager_id: Option<String>,
     /// OOM kills of TaskManagers that are gone.
     past_oom_kills: u64,
     rest: FlinkRest,
+    _teardown: teardown::Guard,
 }
 
 impl RuncCluster {
@@ -175,12 +223,7 @@ impl RuncCluster {
         work: &Path,
         logs: &Path,
     ) -> Result<RuncCluster> {
-        let sh = Shell::new()?;
-        cmd!(sh, "runc --version")
-            .quiet()
-            .ignore_stdout()
-            .run()
-            .context("runc is needed for --driver runc (apt-get install runc)")?;
+        require()?;
         let bundle = std::path::absolute(bundle)?;
         let rootfs = bundle.join("rootfs");
         let config_path = bundle.join("config.json");
@@ -211,6 +254,15 @@ impl RuncCluster {
         env.push("JOB_MANAGER_RPC_ADDRESS=127.0.0.1".into());
         let work = std::path::absolute(work)?;
         std::fs::create_dir_all(logs)?;
+        let prefix = format!(
+            "flink-jemalloc-{}-{}",
+            std::process::id(),
+            CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let held = prefix.clone();
+        let guard = teardown::on_interrupt(format!("runc containers {prefix}-*"), move || {
+            delete_prefixed(&held)
+        });
         let mut cluster = RuncCluster {
             image_config,
             rootfs,
@@ -219,16 +271,14 @@ impl RuncCluster {
             dumps: work.join("dumps"),
             spec: spec.clone(),
             env,
-            prefix: format!(
-                "flink-jemalloc-{}-{}",
-                std::process::id(),
-                CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            ),
+            prefix: prefix.clone(),
             jobmanager: None,
             taskmanager: None,
             incarnation: 0,
+            taskmanager_id: None,
             past_oom_kills: 0,
             rest: FlinkRest::new(&format!("http://127.0.0.1:{}", spec.rest_port)),
+            _teardown: guard,
         };
         let jm =
             cluster.run_container("jobmanager", "jobmanager", cluster.env.clone(), None, &[])?;
@@ -281,7 +331,8 @@ impl RuncCluster {
         let start = Instant::now();
         loop {
             if let Ok(ids) = self.rest.taskmanager_ids() {
-                if ids.iter().any(|id| !known.contains(id)) {
+                if let Some(id) = ids.iter().find(|id| !known.contains(id)) {
+                    self.taskmanager_id = Some(id.clone());
                     return Ok(());
                 }
             }
@@ -324,15 +375,17 @@ impl RuncCluster {
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         // Detached: runc hands its stdout/stderr (the log file) to the container and returns.
         // std::process, since the container keeps those descriptors open after runc exits.
-        let status = Command::new("runc")
-            .args(["run", "--detach", "--bundle"])
-            .arg(&dir)
-            .arg(&id)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .status()
-            .context("running runc")?;
+        let status = teardown::critical(|| {
+            Command::new("runc")
+                .args(["run", "--detach", "--bundle"])
+                .arg(&dir)
+                .arg(&id)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .status()
+        })
+        .context("running runc")?;
         if !status.success() {
             bail!(
                 "runc run {id} failed ({status}); see {}",
@@ -425,6 +478,10 @@ fn runc_state(id: &str) -> Result<Value> {
 impl Cluster for RuncCluster {
     fn rest(&self) -> &FlinkRest {
         &self.rest
+    }
+
+    fn taskmanager_id(&self) -> Option<&str> {
+        self.taskmanager_id.as_deref()
     }
 
     fn taskmanager_memory(&self) -> Result<ContainerMemory> {

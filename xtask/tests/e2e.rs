@@ -12,7 +12,7 @@ use support::{stderr, stdout, xtask};
 #[test]
 fn e2e_runc_reports_rocksdb_growth_for_both_allocators() {
     let work = tempfile::tempdir().unwrap();
-    let layout = support::profiled_image(work.path());
+    let layout = support::profiled_image();
     // Kept after the test (cargo's per-target scratch directory) for a look at the report.
     let report = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-report");
     let out = xtask(&[

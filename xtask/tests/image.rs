@@ -337,25 +337,26 @@ fn profiled_image_from_a_loopback_registry() {
         "5.2.1"
     );
 
-    // --load without a Docker engine or kind says so, and leaves the archive to load elsewhere.
-    if !run("docker info >/dev/null 2>&1 || command -v kind >/dev/null").0 {
-        let load = image(
+    // --load names its targets, and a kind cluster needs kind: refused before any work.
+    let bad = image(&e, w1.path(), &["--locked", "--load", "kind"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("kind=<cluster>"), "{}", stderr(&bad));
+    if !run("command -v kind >/dev/null").0 {
+        let out = w1.path().join("k");
+        let k = image(
             &e,
             w1.path(),
             &[
                 "--locked",
                 "--output",
-                w1.path().join("l").to_str().unwrap(),
+                out.to_str().unwrap(),
                 "--load",
+                "kind=x",
             ],
         );
-        assert!(!load.status.success());
-        let lerr = stderr(&load);
-        assert!(
-            lerr.contains("neither a running Docker engine nor `kind`"),
-            "{lerr}"
-        );
-        assert!(w1.path().join("l.docker.tar").is_file(), "{lerr}");
+        assert!(!k.status.success());
+        assert!(stderr(&k).contains("`kind`"), "{}", stderr(&k));
+        assert!(!out.exists(), "nothing written before the check");
     }
 
     // The lock pins the tools; `cargo xtask lock` resolves the same lock from scratch.

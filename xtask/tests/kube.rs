@@ -86,6 +86,7 @@ fn manifests_validate_against_the_kubernetes_schemas() {
             image: "flink:1.10.3",
             cluster_spec: &spec,
             allocator,
+            entrypoint: &["/docker-entrypoint.sh".to_string()],
         });
         for (i, obj) in m.objects().into_iter().enumerate() {
             let f = dir.path().join(format!("{}-{i}.json", allocator.name()));
@@ -122,6 +123,7 @@ fn a_broken_manifest_is_refused() {
         image: "flink:1.10.3",
         cluster_spec: &spec,
         allocator: Allocator::Jemalloc,
+        entrypoint: &["/docker-entrypoint.sh".to_string()],
     });
     let tm = m.objects().pop().unwrap();
     assert_eq!(tm["metadata"]["name"], "taskmanager");
@@ -241,4 +243,95 @@ fn e2e_driver_kind_names_what_is_missing_before_any_work() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("`kind`"), "{err}");
     assert!(!report.exists(), "nothing written before the check: {err}");
+}
+
+/// One kind cluster per `e2e` run: [`KindSession`] against a `kind` stand-in that records its
+/// calls. A cluster the run creates gets `--kubeconfig` (the user's own is left alone) and is
+/// deleted at the end; one that existed is reused and kept; `keep` keeps a created one. The
+/// kubeconfig every kubectl call names is written into the run's directory.
+#[test]
+fn kind_session_creates_reuses_and_deletes_only_its_own_cluster() {
+    use std::os::unix::fs::PermissionsExt;
+    use xtask::kind_cluster::KindSession;
+    let _engine = xtask::fixtures::docker::engine().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = dir.path().join("kind.log");
+    let clusters = dir.path().join("clusters");
+    std::fs::write(
+        bin.join("kind"),
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {log}\ncase \"$1 $2\" in\n\
+             \"get clusters\") cat {clusters} 2>/dev/null || true ;;\n\
+             \"get kubeconfig\") echo \"# kubeconfig of $4\" ;;\nesac\n",
+            log = log.display(),
+            clusters = clusters.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("kind"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Prepended: every other tool stays where it was for the tests running beside this one.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![bin.clone()];
+    dirs.extend(std::env::split_paths(&path));
+    std::env::set_var("PATH", std::env::join_paths(dirs).unwrap());
+    // kubectl may be missing here; the session does not run it.
+    if !xtask::kubectl::on_path("kubectl", &std::env::var_os("PATH").unwrap()) {
+        std::fs::write(bin.join("kubectl"), "#!/bin/sh\nexit 1\n").unwrap();
+        std::fs::set_permissions(bin.join("kubectl"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+    let archive = dir.path().join("image.docker.tar");
+    let calls = || -> Vec<String> {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        std::fs::remove_file(&log).ok();
+        text.lines().map(str::to_string).collect()
+    };
+    let image = "localhost/flink-jemalloc:t";
+
+    let run = dir.path().join("created");
+    std::fs::create_dir(&run).unwrap();
+    let s = KindSession::start("fj", &archive, image, &run, false).unwrap();
+    let kubeconfig = run.join("kubeconfig");
+    assert_eq!(s.kubeconfig, kubeconfig);
+    assert_eq!(
+        std::fs::read_to_string(&kubeconfig).unwrap(),
+        "# kubeconfig of fj\n"
+    );
+    drop(s);
+    let config = xtask::project::root().join("ci/kind.yaml");
+    assert_eq!(
+        calls(),
+        [
+            "get clusters".to_string(),
+            format!(
+                "create cluster --name fj --config {} --kubeconfig {} --wait 180s",
+                config.display(),
+                kubeconfig.display()
+            ),
+            "get kubeconfig --name fj".into(),
+            format!("load image-archive {} --name fj", archive.display()),
+            "delete cluster --name fj".into(),
+        ]
+    );
+
+    let kept = KindSession::start("fj", &archive, image, &run, true).unwrap();
+    drop(kept);
+    let c = calls();
+    assert!(c.iter().any(|l| l.starts_with("create cluster")), "{c:?}");
+    assert!(!c.iter().any(|l| l.starts_with("delete")), "--keep: {c:?}");
+
+    std::fs::write(&clusters, "other\nfj\n").unwrap();
+    let reused = KindSession::start("fj", &archive, image, &run, false).unwrap();
+    drop(reused);
+    assert_eq!(
+        calls(),
+        [
+            "get clusters".to_string(),
+            "get kubeconfig --name fj".into(),
+            format!("load image-archive {} --name fj", archive.display()),
+        ],
+        "a cluster that existed is reused and kept"
+    );
 }

@@ -346,9 +346,60 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
-/// Builds a profiled image from the fixture Flink base (pushed into a loopback registry)
-/// with the loopback Debian and jemalloc fixtures, as an OCI layout in `work/layout`.
-pub fn profiled_image(work: &Path) -> PathBuf {
+/// The profiled image of the tests: built by this `xtask` binary from the fixture Flink base
+/// (pushed into a loopback registry) with the loopback Debian and jemalloc fixtures, as an
+/// OCI layout. Built once per binary into the fixtures cache (`profiled-<sha256 of the
+/// binary>/`, under a file lock) and shared by every test and test binary, with the lock,
+/// cache and arguments of its build so that [`rebuild_profiled_image`] can run `image` again
+/// warm and offline.
+pub fn profiled_image() -> PathBuf {
+    profiled_dir().join("layout")
+}
+
+fn profiled_dir() -> PathBuf {
+    let bin = std::fs::read(env!("CARGO_BIN_EXE_xtask")).expect("reading the xtask binary");
+    let fixtures = xtask::fixtures::fixtures_dir();
+    std::fs::create_dir_all(&fixtures).unwrap();
+    let dir = fixtures.join(format!("profiled-{}", &sha256_hex(&bin)[..16]));
+    let lock = std::fs::File::create(fixtures.join(".profiled.lock")).unwrap();
+    lock.lock().unwrap();
+    if dir.join("args.json").is_file() {
+        return dir;
+    }
+    for e in std::fs::read_dir(&fixtures).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("profiled-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".profiled-")
+        .tempdir_in(&fixtures)
+        .unwrap();
+    let args = build_profiled_image(&dir, tmp.path());
+    std::fs::write(
+        tmp.path().join("args.json"),
+        serde_json::to_string(&args).unwrap(),
+    )
+    .unwrap();
+    std::fs::rename(tmp.keep(), &dir).unwrap();
+    dir
+}
+
+/// `cargo xtask image` again with the arguments of [`profiled_image`]'s build plus `extra`,
+/// `--locked`, on its warm cache: no network, no compile.
+pub fn rebuild_profiled_image(extra: &[&str]) -> Output {
+    let dir = profiled_dir();
+    let args: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("args.json")).unwrap()).unwrap();
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.push("--locked");
+    all.extend(extra);
+    xtask(&all)
+}
+
+/// Builds the profiled image with paths under `dest` (where `work` will be renamed to) and
+/// returns the `image` arguments used.
+fn build_profiled_image(dest: &Path, work: &Path) -> Vec<String> {
     let repo =
         xtask::fixtures::debian_repo_with_tools("bullseye").expect("fixture Debian repository");
     let standin = xtask::fixtures::jemalloc_standin().expect("fixture jemalloc source");
@@ -360,29 +411,40 @@ pub fn profiled_image(work: &Path) -> PathBuf {
         ("/debian", repo.dir.clone()),
         ("/jemalloc-5.2.1.tar.bz2", standin.tarball.clone()),
     ]);
-    let layout = work.join("layout");
-    let out = xtask(&[
-        "image",
-        "--flink",
-        "1.10.3",
-        "--base",
-        &format!("{addr}/fixtures/flink:1.10.3"),
-        "--plain-http",
-        "--mirror",
-        &files.url("debian"),
-        "--keyring",
-        repo.keyring.to_str().unwrap(),
-        "--url",
-        &files.url("jemalloc-5.2.1.tar.bz2"),
-        "--sha256",
-        standin.sha256.as_str(),
-        "--lock-file",
-        work.join("flink.lock").to_str().unwrap(),
-        "--cache-dir",
-        work.join("cache").to_str().unwrap(),
-        "--output",
-        layout.to_str().unwrap(),
-    ]);
+    let (at_work, at_dest) = (|p: &str| work.join(p), |p: &str| dest.join(p));
+    let args: Vec<String> = [
+        "image".to_string(),
+        "--flink".into(),
+        "1.10.3".into(),
+        "--base".into(),
+        format!("{addr}/fixtures/flink:1.10.3"),
+        "--plain-http".into(),
+        "--mirror".into(),
+        files.url("debian"),
+        "--keyring".into(),
+        repo.keyring.display().to_string(),
+        "--url".into(),
+        files.url("jemalloc-5.2.1.tar.bz2"),
+        "--sha256".into(),
+        standin.sha256.as_str().to_string(),
+    ]
+    .to_vec();
+    let paths = |at: &dyn Fn(&str) -> PathBuf| -> Vec<String> {
+        [
+            "--lock-file".to_string(),
+            at("flink.lock").display().to_string(),
+            "--cache-dir".into(),
+            at("cache").display().to_string(),
+            "--output".into(),
+            at("layout").display().to_string(),
+        ]
+        .to_vec()
+    };
+    let mut build = args.clone();
+    build.extend(paths(&at_work));
+    let out = xtask(&build.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "image failed: {}", stderr(&out));
-    layout
+    let mut kept = args;
+    kept.extend(paths(&at_dest));
+    kept
 }

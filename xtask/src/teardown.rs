@@ -1,0 +1,100 @@
+//! What a run started is taken down again, also when it is interrupted: Ctrl-C (SIGINT),
+//! SIGTERM (a CI job cancelled) and SIGHUP (a closed terminal) run every registered teardown,
+//! newest first, then exit with 130. A normal end or an error runs the same teardown through
+//! the owners' `Drop`; a registration is a [`Guard`] that forgets its action when dropped.
+//!
+//! Work that must not be cut in half by an interruption (creating a container and
+//! registering it) runs inside [`critical`]: the interrupt waits for it, so nothing is made
+//! after the teardown ran.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, Once};
+
+type Action = Box<dyn FnOnce() + Send>;
+
+struct Registry {
+    next: u64,
+    actions: BTreeMap<u64, (String, Action)>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    next: 0,
+    actions: BTreeMap::new(),
+});
+/// Held by [`critical`] sections and by the interrupt while it tears down.
+static CRITICAL: Mutex<()> = Mutex::new(());
+static INSTALL: Once = Once::new();
+
+/// A registered teardown; dropping it forgets the action (its owner has done it).
+#[must_use = "dropping the guard forgets the teardown at once"]
+pub struct Guard {
+    id: u64,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(mut r) = REGISTRY.lock() {
+            r.actions.remove(&self.id);
+        }
+    }
+}
+
+/// Registers `action` (described as `what`, e.g. "docker containers of this run") to run if
+/// the process is interrupted before the guard is dropped.
+pub fn on_interrupt(what: impl Into<String>, action: impl FnOnce() + Send + 'static) -> Guard {
+    install();
+    let mut r = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    let id = r.next;
+    r.next += 1;
+    r.actions.insert(id, (what.into(), Box::new(action)));
+    Guard { id }
+}
+
+/// Runs `f` so that an interruption waits until it is done.
+pub fn critical<T>(f: impl FnOnce() -> T) -> T {
+    let _held = CRITICAL.lock().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
+fn install() {
+    INSTALL.call_once(|| {
+        // Without a handler, the default action (exit) applies: no worse than before.
+        let _ = ctrlc::set_handler(interrupted);
+    });
+}
+
+fn interrupted() {
+    let _held = CRITICAL.lock().unwrap_or_else(|e| e.into_inner());
+    let actions: Vec<(String, Action)> = {
+        let mut r = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut r.actions).into_values().rev().collect()
+    };
+    eprintln!("interrupted: tearing down what this run started");
+    for (what, action) in actions {
+        eprintln!("    removing {what}");
+        action();
+    }
+    std::process::exit(130);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_dropped_guard_forgets_its_action() {
+        let ran = Arc::new(AtomicU32::new(0));
+        let r = ran.clone();
+        let g = on_interrupt("a test action", move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        let id = g.id;
+        assert!(REGISTRY.lock().unwrap().actions.contains_key(&id));
+        drop(g);
+        assert!(!REGISTRY.lock().unwrap().actions.contains_key(&id));
+        assert_eq!(critical(|| 7), 7);
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+}
