@@ -1,18 +1,55 @@
 #!/usr/bin/env bash
-# Debian packages the xtask commands and their tests need on a fresh machine:
-# a host C/C++ toolchain and make (the jemalloc build), patch (the carried patches),
-# perl and binutils (jeprof), apt and dpkg-dev (the test fixtures' local Debian repository),
-# util-linux (unshare, for the jeprof check with /usr/bin/file hidden), ca-certificates;
-# for the image tests: docker-registry (a real OCI registry on loopback), skopeo and umoci
-# (independent readers of what we push and write), mmdebstrap (the fixture Flink base's
-# rootfs), apache2-utils (htpasswd for the basic-auth registry), python3-pip (the Flink
-# distribution from PyPI) when no pip is on the PATH; gnupg and gpgv (the signed fixture
-# repository, and the product's signature check); a JDK (the e2e job is compiled with
-# javac --release 8 against the image's flink-dist); runc (the e2e's containers without an
-# engine).
+# Installs what the xtask commands need, by purpose (one argument, default `test`):
+#   image  `cargo xtask image`, `publish`, `analyze`: a host C/C++ toolchain and make (the
+#          jemalloc build), patch (the carried patches), perl, binutils and file (jeprof),
+#          umoci (unpacking a base, rootless as a user), util-linux (unshare: the in-image
+#          steps run in a user namespace as a user), gpgv (signatures), ca-certificates.
+#   lock   `cargo xtask lock --archive-keyring`: gpgv and the distributions' archive
+#          keyrings (debian-archive-keyring, ubuntu-keyring where the distribution has it).
+#   e2e    `image`'s, plus a JDK when `javac` is missing (the e2e job is compiled here).
+#   test   everything the test suite uses (this project's CI, on Debian), below.
+# Nothing here displaces an installed Docker: a machine with Docker's own packages
+# (docker-ce, containerd.io, as on GitHub's runners) keeps them; runc and docker.io are
+# installed by `test` only, and docker.io only where no dockerd is installed.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+install() { sudo_if_needed apt-get install -y -q --no-install-recommends "$@"; }
+purpose="${1:-test}"
+image_packages="gcc g++ make patch perl binutils file util-linux ca-certificates umoci gpgv"
+case "$purpose" in
+  image)
+    sudo_if_needed apt-get update -q
+    install $image_packages
+    exit 0
+    ;;
+  lock)
+    sudo_if_needed apt-get update -q
+    install gpgv debian-archive-keyring ca-certificates
+    # Ubuntu's keyring is part of every Ubuntu; on Debian it is a package of its own.
+    if [ ! -f /usr/share/keyrings/ubuntu-archive-keyring.gpg ]; then
+      install ubuntu-keyring ||
+        echo "note: no ubuntu-keyring package here: --archive-keyring checks Debian suites only" >&2
+    fi
+    exit 0
+    ;;
+  e2e)
+    sudo_if_needed apt-get update -q
+    install $image_packages
+    if ! command -v javac >/dev/null 2>&1; then install default-jdk-headless; fi
+    exit 0
+    ;;
+  test) ;;
+  *)
+    echo "ci/install-deps.sh: unknown purpose '$purpose' (image, lock, e2e or test)" >&2
+    exit 2
+    ;;
+esac
+# test: the tests' tools as well: apt and dpkg-dev (the fixtures' local Debian repository),
+# docker-registry (a real OCI registry on loopback), skopeo and umoci (independent readers of
+# what we push and write), mmdebstrap (the fixture Flink base's rootfs), apache2-utils
+# (htpasswd), python3-pip (the Flink distribution from PyPI) when no pip is on the PATH;
+# gnupg (the signed fixture repository), a JDK, runc (the e2e's containers without an engine).
 sudo_if_needed apt-get update -q
 sudo_if_needed apt-get install -y -q --no-install-recommends \
   gcc g++ make patch perl binutils file dpkg-dev apt util-linux ca-certificates debian-archive-keyring \

@@ -8,7 +8,6 @@
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use xshell::{cmd, Shell};
 
 use crate::bundle::Bundle;
 use crate::heap_profile;
@@ -71,6 +70,10 @@ pub fn names_rocksdb(lines: &[String]) -> bool {
 }
 
 pub fn run(args: AnalyzeArgs) -> Result<()> {
+    if !crate::rootless::is_root() {
+        // jeprof runs chrooted in the image: in a user namespace unless root.
+        crate::rootless::require_userns()?;
+    }
     let work = tempfile::Builder::new()
         .prefix(".flink-jemalloc-analyze-")
         .tempdir()?;
@@ -140,18 +143,18 @@ pub fn analyze_in_rootfs(
         ));
     }
     let jeprof_in = |args: Vec<String>| -> Result<String> {
-        let sh = Shell::new()?;
-        let path = "PATH=/opt/jemalloc/bin:/usr/local/bin:/usr/bin:/bin";
-        cmd!(sh, "chroot {rootfs} env -i {path} jeprof {args...}")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            .with_context(|| {
-                format!(
-                    "running the image's jeprof in {} (is it a profiled image?)",
-                    rootfs.display()
-                )
-            })
+        let mut argv = vec![
+            "env",
+            "-i",
+            "PATH=/opt/jemalloc/bin:/usr/local/bin:/usr/bin:/bin",
+        ];
+        argv.push("jeprof");
+        argv.extend(args.iter().map(String::as_str));
+        crate::rootless::run_in(
+            rootfs,
+            &argv,
+            "running the image's jeprof (is it a profiled image?)",
+        )
     };
     let (base_in, last_in) = (format!("{INSIDE}/{base}"), format!("{INSIDE}/{last}"));
     let step = Step::start(format!("jeprof over {base} .. {last}"));

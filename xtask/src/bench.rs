@@ -152,6 +152,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         format: Format::Oci,
         push: None,
         load: None,
+        archive_keyring: false,
         locked: false,
         lock_only: false,
         lock_file: Some(w.join("flink.lock")),

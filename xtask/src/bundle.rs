@@ -4,7 +4,6 @@
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use xshell::{cmd, Shell};
 
 use crate::progress::Step;
 
@@ -20,13 +19,8 @@ impl Bundle {
     pub fn unpack(layout: &Path, dest: &Path) -> Result<Bundle> {
         let tag = crate::oci::layout_ref(layout)?.ref_name;
         let image = format!("{}:{tag}", layout.display());
-        let sh = Shell::new()?;
         let step = Step::start(format!("unpacking {image}"));
-        cmd!(sh, "umoci unpack --image {image} {dest}")
-            .quiet()
-            .ignore_stdout()
-            .run()
-            .with_context(|| format!("umoci unpack {image} (apt-get install umoci)"))?;
+        crate::rootless::umoci_unpack(&image, dest)?;
         step.done("");
         let env = Bundle::env_of(dest)?;
         Ok(Bundle {

@@ -331,6 +331,10 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
     let started = Instant::now();
     let driver = args.driver.unwrap_or_else(Driver::default_here);
     require(driver)?;
+    if args.allocator != Allocators::Glibc && !crate::rootless::is_root() {
+        // The dumps are read by the image's jeprof chrooted in it: a user namespace.
+        crate::rootless::require_userns()?;
+    }
     if args.driver.is_none() {
         progress::note(format!("--driver {}", flag(&driver)));
     }

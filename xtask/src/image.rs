@@ -18,7 +18,7 @@ use crate::lock::{self, BaseLock, JemallocLock, Lock, SysrootLock};
 use crate::oci::{self, Blob, BlobSource, ConfigChanges};
 use crate::progress::{self, Step};
 use crate::project::{self, Cache};
-use crate::registry::{Credentials, Reference, RegistryClient};
+use crate::registry::{Auths, Credentials, Reference, RegistryClient};
 use crate::repo::Repo;
 use crate::spec::{DebianSpec, FlinkSpec, JemallocSpec};
 use crate::sysroot;
@@ -54,7 +54,9 @@ pub struct ImageArgs {
     /// Talk plain HTTP to registries (loopback test registries only).
     #[arg(long)]
     pub plain_http: bool,
-    /// Registry user name; the password is read from $REGISTRY_PASSWORD.
+    /// Registry user name, for the `--push` registry (else the base's); the password is read
+    /// from $REGISTRY_PASSWORD. Other registries get the credentials of the Docker config
+    /// (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`), or none.
     #[arg(long)]
     pub registry_user: Option<String>,
     /// Debian mirror for the sysroot [default: the base's own apt source for its suite].
@@ -87,6 +89,11 @@ pub struct ImageArgs {
     /// /usr/share/keyrings/debian-archive-keyring.gpg); without it the index is unchecked.
     #[arg(long)]
     pub keyring: Option<PathBuf>,
+    /// Check the suite's signature with its distribution's archive keyrings, as
+    /// images/debian.toml names them (debian-archive-keyring, ubuntu-keyring); `--keyring`
+    /// wins over it.
+    #[arg(long)]
+    pub archive_keyring: bool,
     /// Resolve and write the lock only (`cargo xtask lock`).
     #[arg(skip)]
     pub lock_only: bool,
@@ -208,6 +215,27 @@ pub fn upstream_version(v: &str) -> &str {
     v.rsplit_once('-').map_or(v, |(u, _)| u)
 }
 
+/// The credentials of a run: the user's Docker config, and `--registry-user` with
+/// `$REGISTRY_PASSWORD` for the registry it is meant for: the `--push` target's, else the
+/// base's. No registry sees another's credentials.
+pub fn auths(args: &ImageArgs, base: &Reference) -> Result<Auths> {
+    let mut auths = Auths::from_docker_config()?;
+    if let Some(user) = &args.registry_user {
+        let host = match &args.push {
+            Some(p) => p.parse::<Reference>()?.registry,
+            None => base.registry.clone(),
+        };
+        auths = auths.with(
+            &host,
+            Credentials {
+                username: user.clone(),
+                password: std::env::var("REGISTRY_PASSWORD").unwrap_or_default(),
+            },
+        );
+    }
+    Ok(auths)
+}
+
 /// The mirror for `suite` among the base's apt sources.
 pub fn mirror_for(facts: &BaseFacts, suite: &str) -> Option<String> {
     facts
@@ -218,6 +246,10 @@ pub fn mirror_for(facts: &BaseFacts, suite: &str) -> Option<String> {
 }
 
 pub fn image(args: &ImageArgs) -> Result<Built> {
+    if !args.lock_only && !crate::rootless::is_root() {
+        // Before any work: the in-image steps (ldconfig, `dot -c`) need a user namespace.
+        crate::rootless::require_userns()?;
+    }
     let root = project::root();
     let version = args.flink.as_deref().context("--flink is required")?;
     let specs = specs_dir(args);
@@ -262,11 +294,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
         ));
     }
 
-    let credentials = args.registry_user.as_ref().map(|u| Credentials {
-        username: u.clone(),
-        password: std::env::var("REGISTRY_PASSWORD").unwrap_or_default(),
-    });
-    let client = RegistryClient::new(args.plain_http, credentials);
+    let client = RegistryClient::new(args.plain_http, auths(args, &base_ref)?);
     let dl = Downloader::new();
 
     // 1. The base: manifest, config and layers, from the cache when the lock pins them.
@@ -407,6 +435,11 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
                 .flatten()
         })
         .unwrap_or_else(|| suite_spec.mirror.clone());
+    let keyring = match (&args.keyring, args.archive_keyring) {
+        (Some(k), _) => Some(k.clone()),
+        (None, true) => Some(suite_spec.archive_keyring(&suite, &cache.dir.join("keyrings"))?),
+        (None, false) => None,
+    };
     let facts_os = facts.os_id.clone();
     let make_lock = |sysroot_packages, tools| Lock {
         version: 1,
@@ -443,7 +476,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
                 packages: suite_spec.packages.clone(),
                 dev_links: debian.dev_links.clone(),
                 pins: None,
-                keyring: args.keyring.clone(),
+                keyring: keyring.clone(),
             },
         )?;
         let repo = Repo {
@@ -451,7 +484,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
             suite: &suite,
             component: &suite_spec.component,
             arch: &debian.arch,
-            keyring: args.keyring.as_deref(),
+            keyring: keyring.as_deref(),
         };
         let tools = tools_layer::resolve(&dl, &cache, &repo, &facts.dpkg_status)?;
         let new_lock = make_lock(sysroot_pins, tools);
@@ -471,7 +504,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
     // 3. jemalloc against that suite.
     let (tree, info) = build::build(&BuildArgs {
         sysroot_pins: usable.as_ref().map(|l| l.sysroot.packages.clone()),
-        keyring: args.keyring.clone(),
+        keyring: keyring.clone(),
         ..BuildArgs::new(
             SourceArgs {
                 url: Some(jemalloc_url.clone()),
@@ -520,7 +553,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
         suite: &suite,
         component: &suite_spec.component,
         arch: &debian.arch,
-        keyring: args.keyring.as_deref(),
+        keyring: keyring.as_deref(),
     };
     let tool_pins = match &usable {
         Some(l) => l.tools.clone(),

@@ -2,8 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-/// The repository root, from the xtask crate's manifest directory (as rust-analyzer does).
+/// The repository root (`images/`, `patches/`, `ci/`, `e2e/`): `$FLINK_JEMALLOC_ROOT` when
+/// set (a checkout elsewhere, or a copy another user can read), else the xtask crate's
+/// manifest directory's parent (as rust-analyzer does).
 pub fn root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FLINK_JEMALLOC_ROOT").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives one level below the project root")

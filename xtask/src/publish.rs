@@ -23,7 +23,7 @@ use crate::lock::Lock;
 use crate::oci::{self, Blob, BlobSource, LayoutBlobs};
 use crate::progress::{self, Step};
 use crate::project;
-use crate::registry::{Credentials, Reference, RegistryClient, OCI_MANIFEST};
+use crate::registry::{Auths, Credentials, Reference, RegistryClient, OCI_MANIFEST};
 use crate::sbom;
 use crate::spec::{FlinkSpec, JemallocSpec};
 
@@ -69,6 +69,10 @@ pub struct PublishArgs {
     /// OpenPGP keyring the suites' Release files must be signed by.
     #[arg(long)]
     pub keyring: Option<PathBuf>,
+    /// Check each suite's signature with its distribution's archive keyrings (see `image
+    /// --archive-keyring`).
+    #[arg(long)]
+    pub archive_keyring: bool,
     #[command(flatten)]
     pub source: SourceArgs,
     /// Cache and work directory [default: target/flink-jemalloc, or $FLINK_JEMALLOC_CACHE].
@@ -221,7 +225,6 @@ pub fn image_args(args: &PublishArgs, spec: &str, output: &Path) -> Result<Image
     };
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
     opt("--specs", path(&args.specs));
-    opt("--registry-user", args.registry_user.clone());
     opt("--mirror", args.mirror.clone());
     opt("--keyring", path(&args.keyring));
     opt("--url", args.source.url.clone());
@@ -234,6 +237,9 @@ pub fn image_args(args: &PublishArgs, spec: &str, output: &Path) -> Result<Image
     );
     if args.locked {
         argv.push("--locked".into());
+    }
+    if args.archive_keyring {
+        argv.push("--archive-keyring".into());
     }
     if args.plain_http {
         argv.push("--plain-http".into());
@@ -266,12 +272,20 @@ pub fn publish(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Publis
         configure_flags: jspec.configure_flags.clone(),
         patches,
     };
-    let credentials = args.registry_user.as_ref().map(|u| Credentials {
-        username: u.clone(),
-        password: std::env::var("REGISTRY_PASSWORD").unwrap_or_default(),
-    });
-    let client = RegistryClient::new(args.plain_http, credentials);
     let target: Reference = format!("{}/{}", plan.registry, plan.repository).parse()?;
+    // The push credentials are the push registry's only: the bases are pulled with the
+    // Docker config's credentials of their own hosts, or anonymously.
+    let mut auths = Auths::from_docker_config()?;
+    if let Some(user) = &args.registry_user {
+        auths = auths.with(
+            &target.registry,
+            Credentials {
+                username: user.clone(),
+                password: std::env::var("REGISTRY_PASSWORD").unwrap_or_default(),
+            },
+        );
+    }
+    let client = RegistryClient::new(args.plain_http, auths);
     let untagged = format!("{}/{}", target.registry, target.repository);
     let work_parent = args
         .cache_dir

@@ -223,23 +223,21 @@ impl Manifest {
     }
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
+pub use crate::credentials::{Auths, Credentials};
 
 pub struct RegistryClient {
     http: Client,
     plain_http: bool,
-    credentials: Option<Credentials>,
+    /// Credentials per registry host: a registry (and the token service it names) only ever
+    /// sees its own host's.
+    auths: Auths,
     /// Authorization header values by (registry, scope).
     auth: Mutex<HashMap<(String, String), String>>,
 }
 
 impl RegistryClient {
     /// `plain_http` is for loopback registries only; everything else is HTTPS.
-    pub fn new(plain_http: bool, credentials: Option<Credentials>) -> RegistryClient {
+    pub fn new(plain_http: bool, auths: Auths) -> RegistryClient {
         let http = Client::builder()
             .user_agent(concat!("flink-jemalloc-xtask/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
@@ -249,7 +247,7 @@ impl RegistryClient {
         RegistryClient {
             http,
             plain_http,
-            credentials,
+            auths,
             auth: Mutex::new(HashMap::new()),
         }
     }
@@ -298,12 +296,14 @@ impl RegistryClient {
                 )
             })?
             .to_string();
+        let credentials = self.auths.for_registry(&r.registry);
         let value = match parse_challenge(&header)? {
             Challenge::Basic { .. } => {
-                let c = self.credentials.as_ref().with_context(|| {
+                let c = credentials.as_ref().with_context(|| {
                     format!(
-                        "{} needs credentials: pass --registry-user and set REGISTRY_PASSWORD",
-                        r.registry
+                        "{} needs credentials: `docker login {}`, or pass --registry-user and \
+                         set REGISTRY_PASSWORD",
+                        r.registry, r.registry
                     )
                 })?;
                 use base64::Engine;
@@ -324,7 +324,7 @@ impl RegistryClient {
                     query.push(("service", s));
                 }
                 token_req = token_req.query(&query);
-                if let Some(c) = &self.credentials {
+                if let Some(c) = &credentials {
                     token_req = token_req.basic_auth(&c.username, Some(&c.password));
                 }
                 let tr = token_req

@@ -39,22 +39,10 @@ const DOCKER_CAPABILITIES: &[&str] = &[
 /// Clusters started by this process, for unique container ids.
 static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-/// The effective uid of this process, from `/proc/self/status`.
-pub fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// `--driver runc` needs root (runc makes namespaces and cgroups; the rootfs keeps the
 /// image's owners) and the `runc` binary.
 pub fn require() -> Result<()> {
-    if effective_uid() != Some(0) {
+    if !crate::rootless::is_root() {
         bail!(
             "--driver runc needs root (runc makes the containers' namespaces and cgroups): \
              run it with sudo, or use --driver docker with access to a Docker engine"

@@ -75,10 +75,50 @@ pub struct SuiteSpec {
     pub archived: bool,
     pub component: String,
     pub packages: Vec<String>,
+    /// The distribution's archive keyrings the suite's Release is signed with (binary
+    /// OpenPGP keyrings, concatenated for `gpgv`): what `--archive-keyring` checks against.
+    #[serde(default)]
+    pub keyrings: Vec<String>,
+    /// The package that installs [`SuiteSpec::keyrings`], for the error when they are missing.
+    #[serde(default)]
+    pub keyring_package: Option<String>,
 }
 
 fn debian() -> String {
     "debian".into()
+}
+
+impl SuiteSpec {
+    /// The suite's archive keyrings as one keyring file in `dir` (named by their digest);
+    /// an error names the package to install when one is missing.
+    pub fn archive_keyring(&self, suite: &str, dir: &Path) -> Result<std::path::PathBuf> {
+        if self.keyrings.is_empty() {
+            anyhow::bail!("images/debian.toml names no archive keyring for {suite}");
+        }
+        let mut all = Vec::new();
+        for k in &self.keyrings {
+            let bytes =
+                std::fs::read(k).with_context(|| {
+                    format!(
+                    "--archive-keyring: {k} (the {suite} archive keyring) is missing; install {}",
+                    self.keyring_package.as_deref().unwrap_or("the distribution's keyring package")
+                )
+                })?;
+            all.extend(bytes);
+        }
+        let hex = crate::digest::Sha256Hex::of_bytes(&all);
+        let path = dir.join(format!(
+            "archive-keyring-{suite}-{}.gpg",
+            &hex.as_str()[..16]
+        ));
+        if !path.is_file() {
+            std::fs::create_dir_all(dir)?;
+            let tmp = tempfile::NamedTempFile::new_in(dir)?;
+            std::fs::write(tmp.path(), &all)?;
+            tmp.persist(&path)?;
+        }
+        Ok(path)
+    }
 }
 
 impl DebianSpec {
@@ -210,6 +250,40 @@ fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn archive_keyrings_are_named_and_combined() {
+        let d = DebianSpec::load(&crate::project::root()).unwrap();
+        for (name, suite) in &d.suites {
+            assert!(
+                !suite.keyrings.is_empty(),
+                "{name} names no archive keyring"
+            );
+            assert!(suite.keyring_package.is_some(), "{name}");
+        }
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a.gpg"), t.path().join("b.gpg"));
+        std::fs::write(&a, b"first").unwrap();
+        std::fs::write(&b, b"second").unwrap();
+        let mut suite = d.suite("buster").unwrap().clone();
+        suite.keyrings = vec![a.display().to_string(), b.display().to_string()];
+        let k = suite
+            .archive_keyring("buster", &t.path().join("k"))
+            .unwrap();
+        assert_eq!(std::fs::read(&k).unwrap(), b"firstsecond");
+        assert_eq!(
+            suite
+                .archive_keyring("buster", &t.path().join("k"))
+                .unwrap(),
+            k
+        );
+        suite.keyrings.push("/nonexistent/keyring.gpg".into());
+        let e = suite.archive_keyring("buster", t.path()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("install debian-archive-keyring"),
+            "{e:#}"
+        );
+    }
 
     #[test]
     fn committed_specs_load() {

@@ -19,6 +19,7 @@ use crate::download::Downloader;
 use crate::progress::Step;
 use crate::project::Cache;
 use crate::repo::{self, Repo};
+use crate::rootless;
 use crate::unpack::{self, AbsoluteLinks};
 
 /// One `.deb` of the tools layer, as the lock records it.
@@ -170,25 +171,24 @@ pub fn finish_in_chroot(base_layout: &Path, tag: &str, tree: &Path, work: &Path)
     let sh = Shell::new()?;
     let bundle = work.join("bundle");
     let image = format!("{}:{tag}", base_layout.display());
-    cmd!(sh, "umoci unpack --image {image} {bundle}")
-        .quiet()
-        .run()
-        .context("umoci unpack of the base (apt-get install umoci)")?;
+    rootless::umoci_unpack(&image, &bundle).context("unpacking the base")?;
     let rootfs = bundle.join("rootfs");
     let from = format!("{}/.", tree.display());
     cmd!(sh, "cp -a {from} {rootfs}").quiet().run()?;
-    cmd!(sh, "chroot {rootfs} /sbin/ldconfig")
-        .quiet()
-        .run()
-        .context("ldconfig in a chroot of the merged image (needs root)")?;
+    rootless::run_in(
+        &rootfs,
+        &["/sbin/ldconfig"],
+        "ldconfig in a chroot of the merged image",
+    )?;
     std::fs::create_dir_all(tree.join("etc"))?;
     std::fs::copy(rootfs.join("etc/ld.so.cache"), tree.join("etc/ld.so.cache"))?;
     let config6a = "usr/lib/x86_64-linux-gnu/graphviz/config6a";
     if rootfs.join("usr/bin/dot").exists() {
-        cmd!(sh, "chroot {rootfs} /usr/bin/dot -c")
-            .quiet()
-            .run()
-            .context("`dot -c` (graphviz's plugin registry) in a chroot of the merged image")?;
+        rootless::run_in(
+            &rootfs,
+            &["/usr/bin/dot", "-c"],
+            "`dot -c` (graphviz's plugin registry) in a chroot of the merged image",
+        )?;
         std::fs::copy(rootfs.join(config6a), tree.join(config6a))
             .with_context(|| format!("copying {config6a} out of the chroot"))?;
     }

@@ -143,7 +143,7 @@ fn publish_dry_run_two_suites_stable_digests_and_sboms() {
     assert_eq!(first, second, "the same digests from a cold --locked run");
     let printed = stdout(&out1);
 
-    let client = RegistryClient::new(true, None);
+    let client = RegistryClient::new(true, xtask::registry::Auths::anonymous());
     for (i, suite) in SUITES.iter().enumerate() {
         let img = first
             .iter()

@@ -8,7 +8,7 @@ use serde_json::json;
 use std::path::Path;
 use support::{sha256_hex, BearerAuth, Fault, Server};
 use xtask::project::Cache;
-use xtask::registry::{Credentials, Reference, RegistryClient};
+use xtask::registry::{Auths, Credentials, Reference, RegistryClient};
 
 /// A static registry tree: `v2/<repo>/manifests/<ref>` and `v2/<repo>/blobs/<digest>`.
 struct Fake {
@@ -74,7 +74,7 @@ fn bearer_challenge_then_index_to_linux_amd64() {
         token: "t0ken".into(),
         basic: None,
     }));
-    let client = RegistryClient::new(true, None);
+    let client = RegistryClient::new(true, Auths::anonymous());
     let r = reference(&server);
     let (image, index) = client.image_manifest(&r).unwrap();
     assert_eq!(image.digest, f.image_digest);
@@ -102,6 +102,41 @@ fn bearer_challenge_then_index_to_linux_amd64() {
     assert_eq!(server.requests(), before);
 }
 
+/// A registry that hands anonymous pull tokens to anyone (as Docker Hub does) never sees the
+/// credentials of another host: not at its token service, not on its API.
+#[test]
+fn credentials_go_to_their_own_registry_only() {
+    let f = fake();
+    let server = Server::serve(vec![("/", f.dir.path().to_path_buf())]);
+    server.set_auth(Some(BearerAuth {
+        token: "anonymous".into(),
+        basic: None,
+    }));
+    let r = reference(&server);
+    let client = RegistryClient::new(
+        true,
+        Auths::anonymous().with(
+            "push.example:5000",
+            Credentials {
+                username: "pusher".into(),
+                password: "s3cret".into(),
+            },
+        ),
+    );
+    assert_eq!(client.image_manifest(&r).unwrap().0.digest, f.image_digest);
+    let log = server.access_log.lock().unwrap().clone();
+    assert!(log.iter().any(|(t, _)| t.starts_with("/token")), "{log:?}");
+    for (target, authorization) in &log {
+        assert!(
+            authorization.is_empty() || authorization == "Bearer anonymous",
+            "{target} was sent {authorization}"
+        );
+        if target.starts_with("/token") {
+            assert_eq!(authorization, "", "the token service got credentials");
+        }
+    }
+}
+
 #[test]
 fn token_service_with_basic_credentials() {
     let f = fake();
@@ -111,7 +146,7 @@ fn token_service_with_basic_credentials() {
         basic: Some(("ci".into(), "s3cret".into())),
     }));
     let r = reference(&server);
-    let anonymous = RegistryClient::new(true, None)
+    let anonymous = RegistryClient::new(true, Auths::anonymous())
         .image_manifest(&r)
         .unwrap_err()
         .to_string();
@@ -121,18 +156,24 @@ fn token_service_with_basic_credentials() {
     );
     let wrong = RegistryClient::new(
         true,
-        Some(Credentials {
-            username: "ci".into(),
-            password: "nope".into(),
-        }),
+        Auths::anonymous().with(
+            &r.registry,
+            Credentials {
+                username: "ci".into(),
+                password: "nope".into(),
+            },
+        ),
     );
     assert!(wrong.image_manifest(&r).is_err());
     let right = RegistryClient::new(
         true,
-        Some(Credentials {
-            username: "ci".into(),
-            password: "s3cret".into(),
-        }),
+        Auths::anonymous().with(
+            &r.registry,
+            Credentials {
+                username: "ci".into(),
+                password: "s3cret".into(),
+            },
+        ),
     );
     assert_eq!(right.image_manifest(&r).unwrap().0.digest, f.image_digest);
 }
@@ -141,7 +182,7 @@ fn token_service_with_basic_credentials() {
 fn digest_mismatches_are_refused_and_nothing_is_cached() {
     let f = fake();
     let server = Server::serve(vec![("/", f.dir.path().to_path_buf())]);
-    let client = RegistryClient::new(true, None);
+    let client = RegistryClient::new(true, Auths::anonymous());
     let r = reference(&server);
     server.set_fault(Fault::Tamper);
     let cache_dir = tempfile::tempdir().unwrap();
@@ -170,7 +211,7 @@ fn missing_image_names_the_reference() {
     let r: Reference = format!("{}/library/flink:9.9", server.addr())
         .parse()
         .unwrap();
-    let err = RegistryClient::new(true, None)
+    let err = RegistryClient::new(true, Auths::anonymous())
         .image_manifest(&r)
         .unwrap_err()
         .to_string();
@@ -202,7 +243,7 @@ fn push_with_basic_auth_to_a_real_registry() {
         )),
     );
 
-    let anonymous = RegistryClient::new(true, None);
+    let anonymous = RegistryClient::new(true, Auths::anonymous());
     let err = anonymous
         .push_blob(&r, &config.digest, &config.data)
         .unwrap_err()
@@ -211,10 +252,13 @@ fn push_with_basic_auth_to_a_real_registry() {
 
     let client = RegistryClient::new(
         true,
-        Some(Credentials {
-            username: "ci".into(),
-            password: "s3cret".into(),
-        }),
+        Auths::anonymous().with(
+            &r.registry,
+            Credentials {
+                username: "ci".into(),
+                password: "s3cret".into(),
+            },
+        ),
     );
     assert!(
         client.push_blob(&r, &config.digest, &config.data).unwrap(),

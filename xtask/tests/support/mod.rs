@@ -41,6 +41,8 @@ pub struct Server {
     auth: Arc<Mutex<Option<BearerAuth>>>,
     /// Query strings of the requests made to `/token`.
     pub token_queries: Arc<Mutex<Vec<String>>>,
+    /// The access log: every request's target and its `Authorization` header ("" if none).
+    pub access_log: Arc<Mutex<Vec<(String, String)>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -54,6 +56,7 @@ impl Server {
         let fault = Arc::new(Mutex::new(Fault::None));
         let auth: Arc<Mutex<Option<BearerAuth>>> = Arc::new(Mutex::new(None));
         let token_queries = Arc::new(Mutex::new(Vec::new()));
+        let access_log = Arc::new(Mutex::new(Vec::new()));
         let mounts: Arc<Vec<(String, PathBuf)>> = Arc::new(
             mounts
                 .into_iter()
@@ -63,6 +66,7 @@ impl Server {
         let thread = {
             let (stop, requests, fault) = (stop.clone(), requests.clone(), fault.clone());
             let (auth, token_queries) = (auth.clone(), token_queries.clone());
+            let access_log = access_log.clone();
             std::thread::spawn(move || {
                 for conn in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -72,18 +76,15 @@ impl Server {
                     let (requests, fault, mounts) =
                         (requests.clone(), fault.clone(), mounts.clone());
                     let (auth, token_queries) = (auth.clone(), token_queries.clone());
+                    let access_log = access_log.clone();
                     std::thread::spawn(move || {
                         let f = *fault.lock().unwrap();
                         let a = auth.lock().unwrap().clone();
-                        let _ = handle(
-                            conn,
-                            &mounts,
-                            f,
-                            &requests,
-                            a.as_ref(),
-                            &token_queries,
-                            addr,
-                        );
+                        let logs = Logs {
+                            token_queries: &token_queries,
+                            access_log: &access_log,
+                        };
+                        let _ = handle(conn, &mounts, f, &requests, a.as_ref(), logs, addr);
                     });
                 }
             })
@@ -95,6 +96,7 @@ impl Server {
             fault,
             auth,
             token_queries,
+            access_log,
             thread: Some(thread),
         }
     }
@@ -131,15 +133,26 @@ impl Drop for Server {
     }
 }
 
+/// What the server records of its requests.
+#[derive(Clone, Copy)]
+struct Logs<'a> {
+    token_queries: &'a Mutex<Vec<String>>,
+    access_log: &'a Mutex<Vec<(String, String)>>,
+}
+
 fn handle(
     conn: TcpStream,
     mounts: &[(String, PathBuf)],
     fault: Fault,
     requests: &AtomicUsize,
     auth: Option<&BearerAuth>,
-    token_queries: &Mutex<Vec<String>>,
+    logs: Logs,
     addr: std::net::SocketAddr,
 ) -> std::io::Result<()> {
+    let Logs {
+        token_queries,
+        access_log,
+    } = logs;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -158,6 +171,10 @@ fn handle(
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
     requests.fetch_add(1, Ordering::SeqCst);
+    access_log
+        .lock()
+        .unwrap()
+        .push((target.to_string(), authorization.clone()));
     let mut out = conn;
     if let Some(a) = auth {
         if let Some(query) = target.strip_prefix("/token") {
@@ -366,8 +383,14 @@ fn profiled_dir() -> PathBuf {
     if dir.join("args.json").is_file() {
         return dir;
     }
+    // Images of other binaries, unused for a day.
+    let day = std::time::Duration::from_secs(24 * 3600);
     for e in std::fs::read_dir(&fixtures).unwrap().flatten() {
-        if e.file_name().to_string_lossy().starts_with("profiled-") {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > day);
+        if e.file_name().to_string_lossy().starts_with("profiled-") && old {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -447,4 +470,69 @@ fn build_profiled_image(dest: &Path, work: &Path) -> Vec<String> {
     let mut kept = args;
     kept.extend(paths(&at_dest));
     kept
+}
+
+/// The `run:` scripts of a workflow: block scalars (`|`, `>-`, …) and plain one-liners, with
+/// folded blocks joined by spaces and `\` continuations joined.
+pub fn run_scripts(yaml: &str) -> Vec<String> {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let mut scripts = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let trimmed = line.trim_start().trim_start_matches("- ");
+        if let Some(rest) = trimmed.strip_prefix("run:") {
+            let rest = rest.trim();
+            let indent = line.len() - line.trim_start().len();
+            if rest.starts_with('|') || rest.starts_with('>') {
+                let folded = rest.starts_with('>');
+                let mut body = Vec::new();
+                i += 1;
+                while i < lines.len()
+                    && (lines[i].trim().is_empty()
+                        || lines[i].len() - lines[i].trim_start().len() > indent)
+                {
+                    body.push(lines[i].trim());
+                    i += 1;
+                }
+                let text = if folded {
+                    body.join(" ")
+                } else {
+                    body.join("\n").replace("\\\n", " ")
+                };
+                scripts.push(text);
+                continue;
+            }
+            scripts.push(rest.to_string());
+        }
+        i += 1;
+    }
+    scripts
+}
+
+/// Every `cargo xtask <sub> <args…>` in a script, as its tokens after `cargo xtask`.
+pub fn xtask_commands(script: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for line in script.lines() {
+        let mut rest = line;
+        while let Some(at) = rest.find("cargo xtask ") {
+            rest = &rest[at + "cargo xtask ".len()..];
+            let mut tokens = Vec::new();
+            for t in rest.split_whitespace() {
+                if [">", ">>", "|", "||", "&&", ";"].contains(&t) || t.starts_with('>') {
+                    break;
+                }
+                let closes = t.contains(')');
+                let t = t.trim_end_matches([')', '"', ';']);
+                if !t.is_empty() {
+                    tokens.push(t.to_string());
+                }
+                if closes {
+                    break;
+                }
+            }
+            out.push(tokens);
+        }
+    }
+    out
 }
