@@ -77,7 +77,9 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
     let work = tempfile::Builder::new()
         .prefix(".flink-jemalloc-analyze-")
         .tempdir()?;
-    let bundle = Bundle::unpack(&args.image, &work.path().join("bundle"))?;
+    heap_profile::check_dumps(&args.dumps)?;
+    let layout = crate::oci::open_image(&args.image, work.path())?;
+    let bundle = Bundle::unpack(&layout, &work.path().join("bundle"))?;
     let out = args
         .out
         .clone()

@@ -187,6 +187,8 @@ pub fn build(args: &BuildArgs) -> Result<(PathBuf, BuildInfo)> {
         .out
         .clone()
         .unwrap_or_else(|| cache.dist_dir(&spec.version, &args.suite));
+    // One build of this output at a time; a run that waited finds it up to date.
+    let _lock = cache.lock("build", &out.display().to_string())?;
     if !args.force {
         if let Ok(info) = read_info(&out) {
             if info.key == key.as_str() {
@@ -199,15 +201,26 @@ pub fn build(args: &BuildArgs) -> Result<(PathBuf, BuildInfo)> {
         }
     }
 
+    // The logs at build/<key>/logs; the tree in a directory of this run's own beside them,
+    // so that a `make` left running by a killed run never writes into ours. Trees of runs
+    // that are gone are removed (we hold the lock).
     let work = cache.build_dir(key.as_str());
-    if work.exists() {
-        std::fs::remove_dir_all(&work)
-            .with_context(|| format!("cleaning the old build directory {}", work.display()))?;
-    }
     std::fs::create_dir_all(&work)?;
-    let tree = work.join("src");
+    for e in std::fs::read_dir(&work)?.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".tree-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
     let logs = work.join("logs");
+    if logs.exists() {
+        std::fs::remove_dir_all(&logs)
+            .with_context(|| format!("cleaning the old logs {}", logs.display()))?;
+    }
     std::fs::create_dir_all(&logs)?;
+    let run_dir = tempfile::Builder::new()
+        .prefix(".tree-")
+        .tempdir_in(&work)?;
+    let tree = run_dir.path().join("src");
     let src_dir = &src.dir;
     cmd!(sh, "cp -a {src_dir} {tree}").quiet().run()?;
 
@@ -341,7 +354,7 @@ pub fn build(args: &BuildArgs) -> Result<(PathBuf, BuildInfo)> {
     ));
 
     let step = Step::start("smoke run: heap profile under the target's loader, read by jeprof");
-    let summary = smoke(&sh, &work, &installed, &sysroot)?;
+    let summary = smoke(&sh, run_dir.path(), &installed, &sysroot)?;
     step.done(summary);
 
     let info = BuildInfo {

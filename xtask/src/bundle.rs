@@ -56,19 +56,26 @@ impl Bundle {
             .unwrap_or_else(|| "/usr/bin/java".into())
     }
 
-    /// The image's flink-dist jar, on the host.
+    /// The image's flink-dist jar, on the host; an image without one is not a Flink image.
     pub fn flink_dist(&self) -> Result<PathBuf> {
         let home = self.env_var("FLINK_HOME").unwrap_or("/opt/flink");
         let lib = self.rootfs().join(home.trim_start_matches('/')).join("lib");
         std::fs::read_dir(&lib)
-            .with_context(|| format!("reading {}", lib.display()))?
+            .into_iter()
+            .flatten()
             .flatten()
             .map(|e| e.path())
             .find(|p| {
                 p.file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with("flink-dist"))
             })
-            .with_context(|| format!("no flink-dist jar in {}", lib.display()))
+            .with_context(|| {
+                format!(
+                    "{} is not a Flink image: no flink-dist jar in {home}/lib; pass a profiled \
+                     Flink image (`cargo xtask image --flink <version> --output DIR`)",
+                    self.image
+                )
+            })
     }
 }
 

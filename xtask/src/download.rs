@@ -1,6 +1,8 @@
 //! Downloads into a content-addressed cache: stream to a temporary file beside the cache
 //! entry, hash while writing, and rename into place only when the digest matches. A cache
-//! entry therefore always holds verified bytes, and a failure leaves nothing behind.
+//! entry therefore always holds verified bytes, and a failure leaves nothing behind. Each
+//! entry is written under its cache lock (concurrent runs download it once), and every GET
+//! is retried as `retry` says.
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -11,6 +13,7 @@ use std::time::Duration;
 use crate::digest::Sha256Hex;
 use crate::progress;
 use crate::project::Cache;
+use crate::retry::{self, Sink};
 
 pub struct Downloader {
     client: reqwest::blocking::Client,
@@ -36,6 +39,7 @@ impl Downloader {
     /// Returns the cache path of the blob with digest `expected`, downloading it from `url`
     /// only when the cache does not already hold it.
     pub fn fetch(&self, cache: &Cache, url: &str, expected: &Sha256Hex) -> Result<PathBuf> {
+        let _lock = cache.lock("blob", expected.as_str())?;
         let dest = cache.blob(expected.as_str());
         if dest.is_file() {
             if Sha256Hex::of_file(&dest)? == *expected {
@@ -55,53 +59,66 @@ impl Downloader {
         Ok(buf)
     }
 
-    /// Whether `url` answers a GET with success (used to probe optional index files).
+    /// Whether `url` answers a HEAD with success (used to probe optional index files).
     pub fn exists(&self, url: &str) -> Result<bool> {
         if let Some(path) = url.strip_prefix("file://") {
             return Ok(Path::new(path).is_file());
         }
-        let resp = self
-            .client
-            .head(url)
-            .send()
-            .with_context(|| format!("requesting {url}"))?;
-        Ok(resp.status().is_success())
+        let what = format!("HEAD {url}");
+        retry::run(&what, |_| {
+            let resp = self.client.head(url).send()?;
+            if retry::transient_status(resp.status()) {
+                return Err(retry::status_failure(&what, &resp));
+            }
+            Ok(resp.status().is_success())
+        })
     }
 
-    /// Copies the body of `url` into `out`, returning its sha256 and length. A non-success
-    /// status, a connection error, or a body shorter than its Content-Length is an error.
-    fn stream(&self, url: &str, out: &mut dyn Write) -> Result<(Sha256Hex, u64)> {
+    /// Copies the body of `url` into `out`, returning its sha256 and length, with the
+    /// retries and resumption of [`retry::get_into`]. What still fails is an error: a
+    /// non-success status, a connection that cannot be made, a body that stays short.
+    fn stream(&self, url: &str, out: &mut dyn Sink) -> Result<(Sha256Hex, u64)> {
         if let Some(path) = url.strip_prefix("file://") {
             let f = std::fs::File::open(path).with_context(|| format!("opening {url}"))?;
             let len = f.metadata()?.len();
             return copy_hashing(f, out, Some(len), url);
         }
-        let resp =
-            self.client.get(url).send().with_context(|| {
-                format!("requesting {url} (is the network or mirror reachable?)")
-            })?;
-        let status = resp.status();
-        if !status.is_success() {
-            bail!("GET {url} answered {status}");
-        }
-        let len = resp.content_length();
-        copy_hashing(resp, out, len, url)
+        retry::get_into(
+            &format!("GET {url}"),
+            |from| {
+                let mut req = self.client.get(url);
+                if let Some(from) = from {
+                    req = req.header(reqwest::header::RANGE, format!("bytes={from}-"));
+                }
+                Ok(req.send()?)
+            },
+            out,
+        )
+        .with_context(|| format!("downloading {url} (is the network or mirror reachable?)"))
     }
 }
 
 /// Writes a blob into the cache under its digest: `write` fills a temporary file beside the
-/// entry and returns the digest it saw; only a match is renamed into place.
+/// entry and returns the digest it saw; only a match is renamed into place. The caller holds
+/// the blob's [`Cache::lock`].
 pub fn save_verified(
     cache: &Cache,
     expected: &Sha256Hex,
     url: &str,
-    write: impl FnOnce(&mut dyn Write) -> Result<(Sha256Hex, u64)>,
+    write: impl FnOnce(&mut dyn Sink) -> Result<(Sha256Hex, u64)>,
 ) -> Result<PathBuf> {
     let dest = cache.blob(expected.as_str());
     let dir = dest.parent().expect("blob paths have a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Partial files of this digest left by runs that were killed (we hold its lock).
+    let prefix = format!(".partial-{}-", &expected.as_str()[..16]);
+    for e in std::fs::read_dir(dir)?.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     let mut tmp = tempfile::Builder::new()
-        .prefix(".partial-")
+        .prefix(&prefix)
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let (actual, len) = write(tmp.as_file_mut())?;

@@ -302,16 +302,22 @@ enum Engine {
     Kind(KindSession, Vec<String>),
 }
 
-fn prepare(driver: Driver, args: &E2eArgs, work: &Path, out: &Path) -> Result<Engine> {
+fn prepare(
+    driver: Driver,
+    args: &E2eArgs,
+    layout: &Path,
+    work: &Path,
+    out: &Path,
+) -> Result<Engine> {
     Ok(match driver {
         Driver::Runc => Engine::Runc,
-        Driver::Docker => Engine::Docker(LoadedImage::from_layout(&args.image, work)?),
+        Driver::Docker => Engine::Docker(LoadedImage::from_layout(layout, work)?),
         Driver::Kind => {
             // kind loads docker-archives: the layout rewritten once, named as e2e names it.
-            let name = docker::image_name(&crate::oci::layout_ref(&args.image)?.ref_name);
+            let name = docker::image_name(&crate::oci::layout_ref(layout)?.ref_name);
             let archive = work.join("image.docker.tar");
-            crate::oci::layout_to_docker_archive(&args.image, &archive, &name, 0)?;
-            let config = crate::oci::layout_config(&args.image)?;
+            crate::oci::layout_to_docker_archive(layout, &archive, &name, 0)?;
+            let config = crate::oci::layout_config(layout)?;
             let entrypoint = config["config"]["Entrypoint"]
                 .as_array()
                 .map(|a| {
@@ -355,17 +361,19 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
     let _work_teardown = teardown::on_interrupt(format!("{}", work_dir.display()), move || {
         let _ = std::fs::remove_dir_all(&work_dir);
     });
-    let bundle = Bundle::unpack(&args.image, &work.path().join("bundle"))?;
+    let layout = crate::oci::open_image(&args.image, work.path())?;
+    let bundle = Bundle::unpack(&layout, &work.path().join("bundle"))?;
+    let flink_dist = bundle.flink_dist()?;
     let jemalloc = bundle.env_var("JEMALLOC_PATH").map(str::to_string);
     let allocators = args.allocator.list();
     if allocators.contains(&Allocator::Jemalloc) && jemalloc.is_none() {
         bail!(
             "{} has no JEMALLOC_PATH in its environment: is it a profiled image (cargo xtask image)?",
-            bundle.image
+            args.image.display()
         );
     }
-    let jar = flink_job::compile(&bundle.flink_dist()?, work.path())?;
-    let engine = prepare(driver, args, work.path(), &out)?;
+    let jar = flink_job::compile(&flink_dist, work.path())?;
+    let engine = prepare(driver, args, &layout, work.path(), &out)?;
 
     let mut runs = Vec::new();
     for allocator in allocators {

@@ -78,6 +78,7 @@ pub fn fetch_source(
     step.done(format!("sha256 {sha256} verified"));
 
     let unpacked = cache.source_dir(sha256.as_str());
+    let _lock = cache.lock("src", sha256.as_str())?;
     if !unpacked.is_dir() {
         let step = Step::start(format!("unpacking into {}", unpacked.display()));
         let file = std::fs::File::open(&tarball)

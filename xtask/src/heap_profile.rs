@@ -3,11 +3,47 @@
 //! `DIR/*.heap` plus `DIR/root/<absolute path>` for every mapped file that is not part of
 //! the image (RocksDB's JNI library, unpacked to /tmp at run time and deleted at JVM exit).
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::path::Path;
 
 /// Where mapped files that are not in the image are kept, inside a dump directory.
 pub const ROOT: &str = "root";
+
+/// Checks, before any work, that `dir` holds at least two dumps (a difference needs two)
+/// and that none is cut short: jemalloc writes a dump's `MAPPED_LIBRARIES:` section last.
+pub fn check_dumps(dir: &Path) -> Result<Vec<String>> {
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a directory of heap dumps: pass what `cargo xtask collect --out` wrote",
+            dir.display()
+        );
+    }
+    let dumps = dumps_in(dir)?;
+    if dumps.len() < 2 {
+        bail!(
+            "{} holds {} heap dump(s) (jeprof.out.*.heap); at least two are needed for a \
+             difference: collect more (lower lg_prof_interval in MALLOC_CONF, or run longer)",
+            dir.display(),
+            dumps.len()
+        );
+    }
+    for d in &dumps {
+        let path = dir.join(d);
+        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let complete = text.starts_with(b"heap_v2/")
+            && text.windows(18).any(|w| w == b"\nMAPPED_LIBRARIES:")
+            && text.ends_with(b"\n");
+        if !complete {
+            bail!(
+                "{} is truncated or not a jemalloc heap dump (it must begin with heap_v2/ and end \
+                 with its MAPPED_LIBRARIES section): copy it again, or move it out of {}",
+                path.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(dumps)
+}
 
 /// The dumps in `dir`, in order.
 pub fn dumps_in(dir: &Path) -> Result<Vec<String>> {

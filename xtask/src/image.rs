@@ -190,6 +190,7 @@ impl BlobSource for CacheBlobs<'_> {
 fn cache_blob(cache: &Cache, media_type: &str, data: Vec<u8>) -> Result<Blob> {
     let blob = Blob::new(media_type, data);
     let hex = Sha256Hex::parse(&blob.digest)?;
+    let _lock = cache.lock("blob", hex.as_str())?;
     if !cache.blob(hex.as_str()).is_file() {
         crate::download::save_verified(cache, &hex, &blob.digest, |out| {
             crate::download::copy_hashing(
@@ -850,6 +851,7 @@ fn tools_tree(
         ),
     );
     let dir = cache.dir.join("tools").join(&key.as_str()[..16]);
+    let _lock = cache.lock("tools", key.as_str())?;
     if dir.join("var/lib/dpkg/status").is_file() {
         progress::note(format!("jeprof tools tree (cached): {}", dir.display()));
         return Ok(dir);

@@ -38,6 +38,7 @@ pub mod project;
 pub mod publish;
 pub mod registry;
 pub mod repo;
+pub mod retry;
 pub mod rootless;
 pub mod runc_cluster;
 pub mod sbom;

@@ -55,9 +55,21 @@ const HEADER: &str =
 impl Lock {
     pub fn read(path: &Path) -> Result<Option<Lock>> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Some(
-                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?,
-            )),
+            Ok(text) => match toml::from_str(&text) {
+                Ok(lock) => Ok(Some(lock)),
+                Err(e) => {
+                    let line = e
+                        .span()
+                        .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                        .unwrap_or(1);
+                    bail!(
+                        "{}:{line}: not a lock this tool reads ({}): undo the edit, or delete \
+                         the file and run `cargo xtask lock` to resolve it afresh",
+                        path.display(),
+                        e.message().trim()
+                    )
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }

@@ -48,6 +48,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    xtask::teardown::install_handler();
     let result = match cli.command {
         Command::Fetch(args) => fetch::run(args),
         Command::Build(args) => build::run(args),

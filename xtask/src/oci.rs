@@ -458,6 +458,134 @@ pub fn layout_ref(layout: &Path) -> Result<LayoutRef> {
     })
 }
 
+/// Every blob of the (first) image of `layout` (manifest, config, layers) checked against its
+/// digest: a changed or damaged file is an error that names it.
+pub fn verify_layout(layout: &Path) -> Result<()> {
+    let digest = layout_ref(layout)?.manifest_digest;
+    let (_, _, blobs) = layout_manifest(layout, &digest)?;
+    for b in blobs {
+        let path = LayoutBlobs(layout).path_of(&b)?;
+        let actual = format!("sha256:{}", Sha256Hex::of_file(&path)?);
+        if actual != b {
+            bail!(
+                "{}: blob {b} does not match its digest (it is {actual}: the file was changed or \
+                 damaged); write the image again with `cargo xtask image --output`",
+                layout.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What `--image` may be: an OCI image layout directory, or a tarball of one (`image
+/// --output x.tar`), or a docker-archive (`--format docker-archive`, `docker save`). Returns
+/// the layout directory, extracting or converting a tarball into `work`, with every blob
+/// checked against its digest.
+pub fn open_image(path: &Path, work: &Path) -> Result<PathBuf> {
+    let not_an_image = || {
+        anyhow::anyhow!(
+            "{} is neither an OCI image layout (a directory with index.json) nor a \
+             docker-archive (a .tar with manifest.json): pass what `cargo xtask image --output` wrote",
+            path.display()
+        )
+    };
+    let layout = if path.is_dir() {
+        if !path.join("index.json").is_file() {
+            return Err(not_an_image());
+        }
+        path.to_path_buf()
+    } else if path.is_file() {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let extracted = work.join("image-archive");
+        crate::unpack::unpack_fresh(
+            crate::unpack::decompressed(file)?,
+            &extracted,
+            crate::unpack::AbsoluteLinks::Refuse,
+        )
+        .map_err(|_| not_an_image())?;
+        if extracted.join("index.json").is_file() && extracted.join("oci-layout").is_file() {
+            extracted
+        } else if extracted.join("manifest.json").is_file() {
+            let layout = work.join("image-layout");
+            docker_archive_dir_to_layout(&extracted, &layout)
+                .with_context(|| format!("reading the docker-archive {}", path.display()))?;
+            layout
+        } else {
+            return Err(not_an_image());
+        }
+    } else {
+        bail!(
+            "{} does not exist: pass the OCI layout or tarball `cargo xtask image --output` wrote",
+            path.display()
+        );
+    };
+    verify_layout(&layout)?;
+    Ok(layout)
+}
+
+/// Blobs that are files under other names (an unpacked docker-archive's), by digest.
+struct NamedFiles(Vec<(String, PathBuf)>);
+
+impl BlobSource for NamedFiles {
+    fn path_of(&self, digest: &str) -> Result<PathBuf> {
+        self.0
+            .iter()
+            .find(|(d, _)| d == digest)
+            .map(|(_, p)| p.clone())
+            .with_context(|| format!("blob {digest} is not in the archive"))
+    }
+}
+
+/// An unpacked docker-archive (`manifest.json`, the config, the layers) as an OCI layout
+/// tagged with its first `RepoTags` entry's tag.
+fn docker_archive_dir_to_layout(dir: &Path, layout: &Path) -> Result<()> {
+    let m: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json"))?)
+        .context("manifest.json is not JSON")?;
+    let entry = &m[0];
+    let file = |v: &Value| -> Result<PathBuf> {
+        let rel = v
+            .as_str()
+            .context("manifest.json names a file that is not a string")?;
+        let p = dir.join(rel);
+        if !p.is_file() {
+            bail!("manifest.json names {rel}, which the archive lacks");
+        }
+        Ok(p)
+    };
+    let config_path = file(&entry["Config"])?;
+    let config = Blob::new(OCI_CONFIG, std::fs::read(&config_path)?);
+    let mut files = vec![(config.digest.clone(), config_path)];
+    let mut layers = Vec::new();
+    for l in entry["Layers"]
+        .as_array()
+        .context("manifest.json without Layers")?
+    {
+        let path = file(l)?;
+        let mut magic = [0u8; 2];
+        std::io::Read::read(&mut std::fs::File::open(&path)?, &mut magic)?;
+        let media_type = if magic == [0x1f, 0x8b] {
+            OCI_LAYER_GZIP
+        } else {
+            "application/vnd.oci.image.layer.v1.tar"
+        };
+        let digest = format!("sha256:{}", Sha256Hex::of_file(&path)?);
+        let size = std::fs::metadata(&path)?.len();
+        layers.push(json!({"mediaType": media_type, "digest": digest, "size": size}));
+        files.push((digest, path));
+    }
+    let manifest = Blob::new(
+        crate::registry::OCI_MANIFEST,
+        canonical(&self::manifest(&config, &layers, &[])),
+    );
+    let tag = entry["RepoTags"][0]
+        .as_str()
+        .and_then(|t| t.rsplit_once(':').map(|(_, tag)| tag.to_string()))
+        .unwrap_or_else(|| "latest".to_string());
+    let digests: Vec<String> = files.iter().map(|(d, _)| d.clone()).collect();
+    write_layout(layout, &manifest, &digests, &NamedFiles(files), &tag)
+}
+
 /// The config digest of the (first) image of `layout`: the id an engine gives the image.
 pub fn layout_config_digest(layout: &Path) -> Result<String> {
     let digest = layout_ref(layout)?.manifest_digest;

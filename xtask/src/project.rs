@@ -60,4 +60,73 @@ impl Cache {
             .join("dist")
             .join(format!("jemalloc-{version}-{suite}"))
     }
+
+    /// Holds an exclusive lock on the cache entry `name` of `kind` (`blob`, `src`,
+    /// `sysroot`, `build`, `tools`), a file under `locks/`, until the guard is dropped. A run
+    /// that finds the entry locked says so and waits: it then finds the other run's work
+    /// done and reuses it. The lock is the kernel's (flock): a process that dies, even by
+    /// SIGKILL, releases it, so a lock left behind never blocks. The file is removed when
+    /// the lock is released; a waiter that finds its file removed meanwhile locks afresh.
+    pub fn lock(&self, kind: &str, name: &str) -> anyhow::Result<EntryLock> {
+        use anyhow::Context;
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.dir.join("locks");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = dir.join(format!("{kind}-{safe}.lock"));
+        let mut said = false;
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if !said {
+                        crate::progress::note(format!(
+                            "another run is working on {kind} {name} in this cache; waiting for it"
+                        ));
+                        said = true;
+                    }
+                    file.lock()
+                        .with_context(|| format!("locking {}", path.display()))?;
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("locking {}", path.display()))
+                }
+            }
+            // The holder before us may have removed the file we waited on.
+            let same = match (std::fs::metadata(&path), file.metadata()) {
+                (Ok(p), Ok(f)) => p.ino() == f.ino() && p.dev() == f.dev(),
+                _ => false,
+            };
+            if same {
+                return Ok(EntryLock { path, _file: file });
+            }
+        }
+    }
+}
+
+/// A held [`Cache::lock`]; dropping it removes the lock file and releases the lock.
+pub struct EntryLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl Drop for EntryLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::digest::Sha256Hex;
 use crate::download;
 use crate::project::Cache;
+use crate::retry;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -318,26 +319,29 @@ impl RegistryClient {
                 service,
                 scope: asked,
             } => {
-                let mut token_req = self.http.get(&realm);
                 let mut query = vec![("scope", asked.unwrap_or(scope))];
                 if let Some(s) = service {
                     query.push(("service", s));
                 }
-                token_req = token_req.query(&query);
-                if let Some(c) = &credentials {
-                    token_req = token_req.basic_auth(&c.username, Some(&c.password));
-                }
-                let tr = token_req
-                    .send()
-                    .with_context(|| format!("requesting a token from {realm}"))?;
-                if !tr.status().is_success() {
-                    bail!(
-                        "the token service {realm} answered {} for {}",
-                        tr.status(),
-                        r
-                    );
-                }
-                let body: Value = serde_json::from_slice(&tr.bytes()?)
+                let what = format!("GET {realm} (a token for {r})");
+                let bytes = retry::run(&what, |_| {
+                    let mut token_req = self.http.get(&realm).query(&query);
+                    if let Some(c) = &credentials {
+                        token_req = token_req.basic_auth(&c.username, Some(&c.password));
+                    }
+                    let tr = token_req.send()?;
+                    let status = tr.status();
+                    if retry::transient_status(status) {
+                        return Err(retry::status_failure(&what, &tr));
+                    }
+                    if !status.is_success() {
+                        return Err(retry::Failure::Fatal(anyhow::anyhow!(
+                            "the token service {realm} answered {status} for {r}"
+                        )));
+                    }
+                    Ok(tr.bytes()?)
+                })?;
+                let body: Value = serde_json::from_slice(&bytes)
                     .with_context(|| format!("token response from {realm}"))?;
                 let token = body["token"]
                     .as_str()
@@ -357,27 +361,36 @@ impl RegistryClient {
     }
 
     /// Fetches a manifest by tag or digest, with all four media types accepted, verifying a
-    /// requested digest.
+    /// requested digest. Transient faults are retried.
     pub fn manifest(&self, r: &Reference, reference: &str) -> Result<Manifest> {
         let url = self.url(r, &format!("manifests/{reference}"));
         let accept = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST].join(", ");
-        let resp = self.send(r, false, |c| {
-            c.get(&url).header(reqwest::header::ACCEPT, &accept)
+        let what = format!("GET {url}");
+        let (media_type, bytes) = retry::run(&what, |_| {
+            let resp = self.send(r, false, |c| {
+                c.get(&url).header(reqwest::header::ACCEPT, &accept)
+            })?;
+            let status = resp.status();
+            if retry::transient_status(status) {
+                return Err(retry::status_failure(&what, &resp));
+            }
+            if !status.is_success() {
+                return Err(retry::Failure::Fatal(anyhow::anyhow!(
+                    "GET {url} answered {status}: does {r} exist?"
+                )));
+            }
+            let media_type = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            Ok((media_type, resp.bytes()?.to_vec()))
         })?;
-        if !resp.status().is_success() {
-            bail!("GET {url} answered {}: does {r} exist?", resp.status());
-        }
-        let media_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        let bytes = resp.bytes()?.to_vec();
         let digest = format!("sha256:{}", Sha256Hex::of_bytes(&bytes));
         if reference.starts_with("sha256:") && reference != digest {
             bail!(
@@ -417,21 +430,33 @@ impl RegistryClient {
         Ok((image, Some(top)))
     }
 
-    /// Downloads a blob into the cache (verified against `digest`), unless it is there.
+    /// Downloads a blob into the cache (verified against `digest`), unless it is there,
+    /// under the blob's cache lock; transient faults are retried and a body that broke off
+    /// is resumed with `Range`.
     pub fn blob(&self, r: &Reference, digest: &str, cache: &Cache) -> Result<PathBuf> {
         let hex = Sha256Hex::parse(digest)?;
+        let _lock = cache.lock("blob", hex.as_str())?;
         let dest = cache.blob(hex.as_str());
         if dest.is_file() {
             return Ok(dest);
         }
         let url = self.url(r, &format!("blobs/{digest}"));
         download::save_verified(cache, &hex, &url, |out| {
-            let resp = self.send(r, false, |c| c.get(&url))?;
-            if !resp.status().is_success() {
-                bail!("GET {url} answered {}", resp.status());
-            }
-            let len = resp.content_length();
-            download::copy_hashing(resp, out, len, &url)
+            retry::get_into(
+                &format!("GET {url}"),
+                |from| {
+                    self.send(r, false, |c| {
+                        let req = c.get(&url);
+                        match from {
+                            Some(from) => {
+                                req.header(reqwest::header::RANGE, format!("bytes={from}-"))
+                            }
+                            None => req,
+                        }
+                    })
+                },
+                out,
+            )
         })
         .with_context(|| format!("blob {digest} of {r}"))
     }

@@ -138,6 +138,7 @@ pub fn prepare(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Sysroot>
         key: key.to_string(),
         packages: pinned,
     };
+    let _lock = cache.lock("sysroot", &format!("{}-{}", req.suite, key.as_str()))?;
     if dir.join("sysroot.json").is_file() {
         progress::note(format!("sysroot (cached): {}", dir.display()));
         return Ok(sysroot);

@@ -3,6 +3,8 @@
 //! newest first, then exit with 130. A normal end or an error runs the same teardown through
 //! the owners' `Drop`; a registration is a [`Guard`] that forgets its action when dropped.
 //!
+//! The process's children (`make`, `umoci`, `docker`, …) are killed with it.
+//!
 //! Work that must not be cut in half by an interruption (creating a container and
 //! registering it) runs inside [`critical`]: the interrupt waits for it, so nothing is made
 //! after the teardown ran.
@@ -74,12 +76,78 @@ fn interrupted() {
         eprintln!("    removing {what}");
         action();
     }
+    // A `make`, `umoci` or `docker` this run started would go on without it.
+    kill_descendants(std::process::id());
     std::process::exit(130);
+}
+
+/// Installs the interrupt handler (every command calls this first), so that even a run
+/// with nothing registered stops its child processes when interrupted.
+pub fn install_handler() {
+    install();
+}
+
+/// The pids below `pid` in the process tree, from `/proc/<pid>/stat` (`ppid` is the fourth
+/// field, after the parenthesised command name, which may itself hold spaces).
+pub fn descendants(pid: u32, stats: &[(u32, String)]) -> Vec<u32> {
+    let parent_of = |stat: &str| -> Option<u32> {
+        let after = &stat[stat.rfind(')')? + 1..];
+        after.split_whitespace().nth(1)?.parse().ok()
+    };
+    let parents: Vec<(u32, u32)> = stats
+        .iter()
+        .filter_map(|(p, stat)| Some((*p, parent_of(stat)?)))
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        for (child, _) in parents.iter().filter(|(_, pp)| *pp == p) {
+            if !found.contains(child) {
+                found.push(*child);
+                frontier.push(*child);
+            }
+        }
+    }
+    found
+}
+
+/// SIGKILLs every process below `pid`.
+fn kill_descendants(pid: u32) {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let stats: Vec<(u32, String)> = dir
+        .flatten()
+        .filter_map(|e| {
+            let p: u32 = e.file_name().to_str()?.parse().ok()?;
+            Some((p, std::fs::read_to_string(e.path().join("stat")).ok()?))
+        })
+        .collect();
+    for child in descendants(pid, &stats) {
+        // SAFETY: kill(2) with a pid read from /proc and a valid signal number.
+        unsafe {
+            libc::kill(child as libc::pid_t, libc::SIGKILL);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descendants_follow_ppid() {
+        let stats = vec![
+            (10, "10 (xtask) S 1 10 10".to_string()),
+            (11, "11 (make) S 10 10 10".to_string()),
+            (12, "12 (cc1 (x) y) R 11 10 10".to_string()),
+            (13, "13 (other) S 1 13 13".to_string()),
+        ];
+        let mut d = descendants(10, &stats);
+        d.sort();
+        assert_eq!(d, [11, 12]);
+        assert!(descendants(13, &stats).is_empty());
+    }
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 

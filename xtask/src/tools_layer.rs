@@ -115,7 +115,12 @@ pub fn fill_tree(
     for p in pins {
         let url = format!("{}/{}", mirror.trim_end_matches('/'), p.filename);
         let deb = dl
-            .fetch(cache, &url, &Sha256Hex::parse(&p.sha256)?)
+            .fetch(
+                cache,
+                &url,
+                &Sha256Hex::parse(&p.sha256)
+                    .with_context(|| format!("the lock's sha256 of {} is not a digest", p.name))?,
+            )
             .with_context(|| format!("{} {} (sha256 pinned in the lock)", p.name, p.version))?;
         let size = std::fs::metadata(&deb)?.len();
         if size != p.size {

@@ -1,5 +1,7 @@
 //! `cargo xtask fetch` against a loopback HTTP server: good download, tampered file,
-//! truncated body, server gone with a warm cache, and a refusal for each unsafe entry kind.
+//! truncated body, server gone with a warm cache, and a refusal for each unsafe entry kind;
+//! transient faults (429 with Retry-After, a body that breaks off, a server that keeps
+//! answering 503, a 404 that is not retried) and four concurrent fetches of one URL.
 
 mod support;
 
@@ -254,4 +256,138 @@ fn unsafe_archives_are_refused() {
         );
         assert!(!Path::new("/tmp/evil").exists());
     }
+}
+
+/// A body big enough to be read in several pieces (so that half of it is a real prefix).
+fn big_tarball() -> Vec<u8> {
+    let mut b = TarBuilder::default().dir("jemalloc-5.2.1/");
+    let noise: Vec<u8> = (0..400_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    b = b.file("jemalloc-5.2.1/configure", b"#!/bin/sh\n");
+    b = b.file("jemalloc-5.2.1/noise.bin", &noise);
+    b.bz2()
+}
+
+#[test]
+fn too_many_requests_is_retried_after_the_servers_retry_after() {
+    let data = good_tarball();
+    let sha = sha256_hex(&data);
+    let (server, _www) = serve(&data);
+    server.set_fault(Fault::TooManyRequestsFirst);
+    let cache = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = fetch(&server, &sha, cache.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("answered 429 Too Many Requests; retrying in 1.0 s (attempt 2 of 6)"),
+        "the retry shows what, why and which attempt: {err}"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+    assert_eq!(server.requests(), 2);
+}
+
+#[test]
+fn a_body_that_breaks_off_is_resumed_with_range() {
+    let data = big_tarball();
+    let sha = sha256_hex(&data);
+    let (server, _www) = serve(&data);
+    server.set_fault(Fault::BreakFirst);
+    let cache = tempfile::tempdir().unwrap();
+    let out = fetch(&server, &sha, cache.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("connection lost"), "{}", stderr(&out));
+    let gets: Vec<(String, String, String)> = server.ranges.lock().unwrap().clone();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    let resumed = gets[1].2.clone();
+    let from: usize = resumed
+        .strip_prefix("bytes=")
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the second GET asks for the rest: {gets:?}"));
+    assert!(from > 0 && from < data.len(), "{resumed}");
+    assert_eq!(
+        std::fs::read(cache.path().join("blobs/sha256").join(&sha)).unwrap(),
+        data
+    );
+}
+
+#[test]
+fn a_server_that_keeps_failing_gets_a_clear_error_and_nothing_is_cached() {
+    let data = good_tarball();
+    let sha = sha256_hex(&data);
+    let (server, _www) = serve(&data);
+    server.set_fault(Fault::Unavailable);
+    let cache = tempfile::tempdir().unwrap();
+    let out = fetch(&server, &sha, cache.path());
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let last = err.lines().rfind(|l| l.starts_with("error:")).unwrap();
+    assert!(
+        last.contains("answered 503 Service Unavailable")
+            && last.contains("gave up after 6 attempts"),
+        "{err}"
+    );
+    assert_eq!(server.requests(), 6);
+    assert_eq!(files_below(cache.path()), Vec::<std::path::PathBuf>::new());
+
+    // A 404 is an answer, not a fault: asked once.
+    let (server, _www) = serve(&data);
+    let out = xtask(&[
+        "fetch",
+        "--url",
+        &server.url("no-such.tar.bz2"),
+        "--sha256",
+        &sha,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("404 Not Found"), "{}", stderr(&out));
+    assert_eq!(server.requests(), 1);
+}
+
+#[test]
+fn four_concurrent_fetches_download_once() {
+    let data = big_tarball();
+    let sha = sha256_hex(&data);
+    let (server, _www) = serve(&data);
+    let cache = tempfile::tempdir().unwrap();
+    let url = server.url("jemalloc-5.2.1.tar.bz2");
+    let runs: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+                .args(["fetch", "--url", &url, "--sha256", &sha, "--cache-dir"])
+                .arg(cache.path())
+                .env("CI", "1")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<std::process::Output> = runs
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for o in &outs {
+        assert!(o.status.success(), "{}", stderr(o));
+    }
+    let trees: Vec<String> = outs.iter().map(stdout).collect();
+    assert!(trees.iter().all(|t| *t == trees[0]), "{trees:?}");
+    assert_eq!(server.requests(), 1, "downloaded once");
+    assert_eq!(
+        std::fs::read(cache.path().join("blobs/sha256").join(&sha)).unwrap(),
+        data
+    );
+    assert!(
+        !files_below(cache.path())
+            .iter()
+            .any(|p| p.to_string_lossy().contains(".lock")),
+        "no lock file is left"
+    );
 }

@@ -22,6 +22,13 @@ pub enum Fault {
     Tamper,
     /// Announce the full Content-Length, send half the body, close.
     Truncate,
+    /// The first GET of each path: `429 Too Many Requests` with `Retry-After: 1`.
+    TooManyRequestsFirst,
+    /// The first GET of each path: half the body, then the connection is closed (a reset
+    /// in the middle of a large blob); later GETs are served, honouring `Range`.
+    BreakFirst,
+    /// Every GET: `503 Service Unavailable`.
+    Unavailable,
 }
 
 /// A registry-style bearer-token challenge: requests without `Authorization: Bearer
@@ -43,6 +50,8 @@ pub struct Server {
     pub token_queries: Arc<Mutex<Vec<String>>>,
     /// The access log: every request's target and its `Authorization` header ("" if none).
     pub access_log: Arc<Mutex<Vec<(String, String)>>>,
+    /// Every request's method, target and `Range` header ("" if none).
+    pub ranges: Arc<Mutex<Vec<(String, String, String)>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -57,6 +66,7 @@ impl Server {
         let auth: Arc<Mutex<Option<BearerAuth>>> = Arc::new(Mutex::new(None));
         let token_queries = Arc::new(Mutex::new(Vec::new()));
         let access_log = Arc::new(Mutex::new(Vec::new()));
+        let ranges = Arc::new(Mutex::new(Vec::new()));
         let mounts: Arc<Vec<(String, PathBuf)>> = Arc::new(
             mounts
                 .into_iter()
@@ -67,6 +77,7 @@ impl Server {
             let (stop, requests, fault) = (stop.clone(), requests.clone(), fault.clone());
             let (auth, token_queries) = (auth.clone(), token_queries.clone());
             let access_log = access_log.clone();
+            let ranges = ranges.clone();
             std::thread::spawn(move || {
                 for conn in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -77,12 +88,14 @@ impl Server {
                         (requests.clone(), fault.clone(), mounts.clone());
                     let (auth, token_queries) = (auth.clone(), token_queries.clone());
                     let access_log = access_log.clone();
+                    let ranges = ranges.clone();
                     std::thread::spawn(move || {
                         let f = *fault.lock().unwrap();
                         let a = auth.lock().unwrap().clone();
                         let logs = Logs {
                             token_queries: &token_queries,
                             access_log: &access_log,
+                            ranges: &ranges,
                         };
                         let _ = handle(conn, &mounts, f, &requests, a.as_ref(), logs, addr);
                     });
@@ -97,6 +110,7 @@ impl Server {
             auth,
             token_queries,
             access_log,
+            ranges,
             thread: Some(thread),
         }
     }
@@ -138,6 +152,7 @@ impl Drop for Server {
 struct Logs<'a> {
     token_queries: &'a Mutex<Vec<String>>,
     access_log: &'a Mutex<Vec<(String, String)>>,
+    ranges: &'a Mutex<Vec<(String, String, String)>>,
 }
 
 fn handle(
@@ -152,11 +167,13 @@ fn handle(
     let Logs {
         token_queries,
         access_log,
+        ranges,
     } = logs;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let mut authorization = String::new();
+    let mut range = String::new();
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
@@ -165,6 +182,9 @@ fn handle(
         if let Some((k, v)) = h.split_once(':') {
             if k.eq_ignore_ascii_case("authorization") {
                 authorization = v.trim().to_string();
+            }
+            if k.eq_ignore_ascii_case("range") {
+                range = v.trim().to_string();
             }
         }
     }
@@ -175,6 +195,12 @@ fn handle(
         .lock()
         .unwrap()
         .push((target.to_string(), authorization.clone()));
+    let first_of_path = {
+        let mut r = ranges.lock().unwrap();
+        let first = !r.iter().any(|(m, t, _)| m == method && t == target);
+        r.push((method.to_string(), target.to_string(), range.clone()));
+        first
+    };
     let mut out = conn;
     if let Some(a) = auth {
         if let Some(query) = target.strip_prefix("/token") {
@@ -205,22 +231,64 @@ fn handle(
             );
         }
     }
+    let get = method == "GET";
+    match fault {
+        Fault::TooManyRequestsFirst if get && first_of_path => {
+            return out.write_all(
+                b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+        Fault::Unavailable if get => {
+            return out.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+        _ => {}
+    }
     let file = resolve(mounts, target);
     let Some(body) = file.and_then(|p| std::fs::read(p).ok()) else {
         return out.write_all(
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         );
     };
-    write!(
-        out,
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
+    // `Range: bytes=N-`, the only form the client sends.
+    let from = range
+        .strip_prefix("bytes=")
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n < body.len());
+    let body = match from {
+        Some(n) => {
+            write!(
+                out,
+                "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {n}-{}/{}\r\nConnection: close\r\n\r\n",
+                body.len() - n,
+                body.len() - 1,
+                body.len()
+            )?;
+            body[n..].to_vec()
+        }
+        None => {
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            body
+        }
+    };
     if method == "HEAD" {
         return Ok(());
     }
     match fault {
-        Fault::None => out.write_all(&body),
+        Fault::BreakFirst if first_of_path => {
+            out.write_all(&body[..body.len() / 2])?;
+            out.flush()?;
+            out.shutdown(std::net::Shutdown::Both)
+        }
+        Fault::None | Fault::TooManyRequestsFirst | Fault::BreakFirst | Fault::Unavailable => {
+            out.write_all(&body)
+        }
         Fault::Tamper => {
             let mut b = body;
             if !b.is_empty() {
