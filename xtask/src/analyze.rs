@@ -74,10 +74,14 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
         // jeprof runs chrooted in the image: in a user namespace unless root.
         crate::rootless::require_userns()?;
     }
+    heap_profile::check_dumps(&args.dumps)?;
     let work = tempfile::Builder::new()
         .prefix(".flink-jemalloc-analyze-")
         .tempdir()?;
-    heap_profile::check_dumps(&args.dumps)?;
+    let work_dir = work.path().to_path_buf();
+    let _teardown = crate::teardown::on_interrupt(work_dir.display().to_string(), move || {
+        let _ = std::fs::remove_dir_all(&work_dir);
+    });
     let layout = crate::oci::open_image(&args.image, work.path())?;
     let bundle = Bundle::unpack(&layout, &work.path().join("bundle"))?;
     let out = args

@@ -237,8 +237,9 @@ pub fn verdict(runs: &[Run], restarts_asked: u64) -> Vec<String> {
 }
 
 /// The Flink configuration of every run: RocksDB state, REST on loopback, metrics fresh
-/// each second, and the TaskManager heap pre-touched (so heap RSS = committed heap, and
-/// RSS minus committed heap/non-heap is the native part).
+/// each second, the TaskManager heap pre-touched (so heap RSS = committed heap, and RSS
+/// minus committed heap/non-heap is the native part), heartbeats that notice a dead
+/// TaskManager within 10 s.
 pub fn cluster_spec(allocator: Allocator, args: &E2eArgs, jemalloc: Option<&str>) -> ClusterSpec {
     let conf = [
         ("state.backend", "rocksdb".to_string()),
@@ -250,6 +251,9 @@ pub fn cluster_spec(allocator: Allocator, args: &E2eArgs, jemalloc: Option<&str>
         ("rest.port", args.rest_port.to_string()),
         ("metrics.fetcher.update-interval", "1000".into()),
         ("env.java.opts.taskmanager", "-XX:+AlwaysPreTouch".into()),
+        // A killed or OOM-killed TaskManager is noticed in 10 s, not Flink's default 50 s.
+        ("heartbeat.interval", "2000".into()),
+        ("heartbeat.timeout", "10000".into()),
     ];
     let taskmanager_env = match (allocator, jemalloc) {
         (Allocator::Jemalloc, Some(lib)) => vec![
@@ -337,6 +341,7 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
     let started = Instant::now();
     let driver = args.driver.unwrap_or_else(Driver::default_here);
     require(driver)?;
+    crate::oci::check_image(&args.image)?;
     if args.allocator != Allocators::Glibc && !crate::rootless::is_root() {
         // The dumps are read by the image's jeprof chrooted in it: a user namespace.
         crate::rootless::require_userns()?;
@@ -350,12 +355,6 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
         .unwrap_or_else(|| crate::project::root().join("target/flink-jemalloc/e2e-report"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let out = std::path::absolute(&out)?;
-    for old in ["dumps", "analysis", "logs"] {
-        let p = out.join(old);
-        if p.exists() {
-            std::fs::remove_dir_all(&p)?;
-        }
-    }
     let work = tempfile::Builder::new().prefix(".e2e-").tempdir_in(&out)?;
     let work_dir = work.path().to_path_buf();
     let _work_teardown = teardown::on_interrupt(format!("{}", work_dir.display()), move || {
@@ -374,6 +373,14 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
     }
     let jar = flink_job::compile(&flink_dist, work.path())?;
     let engine = prepare(driver, args, &layout, work.path(), &out)?;
+    // An earlier report's dumps, analysis and logs give way only now, when this run has
+    // everything it needs to replace them.
+    for old in ["dumps", "analysis", "logs"] {
+        let p = out.join(old);
+        if p.exists() {
+            std::fs::remove_dir_all(&p)?;
+        }
+    }
 
     let mut runs = Vec::new();
     for allocator in allocators {

@@ -66,7 +66,7 @@ impl Lock {
                         "{}:{line}: not a lock this tool reads ({}): undo the edit, or delete \
                          the file and run `cargo xtask lock` to resolve it afresh",
                         path.display(),
-                        e.message().trim()
+                        e.message().trim().replace('\n', "; ")
                     )
                 }
             },

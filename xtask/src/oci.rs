@@ -477,18 +477,57 @@ pub fn verify_layout(layout: &Path) -> Result<()> {
     Ok(())
 }
 
+fn not_an_image(path: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} is neither an OCI image layout (a directory with index.json) nor a docker-archive \
+         (a .tar with manifest.json): pass what `cargo xtask image --output` wrote",
+        path.display()
+    )
+}
+
+/// A quick look, before any work, at whether `path` can be an image [`open_image`] opens:
+/// a directory with `index.json`, or a tarball holding `index.json` or `manifest.json`.
+pub fn check_image(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return match path.join("index.json").is_file() {
+            true => Ok(()),
+            false => Err(not_an_image(path)),
+        };
+    }
+    if !path.exists() {
+        bail!(
+            "{} does not exist: pass the OCI layout or tarball `cargo xtask image --output` wrote",
+            path.display()
+        );
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let found = crate::unpack::decompressed(file).ok().and_then(|r| {
+        let mut tar = tar::Archive::new(r);
+        let entries = tar.entries().ok()?;
+        for e in entries {
+            let e = e.ok()?;
+            let name = e
+                .path()
+                .ok()?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_string();
+            if name == "index.json" || name == "manifest.json" {
+                return Some(());
+            }
+        }
+        None
+    });
+    found.ok_or_else(|| not_an_image(path))
+}
+
 /// What `--image` may be: an OCI image layout directory, or a tarball of one (`image
 /// --output x.tar`), or a docker-archive (`--format docker-archive`, `docker save`). Returns
 /// the layout directory, extracting or converting a tarball into `work`, with every blob
 /// checked against its digest.
 pub fn open_image(path: &Path, work: &Path) -> Result<PathBuf> {
-    let not_an_image = || {
-        anyhow::anyhow!(
-            "{} is neither an OCI image layout (a directory with index.json) nor a \
-             docker-archive (a .tar with manifest.json): pass what `cargo xtask image --output` wrote",
-            path.display()
-        )
-    };
+    check_image(path)?;
+    let not_an_image = || not_an_image(path);
     let layout = if path.is_dir() {
         if !path.join("index.json").is_file() {
             return Err(not_an_image());
@@ -515,10 +554,7 @@ pub fn open_image(path: &Path, work: &Path) -> Result<PathBuf> {
             return Err(not_an_image());
         }
     } else {
-        bail!(
-            "{} does not exist: pass the OCI layout or tarball `cargo xtask image --output` wrote",
-            path.display()
-        );
+        return Err(not_an_image());
     };
     verify_layout(&layout)?;
     Ok(layout)

@@ -482,62 +482,90 @@ pub fn rebuild_profiled_image(extra: &[&str]) -> Output {
     let dir = profiled_dir();
     let args: Vec<String> =
         serde_json::from_str(&std::fs::read_to_string(dir.join("args.json")).unwrap()).unwrap();
-    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
-    all.push("--locked");
-    all.extend(extra);
-    xtask(&all)
+    let mut all: Vec<String> = args;
+    all.push("--locked".into());
+    // A flag of `extra` the build had (`--output`, `--lock-file`) takes the new value.
+    let mut rest = extra.iter();
+    while let Some(&flag) = rest.next() {
+        match all.iter().position(|a| a == flag) {
+            Some(i) if flag.starts_with("--") && i + 1 < all.len() => {
+                all[i + 1] = rest.next().expect("a value for the flag").to_string();
+            }
+            _ => all.push(flag.to_string()),
+        }
+    }
+    xtask(&all.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
-/// Builds the profiled image with paths under `dest` (where `work` will be renamed to) and
-/// returns the `image` arguments used.
-fn build_profiled_image(dest: &Path, work: &Path) -> Vec<String> {
-    let repo =
-        xtask::fixtures::debian_repo_with_tools("bullseye").expect("fixture Debian repository");
-    let standin = xtask::fixtures::jemalloc_standin().expect("fixture jemalloc source");
-    let registry = xtask::fixtures::registry::Registry::start().expect("a loopback registry");
-    let addr = registry.url().trim_start_matches("http://").to_string();
-    xtask::fixtures::flink_base::push_flink_base(&addr, "fixtures/flink:1.10.3")
-        .expect("pushing the fixture base");
-    let files = Server::serve(vec![
-        ("/debian", repo.dir.clone()),
-        ("/jemalloc-5.2.1.tar.bz2", standin.tarball.clone()),
-    ]);
-    let (at_work, at_dest) = (|p: &str| work.join(p), |p: &str| dest.join(p));
-    let args: Vec<String> = [
-        "image".to_string(),
-        "--flink".into(),
-        "1.10.3".into(),
-        "--base".into(),
-        format!("{addr}/fixtures/flink:1.10.3"),
-        "--plain-http".into(),
-        "--mirror".into(),
-        files.url("debian"),
-        "--keyring".into(),
-        repo.keyring.display().to_string(),
-        "--url".into(),
-        files.url("jemalloc-5.2.1.tar.bz2"),
-        "--sha256".into(),
-        standin.sha256.as_str().to_string(),
-    ]
-    .to_vec();
-    let paths = |at: &dyn Fn(&str) -> PathBuf| -> Vec<String> {
-        [
-            "--lock-file".to_string(),
-            at("flink.lock").display().to_string(),
-            "--cache-dir".into(),
-            at("cache").display().to_string(),
-            "--output".into(),
-            at("layout").display().to_string(),
+/// What `cargo xtask image` builds the test image from, served on loopback while this lives:
+/// the fixture Flink base in a real registry, the signed Debian fixture repository and the
+/// jemalloc stand-in; `args` are the `image` arguments naming them (no paths of a run).
+pub struct ImageInputs {
+    pub registry: xtask::fixtures::registry::Registry,
+    pub files: Server,
+    pub args: Vec<String>,
+}
+
+impl ImageInputs {
+    pub fn start() -> ImageInputs {
+        let repo =
+            xtask::fixtures::debian_repo_with_tools("bullseye").expect("fixture Debian repository");
+        let standin = xtask::fixtures::jemalloc_standin().expect("fixture jemalloc source");
+        let registry = xtask::fixtures::registry::Registry::start().expect("a loopback registry");
+        let addr = registry.url().trim_start_matches("http://").to_string();
+        xtask::fixtures::flink_base::push_flink_base(&addr, "fixtures/flink:1.10.3")
+            .expect("pushing the fixture base");
+        let files = Server::serve(vec![
+            ("/debian", repo.dir.clone()),
+            ("/jemalloc-5.2.1.tar.bz2", standin.tarball.clone()),
+        ]);
+        let args = [
+            "image".to_string(),
+            "--flink".into(),
+            "1.10.3".into(),
+            "--base".into(),
+            format!("{addr}/fixtures/flink:1.10.3"),
+            "--plain-http".into(),
+            "--mirror".into(),
+            files.url("debian"),
+            "--keyring".into(),
+            repo.keyring.display().to_string(),
+            "--url".into(),
+            files.url("jemalloc-5.2.1.tar.bz2"),
+            "--sha256".into(),
+            standin.sha256.as_str().to_string(),
         ]
-        .to_vec()
-    };
-    let mut build = args.clone();
-    build.extend(paths(&at_work));
+        .to_vec();
+        ImageInputs {
+            registry,
+            files,
+            args,
+        }
+    }
+
+    /// The arguments with a run's lock file, cache and output under `dir`.
+    pub fn args_in(&self, dir: &Path) -> Vec<String> {
+        let mut a = self.args.clone();
+        for (flag, name) in [
+            ("--lock-file", "flink.lock"),
+            ("--cache-dir", "cache"),
+            ("--output", "layout"),
+        ] {
+            a.push(flag.into());
+            a.push(dir.join(name).display().to_string());
+        }
+        a
+    }
+}
+
+/// Builds the profiled image with paths under `work` and returns the `image` arguments
+/// with those paths under `dest` (where `work` will be renamed to).
+fn build_profiled_image(dest: &Path, work: &Path) -> Vec<String> {
+    let inputs = ImageInputs::start();
+    let build = inputs.args_in(work);
     let out = xtask(&build.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "image failed: {}", stderr(&out));
-    let mut kept = args;
-    kept.extend(paths(&at_dest));
-    kept
+    inputs.args_in(dest)
 }
 
 /// The `run:` scripts of a workflow: block scalars (`|`, `>-`, …) and plain one-liners, with
