@@ -100,6 +100,27 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
     Ok(())
 }
 
+/// The files the last dump maps that neither the image nor the dump directory's `root/`
+/// has, each named in a warning: their frames stay unnamed.
+fn missing_files(rootfs: &Path, dir: &Path, last: &str) -> Result<Vec<String>> {
+    let mapped = heap_profile::mapped_libraries(&String::from_utf8_lossy(
+        &std::fs::read(dir.join(last)).with_context(|| format!("reading {last}"))?,
+    ));
+    let missing: Vec<String> = mapped
+        .into_iter()
+        .filter(|p| !p.starts_with("/dev/") && !p.starts_with("/memfd:"))
+        .filter(|p| !rootfs.join(p.trim_start_matches('/')).exists())
+        .collect();
+    for m in &missing {
+        progress::note(format!(
+            "warning: {m} is mapped by the dumps but not in the image or {}/{}; its frames stay unnamed",
+            dir.display(),
+            heap_profile::ROOT
+        ));
+    }
+    Ok(missing)
+}
+
 /// Stages `dir` into `rootfs` and runs the rootfs's jeprof (chrooted) over the dumps;
 /// writes `top.txt`, `diff.txt`, `diff.svg` and `analysis.json` to `out`.
 pub fn analyze_in_rootfs(
@@ -133,21 +154,7 @@ pub fn analyze_in_rootfs(
         None => dumps[0].clone(),
     };
     let last = dumps[dumps.len() - 1].clone();
-    let mapped = heap_profile::mapped_libraries(&String::from_utf8_lossy(
-        &std::fs::read(dir.join(&last)).with_context(|| format!("reading {last}"))?,
-    ));
-    let missing_files: Vec<String> = mapped
-        .into_iter()
-        .filter(|p| !p.starts_with("/dev/") && !p.starts_with("/memfd:"))
-        .filter(|p| !rootfs.join(p.trim_start_matches('/')).exists())
-        .collect();
-    for m in &missing_files {
-        progress::note(format!(
-            "warning: {m} is mapped by the dumps but not in the image or {}/{}; its frames stay unnamed",
-            dir.display(),
-            heap_profile::ROOT
-        ));
-    }
+    let missing_files = missing_files(rootfs, dir, &last)?;
     let jeprof_in = |args: Vec<String>| -> Result<String> {
         let mut argv = vec![
             "env",

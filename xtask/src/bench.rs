@@ -10,6 +10,7 @@
 //! - layer write throughput (tar + gzip of the installed tree) and the layer's size.
 
 use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use xshell::{cmd, Shell};
 
@@ -27,20 +28,33 @@ pub struct BenchArgs {
     pub layer_rounds: u32,
 }
 
+/// The rows of the README's table, as they are measured.
+type Rows = Vec<(String, String)>;
+
 pub fn run(args: BenchArgs) -> Result<()> {
     let repo = fixtures::debian_repo_with_tools("bullseye")?;
     let standin = fixtures::jemalloc_standin()?;
     let work = tempfile::tempdir()?;
     let w = work.path();
-    let url = format!("file://{}", standin.tarball.display());
     let mirror = format!("file://{}", repo.dir.display());
     let source = SourceArgs {
-        url: Some(url.clone()),
+        url: Some(format!("file://{}", standin.tarball.display())),
         sha256: Some(standin.sha256.to_string()),
     };
-    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut rows: Rows = Vec::new();
+    let bare_secs = bare_build(w, &standin, &mut rows)?;
+    let tree = builds(w, &repo, &source, &mirror, bare_secs, &mut rows)?;
+    layer_write(&tree, args.layer_rounds, &mut rows)?;
+    images(w, &repo, source, &mirror, &mut rows)?;
+    println!("| measurement | result |\n|---|---|");
+    for (k, v) in rows {
+        println!("| {k} | {v} |");
+    }
+    Ok(())
+}
 
-    // Bare build of the same source.
+/// `./configure && make -j && make install` of the same source, by hand: the baseline.
+fn bare_build(w: &Path, standin: &fixtures::Standin, rows: &mut Rows) -> Result<f64> {
     let bare = w.join("bare");
     let file = std::fs::File::open(&standin.tarball)?;
     unpack::unpack_fresh(unpack::decompressed(file)?, &bare, AbsoluteLinks::Refuse)?;
@@ -79,11 +93,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
         format!("{bare_secs:.1} s"),
     ));
 
-    // Cold build with a fresh cache.
+    Ok(bare_secs)
+}
+
+/// `cargo xtask build`, cold with a fresh cache and warm; returns the installed tree.
+fn builds(
+    w: &Path,
+    repo: &fixtures::ToolsRepo,
+    source: &SourceArgs,
+    mirror: &str,
+    bare_secs: f64,
+    rows: &mut Rows,
+) -> Result<PathBuf> {
     let cache = w.join("cache");
     let build_args = BuildArgs {
         keyring: Some(repo.keyring.clone()),
-        ..BuildArgs::new(source.clone(), "bullseye", &mirror, &cache)
+        ..BuildArgs::new(source.clone(), "bullseye", mirror, &cache)
     };
     let t = Instant::now();
     let (tree, _) = build::build(&build_args)?;
@@ -107,15 +132,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
         format!("{:.2} s", t.elapsed().as_secs_f64()),
     ));
 
-    // Layer write throughput and size.
+    Ok(tree)
+}
+
+/// Tar + gzip of the installed tree, `rounds` times: throughput and size.
+fn layer_write(tree: &Path, rounds: u32, rows: &mut Rows) -> Result<()> {
     let t = Instant::now();
     let mut layer = None;
-    for _ in 0..args.layer_rounds {
-        layer = Some(oci::layer(oci::layer_tar(&tree, "/opt/jemalloc", 0)?));
+    for _ in 0..rounds {
+        layer = Some(oci::layer(oci::layer_tar(tree, "/opt/jemalloc", 0)?));
     }
-    let per = t.elapsed().as_secs_f64() / args.layer_rounds as f64;
+    let per = t.elapsed().as_secs_f64() / rounds as f64;
     let layer = layer.expect("at least one round");
-    let tar_len = oci::layer_tar(&tree, "/opt/jemalloc", 0)?.len() as f64;
+    let tar_len = oci::layer_tar(tree, "/opt/jemalloc", 0)?.len() as f64;
     rows.push((
         "layer write (tar + gzip of /opt/jemalloc)".into(),
         format!(
@@ -133,7 +162,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
         ),
     ));
 
-    // Image, cold and warm, against the fixture base in a loopback registry.
+    Ok(())
+}
+
+/// `cargo xtask image`, cold and warm, against the fixture base in a loopback registry; the
+/// tools layer's size.
+fn images(
+    w: &Path,
+    repo: &fixtures::ToolsRepo,
+    source: SourceArgs,
+    mirror: &str,
+    rows: &mut Rows,
+) -> Result<()> {
     let registry = fixtures::registry::Registry::start()?;
     let addr = registry.url().trim_start_matches("http://").to_string();
     fixtures::flink_base::push_flink_base(&addr, "bench/flink:1.10.3")?;
@@ -145,7 +185,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         base: Some(format!("{addr}/bench/flink:1.10.3")),
         plain_http: true,
         registry_user: None,
-        mirror: Some(mirror.clone()),
+        mirror: Some(mirror.to_string()),
         preload: false,
         malloc_conf: image::DEFAULT_MALLOC_CONF.into(),
         output: Some(w.join("layout")),
@@ -205,9 +245,5 @@ pub fn run(args: BenchArgs) -> Result<()> {
         format!("{:.1} s", t.elapsed().as_secs_f64()),
     ));
 
-    println!("| measurement | result |\n|---|---|");
-    for (k, v) in rows {
-        println!("| {k} | {v} |");
-    }
     Ok(())
 }

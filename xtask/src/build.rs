@@ -7,6 +7,10 @@
 //! Work happens in `<cache>/build/<key>`; the installed tree is staged beside the output
 //! and renamed over it only after every gate passed.
 
+pub mod elf;
+pub mod gates;
+pub mod sysroot;
+
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -15,14 +19,13 @@ use xshell::{cmd, Shell};
 
 use crate::digest::{key_of, Sha256Hex};
 use crate::download::Downloader;
-use crate::elf;
 use crate::fetch::{self, SourceArgs};
-use crate::gates::{self, Unwinder};
 use crate::progress::{self, Step};
 use crate::project::{self, Cache};
 use crate::spec::{DebianSpec, JemallocSpec};
-use crate::sysroot::{self, Sysroot};
 use crate::unpack;
+use gates::Unwinder;
+use sysroot::Sysroot;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BuildArgs {
@@ -115,8 +118,90 @@ pub fn run(args: BuildArgs) -> Result<()> {
     Ok(())
 }
 
-/// Builds (or finds up to date) and returns the output directory and what it holds.
+/// What a build starts from: the spec, the cache, the verified source, the sysroot, the
+/// compiler, the patches, the key of all of them, and the output directory.
+struct Inputs {
+    spec: JemallocSpec,
+    cache: Cache,
+    src: fetch::FetchedSource,
+    sysroot: Sysroot,
+    compiler: String,
+    patches: Vec<(PathBuf, PatchInfo)>,
+    key: Sha256Hex,
+    out: PathBuf,
+}
+
+/// Where one build works: the logs (`build/<key>/logs`) and a tree of its own beside them.
+struct Workspace {
+    logs: PathBuf,
+    run_dir: tempfile::TempDir,
+    tree: PathBuf,
+}
+
+/// What configure decided.
+struct Configured {
+    unwinder: Unwinder,
+    cxx: bool,
+}
+
+/// Builds (or finds up to date) and returns the output directory and what it holds:
+/// inputs → (up to date?) → tree with patches → configure [unwinder gate] → make → install
+/// → [library gates, smoke run] → output.
 pub fn build(args: &BuildArgs) -> Result<(PathBuf, BuildInfo)> {
+    let inputs = gather(args)?;
+    // One build of this output at a time; a run that waited finds it up to date.
+    let _lock = inputs
+        .cache
+        .lock("build", &inputs.out.display().to_string())?;
+    if !args.force {
+        if let Ok(info) = read_info(&inputs.out) {
+            if info.key == inputs.key.as_str() {
+                progress::note(format!(
+                    "up to date: {} (same source, patches, flags and sysroot; nothing to compile)",
+                    inputs.out.display()
+                ));
+                return Ok((inputs.out, info));
+            }
+        }
+    }
+    let work = workspace(&inputs)?;
+    patched_tree(&inputs, &work)?;
+    let configured = configure(&inputs, &work)?;
+    make(args, &inputs, &work)?;
+    let stage = install(args, &inputs, &work)?;
+    let installed = stage
+        .path()
+        .join(inputs.spec.prefix.trim_start_matches('/'));
+    let facts = gate(&inputs, &work, &installed)?;
+    let info = BuildInfo {
+        key: inputs.key.to_string(),
+        jemalloc_version: inputs.spec.version.clone(),
+        source_url: inputs.src.url.clone(),
+        source_sha256: inputs.src.sha256.to_string(),
+        prefix: inputs.spec.prefix.clone(),
+        configure_flags: inputs.spec.configure_flags.clone(),
+        patches: inputs.patches.iter().map(|(_, p)| p.clone()).collect(),
+        suite: inputs.sysroot.suite.clone(),
+        mirror: inputs.sysroot.mirror.clone(),
+        sysroot_packages: inputs.sysroot.packages.clone(),
+        compiler: format!("gcc {}", inputs.compiler),
+        unwinder: configured.unwinder,
+        cxx: configured.cxx,
+        needed: facts.needed.clone(),
+        max_glibc: gates::max_glibc(&facts.version_needs),
+        static_libs: args.static_libs,
+    };
+    std::fs::write(
+        installed.join("build-info.json"),
+        serde_json::to_string_pretty(&info)? + "\n",
+    )?;
+    unpack::replace_dir(installed, &inputs.out)?;
+    progress::note(format!("installed tree: {}", inputs.out.display()));
+    Ok((inputs.out, info))
+}
+
+/// The verified source, the sysroot, the compiler and the patches, and the key over them.
+fn gather(args: &BuildArgs) -> Result<Inputs> {
     let root = project::root();
     let spec = JemallocSpec::load(&root)?;
     let debian = DebianSpec::load(&root)?;
@@ -127,7 +212,6 @@ pub fn build(args: &BuildArgs) -> Result<(PathBuf, BuildInfo)> {
     );
     let dl = Downloader::new();
     let suite = debian.suite(&args.suite)?;
-
     let src = fetch::fetch_source(&dl, &cache, &spec, &args.source)?;
     let sysroot = sysroot::prepare(
         &dl,
@@ -146,7 +230,6 @@ pub fn build(args: &BuildArgs) -> Result<(PathBuf, BuildInfo)> {
             keyring: args.keyring.clone(),
         },
     )?;
-
     let sh = Shell::new()?;
     let compiler = cmd!(sh, "gcc -dumpfullversion").quiet().read().context(
         "running `gcc -dumpfullversion`: a host C compiler is needed (apt-get install gcc g++)",
@@ -155,13 +238,11 @@ pub fn build(args: &BuildArgs) -> Result<(PathBuf, BuildInfo)> {
         .patch_files(&root)?
         .into_iter()
         .map(|p| {
-            Ok((
-                p.clone(),
-                PatchInfo {
-                    name: p.file_name().unwrap().to_string_lossy().into_owned(),
-                    sha256: Sha256Hex::of_file(&p)?.to_string(),
-                },
-            ))
+            let info = PatchInfo {
+                name: p.file_name().unwrap().to_string_lossy().into_owned(),
+                sha256: Sha256Hex::of_file(&p)?.to_string(),
+            };
+            Ok((p, info))
         })
         .collect::<Result<Vec<_>>>()?;
     let key = key_of(
@@ -182,29 +263,27 @@ pub fn build(args: &BuildArgs) -> Result<(PathBuf, BuildInfo)> {
                 .map(|(_, p)| format!("{} {}", p.name, p.sha256)),
         ),
     );
-
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| cache.dist_dir(&spec.version, &args.suite));
-    // One build of this output at a time; a run that waited finds it up to date.
-    let _lock = cache.lock("build", &out.display().to_string())?;
-    if !args.force {
-        if let Ok(info) = read_info(&out) {
-            if info.key == key.as_str() {
-                progress::note(format!(
-                    "up to date: {} (same source, patches, flags and sysroot; nothing to compile)",
-                    out.display()
-                ));
-                return Ok((out, info));
-            }
-        }
-    }
+    Ok(Inputs {
+        spec,
+        cache,
+        src,
+        sysroot,
+        compiler,
+        patches,
+        key,
+        out,
+    })
+}
 
-    // The logs at build/<key>/logs; the tree in a directory of this run's own beside them,
-    // so that a `make` left running by a killed run never writes into ours. Trees of runs
-    // that are gone are removed (we hold the lock).
-    let work = cache.build_dir(key.as_str());
+/// The logs at `build/<key>/logs`; the tree in a directory of this run's own beside them,
+/// so that a `make` left running by a killed run never writes into ours. Trees of runs that
+/// are gone are removed (the caller holds the lock).
+fn workspace(inputs: &Inputs) -> Result<Workspace> {
+    let work = inputs.cache.build_dir(inputs.key.as_str());
     std::fs::create_dir_all(&work)?;
     for e in std::fs::read_dir(&work)?.flatten() {
         if e.file_name().to_string_lossy().starts_with(".tree-") {
@@ -221,34 +300,56 @@ pub fn build(args: &BuildArgs) -> Result<(PathBuf, BuildInfo)> {
         .prefix(".tree-")
         .tempdir_in(&work)?;
     let tree = run_dir.path().join("src");
-    let src_dir = &src.dir;
-    cmd!(sh, "cp -a {src_dir} {tree}").quiet().run()?;
+    Ok(Workspace {
+        logs,
+        run_dir,
+        tree,
+    })
+}
 
-    for (path, info) in &patches {
+/// The source copied into the workspace, the carried patches applied in order.
+fn patched_tree(inputs: &Inputs, work: &Workspace) -> Result<()> {
+    let sh = Shell::new()?;
+    let (src_dir, tree) = (&inputs.src.dir, &work.tree);
+    cmd!(sh, "cp -a {src_dir} {tree}").quiet().run()?;
+    for (path, info) in &inputs.patches {
         let step = Step::start(format!("applying {}", info.name));
-        let _dir = sh.push_dir(&tree);
+        let _dir = sh.push_dir(tree);
         run_logged(
             cmd!(sh, "patch -p1 --forward --batch --input {path}"),
-            &logs.join(format!("{}.log", info.name)),
+            &work.logs.join(format!("{}.log", info.name)),
         )
-        .with_context(|| format!("patch {} does not apply to {}", path.display(), src.url))?;
+        .with_context(|| {
+            format!(
+                "patch {} does not apply to {}",
+                path.display(),
+                inputs.src.url
+            )
+        })?;
         step.done("");
     }
+    Ok(())
+}
 
-    let sysroot_flags = sysroot.compiler_flags().join(" ");
+/// `./configure` with the sysroot's compiler flags, then the unwinder gate (never
+/// `prof-gcc`) and whether the C++ operators are built.
+fn configure(inputs: &Inputs, work: &Workspace) -> Result<Configured> {
+    let sh = Shell::new()?;
+    let tree = &work.tree;
+    let sysroot_flags = inputs.sysroot.compiler_flags().join(" ");
     let cc = format!("gcc {sysroot_flags}");
     let cxx = format!("g++ {sysroot_flags}");
-    let prefix = format!("--prefix={}", spec.prefix);
-    let flags = &spec.configure_flags;
+    let prefix = format!("--prefix={}", inputs.spec.prefix);
+    let flags = &inputs.spec.configure_flags;
     {
         let step = Step::start(format!("configure {prefix} {}", flags.join(" ")));
-        let _dir = sh.push_dir(&tree);
+        let _dir = sh.push_dir(tree);
         run_logged(
             cmd!(sh, "./configure {prefix} {flags...}")
                 .env("CC", &cc)
                 .env("CXX", &cxx)
                 .env("SOURCE_DATE_EPOCH", "0"),
-            &logs.join("configure.log"),
+            &work.logs.join("configure.log"),
         )
         .context("configure failed")?;
         step.done("");
@@ -259,92 +360,105 @@ pub fn build(args: &BuildArgs) -> Result<(PathBuf, BuildInfo)> {
     let unwinder = gates::unwinder(&defs).with_context(|| {
         format!(
             "gate failed for the {} sysroot ({})",
-            sysroot.suite,
-            sysroot.dir.display()
+            inputs.sysroot.suite,
+            inputs.sysroot.dir.display()
         )
     })?;
     let makefile =
         std::fs::read_to_string(tree.join("Makefile")).context("reading the generated Makefile")?;
-    let cxx_enabled = makefile
+    let cxx = makefile
         .lines()
         .any(|l| l.starts_with("CPP_SRCS :=") && l.contains("jemalloc_cpp.cpp"));
     progress::note(format!(
         "unwinder: {unwinder}; C++ new/delete: {}",
-        if cxx_enabled {
+        if cxx {
             "built in"
         } else {
             "not built (no working C++ compiler)"
         }
     ));
+    Ok(Configured { unwinder, cxx })
+}
 
+/// `make -jN`, with the build tree and the sysroot mapped to fixed names in debug info so the
+/// same inputs give the same bytes wherever the cache is.
+fn make(args: &BuildArgs, inputs: &Inputs, work: &Workspace) -> Result<()> {
+    let sh = Shell::new()?;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
         .to_string();
-    {
-        let step = Step::start(format!("make -j{jobs}"));
-        let _dir = sh.push_dir(&tree);
-        // Debug info names source paths: map the build tree and the sysroot to fixed
-        // names so the same inputs give the same bytes wherever the cache is.
-        let maps = format!(
-            "-ffile-prefix-map={}=/usr/src/jemalloc-{} -ffile-prefix-map={}=/",
-            tree.display(),
-            spec.version,
-            sysroot.dir.display()
-        );
-        let extra_c = format!("EXTRA_CFLAGS={maps}");
-        let extra_cxx = format!("EXTRA_CXXFLAGS={maps}");
-        run_logged(
-            cmd!(sh, "make -j{jobs} {extra_c} {extra_cxx}"),
-            &logs.join("make.log"),
-        )
-        .context("make failed")?;
-        step.done("");
-    }
+    let step = Step::start(format!("make -j{jobs}"));
+    let _dir = sh.push_dir(&work.tree);
+    let maps = format!(
+        "-ffile-prefix-map={}=/usr/src/jemalloc-{} -ffile-prefix-map={}=/",
+        work.tree.display(),
+        inputs.spec.version,
+        inputs.sysroot.dir.display()
+    );
+    let extra_c = format!("EXTRA_CFLAGS={maps}");
+    let extra_cxx = format!("EXTRA_CXXFLAGS={maps}");
+    run_logged(
+        cmd!(sh, "make -j{jobs} {extra_c} {extra_cxx}"),
+        &work.logs.join("make.log"),
+    )
+    .context("make failed")?;
+    step.done("");
+    Ok(())
+}
 
-    let out_parent = out
+/// `make install` into a staging directory beside the output; `jemalloc-config`'s record
+/// of the compiler command gets `/sysroot` for the sysroot's path.
+fn install(args: &BuildArgs, inputs: &Inputs, work: &Workspace) -> Result<tempfile::TempDir> {
+    let sh = Shell::new()?;
+    let out_parent = inputs
+        .out
         .parent()
-        .with_context(|| format!("output {} has no parent directory", out.display()))?;
+        .with_context(|| format!("output {} has no parent directory", inputs.out.display()))?;
     std::fs::create_dir_all(out_parent)?;
     let stage = tempfile::Builder::new()
         .prefix(".stage-")
         .tempdir_in(out_parent)?;
-    {
-        let step = Step::start("make install");
-        let _dir = sh.push_dir(&tree);
-        let mut targets = vec![
-            "install_bin",
-            "install_include",
-            "install_lib_shared",
-            "install_lib_pc",
-        ];
-        if args.static_libs {
-            targets.push("install_lib_static");
-        }
-        let destdir = format!("DESTDIR={}", stage.path().display());
-        run_logged(
-            cmd!(sh, "make {targets...} {destdir}"),
-            &logs.join("install.log"),
-        )
-        .context("make install failed")?;
-        step.done("");
+    let step = Step::start("make install");
+    let _dir = sh.push_dir(&work.tree);
+    let mut targets = vec![
+        "install_bin",
+        "install_include",
+        "install_lib_shared",
+        "install_lib_pc",
+    ];
+    if args.static_libs {
+        targets.push("install_lib_static");
     }
-    let installed = stage.path().join(spec.prefix.trim_start_matches('/'));
-    // jemalloc-config records the compiler command, sysroot path included.
+    let destdir = format!("DESTDIR={}", stage.path().display());
+    run_logged(
+        cmd!(sh, "make {targets...} {destdir}"),
+        &work.logs.join("install.log"),
+    )
+    .context("make install failed")?;
+    step.done("");
+    let installed = stage
+        .path()
+        .join(inputs.spec.prefix.trim_start_matches('/'));
     let config_script = installed.join("bin/jemalloc-config");
     let text = std::fs::read_to_string(&config_script)
         .with_context(|| format!("reading {}", config_script.display()))?;
     std::fs::write(
         &config_script,
-        text.replace(&sysroot.dir.display().to_string(), "/sysroot"),
+        text.replace(&inputs.sysroot.dir.display().to_string(), "/sysroot"),
     )?;
+    Ok(stage)
+}
 
+/// The gates on the installed library: its `DT_NEEDED` libraries and symbol versions in
+/// the sysroot, and the smoke run under the sysroot's loader read by the built jeprof.
+fn gate(inputs: &Inputs, work: &Workspace, installed: &Path) -> Result<elf::ElfFacts> {
+    let sysroot = &inputs.sysroot;
     let step = Step::start(format!(
         "checking the library against the {} sysroot",
         sysroot.suite
     ));
-    let lib = installed.join("lib/libjemalloc.so.2");
-    let facts = check_links(&lib, &sysroot)?;
+    let facts = check_links(&installed.join("lib/libjemalloc.so.2"), sysroot)?;
     step.done(format!(
         "needs {}; newest glibc version {}",
         facts.needed.join(", "),
@@ -352,36 +466,11 @@ pub fn build(args: &BuildArgs) -> Result<(PathBuf, BuildInfo)> {
             .as_deref()
             .unwrap_or("none")
     ));
-
     let step = Step::start("smoke run: heap profile under the target's loader, read by jeprof");
-    let summary = smoke(&sh, run_dir.path(), &installed, &sysroot)?;
+    let sh = Shell::new()?;
+    let summary = smoke(&sh, work.run_dir.path(), installed, sysroot)?;
     step.done(summary);
-
-    let info = BuildInfo {
-        key: key.to_string(),
-        jemalloc_version: spec.version.clone(),
-        source_url: src.url.clone(),
-        source_sha256: src.sha256.to_string(),
-        prefix: spec.prefix.clone(),
-        configure_flags: spec.configure_flags.clone(),
-        patches: patches.into_iter().map(|(_, p)| p).collect(),
-        suite: sysroot.suite.clone(),
-        mirror: sysroot.mirror.clone(),
-        sysroot_packages: sysroot.packages.clone(),
-        compiler: format!("gcc {compiler}"),
-        unwinder,
-        cxx: cxx_enabled,
-        needed: facts.needed.clone(),
-        max_glibc: gates::max_glibc(&facts.version_needs),
-        static_libs: args.static_libs,
-    };
-    std::fs::write(
-        installed.join("build-info.json"),
-        serde_json::to_string_pretty(&info)? + "\n",
-    )?;
-    unpack::replace_dir(installed, &out)?;
-    progress::note(format!("installed tree: {}", out.display()));
-    Ok((out, info))
+    Ok(facts)
 }
 
 /// Reads `build-info.json` of an output directory.

@@ -8,7 +8,7 @@
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-use crate::cluster::DUMP_DIR;
+use crate::e2e::cluster::DUMP_DIR;
 use crate::heap_profile::{heap_files, libraries_to_copy, mapped_libraries};
 use crate::kubectl::Kubectl;
 use crate::progress::{self, Step};

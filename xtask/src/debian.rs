@@ -1,6 +1,8 @@
 //! Debian repository formats: `Release` checksums, `Packages` paragraphs, and the data
 //! archive inside a `.deb`. Pure parsing, no I/O beyond the reader handed in.
 
+pub mod repo;
+
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -4,6 +4,8 @@
 //! entry is written under its cache lock (concurrent runs download it once), and every GET
 //! is retried as `retry` says.
 
+pub mod retry;
+
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -13,7 +15,7 @@ use std::time::Duration;
 use crate::digest::Sha256Hex;
 use crate::progress;
 use crate::project::Cache;
-use crate::retry::{self, Sink};
+use retry::Sink;
 
 pub struct Downloader {
     client: reqwest::blocking::Client,

@@ -1,28 +1,38 @@
 //! `cargo xtask image --flink X`: the official Flink image plus a profiling jemalloc under
 //! `/opt/jemalloc`, built without a Docker daemon and bit-for-bit reproducibly.
 //!
-//! resolve (lock or registry) → inspect the base (suite, libc6, apt sources) → build
-//! jemalloc against that suite → layer + config + manifest → OCI layout, tarball, push.
+//! The pipeline, one stage each ([`image`]): resolve the spec and the lock → pull the base
+//! (`base`) → inspect it: suite, libc6, apt sources (`base`, `inspect`) → build jemalloc
+//! against that suite (`crate::build`) → the jeprof tools layer (`tools_layer`, `deps`) →
+//! layer, config and manifest (`config`) → layout, tarball, push, load (`output`) → lock
+//! (`lock`).
+
+pub mod base;
+pub mod config;
+pub mod deps;
+pub mod inspect;
+pub mod lock;
+pub mod output;
+pub mod tools_layer;
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 use std::path::{Path, PathBuf};
-use xshell::{cmd, Shell};
 
-use crate::build::{self, BuildArgs};
+use crate::build::sysroot;
+use crate::build::{self, BuildArgs, BuildInfo};
+use crate::debian::repo::Repo;
 use crate::digest::Sha256Hex;
 use crate::download::Downloader;
 use crate::fetch::SourceArgs;
-use crate::inspect::{self, BaseFacts};
-use crate::lock::{self, BaseLock, JemallocLock, Lock, SysrootLock};
-use crate::oci::{self, Blob, BlobSource, ConfigChanges};
-use crate::progress::{self, Step};
+use crate::oci::{self, Blob, BlobSource};
+use crate::progress;
 use crate::project::{self, Cache};
 use crate::registry::{Auths, Credentials, Reference, RegistryClient};
-use crate::repo::Repo;
 use crate::spec::{DebianSpec, FlinkSpec, JemallocSpec};
-use crate::sysroot;
-use crate::tools_layer::{self, DebPin};
+use base::{Base, Target};
+use lock::{BaseLock, JemallocLock, Lock, SysrootLock};
+pub use output::LoadTarget;
+use tools_layer::DebPin;
 
 /// The seed recipe's profiling settings, baked in with `--preload`.
 pub const DEFAULT_MALLOC_CONF: &str =
@@ -174,7 +184,8 @@ pub fn list_table(dir: &Path) -> Result<String> {
     Ok(out)
 }
 
-struct CacheBlobs<'a>(&'a Cache);
+/// The cache as the source of an image's blobs.
+pub struct CacheBlobs<'a>(pub &'a Cache);
 
 impl BlobSource for CacheBlobs<'_> {
     fn path_of(&self, digest: &str) -> Result<PathBuf> {
@@ -187,7 +198,7 @@ impl BlobSource for CacheBlobs<'_> {
 }
 
 /// Puts bytes into the content-addressed cache and returns the blob.
-fn cache_blob(cache: &Cache, media_type: &str, data: Vec<u8>) -> Result<Blob> {
+pub fn cache_blob(cache: &Cache, media_type: &str, data: Vec<u8>) -> Result<Blob> {
     let blob = Blob::new(media_type, data);
     let hex = Sha256Hex::parse(&blob.digest)?;
     let _lock = cache.lock("blob", hex.as_str())?;
@@ -204,7 +215,8 @@ fn cache_blob(cache: &Cache, media_type: &str, data: Vec<u8>) -> Result<Blob> {
     Ok(blob)
 }
 
-fn read_cached(cache: &Cache, digest: &str) -> Option<Vec<u8>> {
+/// The cached blob of `digest`, if the cache holds it intact.
+pub fn read_cached(cache: &Cache, digest: &str) -> Option<Vec<u8>> {
     let p = cache.blob(oci::hex_of(digest));
     let data = std::fs::read(p).ok()?;
     (format!("sha256:{}", Sha256Hex::of_bytes(&data)) == digest).then_some(data)
@@ -237,20 +249,74 @@ pub fn auths(args: &ImageArgs, base: &Reference) -> Result<Auths> {
     Ok(auths)
 }
 
-/// The mirror for `suite` among the base's apt sources.
-pub fn mirror_for(facts: &BaseFacts, suite: &str) -> Option<String> {
-    facts
-        .apt_sources
-        .iter()
-        .find(|s| s.suite == suite)
-        .map(|s| s.uri.clone())
+/// What every stage of one `image` run reads: the arguments, the specs, the cache, the base
+/// reference, the lock (as found, and when it still fits the request, as usable), and the
+/// clients.
+pub struct Run<'a> {
+    pub args: &'a ImageArgs,
+    pub spec: FlinkSpec,
+    pub jspec: JemallocSpec,
+    pub debian: DebianSpec,
+    pub cache: Cache,
+    pub base_text: String,
+    pub base_ref: Reference,
+    pub lock_path: PathBuf,
+    pub jemalloc_url: String,
+    pub jemalloc_sha: String,
+    pub existing: Option<Lock>,
+    pub usable: Option<Lock>,
+    pub client: RegistryClient,
+    pub dl: Downloader,
 }
 
+/// The jemalloc build for the target, and the sysroot's libc6 version.
+pub struct Jemalloc {
+    pub tree: PathBuf,
+    pub info: BuildInfo,
+    pub sys_libc: String,
+}
+
+/// The jeprof tools layer and the packages in it.
+pub struct Tools {
+    pub pins: Vec<DebPin>,
+    pub layer: oci::Layer,
+    pub blob: Blob,
+}
+
+/// `image` (and `lock`): spec and lock → pull the base → inspect it → build jemalloc →
+/// tools layer → assemble → write outputs → lock.
 pub fn image(args: &ImageArgs) -> Result<Built> {
     if !args.lock_only && !crate::rootless::is_root() {
         // Before any work: the in-image steps (ldconfig, `dot -c`) need a user namespace.
         crate::rootless::require_userns()?;
     }
+    let run = resolve(args)?;
+    let base = base::pull(&run)?;
+    let target = base::inspect(&run, &base)?;
+    if args.lock_only {
+        return lock_afresh(&run, &base, &target);
+    }
+    let jemalloc = build_jemalloc(&run, &target)?;
+    let tools = tools_layer::stage(&run, &base, &target)?;
+    let image = config::assemble(&run, &base, &target, &jemalloc, &tools)?;
+    let outputs = output::write(&run, &image)?;
+    let lock = new_lock(
+        &run,
+        &base,
+        &target,
+        jemalloc.info.sysroot_packages,
+        tools.pins,
+    );
+    keep_lock(&run, lock)?;
+    Ok(Built {
+        manifest_digest: image.manifest.digest,
+        output: outputs.path,
+        pushed: outputs.pushed,
+    })
+}
+
+/// Stage 0: the spec, the base reference, the lock and what it still pins.
+fn resolve(args: &ImageArgs) -> Result<Run<'_>> {
     let root = project::root();
     let version = args.flink.as_deref().context("--flink is required")?;
     let specs = specs_dir(args);
@@ -294,699 +360,156 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
             lock::differences(l, &request).join("; ")
         ));
     }
-
     let client = RegistryClient::new(args.plain_http, auths(args, &base_ref)?);
-    let dl = Downloader::new();
+    Ok(Run {
+        args,
+        spec,
+        jspec,
+        debian,
+        cache,
+        base_text,
+        base_ref,
+        lock_path,
+        jemalloc_url,
+        jemalloc_sha,
+        existing,
+        usable,
+        client,
+        dl: Downloader::new(),
+    })
+}
 
-    // 1. The base: manifest, config and layers, from the cache when the lock pins them.
-    let step = Step::start(format!("base image {base_ref}"));
-    let mut network = false;
-    let (manifest_bytes, manifest_digest, index_digest) = match usable
-        .as_ref()
-        .and_then(|l| read_cached(&cache, &l.base.manifest_digest).map(|b| (b, l)))
-    {
-        Some((bytes, l)) => (
-            bytes,
-            l.base.manifest_digest.clone(),
-            l.base.index_digest.clone(),
-        ),
-        None => {
-            network = true;
-            let pinned = usable
-                .as_ref()
-                .map(|l| base_ref.with_digest(&l.base.manifest_digest));
-            let (m, index) = client.image_manifest(pinned.as_ref().unwrap_or(&base_ref))?;
-            if !oci::is_manifest_type(&m.media_type) {
-                bail!("{base_ref}: unsupported manifest type {}", m.media_type);
-            }
-            cache_blob(&cache, &m.media_type, m.bytes.clone())?;
-            (
-                m.bytes,
-                m.digest,
-                index
-                    .map(|i| i.digest)
-                    .or(usable.as_ref().and_then(|l| l.base.index_digest.clone())),
-            )
-        }
+/// `cargo xtask lock`: the sysroot and tools packages resolved afresh and the lock written;
+/// nothing is built.
+fn lock_afresh(run: &Run, base: &Base, target: &Target) -> Result<Built> {
+    let sysroot_pins = sysroot::resolve(&run.dl, &run.cache, &sysroot_request(run, target))?;
+    let repo = Repo {
+        mirror: &target.mirror,
+        suite: &target.suite,
+        component: &target.suite_spec.component,
+        arch: &run.debian.arch,
+        keyring: target.keyring.as_deref(),
     };
-    let base_manifest: Value = serde_json::from_slice(&manifest_bytes)?;
-    let config_digest = base_manifest["config"]["digest"]
-        .as_str()
-        .context("base manifest without config")?
-        .to_string();
-    let layers = base_manifest["layers"]
-        .as_array()
-        .context("base manifest without layers")?
-        .clone();
-    let mut layer_paths = Vec::new();
-    let config_path = match read_cached(&cache, &config_digest) {
-        Some(_) => cache.blob(oci::hex_of(&config_digest)),
-        None => {
-            network = true;
-            client.blob(&base_ref, &config_digest, &cache)?
-        }
-    };
-    for l in &layers {
-        let d = l["digest"].as_str().context("layer without digest")?;
-        let p = cache.blob(oci::hex_of(d));
-        layer_paths.push(if p.is_file() {
-            p
-        } else {
-            network = true;
-            client.blob(&base_ref, d, &cache)?
-        });
+    let tools = tools_layer::resolve(&run.dl, &run.cache, &repo, &target.facts.dpkg_status)?;
+    let lock = new_lock(run, base, target, sysroot_pins, tools);
+    if run.existing.as_ref() == Some(&lock) {
+        progress::note(format!("{} is up to date", run.lock_path.display()));
+    } else {
+        lock.write(&run.lock_path)?;
+        progress::note(format!("wrote {}", run.lock_path.display()));
     }
-    let base_config: Value = serde_json::from_slice(&std::fs::read(&config_path)?)?;
-    step.done(format!(
-        "{manifest_digest}, {} layers{}",
-        layers.len(),
-        if network {
-            ""
-        } else {
-            ", from the cache (no network)"
-        }
-    ));
+    Ok(Built {
+        manifest_digest: base.digest.clone(),
+        output: run.lock_path.clone(),
+        pushed: None,
+    })
+}
 
-    // 2. What the base is: suite and libc6 decide the sysroot; its dpkg status decides
-    //    which of jeprof's tools are missing. Read from the cached layers (no network).
-    let step = Step::start("inspecting the base's layers");
-    let facts = inspect::inspect_layers(&layer_paths)?;
-    let suite = facts.version_codename.clone().with_context(|| {
-        format!(
-            "{base_ref}: /etc/os-release names no VERSION_CODENAME ({:?})",
-            facts.pretty_name
-        )
-    })?;
-    let suite_os = debian
-        .suite(&suite)
-        .map(|s| s.os.clone())
-        .with_context(|| {
-            format!(
-                "the base {base_ref} is {} {suite}: add the suite to images/debian.toml",
-                facts.os_id
-            )
-        })?;
-    if suite_os != facts.os_id {
-        bail!(
-            "{base_ref} is {} {suite}, but images/debian.toml lists {suite} as {suite_os}",
-            facts.os_id
-        );
+/// The sysroot the target's suite gets.
+fn sysroot_request(run: &Run, target: &Target) -> sysroot::Request {
+    sysroot::Request {
+        mirror: target.mirror.clone(),
+        suite: target.suite.clone(),
+        component: target.suite_spec.component.clone(),
+        arch: run.debian.arch.clone(),
+        packages: target.suite_spec.packages.clone(),
+        dev_links: run.debian.dev_links.clone(),
+        pins: None,
+        keyring: target.keyring.clone(),
     }
-    let libc6 = facts
-        .libc6_version
-        .clone()
-        .with_context(|| format!("{base_ref}: no installed libc6 in the dpkg status"))?;
-    step.done(format!(
-        "{}; libc6 {libc6}; apt sources: {}",
-        facts.pretty_name.clone().unwrap_or(suite.clone()),
-        facts
-            .apt_sources
-            .iter()
-            .map(|s| format!("{} {}", s.uri, s.suite))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    if spec.distribution != format!("{} {suite}", facts.os_id) {
-        progress::note(format!(
-            "note: the spec expects {}, the base is {} {suite}",
-            spec.distribution, facts.os_id
-        ));
-    }
-    if let Some(l) = &usable {
-        if (l.base.suite.as_str(), l.base.libc6.as_str()) != (suite.as_str(), libc6.as_str()) {
-            bail!(
-                "{}: the locked base {} is {} libc6 {}, but its layers say {suite} libc6 {libc6}",
-                lock_path.display(),
-                l.base.manifest_digest,
-                l.base.suite,
-                l.base.libc6
-            );
-        }
-    }
-    let suite_spec = debian
-        .suite(&suite)
-        .with_context(|| format!("the base {base_ref} is Debian {suite}"))?;
-    let mirror = args
-        .mirror
-        .clone()
-        .or(usable.as_ref().map(|l| l.sysroot.mirror.clone()))
-        .or_else(|| {
-            (!suite_spec.archived)
-                .then(|| mirror_for(&facts, &suite))
-                .flatten()
-        })
-        .unwrap_or_else(|| suite_spec.mirror.clone());
-    let keyring = match (&args.keyring, args.archive_keyring) {
-        (Some(k), _) => Some(k.clone()),
-        (None, true) => Some(suite_spec.archive_keyring(&suite, &cache.dir.join("keyrings"))?),
-        (None, false) => None,
-    };
-    let facts_os = facts.os_id.clone();
-    let make_lock = |sysroot_packages, tools| Lock {
-        version: 1,
-        flink: spec.flink.clone(),
-        source_date_epoch: args.source_date_epoch,
-        base: BaseLock {
-            reference: base_text.clone(),
-            index_digest: index_digest.clone(),
-            manifest_digest: manifest_digest.clone(),
-            os: facts_os.clone(),
-            suite: suite.clone(),
-            libc6: libc6.clone(),
-        },
-        jemalloc: JemallocLock {
-            url: jemalloc_url.clone(),
-            sha256: jemalloc_sha.clone(),
-        },
-        sysroot: SysrootLock {
-            mirror: mirror.clone(),
-            packages: sysroot_packages,
-        },
-        tools,
-    };
-    if args.lock_only {
-        // `cargo xtask lock`: resolve everything afresh, write the lock, build nothing.
-        let sysroot_pins = sysroot::resolve(
-            &dl,
-            &cache,
-            &sysroot::Request {
-                mirror: mirror.clone(),
-                suite: suite.clone(),
-                component: suite_spec.component.clone(),
-                arch: debian.arch.clone(),
-                packages: suite_spec.packages.clone(),
-                dev_links: debian.dev_links.clone(),
-                pins: None,
-                keyring: keyring.clone(),
-            },
-        )?;
-        let repo = Repo {
-            mirror: &mirror,
-            suite: &suite,
-            component: &suite_spec.component,
-            arch: &debian.arch,
-            keyring: keyring.as_deref(),
-        };
-        let tools = tools_layer::resolve(&dl, &cache, &repo, &facts.dpkg_status)?;
-        let new_lock = make_lock(sysroot_pins, tools);
-        if existing.as_ref() == Some(&new_lock) {
-            progress::note(format!("{} is up to date", lock_path.display()));
-        } else {
-            new_lock.write(&lock_path)?;
-            progress::note(format!("wrote {}", lock_path.display()));
-        }
-        return Ok(Built {
-            manifest_digest: manifest_digest.clone(),
-            output: lock_path,
-            pushed: None,
-        });
-    }
+}
 
-    // 3. jemalloc against that suite.
+/// Stage 3: jemalloc built against the target's suite (as `cargo xtask build` does, gates
+/// included); a sysroot whose glibc differs from the base's is refused.
+fn build_jemalloc(run: &Run, target: &Target) -> Result<Jemalloc> {
     let (tree, info) = build::build(&BuildArgs {
-        sysroot_pins: usable.as_ref().map(|l| l.sysroot.packages.clone()),
-        keyring: keyring.clone(),
+        sysroot_pins: run.usable.as_ref().map(|l| l.sysroot.packages.clone()),
+        keyring: target.keyring.clone(),
         ..BuildArgs::new(
             SourceArgs {
-                url: Some(jemalloc_url.clone()),
-                sha256: Some(jemalloc_sha.clone()),
+                url: Some(run.jemalloc_url.clone()),
+                sha256: Some(run.jemalloc_sha.clone()),
             },
-            &suite,
-            &mirror,
-            &cache.dir,
+            &target.suite,
+            &target.mirror,
+            &run.cache.dir,
         )
     })?;
+    let libc6 = &target.libc6;
     let sys_libc = info
         .sysroot_packages
         .iter()
         .find(|p| p.name == "libc6")
         .map(|p| p.version.clone())
         .context("the sysroot has no libc6")?;
-    if upstream_version(&sys_libc) != upstream_version(&libc6) {
+    if upstream_version(&sys_libc) != upstream_version(libc6) {
         bail!(
-            "the {suite} sysroot has libc6 {sys_libc}, the base has {libc6}: a library built \
-             against a newer glibc may not load. Point --mirror at a repository with the base's version"
+            "the {} sysroot has libc6 {sys_libc}, the base has {libc6}: a library built \
+             against a newer glibc may not load. Point --mirror at a repository with the base's version",
+            target.suite
         );
     }
-    if sys_libc != libc6 {
+    if sys_libc != *libc6 {
         progress::note(format!(
             "libc6 {sys_libc} in the sysroot, {libc6} in the base: same glibc {}",
-            upstream_version(&libc6)
+            upstream_version(libc6)
         ));
     }
-
-    // 4. The layer, config and manifest.
-    let step = Step::start("writing the /opt/jemalloc layer");
-    let layer = oci::layer(oci::layer_tar(
-        &tree,
-        &jspec.prefix,
-        args.source_date_epoch,
-    )?);
-    let layer_blob = cache_blob(&cache, &layer.blob.media_type, layer.blob.data.clone())?;
-    step.done(format!(
-        "{} ({} bytes compressed)",
-        layer_blob.digest,
-        layer_blob.data.len()
-    ));
-    // 4b. jeprof's tools from the base's own suite.
-    let repo = Repo {
-        mirror: &mirror,
-        suite: &suite,
-        component: &suite_spec.component,
-        arch: &debian.arch,
-        keyring: keyring.as_deref(),
-    };
-    let tool_pins = match &usable {
-        Some(l) => l.tools.clone(),
-        None => tools_layer::resolve(&dl, &cache, &repo, &facts.dpkg_status)?,
-    };
-    let tools_tree = tools_tree(
-        &dl,
-        &cache,
-        &mirror,
-        &tool_pins,
-        &facts.dpkg_status,
-        &manifest_digest,
-        &base_manifest,
-        &config_digest,
-    )?;
-    let step = Step::start("writing the jeprof tools layer");
-    let tools = oci::layer(oci::layer_tar(&tools_tree, "", args.source_date_epoch)?);
-    let tools_blob = cache_blob(&cache, &tools.blob.media_type, tools.blob.data.clone())?;
-    step.done(format!(
-        "{} ({} bytes compressed, {} packages)",
-        tools_blob.digest,
-        tools_blob.data.len(),
-        tool_pins.len()
-    ));
-
-    let created = time::OffsetDateTime::from_unix_timestamp(args.source_date_epoch as i64)?
-        .format(&time::format_description::well_known::Rfc3339)?;
-    let lib = format!("{}/lib/libjemalloc.so.2", jspec.prefix);
-    let mut env: Vec<(String, String)> = spec
-        .env
-        .iter()
-        .filter_map(|e| e.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    env.push(("JEMALLOC_PATH".to_string(), lib.clone()));
-    if args.preload {
-        env.push(("LD_PRELOAD".into(), lib.clone()));
-        env.push(("MALLOC_CONF".into(), args.malloc_conf.clone()));
-    }
-    let patches: Vec<String> = info.patches.iter().map(|p| p.name.clone()).collect();
-    let labels = vec![
-        (
-            "org.opencontainers.image.base.name".to_string(),
-            base_text.clone(),
-        ),
-        (
-            "org.opencontainers.image.base.digest".to_string(),
-            manifest_digest.clone(),
-        ),
-        (
-            "io.github.flink-jemalloc.flink".to_string(),
-            spec.flink.clone(),
-        ),
-        (
-            "io.github.flink-jemalloc.jemalloc.version".to_string(),
-            info.jemalloc_version.clone(),
-        ),
-        (
-            "io.github.flink-jemalloc.jemalloc.sha256".to_string(),
-            info.source_sha256.clone(),
-        ),
-        (
-            "io.github.flink-jemalloc.jemalloc.configure-flags".to_string(),
-            info.configure_flags.join(" "),
-        ),
-        (
-            "io.github.flink-jemalloc.jemalloc.patches".to_string(),
-            patches.join(","),
-        ),
-        (
-            "io.github.flink-jemalloc.jemalloc.unwinder".to_string(),
-            info.unwinder.to_string(),
-        ),
-        (
-            "io.github.flink-jemalloc.sysroot".to_string(),
-            format!("{} {suite} libc6={sys_libc}", facts.os_id),
-        ),
-        (
-            "io.github.flink-jemalloc.preload".to_string(),
-            args.preload.to_string(),
-        ),
-        (
-            // The package lock, as far as it is content: every layered package and every
-            // sysroot package, name=version (mirrors stay out: they do not change bytes).
-            "io.github.flink-jemalloc.packages".to_string(),
-            tool_pins
-                .iter()
-                .map(|p| format!("{}={}", p.name, p.version))
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
-        (
-            "io.github.flink-jemalloc.sysroot.packages".to_string(),
-            info.sysroot_packages
-                .iter()
-                .map(|p| format!("{}={}", p.name, p.version))
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
-        (
-            "io.github.flink-jemalloc.tools".to_string(),
-            tool_pins
-                .iter()
-                .filter(|p| crate::deps::JEPROF_TOOLS.contains(&p.name.as_str()))
-                .map(|p| format!("{}={}", p.name, p.version))
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
-    ];
-    let changes = ConfigChanges {
-        path_dir: format!("{}/bin", jspec.prefix),
-        env,
-        labels,
-        history: format!(
-            "flink-jemalloc: {} (jemalloc {} {}, patches {})",
-            jspec.prefix,
-            info.jemalloc_version,
-            info.configure_flags.join(" "),
-            patches.join(",")
-        ),
-        created,
-    };
-    let mut config = oci::config(&base_config, &layer, &changes);
-    oci::add_layer(
-        &mut config,
-        &tools,
-        &changes.created,
-        &format!(
-            "flink-jemalloc: jeprof tools from debian {suite}: {}",
-            tool_pins
-                .iter()
-                .map(|p| format!("{}={}", p.name, p.version))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-    );
-    let config_blob = cache_blob(&cache, oci::OCI_CONFIG, oci::canonical(&config))?;
-    let mut layer_descs: Vec<Value> = layers
-        .iter()
-        .map(|l| {
-            let mut d = serde_json::json!({"digest": l["digest"], "size": l["size"]});
-            d["mediaType"] = Value::from(oci::oci_layer_type(
-                l["mediaType"].as_str().unwrap_or(oci::OCI_LAYER_GZIP),
-            ));
-            d
-        })
-        .collect();
-    layer_descs.push(layer_blob.descriptor());
-    layer_descs.push(tools_blob.descriptor());
-    let annotations = vec![
-        (
-            "org.opencontainers.image.base.name".to_string(),
-            base_text.clone(),
-        ),
-        (
-            "org.opencontainers.image.base.digest".to_string(),
-            manifest_digest.clone(),
-        ),
-    ];
-    let manifest = oci::manifest(&config_blob, &layer_descs, &annotations);
-    let manifest_blob = cache_blob(
-        &cache,
-        crate::registry::OCI_MANIFEST,
-        oci::canonical(&manifest),
-    )?;
-    let mut all_blobs = vec![config_blob.digest.clone()];
-    all_blobs.extend(
-        layer_descs
-            .iter()
-            .filter_map(|d| d["digest"].as_str().map(str::to_string)),
-    );
-
-    // 5. Outputs.
-    let tag = spec.output_tag(&info.jemalloc_version);
-    let output = args.output.clone().unwrap_or_else(|| {
-        cache
-            .dir
-            .join("images")
-            .join(format!("flink-{}-jemalloc", spec.name))
-    });
-    let src = CacheBlobs(&cache);
-    let is_tar = output.extension().is_some_and(|e| e == "tar");
-    if is_tar && args.format == Format::DockerArchive {
-        let layer_digests: Vec<String> = layer_descs
-            .iter()
-            .filter_map(|d| d["digest"].as_str().map(str::to_string))
-            .collect();
-        oci::write_docker_archive(
-            &output,
-            &config_blob,
-            &layer_digests,
-            &src,
-            &crate::docker::image_name(&tag),
-            args.source_date_epoch,
-        )?;
-    } else if is_tar {
-        let parent = output.parent().context("output without parent")?;
-        std::fs::create_dir_all(parent)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".oci-")
-            .tempdir_in(parent)?;
-        let layout = tmp.path().join("layout");
-        oci::write_layout(&layout, &manifest_blob, &all_blobs, &src, &tag)?;
-        let tar = oci::tar_dir(&layout, args.source_date_epoch)?;
-        let t = tempfile::Builder::new()
-            .prefix(".oci-tar-")
-            .tempfile_in(parent)?;
-        std::fs::write(t.path(), tar)?;
-        t.persist(&output)?;
-    } else {
-        oci::write_layout(&output, &manifest_blob, &all_blobs, &src, &tag)?;
-    }
-    progress::note(format!(
-        "image {} written to {}",
-        manifest_blob.digest,
-        output.display()
-    ));
-
-    let mut pushed = None;
-    if let Some(target) = &args.push {
-        let target: Reference = target.parse()?;
-        let step = Step::start(format!("pushing to {target}"));
-        let mut uploaded = 0;
-        for d in &all_blobs {
-            let data = std::fs::read(src.path_of(d)?)?;
-            if client.push_blob(&target, d, &data)? {
-                uploaded += 1;
-            }
-        }
-        let digest = client.put_manifest(
-            &target,
-            target.reference(),
-            &manifest_blob.data,
-            crate::registry::OCI_MANIFEST,
-        )?;
-        step.done(format!(
-            "{digest}; {uploaded} of {} blobs uploaded, the rest were there",
-            all_blobs.len()
-        ));
-        pushed = Some(format!(
-            "{}@{digest}",
-            Reference {
-                tag: None,
-                digest: None,
-                ..target
-            }
-        ));
-    }
-    if let Some(target) = &args.load {
-        load(
-            target,
-            &output,
-            &config_blob,
-            &layer_descs,
-            &src,
-            &tag,
-            args.source_date_epoch,
-        )?;
-    }
-
-    // 6. The lock: written on first resolution, unchanged afterwards.
-    let new_lock = make_lock(info.sysroot_packages.clone(), tool_pins.clone());
-    if existing.as_ref() != Some(&new_lock) {
-        if args.locked {
-            bail!("--locked: {} would change", lock_path.display());
-        }
-        new_lock.write(&lock_path)?;
-        progress::note(format!("wrote {}", lock_path.display()));
-    }
-    Ok(Built {
-        manifest_digest: manifest_blob.digest,
-        output,
-        pushed,
+    Ok(Jemalloc {
+        tree,
+        info,
+        sys_libc,
     })
 }
 
-/// The tools tree for these pins on this base, cached by both (a warm rebuild reuses it
-/// without downloads or chroot work).
-#[allow(clippy::too_many_arguments)]
-fn tools_tree(
-    dl: &Downloader,
-    cache: &Cache,
-    mirror: &str,
-    pins: &[DebPin],
-    base_status: &str,
-    base_digest: &str,
-    base_manifest: &Value,
-    config_digest: &str,
-) -> Result<PathBuf> {
-    let key = crate::digest::key_of(
-        std::iter::once(base_digest.to_string()).chain(
-            pins.iter()
-                .map(|p| format!("{} {} {}", p.name, p.version, p.sha256)),
-        ),
-    );
-    let dir = cache.dir.join("tools").join(&key.as_str()[..16]);
-    let _lock = cache.lock("tools", key.as_str())?;
-    if dir.join("var/lib/dpkg/status").is_file() {
-        progress::note(format!("jeprof tools tree (cached): {}", dir.display()));
-        return Ok(dir);
-    }
-    let parent = dir.parent().unwrap();
-    std::fs::create_dir_all(parent)?;
-    let work = tempfile::Builder::new()
-        .prefix(".tools-")
-        .tempdir_in(parent)?;
-    let tree = work.path().join("tree");
-    std::fs::create_dir_all(&tree)?;
-    let step = Step::start(format!("unpacking {} packages for jeprof", pins.len()));
-    tools_layer::fill_tree(dl, cache, mirror, pins, base_status, &tree)?;
-    step.done("");
-    // The base as an OCI layout (OCI media types, as umoci wants) for the chroot.
-    let config = Blob::new(
-        oci::OCI_CONFIG,
-        std::fs::read(cache.blob(oci::hex_of(config_digest)))?,
-    );
-    let layers: Vec<Value> = base_manifest["layers"]
-        .as_array()
-        .context("base manifest without layers")?
-        .iter()
-        .map(|l| {
-            serde_json::json!({
-                "mediaType": oci::oci_layer_type(l["mediaType"].as_str().unwrap_or(oci::OCI_LAYER_GZIP)),
-                "digest": l["digest"],
-                "size": l["size"],
-            })
-        })
-        .collect();
-    let manifest = Blob::new(
-        crate::registry::OCI_MANIFEST,
-        oci::canonical(&oci::manifest(&config, &layers, &[])),
-    );
-    let mut blobs = vec![config.digest.clone()];
-    blobs.extend(
-        layers
-            .iter()
-            .filter_map(|l| l["digest"].as_str().map(str::to_string)),
-    );
-    let layout = work.path().join("base-layout");
-    oci::write_layout(&layout, &manifest, &blobs, &CacheBlobs(cache), "base")?;
-    tools_layer::finish_in_chroot(&layout, "base", &tree, &work.path().join("chroot"))?;
-    crate::unpack::replace_dir(tree, &dir)?;
-    Ok(dir)
-}
-
-/// Where `--load` puts the image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LoadTarget {
-    /// The Docker engine (`docker load`).
-    Docker,
-    /// The node of the kind cluster of this name (`kind load image-archive --name`).
-    Kind(String),
-}
-
-impl LoadTarget {
-    /// A Docker engine that answers; `kind`, `kubectl` and `docker` for a kind cluster.
-    pub fn require(&self) -> Result<()> {
-        match self {
-            LoadTarget::Docker => crate::docker::require("--load"),
-            LoadTarget::Kind(_) => crate::kind_cluster::require_tools(),
-        }
-    }
-
-    /// `docker`, or `kind=<cluster>`.
-    pub fn parse(s: &str) -> Result<LoadTarget, String> {
-        match s.split_once('=') {
-            None if s == "docker" => Ok(LoadTarget::Docker),
-            Some(("kind", name)) if !name.is_empty() => Ok(LoadTarget::Kind(name.to_string())),
-            _ => Err(format!(
-                "`{s}`: --load takes `docker` (the default) or `kind=<cluster>` \
-                 (e.g. --load kind=flink-jemalloc)"
-            )),
-        }
+/// The lock of this run's inputs.
+fn new_lock(
+    run: &Run,
+    base: &Base,
+    target: &Target,
+    sysroot_packages: Vec<sysroot::Pinned>,
+    tools: Vec<DebPin>,
+) -> Lock {
+    Lock {
+        version: 1,
+        flink: run.spec.flink.clone(),
+        source_date_epoch: run.args.source_date_epoch,
+        base: BaseLock {
+            reference: run.base_text.clone(),
+            index_digest: base.index_digest.clone(),
+            manifest_digest: base.digest.clone(),
+            os: target.facts.os_id.clone(),
+            suite: target.suite.clone(),
+            libc6: target.libc6.clone(),
+        },
+        jemalloc: JemallocLock {
+            url: run.jemalloc_url.clone(),
+            sha256: run.jemalloc_sha.clone(),
+        },
+        sysroot: SysrootLock {
+            mirror: target.mirror.clone(),
+            packages: sysroot_packages,
+        },
+        tools,
     }
 }
 
-/// `--load`: the image as a docker-archive named [`crate::docker::image_name`] of its tag,
-/// handed to `docker load` or `kind load image-archive`; the archive is removed afterwards.
-fn load(
-    target: &LoadTarget,
-    output: &Path,
-    config: &Blob,
-    layers: &[Value],
-    src: &dyn BlobSource,
-    tag: &str,
-    epoch: u64,
-) -> Result<()> {
-    target.require()?;
-    let name = crate::docker::image_name(tag);
-    let dir = output.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = tempfile::Builder::new().prefix(".load-").tempdir_in(dir)?;
-    let archive = tmp.path().join("image.docker.tar");
-    let digests: Vec<String> = layers
-        .iter()
-        .filter_map(|d| d["digest"].as_str().map(str::to_string))
-        .collect();
-    oci::write_docker_archive(&archive, config, &digests, src, &name, epoch)?;
-    let step = Step::start(format!("loading {name}"));
-    match target {
-        LoadTarget::Docker => crate::docker::load(&archive)?,
-        LoadTarget::Kind(cluster) => {
-            let sh = Shell::new()?;
-            cmd!(sh, "kind load image-archive {archive} --name {cluster}")
-                .quiet()
-                .run()
-                .with_context(|| format!("kind load image-archive into kind cluster {cluster}"))?;
+/// Stage 7: the lock, written on first resolution and unchanged afterwards (`--locked`
+/// refuses a change).
+fn keep_lock(run: &Run, lock: Lock) -> Result<()> {
+    if run.existing.as_ref() != Some(&lock) {
+        if run.args.locked {
+            bail!("--locked: {} would change", run.lock_path.display());
         }
+        lock.write(&run.lock_path)?;
+        progress::note(format!("wrote {}", run.lock_path.display()));
     }
-    step.done(match target {
-        LoadTarget::Docker => "into the Docker engine".to_string(),
-        LoadTarget::Kind(c) => format!("into kind cluster {c}"),
-    });
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn load_targets() {
-        assert_eq!(LoadTarget::parse("docker"), Ok(LoadTarget::Docker));
-        assert_eq!(
-            LoadTarget::parse("kind=flink-jemalloc"),
-            Ok(LoadTarget::Kind("flink-jemalloc".into()))
-        );
-        for bad in ["kind", "kind=", "podman", "docker=x"] {
-            let e = LoadTarget::parse(bad).unwrap_err();
-            assert!(e.contains("kind=<cluster>"), "{bad}: {e}");
-        }
-    }
 
     #[test]
     fn upstream_versions() {

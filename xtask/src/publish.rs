@@ -1,6 +1,6 @@
 //! `cargo xtask publish`: build every spec (as `image` does), push each image **by digest**
 //! to `<registry>/<repository>@sha256:…`, then tag it `<spec tag>-jemalloc-<v>-prof`, and
-//! push its SBOM (SPDX 2.3 JSON, [`crate::sbom`]) next to it as an OCI artifact whose
+//! push its SBOM (SPDX 2.3 JSON, [`crate::publish::sbom`]) next to it as an OCI artifact whose
 //! `subject` is the image: found through the referrers API where the registry has one, and
 //! through the cosign-style tag `sha256-<hex>.sbom` everywhere (docker-registry 2.8 has no
 //! referrers API).
@@ -8,6 +8,8 @@
 //! Where to push comes from configuration (`--config ci/publish.toml`: registry,
 //! repository, headline spec, which specs), each overridable by a flag. A JSON report
 //! (`--report`) lists what was pushed: spec, tag, digest, SBOM digest.
+
+pub mod sbom;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -18,13 +20,12 @@ use std::path::{Path, PathBuf};
 use crate::build::PatchInfo;
 use crate::digest::Sha256Hex;
 use crate::fetch::SourceArgs;
+use crate::image::lock::Lock;
 use crate::image::{self, ImageArgs};
-use crate::lock::Lock;
 use crate::oci::{self, Blob, BlobSource, LayoutBlobs};
 use crate::progress::{self, Step};
 use crate::project;
 use crate::registry::{Auths, Credentials, Reference, RegistryClient, OCI_MANIFEST};
-use crate::sbom;
 use crate::spec::{FlinkSpec, JemallocSpec};
 
 /// The OCI empty descriptor's media type and content (`{}`), the config of artifacts.
@@ -253,24 +254,10 @@ pub fn image_args(args: &PublishArgs, spec: &str, output: &Path) -> Result<Image
 pub fn publish(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Published>> {
     let root = project::root();
     let jspec = JemallocSpec::load(&root)?;
-    let patches = jspec
-        .patch_files(&root)?
-        .iter()
-        .map(|p| {
-            Ok(PatchInfo {
-                name: p
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
-                sha256: Sha256Hex::of_file(p)?.to_string(),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
     let jemalloc = sbom::Jemalloc {
         version: jspec.version.clone(),
         configure_flags: jspec.configure_flags.clone(),
-        patches,
+        patches: patch_infos(&jspec, &root)?,
     };
     let target: Reference = format!("{}/{}", plan.registry, plan.repository).parse()?;
     // The push credentials are the push registry's only: the bases are pulled with the
@@ -286,7 +273,6 @@ pub fn publish(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Publis
         );
     }
     let client = RegistryClient::new(args.plain_http, auths);
-    let untagged = format!("{}/{}", target.registry, target.repository);
     let work_parent = args
         .cache_dir
         .clone()
@@ -296,81 +282,31 @@ pub fn publish(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Publis
     let work = tempfile::Builder::new()
         .prefix(".publish-")
         .tempdir_in(&work_parent)?;
-
     let mut published = Vec::new();
     for name in &plan.specs {
         let spec = FlinkSpec::load_in(dir, name)?;
         let tag = spec.output_tag(&jspec.version);
-        progress::note(format!("==> {name}: {} → {untagged}:{tag}", spec.base));
+        progress::note(format!(
+            "==> {name}: {} → {}/{}:{tag}",
+            spec.base, target.registry, target.repository
+        ));
         let layout = work.path().join(name);
         let built = image::image(&image_args(args, name, &layout)?)
             .with_context(|| format!("building spec `{name}`"))?;
-
-        // The image, by digest first, then the tag.
-        let step = Step::start(format!("pushing {untagged}@{}", built.manifest_digest));
-        let (manifest, _, blobs) = oci::layout_manifest(&built.output, &built.manifest_digest)?;
-        let mut uploaded = 0;
-        for d in &blobs {
-            let data = std::fs::read(LayoutBlobs(&built.output).path_of(d)?)?;
-            if client.push_blob(&target, d, &data)? {
-                uploaded += 1;
-            }
-        }
-        let digest =
-            client.put_manifest(&target, &built.manifest_digest, &manifest, OCI_MANIFEST)?;
-        if digest != built.manifest_digest {
-            bail!("pushed {digest}, built {}", built.manifest_digest);
-        }
-        client.put_manifest(&target, &tag, &manifest, OCI_MANIFEST)?;
-        step.done(format!(
-            "{uploaded} of {} blobs uploaded; tagged {tag}",
-            blobs.len()
-        ));
-
-        // The SBOM, from the lock the image was built from.
+        let pushed = push_image(&client, &target, &built, &tag)?;
         let lock_path = dir.join(format!("flink-{name}.lock"));
         let lock = Lock::read(&lock_path)?
             .with_context(|| format!("{} is missing after the build", lock_path.display()))?;
-        let image_name = target
-            .repository
-            .rsplit('/')
-            .next()
-            .unwrap_or(&target.repository);
-        let sbom_bytes = sbom::to_bytes(&sbom::Input {
-            lock: &lock,
-            jemalloc: &jemalloc,
-            image_digest: &digest,
-            image_name,
-            tag: &tag,
-            source_date_epoch: args.source_date_epoch,
-        })?;
-        let step = Step::start(format!("pushing the SBOM of {digest}"));
-        let (sbom_manifest, sbom_blobs) = sbom_artifact(
-            sbom_bytes,
-            &Blob::new(OCI_MANIFEST, manifest.clone()).descriptor(),
-        );
-        for b in &sbom_blobs {
-            client.push_blob(&target, &b.digest, &b.data)?;
-        }
-        let sbom_digest = client.put_manifest(
-            &target,
-            &sbom_manifest.digest,
-            &sbom_manifest.data,
-            OCI_MANIFEST,
-        )?;
-        let sbom_tag = sbom_tag(&digest)?;
-        client.put_manifest(&target, &sbom_tag, &sbom_manifest.data, OCI_MANIFEST)?;
-        step.done(format!("{sbom_digest}, tagged {sbom_tag}"));
-
+        let sbom = push_sbom(args, &client, &target, &pushed, &lock, &jemalloc)?;
         published.push(Published {
             spec: name.clone(),
             flink: spec.flink.clone(),
             tag,
-            image: untagged.clone(),
-            digest,
+            image: format!("{}/{}", target.registry, target.repository),
+            digest: pushed.digest,
             base_digest: lock.base.manifest_digest.clone(),
-            sbom_digest,
-            sbom_tag,
+            sbom_digest: sbom.0,
+            sbom_tag: sbom.1,
         });
         // The layout is in the registry now; its blobs stay in the cache.
         std::fs::remove_dir_all(&layout).ok();
@@ -380,6 +316,111 @@ pub fn publish(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Publis
         progress::note(format!("report: {}", path.display()));
     }
     Ok(published)
+}
+
+/// Each carried patch's name and sha256.
+fn patch_infos(jspec: &JemallocSpec, root: &Path) -> Result<Vec<PatchInfo>> {
+    jspec
+        .patch_files(root)?
+        .iter()
+        .map(|p| {
+            Ok(PatchInfo {
+                name: p
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                sha256: Sha256Hex::of_file(p)?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// An image in the registry: its digest, manifest and tag.
+struct PushedImage {
+    digest: String,
+    manifest: Vec<u8>,
+    tag: String,
+}
+
+/// The built image pushed by digest (the blobs the registry lacks, then the manifest),
+/// then tagged.
+fn push_image(
+    client: &RegistryClient,
+    target: &Reference,
+    built: &image::Built,
+    tag: &str,
+) -> Result<PushedImage> {
+    let step = Step::start(format!(
+        "pushing {}/{}@{}",
+        target.registry, target.repository, built.manifest_digest
+    ));
+    let (manifest, _, blobs) = oci::layout_manifest(&built.output, &built.manifest_digest)?;
+    let mut uploaded = 0;
+    for d in &blobs {
+        let data = std::fs::read(LayoutBlobs(&built.output).path_of(d)?)?;
+        if client.push_blob(target, d, &data)? {
+            uploaded += 1;
+        }
+    }
+    let digest = client.put_manifest(target, &built.manifest_digest, &manifest, OCI_MANIFEST)?;
+    if digest != built.manifest_digest {
+        bail!("pushed {digest}, built {}", built.manifest_digest);
+    }
+    client.put_manifest(target, tag, &manifest, OCI_MANIFEST)?;
+    step.done(format!(
+        "{uploaded} of {} blobs uploaded; tagged {tag}",
+        blobs.len()
+    ));
+    Ok(PushedImage {
+        digest,
+        manifest,
+        tag: tag.to_string(),
+    })
+}
+
+/// The SBOM, from the lock the image was built from, pushed beside the image as an
+/// artifact whose subject it is, and tagged `sha256-<hex>.sbom`; returns (digest, tag).
+fn push_sbom(
+    args: &PublishArgs,
+    client: &RegistryClient,
+    target: &Reference,
+    image: &PushedImage,
+    lock: &Lock,
+    jemalloc: &sbom::Jemalloc,
+) -> Result<(String, String)> {
+    let (digest, tag) = (&image.digest, &image.tag);
+    let image_name = target
+        .repository
+        .rsplit('/')
+        .next()
+        .unwrap_or(&target.repository);
+    let sbom_bytes = sbom::to_bytes(&sbom::Input {
+        lock,
+        jemalloc,
+        image_digest: digest,
+        image_name,
+        tag,
+        source_date_epoch: args.source_date_epoch,
+    })?;
+    let step = Step::start(format!("pushing the SBOM of {digest}"));
+    let (sbom_manifest, sbom_blobs) = sbom_artifact(
+        sbom_bytes,
+        &Blob::new(OCI_MANIFEST, image.manifest.clone()).descriptor(),
+    );
+    for b in &sbom_blobs {
+        client.push_blob(target, &b.digest, &b.data)?;
+    }
+    let sbom_digest = client.put_manifest(
+        target,
+        &sbom_manifest.digest,
+        &sbom_manifest.data,
+        OCI_MANIFEST,
+    )?;
+    let sbom_tag = sbom_tag(digest)?;
+    client.put_manifest(target, &sbom_tag, &sbom_manifest.data, OCI_MANIFEST)?;
+    step.done(format!("{sbom_digest}, tagged {sbom_tag}"));
+    Ok((sbom_digest, sbom_tag))
 }
 
 /// The cosign-style tag of an image's SBOM: `sha256-<hex>.sbom`.

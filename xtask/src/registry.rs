@@ -3,6 +3,8 @@
 //! types with platform selection, blobs verified against their digest and cached by it, and
 //! push (skip blobs the registry has, upload the rest, put the manifest).
 
+pub mod credentials;
+
 use anyhow::{bail, Context, Result};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::StatusCode;
@@ -14,8 +16,8 @@ use std::time::Duration;
 
 use crate::digest::Sha256Hex;
 use crate::download;
+use crate::download::retry;
 use crate::project::Cache;
-use crate::retry;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -224,7 +226,7 @@ impl Manifest {
     }
 }
 
-pub use crate::credentials::{Auths, Credentials};
+pub use credentials::{Auths, Credentials};
 
 pub struct RegistryClient {
     http: Client,
@@ -297,8 +299,23 @@ impl RegistryClient {
                 )
             })?
             .to_string();
+        let value = self.answer(r, &parse_challenge(&header)?, scope)?;
+        self.auth.lock().unwrap().insert(key, value.clone());
+        let resp = build(&self.http)
+            .header(reqwest::header::AUTHORIZATION, &value)
+            .send()?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            bail!("{} refused the credentials for {r}", r.registry);
+        }
+        Ok(resp)
+    }
+
+    /// The `Authorization` value that answers `challenge` for `r`: basic with the host's
+    /// own credentials, or a bearer token from the realm the challenge names (asked with
+    /// the host's credentials, or anonymously).
+    fn answer(&self, r: &Reference, challenge: &Challenge, scope: String) -> Result<String> {
         let credentials = self.auths.for_registry(&r.registry);
-        let value = match parse_challenge(&header)? {
+        Ok(match challenge {
             Challenge::Basic { .. } => {
                 let c = credentials.as_ref().with_context(|| {
                     format!(
@@ -319,6 +336,7 @@ impl RegistryClient {
                 service,
                 scope: asked,
             } => {
+                let (realm, service, asked) = (realm.clone(), service.clone(), asked.clone());
                 let mut query = vec![("scope", asked.unwrap_or(scope))];
                 if let Some(s) = service {
                     query.push(("service", s));
@@ -349,15 +367,7 @@ impl RegistryClient {
                     .with_context(|| format!("no token in the answer of {realm}"))?;
                 format!("Bearer {token}")
             }
-        };
-        self.auth.lock().unwrap().insert(key, value.clone());
-        let resp = build(&self.http)
-            .header(reqwest::header::AUTHORIZATION, &value)
-            .send()?;
-        if resp.status() == StatusCode::UNAUTHORIZED {
-            bail!("{} refused the credentials for {r}", r.registry);
-        }
-        Ok(resp)
+        })
     }
 
     /// Fetches a manifest by tag or digest, with all four media types accepted, verifying a

@@ -212,8 +212,9 @@ pub fn unpack_into(archive: impl Read, dest: &Path, policy: AbsoluteLinks) -> Re
             T::Char | T::Block => bail!("refusing device node `{}`", raw.display()),
             T::Fifo => bail!("refusing FIFO `{}`", raw.display()),
             other => bail!(
-                "refusing `{}`: unsupported entry type {other:?}",
-                raw.display()
+                "refusing `{}`: unsupported entry type {}",
+                raw.display(),
+                char::from(other.as_byte())
             ),
         }
     }

@@ -267,10 +267,10 @@ fn glibc_gate_refuses_a_library_linked_against_the_host() {
     let cache = xtask::project::Cache::new(&s.cache);
     let debian = xtask::spec::DebianSpec::load(&xtask::project::root()).unwrap();
     let suite = debian.suite("bullseye").unwrap();
-    let sysroot = xtask::sysroot::prepare(
+    let sysroot = xtask::build::sysroot::prepare(
         &xtask::download::Downloader::new(),
         &cache,
-        &xtask::sysroot::Request {
+        &xtask::build::sysroot::Request {
             mirror: s.server.url("debian"),
             suite: "bullseye".into(),
             component: suite.component.clone(),
@@ -326,8 +326,10 @@ fn glibc_gate_refuses_a_library_linked_against_the_host() {
         "{facts:?}"
     );
     assert!(
-        xtask::gates::glibc_version(&xtask::gates::max_glibc(&facts.version_needs).unwrap())
-            .unwrap()
+        xtask::build::gates::glibc_version(
+            &xtask::build::gates::max_glibc(&facts.version_needs).unwrap()
+        )
+        .unwrap()
             <= vec![2, 31]
     );
 }

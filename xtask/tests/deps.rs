@@ -7,11 +7,11 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-use xtask::deps::{self, Installed};
+use xtask::debian::repo::{self, Repo};
 use xtask::download::Downloader;
 use xtask::fixtures::{self, flink_base};
+use xtask::image::deps::{self, Installed};
 use xtask::project::Cache;
-use xtask::repo::{self, Repo};
 
 fn repo_of<'a>(mirror: &'a str, keyring: &'a Path) -> Repo<'a> {
     Repo {
@@ -162,12 +162,13 @@ fn bad_signature_and_tampered_deb_are_refused() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&deb, bytes).unwrap();
-    let pins = xtask::tools_layer::pins(&chosen, &repo_of(&mirror, &repo.keyring));
+    let pins = xtask::image::tools_layer::pins(&chosen, &repo_of(&mirror, &repo.keyring));
     let tree = work.path().join("tree");
     std::fs::create_dir_all(&tree).unwrap();
     let err = format!(
         "{:#}",
-        xtask::tools_layer::fill_tree(&dl, &cache, &mirror, &pins, &status, &tree).unwrap_err()
+        xtask::image::tools_layer::fill_tree(&dl, &cache, &mirror, &pins, &status, &tree)
+            .unwrap_err()
     );
     assert!(
         err.contains("sha256 mismatch") && err.contains("libmagic1"),

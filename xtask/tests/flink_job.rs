@@ -12,7 +12,7 @@ fn job_compiles_against_the_images_flink_dist() {
         flink_base::flink_base_file("opt/flink/lib/flink-dist_2.11-1.10.3.jar").unwrap(),
     )
     .unwrap();
-    let jar = xtask::flink_job::compile(&dist, work.path()).unwrap();
+    let jar = xtask::e2e::flink_job::compile(&dist, work.path()).unwrap();
     let listing = std::process::Command::new("jar")
         .arg("--list")
         .arg("--file")
@@ -20,7 +20,10 @@ fn job_compiles_against_the_images_flink_dist() {
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
-    let main = format!("{}.class", xtask::flink_job::MAIN_CLASS.replace('.', "/"));
+    let main = format!(
+        "{}.class",
+        xtask::e2e::flink_job::MAIN_CLASS.replace('.', "/")
+    );
     assert!(
         listing.lines().any(|l| l == main),
         "{main} not in {listing}"
@@ -31,6 +34,6 @@ fn job_compiles_against_the_images_flink_dist() {
     assert_eq!(u16::from_be_bytes([class[6], class[7]]), 52);
     // The same sources give the same jar (fixed entry dates).
     let again = tempfile::tempdir().unwrap();
-    let jar2 = xtask::flink_job::compile(&dist, again.path()).unwrap();
+    let jar2 = xtask::e2e::flink_job::compile(&dist, again.path()).unwrap();
     assert_eq!(std::fs::read(&jar).unwrap(), std::fs::read(&jar2).unwrap());
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use support::{stderr, stdout, xtask, Server};
 use xtask::fixtures::{flink_base, registry::Registry};
-use xtask::lock::Lock;
+use xtask::image::lock::Lock;
 use xtask::registry::{Reference, RegistryClient};
 
 const SUITES: [&str; 2] = ["bullseye", "bookworm"];

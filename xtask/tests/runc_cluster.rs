@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 use xtask::bundle::Bundle;
-use xtask::cluster::{Cluster, ClusterSpec};
+use xtask::e2e::cluster::{Cluster, ClusterSpec};
+use xtask::e2e::runc_cluster::RuncCluster;
 use xtask::fixtures::flink_base;
-use xtask::runc_cluster::RuncCluster;
 
 fn spec(rest_port: u16, limit_mb: u64) -> ClusterSpec {
     let conf = [
@@ -57,7 +57,7 @@ fn uid_of(pid: u32) -> String {
 
 fn memory_limit_of(pid: u32) -> u64 {
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let dir = xtask::runc_cluster::memory_cgroup_dir(&cg).unwrap();
+    let dir = xtask::e2e::runc_cluster::memory_cgroup_dir(&cg).unwrap();
     let v = std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
         .or_else(|_| std::fs::read_to_string(dir.join("memory.max")))
         .unwrap();
@@ -69,7 +69,7 @@ fn rocksdb_job_on_runc_containers_restarts_survives_a_kill_and_records_oom() {
     let layout = flink_base::flink_base_oci().unwrap();
     let work = tempfile::tempdir().unwrap();
     let bundle = Bundle::unpack(&layout, &work.path().join("bundle")).unwrap();
-    let jar = xtask::flink_job::compile(&bundle.flink_dist().unwrap(), work.path()).unwrap();
+    let jar = xtask::e2e::flink_job::compile(&bundle.flink_dist().unwrap(), work.path()).unwrap();
     let logs = work.path().join("logs");
 
     // 1. Injected failures restart the job inside one TaskManager.
@@ -94,7 +94,7 @@ fn rocksdb_job_on_runc_containers_restarts_survives_a_kill_and_records_oom() {
         .rest()
         .run(
             &jar_id,
-            xtask::flink_job::MAIN_CLASS,
+            xtask::e2e::flink_job::MAIN_CLASS,
             &job_args(4000, 2000),
             1,
         )
@@ -172,7 +172,7 @@ fn rocksdb_job_on_runc_containers_restarts_survives_a_kill_and_records_oom() {
         .rest()
         .run(
             &jar_id,
-            xtask::flink_job::MAIN_CLASS,
+            xtask::e2e::flink_job::MAIN_CLASS,
             &job_args(0, 2_000_000),
             1,
         )

@@ -18,15 +18,15 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{
+use crate::collect::ContainerFiles;
+use crate::docker::{self, docker, docker_text, Container};
+use crate::e2e::cluster::{
     parse_memory_probe, probe_while_running, Cluster, ClusterSpec, ContainerMemory, DUMP_DIR,
     MEMORY_PROBE,
 };
-use crate::collect::ContainerFiles;
-use crate::docker::{self, docker, docker_text, Container};
-use crate::flink_rest::FlinkRest;
+use crate::e2e::flink_rest::FlinkRest;
 
-use crate::kube;
+use crate::e2e::kube;
 use crate::progress;
 use crate::teardown;
 
@@ -296,7 +296,10 @@ impl DockerCluster {
                 bail!(
                     "{}; see {}",
                     if state.running {
-                        format!("the JobManager's REST API did not answer within {timeout:?}")
+                        format!(
+                            "the JobManager's REST API did not answer within {} s",
+                            timeout.as_secs()
+                        )
                     } else {
                         format!("the JobManager exited (exit {})", state.exit_code)
                     },

@@ -12,8 +12,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use xshell::{cmd, Shell};
 
-use crate::cluster::{oom_kill_count, vm_rss_kb, Cluster, ClusterSpec, ContainerMemory, DUMP_DIR};
-use crate::flink_rest::FlinkRest;
+use crate::e2e::cluster::{
+    oom_kill_count, vm_rss_kb, Cluster, ClusterSpec, ContainerMemory, DUMP_DIR,
+};
+use crate::e2e::flink_rest::FlinkRest;
 use crate::heap_profile;
 use crate::teardown;
 
@@ -406,7 +408,8 @@ impl RuncCluster {
             }
             if start.elapsed() > timeout {
                 bail!(
-                    "the JobManager's REST API did not answer within {timeout:?}; see {}",
+                    "the JobManager's REST API did not answer within {} s; see {}",
+                    timeout.as_secs(),
                     self.logs.join("jobmanager.log").display()
                 );
             }

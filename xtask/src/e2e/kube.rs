@@ -37,7 +37,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-use crate::cluster::{Allocator, ClusterSpec, DUMP_DIR};
+use crate::e2e::cluster::{Allocator, ClusterSpec, DUMP_DIR};
 
 /// The `flink` user of the official images (and of the fixture image).
 pub const FLINK_UID: i64 = 9999;
@@ -267,14 +267,22 @@ fn deployment(
 
 /// The manifests for `p`.
 pub fn manifests(p: &KubeParams) -> Manifests {
-    let ns = p.namespace;
     let props = flink_properties(p.cluster_spec);
     let common_env = vec![
         env("JOB_MANAGER_RPC_ADDRESS", JOBMANAGER),
         env("FLINK_PROPERTIES", &props),
     ];
+    Manifests {
+        namespace: namespace(p.namespace),
+        jobmanager_service: jobmanager_service(p.namespace),
+        jobmanager: jobmanager(p, common_env.clone()),
+        taskmanager: taskmanager(p, common_env),
+    }
+}
 
-    let namespace = Namespace {
+/// The run's namespace.
+fn namespace(ns: &str) -> Namespace {
+    Namespace {
         metadata: ObjectMeta {
             name: Some(ns.to_string()),
             labels: Some(BTreeMap::from([(
@@ -284,9 +292,12 @@ pub fn manifests(p: &KubeParams) -> Manifests {
             ..Default::default()
         },
         ..Default::default()
-    };
+    }
+}
 
-    let jobmanager_service = Service {
+/// The JobManager's Service: RPC, blob server and REST.
+fn jobmanager_service(ns: &str) -> Service {
+    Service {
         metadata: meta(JOBMANAGER, ns, labels(JOBMANAGER)),
         spec: Some(ServiceSpec {
             selector: Some(BTreeMap::from([
@@ -307,14 +318,18 @@ pub fn manifests(p: &KubeParams) -> Manifests {
             ..Default::default()
         }),
         ..Default::default()
-    };
+    }
+}
 
+/// The JobManager's Deployment, ready once its REST API answers.
+fn jobmanager(p: &KubeParams, common_env: Vec<EnvVar>) -> Deployment {
+    let ns = p.namespace;
     let jm_container = Container {
         name: JOBMANAGER.to_string(),
         image: Some(p.image.to_string()),
         image_pull_policy: Some("IfNotPresent".to_string()),
         args: Some(vec!["jobmanager".to_string()]),
-        env: Some(common_env.clone()),
+        env: Some(common_env),
         ports: Some(vec![
             port("rpc", RPC_PORT),
             port("blob", BLOB_PORT),
@@ -333,8 +348,13 @@ pub fn manifests(p: &KubeParams) -> Manifests {
         }),
         ..Default::default()
     };
-    let jobmanager = deployment(JOBMANAGER, ns, labels(JOBMANAGER), jm_container, None);
+    deployment(JOBMANAGER, ns, labels(JOBMANAGER), jm_container, None)
+}
 
+/// The TaskManager's Deployment: its limit, its allocator's environment, the per-start
+/// dump directory on an emptyDir.
+fn taskmanager(p: &KubeParams, common_env: Vec<EnvVar>) -> Deployment {
+    let ns = p.namespace;
     let mut tm_env = common_env;
     tm_env.push(env("TASK_MANAGER_NUMBER_OF_TASK_SLOTS", "1"));
     tm_env.extend(
@@ -381,7 +401,7 @@ pub fn manifests(p: &KubeParams) -> Manifests {
         "flink-jemalloc/allocator".to_string(),
         p.allocator.name().to_string(),
     );
-    let taskmanager = deployment(
+    deployment(
         TASKMANAGER,
         ns,
         tm_labels,
@@ -391,14 +411,7 @@ pub fn manifests(p: &KubeParams) -> Manifests {
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Default::default()
         }]),
-    );
-
-    Manifests {
-        namespace,
-        jobmanager_service,
-        jobmanager,
-        taskmanager,
-    }
+    )
 }
 
 #[cfg(test)]

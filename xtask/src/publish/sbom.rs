@@ -31,7 +31,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
 use crate::build::PatchInfo;
-use crate::lock::Lock;
+use crate::image::lock::Lock;
 
 pub const SPDX_MEDIA_TYPE: &str = "application/spdx+json";
 
@@ -166,26 +166,75 @@ fn relationship(a: &str, kind: &str, b: &str) -> Value {
     json!({"spdxElementId": a, "relationshipType": kind, "relatedSpdxElement": b})
 }
 
-/// The SPDX 2.3 document as a JSON value (arrays sorted).
+/// The document's packages and relationships, as they are added.
+#[derive(Default)]
+struct Parts {
+    packages: Vec<Value>,
+    relationships: Vec<Value>,
+}
+
+impl Parts {
+    fn relate(&mut self, a: &str, kind: &str, b: &str) {
+        self.relationships.push(relationship(a, kind, b));
+    }
+}
+
+/// The SPDX 2.3 document as a JSON value (arrays sorted): the image, the base it descends
+/// from, jemalloc with its patches and the sysroot it was built against, and every layered
+/// package.
 pub fn document(input: &Input) -> Result<Value> {
-    let lock = input.lock;
     let image_hex = hex(input.image_digest)?;
-    let base_hex = hex(&lock.base.manifest_digest)?;
     let created = time::OffsetDateTime::from_unix_timestamp(input.source_date_epoch as i64)
         .context("SOURCE_DATE_EPOCH out of range")?
         .format(&time::format_description::well_known::Rfc3339)?;
-    let os = lock.base.os.as_str();
-    let suite = lock.base.suite.as_str();
-    let j = input.jemalloc;
+    let mut parts = Parts::default();
+    parts.relate("SPDXRef-DOCUMENT", "DESCRIBES", "SPDXRef-Image");
+    parts.packages.push(image_package(input, image_hex));
+    base_image(input, &mut parts)?;
+    jemalloc(input, &mut parts);
+    debian_packages(input, &mut parts);
+    let Parts {
+        mut packages,
+        mut relationships,
+    } = parts;
+    let ids: std::collections::BTreeSet<&str> = packages
+        .iter()
+        .filter_map(|p| p["SPDXID"].as_str())
+        .collect();
+    if ids.len() != packages.len() {
+        anyhow::bail!("two packages of the SBOM have the same SPDX identifier");
+    }
+    packages.sort_by(|a, b| a["SPDXID"].as_str().cmp(&b["SPDXID"].as_str()));
+    relationships.sort_by_key(|r| {
+        (
+            r["spdxElementId"].as_str().unwrap_or("").to_string(),
+            r["relationshipType"].as_str().unwrap_or("").to_string(),
+            r["relatedSpdxElement"].as_str().unwrap_or("").to_string(),
+        )
+    });
+    Ok(json!({
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": format!("{}:{}", input.image_name, input.tag),
+        "documentNamespace": format!(
+            "https://spdx.org/spdxdocs/flink-jemalloc/{}-sha256-{image_hex}",
+            spdx_id_part(input.tag)
+        ),
+        "creationInfo": {
+            "created": created,
+            "creators": [format!("Tool: flink-jemalloc-xtask-{}", env!("CARGO_PKG_VERSION"))],
+        },
+        "documentDescribes": ["SPDXRef-Image"],
+        "packages": packages,
+        "relationships": relationships,
+    }))
+}
 
-    let mut packages = Vec::new();
-    let mut relationships = vec![relationship(
-        "SPDXRef-DOCUMENT",
-        "DESCRIBES",
-        "SPDXRef-Image",
-    )];
-
-    packages.push(json!({
+/// The image itself.
+fn image_package(input: &Input, image_hex: &str) -> Value {
+    let lock = input.lock;
+    json!({
         "SPDXID": "SPDXRef-Image",
         "name": input.image_name,
         "versionInfo": input.tag,
@@ -199,7 +248,7 @@ pub fn document(input: &Input) -> Result<Value> {
         "primaryPackagePurpose": "CONTAINER",
         "comment": format!(
             "Flink {} ({}) with a profiling jemalloc {} under /opt/jemalloc and jeprof's tools",
-            lock.flink, lock.base.reference, j.version
+            lock.flink, lock.base.reference, input.jemalloc.version
         ),
         "externalRefs": [{
             "referenceCategory": "PACKAGE-MANAGER",
@@ -211,8 +260,13 @@ pub fn document(input: &Input) -> Result<Value> {
                 purl_encode(input.tag)
             ),
         }],
-    }));
+    })
+}
 
+/// The base image, which the image descends from.
+fn base_image(input: &Input, parts: &mut Parts) -> Result<()> {
+    let lock = input.lock;
+    let (os, suite) = (lock.base.os.as_str(), lock.base.suite.as_str());
     let base: crate::registry::Reference = lock.base.reference.parse()?;
     let base_name = base.repository.rsplit('/').next().unwrap_or("base");
     let mut base_purl = format!(
@@ -224,12 +278,12 @@ pub fn document(input: &Input) -> Result<Value> {
     if let Some(t) = &base.tag {
         base_purl.push_str(&format!("&tag={}", purl_encode(t)));
     }
-    packages.push(json!({
+    parts.packages.push(json!({
         "SPDXID": "SPDXRef-BaseImage",
         "name": lock.base.reference,
         "versionInfo": lock.base.manifest_digest,
         "downloadLocation": "NOASSERTION",
-        "checksums": sha256(base_hex),
+        "checksums": sha256(hex(&lock.base.manifest_digest)?),
         "filesAnalyzed": false,
         "licenseConcluded": "NOASSERTION",
         "licenseDeclared": "NOASSERTION",
@@ -243,18 +297,21 @@ pub fn document(input: &Input) -> Result<Value> {
             "referenceLocator": base_purl,
         }],
     }));
-    relationships.push(relationship(
-        "SPDXRef-Image",
-        "DESCENDANT_OF",
-        "SPDXRef-BaseImage",
-    ));
+    parts.relate("SPDXRef-Image", "DESCENDANT_OF", "SPDXRef-BaseImage");
 
+    Ok(())
+}
+
+/// jemalloc, and each patch applied to it.
+fn jemalloc(input: &Input, parts: &mut Parts) {
+    let (lock, j) = (input.lock, input.jemalloc);
+    let (os, suite) = (lock.base.os.as_str(), lock.base.suite.as_str());
     let patches: Vec<String> = j
         .patches
         .iter()
         .map(|p| format!("{} (sha256 {})", p.name, p.sha256))
         .collect();
-    packages.push(json!({
+    parts.packages.push(json!({
         "SPDXID": "SPDXRef-jemalloc",
         "name": "jemalloc",
         "versionInfo": j.version,
@@ -284,15 +341,11 @@ pub fn document(input: &Input) -> Result<Value> {
             "referenceLocator": format!("pkg:github/jemalloc/jemalloc@{}", purl_encode(&j.version)),
         }],
     }));
-    relationships.push(relationship(
-        "SPDXRef-Image",
-        "CONTAINS",
-        "SPDXRef-jemalloc",
-    ));
+    parts.relate("SPDXRef-Image", "CONTAINS", "SPDXRef-jemalloc");
 
     for p in &j.patches {
         let id = format!("SPDXRef-Patch-{}", spdx_id_part(&p.name));
-        packages.push(json!({
+        parts.packages.push(json!({
             "SPDXID": id,
             "name": p.name,
             "downloadLocation": "NOASSERTION",
@@ -304,13 +357,19 @@ pub fn document(input: &Input) -> Result<Value> {
             "primaryPackagePurpose": "SOURCE",
             "comment": format!("patches/jemalloc-{}/{}, applied with patch -p1", j.version, p.name),
         }));
-        relationships.push(relationship(&id, "PATCH_APPLIED", "SPDXRef-jemalloc"));
+        parts.relate(&id, "PATCH_APPLIED", "SPDXRef-jemalloc");
     }
+}
 
+/// The sysroot's packages (build dependencies of jemalloc, not in the image) and the
+/// layered ones.
+fn debian_packages(input: &Input, parts: &mut Parts) {
+    let lock = input.lock;
+    let (os, suite) = (lock.base.os.as_str(), lock.base.suite.as_str());
     for p in &lock.sysroot.packages {
         let id = format!("SPDXRef-Sysroot-{}", spdx_id_part(&p.name));
         let arch = arch_of_filename(&p.filename).unwrap_or("amd64");
-        packages.push(deb_package(
+        parts.packages.push(deb_package(
             id.clone(),
             os,
             suite,
@@ -321,12 +380,12 @@ pub fn document(input: &Input) -> Result<Value> {
             &p.sha256,
             "in the sysroot jemalloc was compiled and linked against (not in the image)",
         ));
-        relationships.push(relationship(&id, "BUILD_DEPENDENCY_OF", "SPDXRef-jemalloc"));
+        parts.relate(&id, "BUILD_DEPENDENCY_OF", "SPDXRef-jemalloc");
     }
 
     for p in &lock.tools {
         let id = format!("SPDXRef-Layer-{}", spdx_id_part(&p.name));
-        packages.push(deb_package(
+        parts.packages.push(deb_package(
             id.clone(),
             os,
             suite,
@@ -337,42 +396,8 @@ pub fn document(input: &Input) -> Result<Value> {
             &p.sha256,
             "layered for jeprof (binutils, graphviz, perl, file and what they depend on)",
         ));
-        relationships.push(relationship("SPDXRef-Image", "CONTAINS", &id));
+        parts.relate("SPDXRef-Image", "CONTAINS", &id);
     }
-
-    let ids: std::collections::BTreeSet<&str> = packages
-        .iter()
-        .filter_map(|p| p["SPDXID"].as_str())
-        .collect();
-    if ids.len() != packages.len() {
-        anyhow::bail!("two packages of the SBOM have the same SPDX identifier");
-    }
-    packages.sort_by(|a, b| a["SPDXID"].as_str().cmp(&b["SPDXID"].as_str()));
-    relationships.sort_by_key(|r| {
-        (
-            r["spdxElementId"].as_str().unwrap_or("").to_string(),
-            r["relationshipType"].as_str().unwrap_or("").to_string(),
-            r["relatedSpdxElement"].as_str().unwrap_or("").to_string(),
-        )
-    });
-
-    Ok(json!({
-        "spdxVersion": "SPDX-2.3",
-        "dataLicense": "CC0-1.0",
-        "SPDXID": "SPDXRef-DOCUMENT",
-        "name": format!("{}:{}", input.image_name, input.tag),
-        "documentNamespace": format!(
-            "https://spdx.org/spdxdocs/flink-jemalloc/{}-sha256-{image_hex}",
-            spdx_id_part(input.tag)
-        ),
-        "creationInfo": {
-            "created": created,
-            "creators": [format!("Tool: flink-jemalloc-xtask-{}", env!("CARGO_PKG_VERSION"))],
-        },
-        "documentDescribes": ["SPDXRef-Image"],
-        "packages": packages,
-        "relationships": relationships,
-    }))
 }
 
 /// The document as canonical JSON bytes (the SBOM blob).
@@ -383,9 +408,9 @@ pub fn to_bytes(input: &Input) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::{BaseLock, JemallocLock, SysrootLock};
-    use crate::sysroot::Pinned;
-    use crate::tools_layer::DebPin;
+    use crate::build::sysroot::Pinned;
+    use crate::image::lock::{BaseLock, JemallocLock, SysrootLock};
+    use crate::image::tools_layer::DebPin;
 
     fn lock(os: &str, suite: &str) -> Lock {
         Lock {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::progress;
 
-use crate::flink_rest::FlinkRest;
+use crate::e2e::flink_rest::FlinkRest;
 
 /// Which malloc the TaskManager runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]

@@ -103,8 +103,9 @@ impl FlinkRest {
                 r => {
                     if start.elapsed() > timeout {
                         bail!(
-                            "{}: {n} TaskManager(s) not registered after {timeout:?} (last answer: {})",
+                            "{}: {n} TaskManager(s) not registered after {} s (last answer: {})",
                             self.base,
+                            timeout.as_secs(),
                             match r {
                                 Ok(o) => o.to_string(),
                                 Err(e) => format!("{e:#}"),
@@ -220,7 +221,10 @@ impl FlinkRest {
                 return Ok(r);
             }
             if start.elapsed() > timeout {
-                bail!("job {job} did not restart within {timeout:?} (numRestarts {r})");
+                bail!(
+                    "job {job} did not restart within {} s (numRestarts {r})",
+                    timeout.as_secs()
+                );
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -251,7 +255,11 @@ impl FlinkRest {
                 return Ok(s);
             }
             if start.elapsed() > timeout {
-                bail!("job {job} is {s}, not {} after {timeout:?}", want.join("/"));
+                bail!(
+                    "job {job} is {s}, not {} after {} s",
+                    want.join("/"),
+                    timeout.as_secs()
+                );
             }
             std::thread::sleep(Duration::from_millis(500));
         }

@@ -38,7 +38,7 @@ impl Installed {
             };
             let version: Version = version
                 .parse()
-                .map_err(|e| anyhow::anyhow!("dpkg status: {name} {version}: {e:?}"))?;
+                .map_err(|e| anyhow::anyhow!("dpkg status: {name} {version}: {e}"))?;
             for (v, pv) in provides(p.get("Provides").map(String::as_str).unwrap_or(""))? {
                 out.provides.entry(v).or_default().push(pv);
             }
@@ -116,7 +116,7 @@ pub fn resolve<'a>(
         let v: Version = rec
             .version
             .parse()
-            .map_err(|e| anyhow::anyhow!("{} {}: {e:?}", rec.name, rec.version))?;
+            .map_err(|e| anyhow::anyhow!("{} {}: {e}", rec.name, rec.version))?;
         by_name.entry(&rec.name).or_default().push((rec, v));
         for (name, pv) in provides(&rec.provides).with_context(|| rec.name.clone())? {
             providers.entry(name).or_default().push((rec, pv));

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-use crate::sysroot::Pinned;
+use crate::build::sysroot::Pinned;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -19,7 +19,7 @@ pub struct Lock {
     pub sysroot: SysrootLock,
     /// jeprof's tools (binutils, graphviz, perl, file and what they need) not in the base.
     #[serde(default)]
-    pub tools: Vec<crate::tools_layer::DebPin>,
+    pub tools: Vec<crate::image::tools_layer::DebPin>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

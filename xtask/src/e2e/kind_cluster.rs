@@ -20,13 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xshell::{cmd, Shell};
 
-use crate::cluster::{
+use crate::collect::ContainerFiles;
+use crate::e2e::cluster::{
     parse_memory_probe, probe_while_running, Allocator, Cluster, ClusterSpec, ContainerMemory,
     DUMP_DIR, MEMORY_PROBE,
 };
-use crate::collect::ContainerFiles;
-use crate::flink_rest::FlinkRest;
-use crate::kube::{self, KubeParams, JOBMANAGER, TASKMANAGER, TASKMANAGER_SELECTOR};
+use crate::e2e::flink_rest::FlinkRest;
+use crate::e2e::kube::{self, KubeParams, JOBMANAGER, TASKMANAGER, TASKMANAGER_SELECTOR};
 use crate::kubectl::{error_text, on_path, Kubectl, KUBECTL_INSTALL};
 use crate::progress::{self, Step};
 use crate::project;
@@ -112,7 +112,7 @@ pub fn oom_killed_runs(pod: &Pod, container: &str) -> Vec<String> {
                     "{uid}/{}",
                     t.finished_at
                         .as_ref()
-                        .map(|f| format!("{f:?}"))
+                        .map(|f| f.0.to_string())
                         .unwrap_or_default()
                 )
             })
@@ -572,7 +572,8 @@ impl KindCluster {
                     .map(|p| pod_problems(&p).join("\n  "))
                     .unwrap_or_default();
                 bail!(
-                    "no new TaskManager registered within {timeout:?} after {what}\n  {problems}"
+                    "no new TaskManager registered within {} s after {what}\n  {problems}",
+                    timeout.as_secs()
                 );
             }
             std::thread::sleep(Duration::from_secs(1));

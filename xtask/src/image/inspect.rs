@@ -434,7 +434,7 @@ mod tests {
         assert_eq!(f.version_codename.as_deref(), Some("noble"));
         assert_eq!(f.libc6_version.as_deref(), Some("2.39-0ubuntu8.7"));
         assert_eq!(
-            crate::image::mirror_for(&f, "noble").as_deref(),
+            crate::image::base::mirror_for(&f, "noble").as_deref(),
             Some("http://archive.ubuntu.com/ubuntu")
         );
         // images/debian.toml knows the suite as Ubuntu's, with graphviz's component.

@@ -8,17 +8,22 @@
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
 
+use super::base::{Base, Target};
+use super::{cache_blob, CacheBlobs, Run, Tools};
+use crate::oci::{self, Blob};
+
 use crate::debian;
-use crate::deps::{self, Installed};
+use crate::debian::repo::{self, Repo};
 use crate::digest::Sha256Hex;
 use crate::download::Downloader;
-use crate::progress::Step;
+use crate::image::deps::{self, Installed};
+use crate::progress::{self, Step};
 use crate::project::Cache;
-use crate::repo::{self, Repo};
 use crate::rootless;
 use crate::unpack::{self, AbsoluteLinks};
 
@@ -199,6 +204,100 @@ pub fn finish_in_chroot(base_layout: &Path, tag: &str, tree: &Path, work: &Path)
     }
     step.done("");
     Ok(())
+}
+
+/// Stage 4: jeprof's tools for this base (pinned by the lock, or resolved against the
+/// base's suite and dpkg status), unpacked, finished in a chroot of the merged image, and
+/// written as a layer; the tree is cached by the pins and the base.
+pub fn stage(run: &Run, base: &Base, target: &Target) -> Result<Tools> {
+    let repo = Repo {
+        mirror: &target.mirror,
+        suite: &target.suite,
+        component: &target.suite_spec.component,
+        arch: &run.debian.arch,
+        keyring: target.keyring.as_deref(),
+    };
+    let pins = match &run.usable {
+        Some(l) => l.tools.clone(),
+        None => resolve(&run.dl, &run.cache, &repo, &target.facts.dpkg_status)?,
+    };
+    let tree = tools_tree(run, base, target, &pins)?;
+    let step = Step::start("writing the jeprof tools layer");
+    let layer = oci::layer(oci::layer_tar(&tree, "", run.args.source_date_epoch)?);
+    let blob = cache_blob(&run.cache, &layer.blob.media_type, layer.blob.data.clone())?;
+    step.done(format!(
+        "{} ({} bytes compressed, {} packages)",
+        blob.digest,
+        blob.data.len(),
+        pins.len()
+    ));
+    Ok(Tools { pins, layer, blob })
+}
+
+/// The tools tree for these pins on this base, cached by both (a warm rebuild reuses it
+/// without downloads or chroot work).
+fn tools_tree(run: &Run, base: &Base, target: &Target, pins: &[DebPin]) -> Result<PathBuf> {
+    let cache = &run.cache;
+    let key = crate::digest::key_of(
+        std::iter::once(base.digest.to_string()).chain(
+            pins.iter()
+                .map(|p| format!("{} {} {}", p.name, p.version, p.sha256)),
+        ),
+    );
+    let dir = cache.dir.join("tools").join(&key.as_str()[..16]);
+    let _lock = cache.lock("tools", key.as_str())?;
+    if dir.join("var/lib/dpkg/status").is_file() {
+        progress::note(format!("jeprof tools tree (cached): {}", dir.display()));
+        return Ok(dir);
+    }
+    let parent = dir.parent().unwrap();
+    std::fs::create_dir_all(parent)?;
+    let work = tempfile::Builder::new()
+        .prefix(".tools-")
+        .tempdir_in(parent)?;
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(&tree)?;
+    let step = Step::start(format!("unpacking {} packages for jeprof", pins.len()));
+    fill_tree(
+        &run.dl,
+        cache,
+        &target.mirror,
+        pins,
+        &target.facts.dpkg_status,
+        &tree,
+    )?;
+    step.done("");
+    // The base as an OCI layout (OCI media types, as umoci wants) for the chroot.
+    let config = Blob::new(
+        oci::OCI_CONFIG,
+        std::fs::read(cache.blob(oci::hex_of(&base.config_digest)))?,
+    );
+    let layers: Vec<Value> = base
+        .layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "mediaType": oci::oci_layer_type(l["mediaType"].as_str().unwrap_or(oci::OCI_LAYER_GZIP)),
+                "digest": l["digest"],
+                "size": l["size"],
+            })
+        })
+        .collect();
+    let manifest = Blob::new(
+        crate::registry::OCI_MANIFEST,
+        oci::canonical(&oci::manifest(&config, &layers, &[])),
+    );
+    let mut blobs = vec![config.digest.clone()];
+    blobs.extend(
+        layers
+            .iter()
+            .filter_map(|l| l["digest"].as_str().map(str::to_string)),
+    );
+    let layout = work.path().join("base-layout");
+    oci::write_layout(&layout, &manifest, &blobs, &CacheBlobs(cache), "base")?;
+    finish_in_chroot(&layout, "base", &tree, &work.path().join("chroot"))?;
+    crate::unpack::replace_dir(tree, &dir)?;
+    Ok(dir)
 }
 
 #[cfg(test)]

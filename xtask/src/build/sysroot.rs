@@ -7,14 +7,14 @@
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use crate::debian::repo;
 use crate::debian::{self, PackageRecord};
 use crate::digest::key_of;
 use crate::download::Downloader;
 use crate::progress::{self, Step};
 use crate::project::Cache;
-use crate::repo;
 use crate::spec::DevLink;
 use crate::unpack::{self, AbsoluteLinks};
 
@@ -107,6 +107,23 @@ impl Sysroot {
     }
 }
 
+/// The linker names runtime-only packages lack (`libstdc++.so`), relative links inside the
+/// sysroot at `root`, where their targets exist.
+fn add_dev_links(root: &Path, links: &[DevLink]) -> Result<()> {
+    for dev in links {
+        let link = root.join(&dev.link);
+        let target = link
+            .parent()
+            .expect("dev links have a parent")
+            .join(&dev.target);
+        if target.exists() && std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(&dev.target, &link)
+                .with_context(|| format!("creating {}", link.display()))?;
+        }
+    }
+    Ok(())
+}
+
 pub fn prepare(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Sysroot> {
     let pinned: Vec<Pinned> = match &req.pins {
         Some(pins) => pins.clone(),
@@ -174,17 +191,7 @@ pub fn prepare(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Sysroot>
         )
         .with_context(|| format!("unpacking {} ({})", pkg.name, deb.display()))?;
     }
-    for dev in &req.dev_links {
-        let link = tmp.path().join(&dev.link);
-        let target = link
-            .parent()
-            .expect("dev links have a parent")
-            .join(&dev.target);
-        if target.exists() && std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(&dev.target, &link)
-                .with_context(|| format!("creating {}", link.display()))?;
-        }
-    }
+    add_dev_links(tmp.path(), &req.dev_links)?;
     let manifest = serde_json::to_string_pretty(&sysroot)? + "\n";
     std::fs::write(tmp.path().join("sysroot.json"), manifest)?;
     unpack::replace_dir(tmp.keep(), &dir)?;

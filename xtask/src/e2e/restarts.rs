@@ -1,0 +1,230 @@
+//! The restarts of one allocator's run: the RocksDB job submitted (and again after a
+//! cancel), restarts by `--mode` (the job's own injected failures, cancel + resubmit, a
+//! SIGKILLed TaskManager), a TaskManager that died unasked replaced, and a memory sample at
+//! start and after each restart (RSS, cgroup, and native = RSS − committed heap/non-heap
+//! from the TaskManager's JVM metrics).
+
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::cluster::{Allocator, Cluster};
+use super::report::{whole_mb, Sample};
+use super::{flag, flink_job, Mode, RunContext};
+use crate::progress::{self, Step};
+
+/// The RocksDB job on a cluster: its jar uploaded once, submitted (again after a cancel).
+pub struct Job {
+    jar: String,
+    args: Vec<String>,
+    pub id: String,
+}
+
+impl Job {
+    /// Uploads the jar and submits the job; the job fails on its own only in `injected` mode.
+    pub fn submit(ctx: &RunContext, cluster: &dyn Cluster) -> Result<Job> {
+        let fail_every = match ctx.args.mode {
+            Mode::Injected => ctx.args.fail_every_ms,
+            _ => 0,
+        };
+        let mut job = Job {
+            jar: cluster.rest().upload(ctx.jar)?,
+            args: vec![
+                "--fail-every-ms".to_string(),
+                fail_every.to_string(),
+                "--keys".into(),
+                ctx.args.keys.to_string(),
+            ],
+            id: String::new(),
+        };
+        job.resubmit(cluster)?;
+        Ok(job)
+    }
+
+    /// Submits the job and waits until it runs.
+    fn resubmit(&mut self, cluster: &dyn Cluster) -> Result<()> {
+        self.id = cluster
+            .rest()
+            .run(&self.jar, flink_job::MAIN_CLASS, &self.args, 1)?;
+        cluster
+            .rest()
+            .wait_for_state(&self.id, &["RUNNING"], Duration::from_secs(120))?;
+        Ok(())
+    }
+}
+
+/// What the restart loop saw.
+pub struct Loop {
+    pub restarts: u64,
+    /// TaskManagers so far (the first is 1): their dumps go to `tm-<n>`.
+    pub incarnation: u32,
+    pub unexpected_deaths: u64,
+    pub samples: Vec<Sample>,
+}
+
+/// Restarts by mode until `--restarts` or the timeout, a sample at start and after each.
+pub fn restart_loop(
+    ctx: &RunContext,
+    allocator: Allocator,
+    cluster: &mut dyn Cluster,
+    job: &mut Job,
+    dumps: &Path,
+    started: Instant,
+) -> Result<Loop> {
+    let (args, name) = (ctx.args, allocator.name());
+    let running = Instant::now();
+    let deadline = started + Duration::from_secs(args.timeout_secs);
+    let step = Step::start(format!(
+        "{name}: {} restarts (--mode {}, every {} ms)",
+        args.restarts,
+        flag(&args.mode),
+        args.fail_every_ms
+    ));
+    let mut lp = Loop {
+        restarts: 0,
+        incarnation: 1,
+        unexpected_deaths: 0,
+        samples: vec![sample(cluster, 0, running)?],
+    };
+    while lp.restarts < args.restarts {
+        if Instant::now() > deadline {
+            progress::note(format!(
+                "{name}: only {} of {} restarts within {} s",
+                lp.restarts, args.restarts, args.timeout_secs
+            ));
+            break;
+        }
+        let restarted = match args.mode {
+            Mode::Injected => injected_restart(allocator, cluster, job, dumps, &mut lp)?,
+            Mode::CancelResubmit => {
+                std::thread::sleep(Duration::from_millis(args.fail_every_ms));
+                cluster.rest().cancel(&job.id)?;
+                cluster
+                    .rest()
+                    .wait_for_state(&job.id, &["CANCELED"], Duration::from_secs(60))?;
+                job.resubmit(cluster)?;
+                lp.restarts + 1
+            }
+            Mode::TmKill => {
+                std::thread::sleep(Duration::from_millis(args.fail_every_ms));
+                kill_restart(allocator, cluster, job, dumps, &mut lp)?
+            }
+        };
+        if restarted == lp.restarts {
+            continue;
+        }
+        lp.restarts = restarted;
+        let s = sample(cluster, lp.restarts, running)?;
+        progress::note(format!(
+            "{name}: restart {}: RSS {} MB, native {} MB, cgroup {} MB",
+            lp.restarts,
+            s.rss_kb / 1024,
+            whole_mb(s.native_kb, "?"),
+            whole_mb(s.cgroup_kb.map(|v| v as i64), "?"),
+        ));
+        lp.samples.push(s);
+    }
+    step.done("");
+    Ok(lp)
+}
+
+/// `injected`: the job's own restart count, polled; a TaskManager that died unasked
+/// (OOM-killed, most likely) is replaced, as a pod would be, after its dumps are copied.
+fn injected_restart(
+    allocator: Allocator,
+    cluster: &mut dyn Cluster,
+    job: &Job,
+    dumps: &Path,
+    lp: &mut Loop,
+) -> Result<u64> {
+    std::thread::sleep(Duration::from_millis(500));
+    let r = cluster.rest().restarts(&job.id)?;
+    if r > lp.restarts || cluster.taskmanager_memory()?.rss_kb.is_some() {
+        return Ok(r.max(lp.restarts));
+    }
+    let name = allocator.name();
+    lp.unexpected_deaths += 1;
+    progress::note(format!(
+        "{name}: the TaskManager died (OOM kills so far: {}); starting a new one",
+        cluster.taskmanager_memory()?.oom_kills
+    ));
+    if allocator == Allocator::Jemalloc {
+        let dir = dumps.join(format!("tm-{}", lp.incarnation));
+        if let Err(e) = cluster.collect(&dir) {
+            progress::note(format!(
+                "{name}: the dead TaskManager's dumps were not copied: {e:#}"
+            ));
+        }
+    }
+    cluster.replace_taskmanager()?;
+    lp.incarnation += 1;
+    Ok(lp.restarts)
+}
+
+/// `tm-kill`: the dumps copied, the TaskManager SIGKILLed and replaced, and the job's
+/// restart on the new one awaited.
+fn kill_restart(
+    allocator: Allocator,
+    cluster: &mut dyn Cluster,
+    job: &Job,
+    dumps: &Path,
+    lp: &mut Loop,
+) -> Result<u64> {
+    if allocator == Allocator::Jemalloc {
+        cluster.collect(&dumps.join(format!("tm-{}", lp.incarnation)))?;
+    }
+    let before = cluster.rest().restarts(&job.id)?;
+    cluster.kill_taskmanager()?;
+    lp.incarnation += 1;
+    cluster
+        .rest()
+        .wait_for_restart(&job.id, before, Duration::from_secs(150))?;
+    cluster
+        .rest()
+        .wait_for_state(&job.id, &["RUNNING"], Duration::from_secs(120))?;
+    Ok(lp.restarts + 1)
+}
+
+const HEAP_COMMITTED: &str = "Status.JVM.Memory.Heap.Committed";
+const NONHEAP_COMMITTED: &str = "Status.JVM.Memory.NonHeap.Committed";
+const DIRECT_USED: &str = "Status.JVM.Memory.Direct.MemoryUsed";
+
+fn sample(cluster: &dyn Cluster, restart: u64, since: Instant) -> Result<Sample> {
+    let mem = cluster.taskmanager_memory()?;
+    let rss_kb = mem
+        .rss_kb
+        .context("the TaskManager is not running (OOM-killed?)")?;
+    // A new TaskManager's metrics appear a few seconds after it registered.
+    let asked = Instant::now();
+    let tm = match cluster.taskmanager_id() {
+        Some(id) => Some(id.to_string()),
+        None => cluster.rest().taskmanager_ids()?.first().cloned(),
+    };
+    let metrics = loop {
+        let m = match &tm {
+            Some(tm) => cluster
+                .rest()
+                .taskmanager_metrics(tm, &[HEAP_COMMITTED, NONHEAP_COMMITTED, DIRECT_USED])?,
+            None => Default::default(),
+        };
+        if m.contains_key(HEAP_COMMITTED) || asked.elapsed() > Duration::from_secs(15) {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let kb = |k: &str| metrics.get(k).map(|v| (*v as u64) / 1024);
+    let (heap, nonheap) = (kb(HEAP_COMMITTED), kb(NONHEAP_COMMITTED));
+    Ok(Sample {
+        restart,
+        seconds: since.elapsed().as_secs_f64(),
+        rss_kb,
+        cgroup_kb: mem.cgroup_bytes.map(|b| b / 1024),
+        heap_committed_kb: heap,
+        nonheap_committed_kb: nonheap,
+        direct_used_kb: kb(DIRECT_USED),
+        native_kb: match (heap, nonheap) {
+            (Some(h), Some(n)) => Some(rss_kb as i64 - h as i64 - n as i64),
+            _ => None,
+        },
+    })
+}

@@ -1,0 +1,212 @@
+//! The first two stages of `image`: the base pulled (manifest, config and layers, from the
+//! cache when the lock pins them) and inspected from its layers (suite, libc6, apt sources,
+//! dpkg status), which decides the sysroot, the mirror and the keyring of everything after.
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::path::PathBuf;
+
+use super::inspect::{self, BaseFacts};
+use super::{cache_blob, read_cached, Run};
+use crate::oci;
+use crate::progress::{self, Step};
+use crate::spec::SuiteSpec;
+
+/// The base image as pulled.
+pub struct Base {
+    /// Its manifest's digest (the linux/amd64 image's) and, when it came from an index,
+    /// the index's.
+    pub digest: String,
+    pub index_digest: Option<String>,
+    pub manifest: Value,
+    pub config_digest: String,
+    pub config: Value,
+    /// The manifest's layer descriptors, and each layer's cached file.
+    pub layers: Vec<Value>,
+    pub layer_paths: Vec<PathBuf>,
+}
+
+/// What the base is, and what that decides.
+pub struct Target {
+    pub facts: BaseFacts,
+    pub suite: String,
+    pub libc6: String,
+    pub suite_spec: SuiteSpec,
+    pub mirror: String,
+    pub keyring: Option<PathBuf>,
+}
+
+/// Stage 1: the base's manifest, config and layers, verified and cached; the network only
+/// for what the cache does not hold.
+pub fn pull(run: &Run) -> Result<Base> {
+    let base_ref = &run.base_ref;
+    let step = Step::start(format!("base image {base_ref}"));
+    let mut network = false;
+    let pinned = run.usable.as_ref().map(|l| &l.base);
+    let (manifest_bytes, digest, index_digest) =
+        match pinned.and_then(|b| read_cached(&run.cache, &b.manifest_digest).map(|m| (m, b))) {
+            Some((bytes, b)) => (bytes, b.manifest_digest.clone(), b.index_digest.clone()),
+            None => {
+                network = true;
+                let wanted = pinned.map(|b| base_ref.with_digest(&b.manifest_digest));
+                let (m, index) = run
+                    .client
+                    .image_manifest(wanted.as_ref().unwrap_or(base_ref))?;
+                if !oci::is_manifest_type(&m.media_type) {
+                    bail!("{base_ref}: unsupported manifest type {}", m.media_type);
+                }
+                cache_blob(&run.cache, &m.media_type, m.bytes.clone())?;
+                let index_digest = index
+                    .map(|i| i.digest)
+                    .or(pinned.and_then(|b| b.index_digest.clone()));
+                (m.bytes, m.digest, index_digest)
+            }
+        };
+    let manifest: Value = serde_json::from_slice(&manifest_bytes)?;
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .context("base manifest without config")?
+        .to_string();
+    let layers = manifest["layers"]
+        .as_array()
+        .context("base manifest without layers")?
+        .clone();
+    let config_path = match read_cached(&run.cache, &config_digest) {
+        Some(_) => run.cache.blob(oci::hex_of(&config_digest)),
+        None => {
+            network = true;
+            run.client.blob(base_ref, &config_digest, &run.cache)?
+        }
+    };
+    let mut layer_paths = Vec::new();
+    for l in &layers {
+        let d = l["digest"].as_str().context("layer without digest")?;
+        let p = run.cache.blob(oci::hex_of(d));
+        layer_paths.push(if p.is_file() {
+            p
+        } else {
+            network = true;
+            run.client.blob(base_ref, d, &run.cache)?
+        });
+    }
+    let config: Value = serde_json::from_slice(&std::fs::read(&config_path)?)?;
+    step.done(format!(
+        "{digest}, {} layers{}",
+        layers.len(),
+        if network {
+            ""
+        } else {
+            ", from the cache (no network)"
+        }
+    ));
+    Ok(Base {
+        digest,
+        index_digest,
+        manifest,
+        config_digest,
+        config,
+        layers,
+        layer_paths,
+    })
+}
+
+/// Stage 2: what the base is, read from its cached layers (no network): the suite and libc6
+/// pick the sysroot; the base's apt source for that suite the mirror (`--mirror`, the lock,
+/// or an archived suite's archive host win); the keyring is `--keyring` or, with
+/// `--archive-keyring`, the distribution's.
+pub fn inspect(run: &Run, base: &Base) -> Result<Target> {
+    let base_ref = &run.base_ref;
+    let step = Step::start("inspecting the base's layers");
+    let facts = inspect::inspect_layers(&base.layer_paths)?;
+    let suite = facts.version_codename.clone().with_context(|| {
+        format!(
+            "{base_ref}: /etc/os-release names no VERSION_CODENAME ({})",
+            facts
+                .pretty_name
+                .as_deref()
+                .unwrap_or("no PRETTY_NAME either")
+        )
+    })?;
+    let suite_spec = run.debian.suite(&suite).cloned().with_context(|| {
+        format!(
+            "the base {base_ref} is {} {suite}: add the suite to images/debian.toml",
+            facts.os_id
+        )
+    })?;
+    if suite_spec.os != facts.os_id {
+        bail!(
+            "{base_ref} is {} {suite}, but images/debian.toml lists {suite} as {}",
+            facts.os_id,
+            suite_spec.os
+        );
+    }
+    let libc6 = facts
+        .libc6_version
+        .clone()
+        .with_context(|| format!("{base_ref}: no installed libc6 in the dpkg status"))?;
+    step.done(format!(
+        "{}; libc6 {libc6}; apt sources: {}",
+        facts.pretty_name.clone().unwrap_or(suite.clone()),
+        facts
+            .apt_sources
+            .iter()
+            .map(|s| format!("{} {}", s.uri, s.suite))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    if run.spec.distribution != format!("{} {suite}", facts.os_id) {
+        progress::note(format!(
+            "note: the spec expects {}, the base is {} {suite}",
+            run.spec.distribution, facts.os_id
+        ));
+    }
+    if let Some(l) = &run.usable {
+        if (l.base.suite.as_str(), l.base.libc6.as_str()) != (suite.as_str(), libc6.as_str()) {
+            bail!(
+                "{}: the locked base {} is {} libc6 {}, but its layers say {suite} libc6 {libc6}",
+                run.lock_path.display(),
+                l.base.manifest_digest,
+                l.base.suite,
+                l.base.libc6
+            );
+        }
+    }
+    let mirror = mirror(run, &facts, &suite, &suite_spec);
+    let keyring = match (&run.args.keyring, run.args.archive_keyring) {
+        (Some(k), _) => Some(k.clone()),
+        (None, true) => Some(suite_spec.archive_keyring(&suite, &run.cache.dir.join("keyrings"))?),
+        (None, false) => None,
+    };
+    Ok(Target {
+        facts,
+        suite,
+        libc6,
+        suite_spec,
+        mirror,
+        keyring,
+    })
+}
+
+/// `--mirror`, else the lock's, else the base's own apt source for the suite (not for an
+/// archived suite: its sources no longer serve it), else the suite's in images/debian.toml.
+fn mirror(run: &Run, facts: &BaseFacts, suite: &str, suite_spec: &SuiteSpec) -> String {
+    run.args
+        .mirror
+        .clone()
+        .or(run.usable.as_ref().map(|l| l.sysroot.mirror.clone()))
+        .or_else(|| {
+            (!suite_spec.archived)
+                .then(|| mirror_for(facts, suite))
+                .flatten()
+        })
+        .unwrap_or_else(|| suite_spec.mirror.clone())
+}
+
+/// The mirror for `suite` among the base's apt sources.
+pub fn mirror_for(facts: &BaseFacts, suite: &str) -> Option<String> {
+    facts
+        .apt_sources
+        .iter()
+        .find(|s| s.suite == suite)
+        .map(|s| s.uri.clone())
+}

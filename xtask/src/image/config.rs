@@ -1,0 +1,204 @@
+//! The assembly stage of `image`: the `/opt/jemalloc` layer, the image config (the base's,
+//! with `PATH`, `JEMALLOC_PATH`, the provenance labels and history added) and the manifest
+//! over the base's layers, the jemalloc layer and the tools layer, each cached by digest.
+
+use anyhow::Result;
+use serde_json::Value;
+
+use super::base::{Base, Target};
+use super::{cache_blob, Jemalloc, Run, Tools};
+use crate::oci::{self, Blob, ConfigChanges};
+use crate::progress::Step;
+
+/// The new image: its config and manifest blobs, its layer descriptors, every blob it
+/// names (config first), and the tag its layout gets.
+pub struct Assembled {
+    pub config: Blob,
+    pub manifest: Blob,
+    pub layers: Vec<Value>,
+    pub blobs: Vec<String>,
+    pub tag: String,
+}
+
+/// Stage 5: layer, config, manifest.
+pub fn assemble(
+    run: &Run,
+    base: &Base,
+    target: &Target,
+    jemalloc: &Jemalloc,
+    tools: &Tools,
+) -> Result<Assembled> {
+    let (layer, layer_blob) = jemalloc_layer(run, jemalloc)?;
+    let info = &jemalloc.info;
+    let patches: Vec<String> = info.patches.iter().map(|p| p.name.clone()).collect();
+    let changes = ConfigChanges {
+        path_dir: format!("{}/bin", run.jspec.prefix),
+        env: env(run),
+        labels: labels(run, base, target, jemalloc, tools),
+        history: format!(
+            "flink-jemalloc: {} (jemalloc {} {}, patches {})",
+            run.jspec.prefix,
+            info.jemalloc_version,
+            info.configure_flags.join(" "),
+            patches.join(",")
+        ),
+        created: time::OffsetDateTime::from_unix_timestamp(run.args.source_date_epoch as i64)?
+            .format(&time::format_description::well_known::Rfc3339)?,
+    };
+    let mut config = oci::config(&base.config, &layer, &changes);
+    oci::add_layer(
+        &mut config,
+        &tools.layer,
+        &changes.created,
+        &format!(
+            "flink-jemalloc: jeprof tools from debian {}: {}",
+            target.suite,
+            package_list(tools.pins.iter().map(|p| (&p.name, &p.version)))
+        ),
+    );
+    let config = cache_blob(&run.cache, oci::OCI_CONFIG, oci::canonical(&config))?;
+    let mut layers: Vec<Value> = base
+        .layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "mediaType": oci::oci_layer_type(l["mediaType"].as_str().unwrap_or(oci::OCI_LAYER_GZIP)),
+                "digest": l["digest"],
+                "size": l["size"],
+            })
+        })
+        .collect();
+    layers.push(layer_blob.descriptor());
+    layers.push(tools.blob.descriptor());
+    let annotations = base_annotations(run, base);
+    let manifest = cache_blob(
+        &run.cache,
+        crate::registry::OCI_MANIFEST,
+        oci::canonical(&oci::manifest(&config, &layers, &annotations)),
+    )?;
+    let mut blobs = vec![config.digest.clone()];
+    blobs.extend(
+        layers
+            .iter()
+            .filter_map(|d| d["digest"].as_str().map(str::to_string)),
+    );
+    Ok(Assembled {
+        config,
+        manifest,
+        layers,
+        blobs,
+        tag: run.spec.output_tag(&info.jemalloc_version),
+    })
+}
+
+/// The `/opt/jemalloc` layer from the installed tree, cached.
+fn jemalloc_layer(run: &Run, jemalloc: &Jemalloc) -> Result<(oci::Layer, Blob)> {
+    let step = Step::start("writing the /opt/jemalloc layer");
+    let layer = oci::layer(oci::layer_tar(
+        &jemalloc.tree,
+        &run.jspec.prefix,
+        run.args.source_date_epoch,
+    )?);
+    let blob = cache_blob(&run.cache, &layer.blob.media_type, layer.blob.data.clone())?;
+    step.done(format!(
+        "{} ({} bytes compressed)",
+        blob.digest,
+        blob.data.len()
+    ));
+    Ok((layer, blob))
+}
+
+/// The spec's environment, `JEMALLOC_PATH`, and with `--preload` `LD_PRELOAD` and
+/// `MALLOC_CONF`.
+fn env(run: &Run) -> Vec<(String, String)> {
+    let lib = format!("{}/lib/libjemalloc.so.2", run.jspec.prefix);
+    let mut env: Vec<(String, String)> = run
+        .spec
+        .env
+        .iter()
+        .filter_map(|e| e.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.push(("JEMALLOC_PATH".to_string(), lib.clone()));
+    if run.args.preload {
+        env.push(("LD_PRELOAD".into(), lib));
+        env.push(("MALLOC_CONF".into(), run.args.malloc_conf.clone()));
+    }
+    env
+}
+
+/// `name=version` of each package, space-separated.
+fn package_list<'a>(pins: impl Iterator<Item = (&'a String, &'a String)>) -> String {
+    pins.map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The base's name and digest, as OCI annotations and labels call them.
+fn base_annotations(run: &Run, base: &Base) -> Vec<(String, String)> {
+    vec![
+        (
+            "org.opencontainers.image.base.name".to_string(),
+            run.base_text.clone(),
+        ),
+        (
+            "org.opencontainers.image.base.digest".to_string(),
+            base.digest.clone(),
+        ),
+    ]
+}
+
+/// The provenance labels: the base, jemalloc (version, sha256, flags, patches, unwinder),
+/// the sysroot, `--preload`, and the package lock as far as it is content (every layered
+/// and sysroot package, name=version; mirrors stay out: they do not change bytes).
+fn labels(
+    run: &Run,
+    base: &Base,
+    target: &Target,
+    jemalloc: &Jemalloc,
+    tools: &Tools,
+) -> Vec<(String, String)> {
+    let info = &jemalloc.info;
+    let ours = |k: &str, v: String| (format!("io.github.flink-jemalloc.{k}"), v);
+    let jeprof_tools = tools
+        .pins
+        .iter()
+        .filter(|p| super::deps::JEPROF_TOOLS.contains(&p.name.as_str()));
+    let mut labels = base_annotations(run, base);
+    labels.extend([
+        ours("flink", run.spec.flink.clone()),
+        ours("jemalloc.version", info.jemalloc_version.clone()),
+        ours("jemalloc.sha256", info.source_sha256.clone()),
+        ours("jemalloc.configure-flags", info.configure_flags.join(" ")),
+        ours(
+            "jemalloc.patches",
+            info.patches
+                .iter()
+                .map(|p| p.name.clone())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        ours("jemalloc.unwinder", info.unwinder.to_string()),
+        ours(
+            "sysroot",
+            format!(
+                "{} {} libc6={}",
+                target.facts.os_id, target.suite, jemalloc.sys_libc
+            ),
+        ),
+        ours("preload", run.args.preload.to_string()),
+        ours(
+            "packages",
+            package_list(tools.pins.iter().map(|p| (&p.name, &p.version))),
+        ),
+        ours(
+            "sysroot.packages",
+            package_list(info.sysroot_packages.iter().map(|p| (&p.name, &p.version))),
+        ),
+        ours(
+            "tools",
+            package_list(jeprof_tools.map(|p| (&p.name, &p.version))),
+        ),
+    ]);
+    labels
+}
