@@ -111,7 +111,7 @@ fn builds(
         ..BuildArgs::new(source.clone(), "bullseye", mirror, &cache)
     };
     let t = Instant::now();
-    let (tree, _) = build::build(&build_args)?;
+    let tree = build::build(&build_args)?.dir;
     let cold = t.elapsed().as_secs_f64();
     rows.push((
         "cold `cargo xtask build` (sysroot, patches, gates, smoke run)".into(),

@@ -113,9 +113,16 @@ pub struct PatchInfo {
 }
 
 pub fn run(args: BuildArgs) -> Result<()> {
-    let (out, _) = build(&args)?;
-    println!("{}", out.display());
+    println!("{}", build(&args)?.dir.display());
     Ok(())
+}
+
+/// What [`build`] gives: the installed tree, what it holds, and whether this run compiled
+/// it (or found it up to date).
+pub struct Output {
+    pub dir: PathBuf,
+    pub info: BuildInfo,
+    pub compiled: bool,
 }
 
 /// What a build starts from: the spec, the cache, the verified source, the sysroot, the
@@ -147,7 +154,7 @@ struct Configured {
 /// Builds (or finds up to date) and returns the output directory and what it holds:
 /// inputs → (up to date?) → tree with patches → configure [unwinder gate] → make → install
 /// → [library gates, smoke run] → output.
-pub fn build(args: &BuildArgs) -> Result<(PathBuf, BuildInfo)> {
+pub fn build(args: &BuildArgs) -> Result<Output> {
     let inputs = gather(args)?;
     // One build of this output at a time; a run that waited finds it up to date.
     let _lock = inputs
@@ -160,7 +167,11 @@ pub fn build(args: &BuildArgs) -> Result<(PathBuf, BuildInfo)> {
                     "up to date: {} (same source, patches, flags and sysroot; nothing to compile)",
                     inputs.out.display()
                 ));
-                return Ok((inputs.out, info));
+                return Ok(Output {
+                    dir: inputs.out,
+                    info,
+                    compiled: false,
+                });
             }
         }
     }
@@ -197,7 +208,11 @@ pub fn build(args: &BuildArgs) -> Result<(PathBuf, BuildInfo)> {
     )?;
     unpack::replace_dir(installed, &inputs.out)?;
     progress::note(format!("installed tree: {}", inputs.out.display()));
-    Ok((inputs.out, info))
+    Ok(Output {
+        dir: inputs.out,
+        info,
+        compiled: true,
+    })
 }
 
 /// The verified source, the sysroot, the compiler and the patches, and the key over them.

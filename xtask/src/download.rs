@@ -17,6 +17,20 @@ use crate::progress;
 use crate::project::Cache;
 use retry::Sink;
 
+/// HTTP requests this process sent (downloads, registry calls): a warm run's "no network"
+/// is this staying at zero.
+static REQUESTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts one HTTP request about to be sent.
+pub fn count_request() {
+    REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// HTTP requests sent so far.
+pub fn requests() -> usize {
+    REQUESTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub struct Downloader {
     client: reqwest::blocking::Client,
 }
@@ -68,6 +82,7 @@ impl Downloader {
         }
         let what = format!("HEAD {url}");
         retry::run(&what, |_| {
+            count_request();
             let resp = self.client.head(url).send()?;
             if retry::transient_status(resp.status()) {
                 return Err(retry::status_failure(&what, &resp));
@@ -88,6 +103,7 @@ impl Downloader {
         retry::get_into(
             &format!("GET {url}"),
             |from| {
+                count_request();
                 let mut req = self.client.get(url);
                 if let Some(from) = from {
                     req = req.header(reqwest::header::RANGE, format!("bytes={from}-"));

@@ -215,6 +215,37 @@ pub fn cache_blob(cache: &Cache, media_type: &str, data: Vec<u8>) -> Result<Blob
     Ok(blob)
 }
 
+/// The layer `name` made by `make`, cached by `key` (what determines its bytes): a record
+/// `layers/<name>-<key>.json` beside the blob, so that a warm build reads a few bytes
+/// instead of tarring and compressing again. A record whose blob is gone is made afresh.
+pub fn cached_layer(
+    cache: &Cache,
+    name: &str,
+    key: &Sha256Hex,
+    make: impl FnOnce() -> Result<oci::Layer>,
+) -> Result<(oci::LayerRef, bool)> {
+    let dir = cache.dir.join("layers");
+    let record = dir.join(format!("{name}-{}.json", &key.as_str()[..16]));
+    let _lock = cache.lock("layer", &format!("{name}-{}", key.as_str()))?;
+    if let Some(r) = std::fs::read(&record)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<oci::LayerRef>(&b).ok())
+    {
+        let blob = cache.blob(oci::hex_of(&r.digest));
+        if std::fs::metadata(&blob).is_ok_and(|m| m.len() == r.size) {
+            return Ok((r, true));
+        }
+    }
+    let layer = make()?;
+    cache_blob(cache, &layer.blob.media_type, layer.blob.data.clone())?;
+    let r = oci::LayerRef::of(&layer);
+    std::fs::create_dir_all(&dir)?;
+    let tmp = tempfile::NamedTempFile::new_in(&dir)?;
+    std::fs::write(tmp.path(), serde_json::to_vec(&r)?)?;
+    tmp.persist(&record)?;
+    Ok((r, false))
+}
+
 /// The cached blob of `digest`, if the cache holds it intact.
 pub fn read_cached(cache: &Cache, digest: &str) -> Option<Vec<u8>> {
     let p = cache.blob(oci::hex_of(digest));
@@ -274,13 +305,14 @@ pub struct Jemalloc {
     pub tree: PathBuf,
     pub info: BuildInfo,
     pub sys_libc: String,
+    /// Whether this run compiled it.
+    pub compiled: bool,
 }
 
 /// The jeprof tools layer and the packages in it.
 pub struct Tools {
     pub pins: Vec<DebPin>,
-    pub layer: oci::Layer,
-    pub blob: Blob,
+    pub layer: oci::LayerRef,
 }
 
 /// `image` (and `lock`): spec and lock → pull the base → inspect it → build jemalloc →
@@ -300,6 +332,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
     let tools = tools_layer::stage(&run, &base, &target)?;
     let image = config::assemble(&run, &base, &target, &jemalloc, &tools)?;
     let outputs = output::write(&run, &image)?;
+    let compiled = jemalloc.compiled;
     let lock = new_lock(
         &run,
         &base,
@@ -308,6 +341,15 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
         tools.pins,
     );
     keep_lock(&run, lock)?;
+    let requests = crate::download::requests();
+    if requests == 0 && !compiled {
+        progress::note("warm: every input from the cache and the lock (no network, no compile)");
+    } else {
+        progress::note(format!(
+            "{requests} HTTP request(s){}",
+            if compiled { ", jemalloc compiled" } else { "" }
+        ));
+    }
     Ok(Built {
         manifest_digest: image.manifest.digest,
         output: outputs.path,
@@ -422,7 +464,7 @@ fn sysroot_request(run: &Run, target: &Target) -> sysroot::Request {
 /// Stage 3: jemalloc built against the target's suite (as `cargo xtask build` does, gates
 /// included); a sysroot whose glibc differs from the base's is refused.
 fn build_jemalloc(run: &Run, target: &Target) -> Result<Jemalloc> {
-    let (tree, info) = build::build(&BuildArgs {
+    let built = build::build(&BuildArgs {
         sysroot_pins: run.usable.as_ref().map(|l| l.sysroot.packages.clone()),
         keyring: target.keyring.clone(),
         ..BuildArgs::new(
@@ -435,6 +477,7 @@ fn build_jemalloc(run: &Run, target: &Target) -> Result<Jemalloc> {
             &run.cache.dir,
         )
     })?;
+    let info = built.info;
     let libc6 = &target.libc6;
     let sys_libc = info
         .sysroot_packages
@@ -456,9 +499,10 @@ fn build_jemalloc(run: &Run, target: &Target) -> Result<Jemalloc> {
         ));
     }
     Ok(Jemalloc {
-        tree,
+        tree: built.dir,
         info,
         sys_libc,
+        compiled: built.compiled,
     })
 }
 

@@ -274,6 +274,7 @@ impl RegistryClient {
         );
         let key = (r.registry.clone(), scope.clone());
         let cached = self.auth.lock().unwrap().get(&key).cloned();
+        download::count_request();
         let mut req = build(&self.http);
         if let Some(h) = &cached {
             req = req.header(reqwest::header::AUTHORIZATION, h);
@@ -301,6 +302,7 @@ impl RegistryClient {
             .to_string();
         let value = self.answer(r, &parse_challenge(&header)?, scope)?;
         self.auth.lock().unwrap().insert(key, value.clone());
+        download::count_request();
         let resp = build(&self.http)
             .header(reqwest::header::AUTHORIZATION, &value)
             .send()?;
@@ -343,6 +345,7 @@ impl RegistryClient {
                 }
                 let what = format!("GET {realm} (a token for {r})");
                 let bytes = retry::run(&what, |_| {
+                    download::count_request();
                     let mut token_req = self.http.get(&realm).query(&query);
                     if let Some(c) = &credentials {
                         token_req = token_req.basic_auth(&c.username, Some(&c.password));

@@ -167,8 +167,23 @@ fn bad_signature_and_tampered_deb_are_refused() {
     std::fs::create_dir_all(&tree).unwrap();
     let err = format!(
         "{:#}",
-        xtask::image::tools_layer::fill_tree(&dl, &cache, &mirror, &pins, &status, &tree)
-            .unwrap_err()
+        xtask::image::tools_layer::fill_tree(
+            &dl,
+            &cache,
+            &mirror,
+            &pins,
+            &xtask::image::inspect::BaseFacts {
+                os_id: "debian".into(),
+                version_codename: Some("bullseye".into()),
+                pretty_name: None,
+                libc6_version: None,
+                apt_sources: vec![],
+                dpkg_status: status.clone(),
+                dpkg_filters: vec![],
+            },
+            &tree
+        )
+        .unwrap_err()
     );
     assert!(
         err.contains("sha256 mismatch") && err.contains("libmagic1"),

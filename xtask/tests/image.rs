@@ -268,6 +268,26 @@ fn profiled_image_from_a_loopback_registry() {
             "dpkg -l lists {p}: {out}"
         );
     }
+    // The base's dpkg configuration leaves docs (but copyright files) and locales out, as
+    // apt would: the tools layer does too, and dpkg's file lists still name what was left
+    // out, as dpkg's own do.
+    let doc = rootfs.join("usr/share/doc/binutils");
+    assert!(doc.join("copyright").is_file(), "copyright files are kept");
+    let left_out: Vec<_> = std::fs::read_dir(&doc)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "copyright")
+        .collect();
+    assert!(left_out.is_empty(), "docs are left out: {left_out:?}");
+    let locales = support::files_below(&rootfs.join("usr/share/locale"));
+    assert!(locales.is_empty(), "locales are left out: {locales:?}");
+    let list = std::fs::read_to_string(rootfs.join("var/lib/dpkg/info/binutils.list")).unwrap();
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("/usr/share/doc/binutils/") && !l.ends_with("copyright")),
+        "the .list names the left-out docs: {list}"
+    );
     let (ok, text, err) = inside(&format!(
         "jeprof --text /usr/lib/jvm/java-11-openjdk-amd64/bin/java {heap_in}"
     ));

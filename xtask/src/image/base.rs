@@ -117,7 +117,7 @@ pub fn pull(run: &Run) -> Result<Base> {
 pub fn inspect(run: &Run, base: &Base) -> Result<Target> {
     let base_ref = &run.base_ref;
     let step = Step::start("inspecting the base's layers");
-    let facts = inspect::inspect_layers(&base.layer_paths)?;
+    let facts = base_facts(run, base)?;
     let suite = facts.version_codename.clone().with_context(|| {
         format!(
             "{base_ref}: /etc/os-release names no VERSION_CODENAME ({})",
@@ -185,6 +185,27 @@ pub fn inspect(run: &Run, base: &Base) -> Result<Target> {
         mirror,
         keyring,
     })
+}
+
+/// The base's facts, cached by its manifest digest: read from its layers once.
+fn base_facts(run: &Run, base: &Base) -> Result<BaseFacts> {
+    // v2: dpkg's path filters are part of the facts.
+    let path = run.cache.dir.join("facts").join(format!(
+        "v2-{}.json",
+        &oci::hex_of(&base.digest)[..16.min(oci::hex_of(&base.digest).len())]
+    ));
+    if let Some(f) = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+    {
+        return Ok(f);
+    }
+    let facts = inspect::inspect_layers(&base.layer_paths)?;
+    std::fs::create_dir_all(path.parent().expect("a file path"))?;
+    let tmp = tempfile::NamedTempFile::new_in(path.parent().expect("a file path"))?;
+    std::fs::write(tmp.path(), serde_json::to_vec(&facts)?)?;
+    tmp.persist(&path)?;
+    Ok(facts)
 }
 
 /// `--mirror`, else the lock's, else the base's own apt source for the suite (not for an

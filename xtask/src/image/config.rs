@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::base::{Base, Target};
-use super::{cache_blob, Jemalloc, Run, Tools};
+use super::{cache_blob, cached_layer, Jemalloc, Run, Tools};
 use crate::oci::{self, Blob, ConfigChanges};
 use crate::progress::Step;
 
@@ -28,7 +28,7 @@ pub fn assemble(
     jemalloc: &Jemalloc,
     tools: &Tools,
 ) -> Result<Assembled> {
-    let (layer, layer_blob) = jemalloc_layer(run, jemalloc)?;
+    let layer = jemalloc_layer(run, jemalloc)?;
     let info = &jemalloc.info;
     let patches: Vec<String> = info.patches.iter().map(|p| p.name.clone()).collect();
     let changes = ConfigChanges {
@@ -45,10 +45,10 @@ pub fn assemble(
         created: time::OffsetDateTime::from_unix_timestamp(run.args.source_date_epoch as i64)?
             .format(&time::format_description::well_known::Rfc3339)?,
     };
-    let mut config = oci::config(&base.config, &layer, &changes);
+    let mut config = oci::config(&base.config, &layer.diff_id, &changes);
     oci::add_layer(
         &mut config,
-        &tools.layer,
+        &tools.layer.diff_id,
         &changes.created,
         &format!(
             "flink-jemalloc: jeprof tools from debian {}: {}",
@@ -68,8 +68,8 @@ pub fn assemble(
             })
         })
         .collect();
-    layers.push(layer_blob.descriptor());
-    layers.push(tools.blob.descriptor());
+    layers.push(layer.descriptor());
+    layers.push(tools.layer.descriptor());
     let annotations = base_annotations(run, base);
     let manifest = cache_blob(
         &run.cache,
@@ -91,21 +91,31 @@ pub fn assemble(
     })
 }
 
-/// The `/opt/jemalloc` layer from the installed tree, cached.
-fn jemalloc_layer(run: &Run, jemalloc: &Jemalloc) -> Result<(oci::Layer, Blob)> {
-    let step = Step::start("writing the /opt/jemalloc layer");
-    let layer = oci::layer(oci::layer_tar(
-        &jemalloc.tree,
-        &run.jspec.prefix,
-        run.args.source_date_epoch,
-    )?);
-    let blob = cache_blob(&run.cache, &layer.blob.media_type, layer.blob.data.clone())?;
+/// The `/opt/jemalloc` layer from the installed tree, cached by what the tree is (its
+/// `build-info.json` names every input) and the epoch.
+fn jemalloc_layer(run: &Run, jemalloc: &Jemalloc) -> Result<oci::LayerRef> {
+    let step = Step::start("the /opt/jemalloc layer");
+    let info = std::fs::read(jemalloc.tree.join("build-info.json"))?;
+    let key = crate::digest::key_of([
+        crate::digest::Sha256Hex::of_bytes(&info).to_string(),
+        run.jspec.prefix.clone(),
+        run.args.source_date_epoch.to_string(),
+        crate::oci::LAYER_FORMAT.to_string(),
+    ]);
+    let (layer, cached) = cached_layer(&run.cache, "jemalloc", &key, || {
+        Ok(oci::layer(oci::layer_tar(
+            &jemalloc.tree,
+            &run.jspec.prefix,
+            run.args.source_date_epoch,
+        )?))
+    })?;
     step.done(format!(
-        "{} ({} bytes compressed)",
-        blob.digest,
-        blob.data.len()
+        "{} ({} bytes compressed{})",
+        layer.digest,
+        layer.size,
+        if cached { ", cached" } else { "" }
     ));
-    Ok((layer, blob))
+    Ok(layer)
 }
 
 /// The spec's environment, `JEMALLOC_PATH`, and with `--preload` `LD_PRELOAD` and

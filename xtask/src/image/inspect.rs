@@ -35,6 +35,8 @@ pub fn wanted(p: &Path) -> bool {
         "etc/os-release" | "usr/lib/os-release" | "var/lib/dpkg/status" | "etc/apt/sources.list"
     ) || s.starts_with("etc/apt/sources.list.d/")
         || s.starts_with("var/lib/dpkg/status.d/")
+        || s == "etc/dpkg/dpkg.cfg"
+        || s.starts_with("etc/dpkg/dpkg.cfg.d/")
 }
 
 fn normalise(raw: &Path) -> Option<PathBuf> {
@@ -171,8 +173,55 @@ pub struct BaseFacts {
     pub libc6_version: Option<String>,
     pub apt_sources: Vec<AptSource>,
     /// The merged dpkg status (`status` plus any `status.d/*`).
-    #[serde(skip)]
     pub dpkg_status: String,
+    /// dpkg's `path-exclude`/`path-include` options, in the order dpkg reads them.
+    #[serde(default)]
+    pub dpkg_filters: Vec<PathFilter>,
+}
+
+/// A `path-exclude` or `path-include` option of dpkg's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathFilter {
+    pub include: bool,
+    /// An fnmatch(3) pattern over absolute paths (`*` also matches `/`).
+    pub glob: String,
+}
+
+/// The path filters of dpkg configuration text (`path-exclude=GLOB`, `path-exclude GLOB`,
+/// optionally with the leading `--` of the command line; `#` comments).
+pub fn parse_dpkg_filters(text: &str) -> Vec<PathFilter> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let l = l.trim_start_matches("--");
+            let (key, value) = l.split_once(['=', ' ', '\t'])?;
+            let include = match key {
+                "path-include" => true,
+                "path-exclude" => false,
+                _ => return None,
+            };
+            Some(PathFilter {
+                include,
+                glob: value.trim().to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Whether dpkg leaves `path` (absolute) out: the last filter that matches decides, and a
+/// path no filter matches is installed.
+pub fn excluded(filters: &[PathFilter], path: &str) -> bool {
+    let options = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: false,
+        require_literal_leading_dot: false,
+    };
+    filters
+        .iter()
+        .rev()
+        .find(|f| glob::Pattern::new(&f.glob).is_ok_and(|p| p.matches_with(path, options)))
+        .is_some_and(|f| !f.include)
 }
 
 /// `KEY=value` / `KEY="value"` lines of os-release.
@@ -288,6 +337,16 @@ pub fn facts(view: &RootfsView) -> Result<BaseFacts> {
             }
         }
     }
+    // dpkg reads its fragments in name order, then the main file.
+    let mut dpkg_filters = Vec::new();
+    for p in view.list("etc/dpkg/dpkg.cfg.d") {
+        if let Some(t) = view.read(&p.to_string_lossy()) {
+            dpkg_filters.extend(parse_dpkg_filters(&String::from_utf8_lossy(t)));
+        }
+    }
+    if let Some(t) = view.read("etc/dpkg/dpkg.cfg") {
+        dpkg_filters.extend(parse_dpkg_filters(&String::from_utf8_lossy(t)));
+    }
     Ok(BaseFacts {
         os_id: os.get("ID").cloned().unwrap_or_default(),
         version_codename: os
@@ -298,6 +357,7 @@ pub fn facts(view: &RootfsView) -> Result<BaseFacts> {
         libc6_version: installed_version(&status, "libc6"),
         apt_sources: sources,
         dpkg_status: status,
+        dpkg_filters,
     })
 }
 
@@ -315,6 +375,21 @@ pub fn inspect_layers(layers: &[PathBuf]) -> Result<BaseFacts> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dpkg_filters_last_match_wins() {
+        let f = parse_dpkg_filters(
+            "# minimized image\npath-exclude=/usr/share/doc/*\npath-include /usr/share/doc/*/copyright\n\
+             --path-exclude=/usr/share/man/*\nforce-unsafe-io\n",
+        );
+        assert_eq!(f.len(), 3);
+        assert!(excluded(&f, "/usr/share/doc/perl/changelog.gz"));
+        assert!(excluded(&f, "/usr/share/doc/perl"), "the directory too");
+        assert!(!excluded(&f, "/usr/share/doc/perl/copyright"));
+        assert!(excluded(&f, "/usr/share/man/man1/perl.1.gz"));
+        assert!(!excluded(&f, "/usr/bin/perl"));
+        assert!(!excluded(&[], "/usr/share/doc/x"));
+    }
 
     fn layer(entries: &[(&str, Option<&str>)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
 
 use super::base::{Base, Target};
-use super::{cache_blob, CacheBlobs, Run, Tools};
+use super::inspect::{excluded, BaseFacts, PathFilter};
+use super::{cached_layer, CacheBlobs, Run, Tools};
 use crate::oci::{self, Blob};
 
 use crate::debian;
@@ -111,9 +112,10 @@ pub fn fill_tree(
     cache: &Cache,
     mirror: &str,
     pins: &[DebPin],
-    base_status: &str,
+    base: &BaseFacts,
     tree: &Path,
 ) -> Result<()> {
+    let base_status = &base.dpkg_status;
     let info = tree.join("var/lib/dpkg/info");
     std::fs::create_dir_all(&info)?;
     let mut status = base_status.trim_end().to_string();
@@ -143,14 +145,44 @@ pub fn fill_tree(
         status.push_str("\n\n");
         status.push_str(status_paragraph(&control).trim_end());
         let mut list = String::new();
-        for f in after.difference(&before) {
+        let new: Vec<&String> = after.difference(&before).collect();
+        for f in &new {
             writeln!(list, "/{f}")?;
         }
+        // What the base's dpkg configuration leaves out stays listed, as dpkg lists it.
+        drop_excluded(tree, &new, &base.dpkg_filters)?;
         std::fs::write(info.join(format!("{}.list", info_name(p))), list)?;
         std::fs::write(info.join(format!("{}.md5sums", info_name(p))), md5sums)?;
     }
     status.push('\n');
     std::fs::write(tree.join("var/lib/dpkg/status"), status)?;
+    Ok(())
+}
+
+/// Removes the `paths` (relative to `tree`) that dpkg's `path-exclude` filters leave out:
+/// files and links, then directories that are left empty, deepest first.
+fn drop_excluded(tree: &Path, paths: &[&String], filters: &[PathFilter]) -> Result<()> {
+    if filters.is_empty() {
+        return Ok(());
+    }
+    let mut dirs = Vec::new();
+    for p in paths {
+        if !excluded(filters, &format!("/{p}")) {
+            continue;
+        }
+        let full = tree.join(p);
+        match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.is_dir() => dirs.push(full),
+            Ok(_) => std::fs::remove_file(&full)
+                .with_context(|| format!("leaving out {}", full.display()))?,
+            Err(_) => {}
+        }
+    }
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for d in dirs {
+        // Only when empty: an included file below keeps it.
+        let _ = std::fs::remove_dir(&d);
+    }
     Ok(())
 }
 
@@ -221,34 +253,53 @@ pub fn stage(run: &Run, base: &Base, target: &Target) -> Result<Tools> {
         Some(l) => l.tools.clone(),
         None => resolve(&run.dl, &run.cache, &repo, &target.facts.dpkg_status)?,
     };
-    let tree = tools_tree(run, base, target, &pins)?;
-    let step = Step::start("writing the jeprof tools layer");
-    let layer = oci::layer(oci::layer_tar(&tree, "", run.args.source_date_epoch)?);
-    let blob = cache_blob(&run.cache, &layer.blob.media_type, layer.blob.data.clone())?;
+    let (tree, key) = tools_tree(run, base, target, &pins)?;
+    let step = Step::start("the jeprof tools layer");
+    let key = crate::digest::key_of([
+        key.to_string(),
+        run.args.source_date_epoch.to_string(),
+        oci::LAYER_FORMAT.to_string(),
+    ]);
+    let (layer, cached) = cached_layer(&run.cache, "tools", &key, || {
+        Ok(oci::layer(oci::layer_tar(
+            &tree,
+            "",
+            run.args.source_date_epoch,
+        )?))
+    })?;
     step.done(format!(
-        "{} ({} bytes compressed, {} packages)",
-        blob.digest,
-        blob.data.len(),
-        pins.len()
+        "{} ({} bytes compressed, {} packages{})",
+        layer.digest,
+        layer.size,
+        pins.len(),
+        if cached { ", cached" } else { "" }
     ));
-    Ok(Tools { pins, layer, blob })
+    Ok(Tools { pins, layer })
 }
 
 /// The tools tree for these pins on this base, cached by both (a warm rebuild reuses it
 /// without downloads or chroot work).
-fn tools_tree(run: &Run, base: &Base, target: &Target, pins: &[DebPin]) -> Result<PathBuf> {
+fn tools_tree(
+    run: &Run,
+    base: &Base,
+    target: &Target,
+    pins: &[DebPin],
+) -> Result<(PathBuf, Sha256Hex)> {
     let cache = &run.cache;
+    // The tree's recipe version: dpkg's path filters of the base are applied (v2).
     let key = crate::digest::key_of(
-        std::iter::once(base.digest.to_string()).chain(
-            pins.iter()
-                .map(|p| format!("{} {} {}", p.name, p.version, p.sha256)),
-        ),
+        ["tools-tree-v2".to_string(), base.digest.to_string()]
+            .into_iter()
+            .chain(
+                pins.iter()
+                    .map(|p| format!("{} {} {}", p.name, p.version, p.sha256)),
+            ),
     );
     let dir = cache.dir.join("tools").join(&key.as_str()[..16]);
     let _lock = cache.lock("tools", key.as_str())?;
     if dir.join("var/lib/dpkg/status").is_file() {
         progress::note(format!("jeprof tools tree (cached): {}", dir.display()));
-        return Ok(dir);
+        return Ok((dir, key));
     }
     let parent = dir.parent().unwrap();
     std::fs::create_dir_all(parent)?;
@@ -258,14 +309,7 @@ fn tools_tree(run: &Run, base: &Base, target: &Target, pins: &[DebPin]) -> Resul
     let tree = work.path().join("tree");
     std::fs::create_dir_all(&tree)?;
     let step = Step::start(format!("unpacking {} packages for jeprof", pins.len()));
-    fill_tree(
-        &run.dl,
-        cache,
-        &target.mirror,
-        pins,
-        &target.facts.dpkg_status,
-        &tree,
-    )?;
+    fill_tree(&run.dl, cache, &target.mirror, pins, &target.facts, &tree)?;
     step.done("");
     // The base as an OCI layout (OCI media types, as umoci wants) for the chroot.
     let config = Blob::new(
@@ -297,7 +341,7 @@ fn tools_tree(run: &Run, base: &Base, target: &Target, pins: &[DebPin]) -> Resul
     oci::write_layout(&layout, &manifest, &blobs, &CacheBlobs(cache), "base")?;
     finish_in_chroot(&layout, "base", &tree, &work.path().join("chroot"))?;
     crate::unpack::replace_dir(tree, &dir)?;
-    Ok(dir)
+    Ok((dir, key))
 }
 
 #[cfg(test)]
