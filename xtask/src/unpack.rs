@@ -31,7 +31,11 @@ pub fn decompressed(reader: impl Read + 'static) -> Result<Box<dyn Read>> {
     } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
         Box::new(liblzma::read::XzDecoder::new_multi_decoder(r))
     } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(r)?)
+        // ruzstd: a pure-Rust decoder (no C library to build on a user's first run).
+        Box::new(
+            ruzstd::decoding::StreamingDecoder::new(r)
+                .map_err(|e| anyhow::anyhow!("reading a zstd stream: {e}"))?,
+        )
     } else {
         Box::new(r)
     })
@@ -283,6 +287,34 @@ fn remove_non_dir(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ubuntu's `.deb`s carry zstd data archives: one made by the `zstd` tool reads back.
+    #[test]
+    fn zstd_streams_are_read() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(6);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "a/b.txt", &b"hello\n"[..]).unwrap();
+        let raw = tar.into_inner().unwrap();
+        let mut child = std::process::Command::new("zstd")
+            .args(["-q", "-c", "-19"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("zstd (ci/install-deps.sh installs it)");
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), &raw).unwrap();
+        drop(child.stdin.take());
+        let zst = child.wait_with_output().unwrap().stdout;
+        assert!(zst.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]));
+        let mut out = Vec::new();
+        decompressed(std::io::Cursor::new(zst))
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, raw);
+    }
 
     #[test]
     fn member_paths_are_normalised_or_refused() {

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use xtask::e2e::cluster::{Allocator, ClusterSpec};
 use xtask::e2e::kube::{manifests, KubeParams};
 
-/// The Kubernetes version the manifests are checked against (k8s-openapi's `v1_33`).
+/// The Kubernetes version the manifests are checked against.
 const K8S_VERSION: &str = "1.33.0";
 
 /// `kubernetes-validate` from the PATH, else the module under `python3 -m`.

@@ -11,7 +11,7 @@
 //! Needs `kind`, `kubectl` and a running Docker engine ([`require_tools`]).
 
 use anyhow::{bail, Context, Result};
-use k8s_openapi::api::core::v1::Pod;
+use serde_json::Value;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -89,45 +89,63 @@ pub fn require_tools() -> Result<()> {
     crate::docker::require("--driver kind")
 }
 
+/// A pod as `kubectl get pods -o json` shows it; only what the driver reads is looked at.
+#[derive(Debug, Clone)]
+pub struct Pod(pub Value);
+
+impl Pod {
+    pub fn name(&self) -> &str {
+        self.0["metadata"]["name"].as_str().unwrap_or("?")
+    }
+
+    fn deleting(&self) -> bool {
+        !self.0["metadata"]["deletionTimestamp"].is_null()
+    }
+
+    fn phase(&self) -> &str {
+        self.0["status"]["phase"].as_str().unwrap_or("")
+    }
+
+    fn statuses(&self) -> &[Value] {
+        self.0["status"]["containerStatuses"]
+            .as_array()
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The status of its container `name`.
+    fn status_of(&self, name: &str) -> Option<&Value> {
+        self.statuses().iter().find(|c| c["name"] == name)
+    }
+}
+
+/// Text of a JSON string field, "" when absent.
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
 /// Ids of the container's ended runs that the OOM killer ended, as far as the pod's status
 /// shows them (its current state and the last one: Kubernetes keeps no older history).
 pub fn oom_killed_runs(pod: &Pod, container: &str) -> Vec<String> {
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let Some(cs) = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.name == container))
-    else {
+    let uid = text(&pod.0["metadata"]["uid"]);
+    let Some(cs) = pod.status_of(container) else {
         return Vec::new();
     };
-    [cs.state.as_ref(), cs.last_state.as_ref()]
+    [&cs["state"], &cs["lastState"]]
         .into_iter()
-        .flatten()
-        .filter_map(|s| s.terminated.as_ref())
-        .filter(|t| t.reason.as_deref() == Some("OOMKilled"))
-        .map(|t| {
-            t.container_id.clone().unwrap_or_else(|| {
-                format!(
-                    "{uid}/{}",
-                    t.finished_at
-                        .as_ref()
-                        .map(|f| f.0.to_string())
-                        .unwrap_or_default()
-                )
-            })
+        .map(|s| &s["terminated"])
+        .filter(|t| t["reason"] == "OOMKilled")
+        .map(|t| match t["containerID"].as_str() {
+            Some(id) => id.to_string(),
+            None => format!("{uid}/{}", text(&t["finishedAt"])),
         })
         .collect()
 }
 
 /// The pod that is the TaskManager now: not being deleted, running if one is.
 pub fn current_pod(pods: &[Pod]) -> Option<&Pod> {
-    let live: Vec<&Pod> = pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect();
+    let live: Vec<&Pod> = pods.iter().filter(|p| !p.deleting()).collect();
     live.iter()
-        .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .find(|p| p.phase() == "Running")
         .or(live.first())
         .copied()
 }
@@ -136,36 +154,35 @@ pub fn current_pod(pods: &[Pod]) -> Option<&Pod> {
 pub fn pod_problems(pods: &[Pod]) -> Vec<String> {
     let mut out = Vec::new();
     for p in pods {
-        let name = p.metadata.name.as_deref().unwrap_or("?");
-        let Some(st) = &p.status else { continue };
-        for c in st.container_statuses.iter().flatten() {
-            let state = c.state.as_ref();
-            if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+        let name = p.name();
+        for c in p.statuses() {
+            let cname = text(&c["name"]);
+            let w = &c["state"]["waiting"];
+            if w.is_object() {
                 out.push(format!(
-                    "{name}/{}: {} {}",
-                    c.name,
-                    w.reason.as_deref().unwrap_or("waiting"),
-                    w.message.as_deref().unwrap_or("")
+                    "{name}/{cname}: {} {}",
+                    w["reason"].as_str().unwrap_or("waiting"),
+                    text(&w["message"])
                 ));
             }
-            if let Some(t) = c.last_state.as_ref().and_then(|s| s.terminated.as_ref()) {
+            let t = &c["lastState"]["terminated"];
+            if t.is_object() {
                 out.push(format!(
-                    "{name}/{}: last run ended {} (exit {}), {} restart(s)",
-                    c.name,
-                    t.reason.as_deref().unwrap_or("?"),
-                    t.exit_code,
-                    c.restart_count
+                    "{name}/{cname}: last run ended {} (exit {}), {} restart(s)",
+                    t["reason"].as_str().unwrap_or("?"),
+                    t["exitCode"].as_i64().unwrap_or(0),
+                    c["restartCount"].as_i64().unwrap_or(0)
                 ));
             }
         }
-        if st.container_statuses.is_none() {
-            for cond in st.conditions.iter().flatten() {
-                if cond.status != "True" {
+        if p.0["status"]["containerStatuses"].is_null() {
+            for cond in p.0["status"]["conditions"].as_array().into_iter().flatten() {
+                if cond["status"] != "True" {
                     out.push(format!(
                         "{name}: {} {} {}",
-                        cond.type_,
-                        cond.reason.as_deref().unwrap_or(""),
-                        cond.message.as_deref().unwrap_or("")
+                        text(&cond["type"]),
+                        text(&cond["reason"]),
+                        text(&cond["message"])
                     ));
                 }
             }
@@ -177,31 +194,16 @@ pub fn pod_problems(pods: &[Pod]) -> Vec<String> {
 /// Where a container of a pod runs: (node, container id), from the pod's spec and status
 /// (`containerd://<id>` → `<id>`). A kind node is a Docker container of the node's name.
 pub fn container_on_node(pod: &Pod, container: &str) -> Option<(String, String)> {
-    let node = pod.spec.as_ref()?.node_name.clone()?;
-    let id = pod
-        .status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .iter()
-        .find(|c| c.name == container)?
-        .container_id
-        .clone()?;
-    let id = id
-        .split_once("://")
-        .map_or(id.as_str(), |(_, i)| i)
-        .to_string();
-    Some((node, id))
+    let node = pod.0["spec"]["nodeName"].as_str()?;
+    let id = pod.status_of(container)?["containerID"].as_str()?;
+    let id = id.split_once("://").map_or(id, |(_, i)| i);
+    Some((node.to_string(), id.to_string()))
 }
 
 /// Whether the pod's `container` is running now, as its status says.
 pub fn container_running(pod: &Pod, container: &str) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.name == container))
-        .and_then(|c| c.state.as_ref())
-        .is_some_and(|s| s.running.is_some())
+    pod.status_of(container)
+        .is_some_and(|c| c["state"]["running"].is_object())
 }
 
 /// The kind cluster of one `e2e` run, shared by its allocators: created from
@@ -522,14 +524,14 @@ impl KindCluster {
         let json = self
             .kubectl
             .run(&["get", "pods", "-l", selector, "-o", "json"])?;
-        let list: serde_json::Value = serde_json::from_str(&json).context("kubectl get pods")?;
-        list["items"]
+        let list: Value = serde_json::from_str(&json).context("kubectl get pods")?;
+        Ok(list["items"]
             .as_array()
             .cloned()
             .unwrap_or_default()
             .into_iter()
-            .map(|p| serde_json::from_value(p).context("a pod from kubectl get pods"))
-            .collect()
+            .map(Pod)
+            .collect())
     }
 
     /// The TaskManager's pod now (after remembering its OOM-killed runs).
@@ -547,7 +549,7 @@ impl KindCluster {
 
     /// The TaskManager pod's name.
     pub fn taskmanager_pod_name(&self) -> Result<String> {
-        Ok(self.taskmanager_pod()?.metadata.name.unwrap_or_default())
+        Ok(self.taskmanager_pod()?.name().to_string())
     }
 
     /// The kubectl this cluster uses (its kubeconfig and namespace).
@@ -594,15 +596,12 @@ impl KindCluster {
             }
         };
         for p in self.pods("app=flink").unwrap_or_default() {
-            let Some(name) = p.metadata.name.as_deref() else {
-                continue;
-            };
+            let name = p.name();
             save(name, false);
             let restarted = p
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.restart_count > 0));
+                .statuses()
+                .iter()
+                .any(|c| c["restartCount"].as_i64().unwrap_or(0) > 0);
             if restarted {
                 save(name, true);
             }
@@ -628,7 +627,7 @@ impl Cluster for KindCluster {
         let text = probe_while_running(
             || {
                 let pod = self.taskmanager_pod()?;
-                *name.borrow_mut() = pod.metadata.name.clone().unwrap_or_default();
+                *name.borrow_mut() = pod.name().to_string();
                 Ok(container_running(&pod, TASKMANAGER))
             },
             || {
@@ -655,7 +654,7 @@ impl Cluster for KindCluster {
     fn kill_taskmanager(&mut self) -> Result<()> {
         let before = self.rest.taskmanager_ids()?;
         let pod = self.taskmanager_pod()?;
-        let name = pod.metadata.name.clone().unwrap_or_default();
+        let name = pod.name().to_string();
         let (node, id) = container_on_node(&pod, TASKMANAGER)
             .with_context(|| format!("pod {name}: no node or container id in its status"))?;
         let step = Step::start(format!(
@@ -756,7 +755,7 @@ mod tests {
     }
 
     fn pod(json: serde_json::Value) -> Pod {
-        serde_json::from_value(json).unwrap()
+        Pod(json)
     }
 
     #[test]
@@ -791,12 +790,9 @@ mod tests {
             }]}
         }));
         let pods = [gone, pending, p];
+        assert_eq!(current_pod(&pods).map(Pod::name), Some("taskmanager-abc"));
         assert_eq!(
-            current_pod(&pods).unwrap().metadata.name.as_deref(),
-            Some("taskmanager-abc")
-        );
-        assert_eq!(
-            current_pod(&pods[..2]).unwrap().metadata.name.as_deref(),
+            current_pod(&pods[..2]).map(Pod::name),
             Some("taskmanager-new")
         );
         assert!(pod_problems(&pods[1..2])[0].contains("ErrImageNeverPull not present"));

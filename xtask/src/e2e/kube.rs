@@ -1,7 +1,10 @@
-//! The Kubernetes manifests of the e2e scenario's `kind` driver, generated from
-//! `k8s-openapi`'s typed structures (pure; no cluster needed): a Namespace, the JobManager's
-//! Deployment and Service, and the TaskManager's Deployment, handed to `kubectl apply -f -`
-//! as one JSON `v1 List` ([`Manifests::to_list_json`]).
+//! The Kubernetes manifests of the e2e scenario's `kind` driver, as JSON (pure; no cluster
+//! needed): a Namespace, the JobManager's Deployment and Service, and the TaskManager's
+//! Deployment, handed to `kubectl apply -f -` as one `v1 List` ([`Manifests::to_list_json`]).
+//! They are plain `serde_json` values rather than `k8s-openapi` types (whose compile time a
+//! user of `image` would pay for nothing); tests/kube.rs checks every object against the
+//! Kubernetes API schemas with `kubernetes-validate --strict`, which catches what typing
+//! would (and more: it refuses unknown fields).
 //!
 //! Flink's configuration travels in the `FLINK_PROPERTIES` environment variable, not in a
 //! ConfigMap. The official Flink 1.10 entrypoint (and the fixture's copy of it,
@@ -25,15 +28,6 @@
 //! lives as long as the pod: it survives container restarts (an OOM kill) but not a deleted
 //! pod, so collect the dumps before deleting one.
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
-use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Namespace,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -112,24 +106,23 @@ pub fn start_dirs(ls: &[String]) -> Vec<String> {
     dirs
 }
 
-/// The generated objects, typed.
+/// The generated objects.
 #[derive(Debug, Clone)]
 pub struct Manifests {
-    pub namespace: Namespace,
-    pub jobmanager_service: Service,
-    pub jobmanager: Deployment,
-    pub taskmanager: Deployment,
+    pub namespace: Value,
+    pub jobmanager_service: Value,
+    pub jobmanager: Value,
+    pub taskmanager: Value,
 }
 
 impl Manifests {
-    /// Each object as JSON, in the order they are applied.
+    /// Each object, in the order they are applied.
     pub fn objects(&self) -> Vec<Value> {
-        let to = |v: Result<Value, serde_json::Error>| v.expect("k8s-openapi types serialize");
         vec![
-            to(serde_json::to_value(&self.namespace)),
-            to(serde_json::to_value(&self.jobmanager_service)),
-            to(serde_json::to_value(&self.jobmanager)),
-            to(serde_json::to_value(&self.taskmanager)),
+            self.namespace.clone(),
+            self.jobmanager_service.clone(),
+            self.jobmanager.clone(),
+            self.taskmanager.clone(),
         ]
     }
 
@@ -145,16 +138,16 @@ impl Manifests {
 }
 
 /// A byte count as a Kubernetes quantity: `2Gi`, `1536Mi`, or plain bytes.
-pub fn quantity(bytes: u64) -> Quantity {
+pub fn quantity(bytes: u64) -> String {
     const MI: u64 = 1 << 20;
     const GI: u64 = 1 << 30;
-    Quantity(if bytes > 0 && bytes.is_multiple_of(GI) {
+    if bytes > 0 && bytes.is_multiple_of(GI) {
         format!("{}Gi", bytes / GI)
     } else if bytes > 0 && bytes.is_multiple_of(MI) {
         format!("{}Mi", bytes / MI)
     } else {
         bytes.to_string()
-    })
+    }
 }
 
 /// The `FLINK_PROPERTIES` text: the spec's entries minus [`OWNED_CONF_KEYS`], then the
@@ -190,29 +183,17 @@ fn labels(component: &str) -> BTreeMap<String, String> {
     ])
 }
 
-fn env(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_string(),
-        value: Some(value.to_string()),
-        ..Default::default()
-    }
+fn env(name: &str, value: &str) -> Value {
+    json!({"name": name, "value": value})
 }
 
-fn port(name: &str, n: i32) -> ContainerPort {
-    ContainerPort {
-        name: Some(name.to_string()),
-        container_port: n,
-        ..Default::default()
-    }
+fn port(name: &str, n: i32) -> Value {
+    json!({"name": name, "containerPort": n})
 }
 
-fn meta(name: &str, namespace: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_string()),
-        namespace: Some(namespace.to_string()),
-        labels: Some(labels),
-        ..Default::default()
-    }
+/// `app=flink,component=<name>`: what a Deployment and its Service select.
+fn selector(name: &str) -> Value {
+    json!({"app": "flink", "component": name})
 }
 
 /// A one-replica Deployment of `container`, selected by `app=flink,component=<name>`.
@@ -220,49 +201,35 @@ fn deployment(
     name: &str,
     namespace: &str,
     pod_labels: BTreeMap<String, String>,
-    container: Container,
-    volumes: Option<Vec<Volume>>,
-) -> Deployment {
-    Deployment {
-        metadata: meta(name, namespace, labels(name)),
-        spec: Some(DeploymentSpec {
-            replicas: Some(1),
-            selector: LabelSelector {
-                match_labels: Some(BTreeMap::from([
-                    ("app".to_string(), "flink".to_string()),
-                    ("component".to_string(), name.to_string()),
-                ])),
-                ..Default::default()
-            },
-            // Never two of them at once, even while a change is rolled out.
-            strategy: Some(DeploymentStrategy {
-                type_: Some("Recreate".to_string()),
-                ..Default::default()
-            }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes,
-                    // No `JOBMANAGER_PORT=tcp://…` and friends in the environment.
-                    enable_service_links: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_user: Some(FLINK_UID),
-                        run_as_group: Some(FLINK_UID),
-                        fs_group: Some(FLINK_UID),
-                        run_as_non_root: Some(true),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
+    container: Value,
+    volumes: Option<Value>,
+) -> Value {
+    let mut pod = json!({
+        "containers": [container],
+        // No `JOBMANAGER_PORT=tcp://…` and friends in the environment.
+        "enableServiceLinks": false,
+        "securityContext": {
+            "runAsUser": FLINK_UID,
+            "runAsGroup": FLINK_UID,
+            "fsGroup": FLINK_UID,
+            "runAsNonRoot": true,
+        },
+    });
+    if let Some(v) = volumes {
+        pod["volumes"] = v;
     }
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector(name)},
+            // Never two of them at once, even while a change is rolled out.
+            "strategy": {"type": "Recreate"},
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod},
+        },
+    })
 }
 
 /// The manifests for `p`.
@@ -273,144 +240,94 @@ pub fn manifests(p: &KubeParams) -> Manifests {
         env("FLINK_PROPERTIES", &props),
     ];
     Manifests {
-        namespace: namespace(p.namespace),
+        namespace: json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": p.namespace,
+                "labels": {"app.kubernetes.io/part-of": "flink-jemalloc"},
+            },
+        }),
         jobmanager_service: jobmanager_service(p.namespace),
         jobmanager: jobmanager(p, common_env.clone()),
         taskmanager: taskmanager(p, common_env),
     }
 }
 
-/// The run's namespace.
-fn namespace(ns: &str) -> Namespace {
-    Namespace {
-        metadata: ObjectMeta {
-            name: Some(ns.to_string()),
-            labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/part-of".to_string(),
-                "flink-jemalloc".to_string(),
-            )])),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-}
-
 /// The JobManager's Service: RPC, blob server and REST.
-fn jobmanager_service(ns: &str) -> Service {
-    Service {
-        metadata: meta(JOBMANAGER, ns, labels(JOBMANAGER)),
-        spec: Some(ServiceSpec {
-            selector: Some(BTreeMap::from([
-                ("app".to_string(), "flink".to_string()),
-                ("component".to_string(), JOBMANAGER.to_string()),
-            ])),
-            ports: Some(
-                [("rpc", RPC_PORT), ("blob", BLOB_PORT), ("rest", REST_PORT)]
-                    .into_iter()
-                    .map(|(name, n)| ServicePort {
-                        name: Some(name.to_string()),
-                        port: n,
-                        target_port: Some(IntOrString::Int(n)),
-                        ..Default::default()
-                    })
-                    .collect(),
-            ),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+fn jobmanager_service(ns: &str) -> Value {
+    let ports: Vec<Value> = [("rpc", RPC_PORT), ("blob", BLOB_PORT), ("rest", REST_PORT)]
+        .into_iter()
+        .map(|(name, n)| json!({"name": name, "port": n, "targetPort": n}))
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": JOBMANAGER, "namespace": ns, "labels": labels(JOBMANAGER)},
+        "spec": {"selector": selector(JOBMANAGER), "ports": ports},
+    })
 }
 
-/// The JobManager's Deployment, ready once its REST API answers.
-fn jobmanager(p: &KubeParams, common_env: Vec<EnvVar>) -> Deployment {
-    let ns = p.namespace;
-    let jm_container = Container {
-        name: JOBMANAGER.to_string(),
-        image: Some(p.image.to_string()),
-        image_pull_policy: Some("IfNotPresent".to_string()),
-        args: Some(vec!["jobmanager".to_string()]),
-        env: Some(common_env),
-        ports: Some(vec![
-            port("rpc", RPC_PORT),
-            port("blob", BLOB_PORT),
-            port("rest", REST_PORT),
-        ]),
-        // Ready once the REST API answers: `kubectl rollout status` waits for that.
-        readiness_probe: Some(Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some("/overview".to_string()),
-                port: IntOrString::Int(REST_PORT),
-                ..Default::default()
-            }),
-            period_seconds: Some(2),
-            failure_threshold: Some(3),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    deployment(JOBMANAGER, ns, labels(JOBMANAGER), jm_container, None)
+/// The JobManager's Deployment, ready once its REST API answers (`kubectl rollout status`
+/// waits for that).
+fn jobmanager(p: &KubeParams, common_env: Vec<Value>) -> Value {
+    let container = json!({
+        "name": JOBMANAGER,
+        "image": p.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["jobmanager"],
+        "env": common_env,
+        "ports": [port("rpc", RPC_PORT), port("blob", BLOB_PORT), port("rest", REST_PORT)],
+        "readinessProbe": {
+            "httpGet": {"path": "/overview", "port": REST_PORT},
+            "periodSeconds": 2,
+            "failureThreshold": 3,
+        },
+    });
+    deployment(JOBMANAGER, p.namespace, labels(JOBMANAGER), container, None)
 }
 
-/// The TaskManager's Deployment: its limit, its allocator's environment, the per-start
-/// dump directory on an emptyDir.
-fn taskmanager(p: &KubeParams, common_env: Vec<EnvVar>) -> Deployment {
-    let ns = p.namespace;
-    let mut tm_env = common_env;
-    tm_env.push(env("TASK_MANAGER_NUMBER_OF_TASK_SLOTS", "1"));
-    tm_env.extend(
+/// The TaskManager's Deployment: its limit (requests equal to it: the node reserves what
+/// the TaskManager may use), its allocator's environment, the per-start dump directory on
+/// an emptyDir.
+fn taskmanager(p: &KubeParams, common_env: Vec<Value>) -> Value {
+    let mut env = common_env;
+    env.push(self::env("TASK_MANAGER_NUMBER_OF_TASK_SLOTS", "1"));
+    env.extend(
         p.cluster_spec
             .taskmanager_env
             .iter()
-            .map(|(k, v)| env(k, v)),
+            .map(|(k, v)| self::env(k, v)),
     );
     let limit = quantity(p.cluster_spec.taskmanager_memory_limit);
-    let tm_container = Container {
-        name: TASKMANAGER.to_string(),
-        image: Some(p.image.to_string()),
-        image_pull_policy: Some("IfNotPresent".to_string()),
-        command: Some(vec![
-            "/bin/sh".to_string(),
-            "-c".to_string(),
-            start_script(DUMP_DIR),
-            "sh".to_string(),
-        ]),
-        args: Some(
-            p.entrypoint
-                .iter()
-                .cloned()
-                .chain(["taskmanager".to_string()])
-                .collect(),
-        ),
-        env: Some(tm_env),
-        ports: Some(vec![port("rpc", TASKMANAGER_RPC_PORT)]),
-        // Requests equal to the limit: the node reserves what the TaskManager may use.
-        resources: Some(ResourceRequirements {
-            limits: Some(BTreeMap::from([("memory".to_string(), limit.clone())])),
-            requests: Some(BTreeMap::from([("memory".to_string(), limit)])),
-            ..Default::default()
-        }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "jeprof".to_string(),
-            mount_path: DUMP_DIR.to_string(),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    };
-    let mut tm_labels = labels(TASKMANAGER);
-    tm_labels.insert(
+    let args: Vec<String> = p
+        .entrypoint
+        .iter()
+        .cloned()
+        .chain(["taskmanager".to_string()])
+        .collect();
+    let container = json!({
+        "name": TASKMANAGER,
+        "image": p.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/bin/sh", "-c", start_script(DUMP_DIR), "sh"],
+        "args": args,
+        "env": env,
+        "ports": [port("rpc", TASKMANAGER_RPC_PORT)],
+        "resources": {"limits": {"memory": limit}, "requests": {"memory": limit}},
+        "volumeMounts": [{"name": "jeprof", "mountPath": DUMP_DIR}],
+    });
+    let mut pod_labels = labels(TASKMANAGER);
+    pod_labels.insert(
         "flink-jemalloc/allocator".to_string(),
         p.allocator.name().to_string(),
     );
     deployment(
         TASKMANAGER,
-        ns,
-        tm_labels,
-        tm_container,
-        Some(vec![Volume {
-            name: "jeprof".to_string(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        }]),
+        p.namespace,
+        pod_labels,
+        container,
+        Some(json!([{"name": "jeprof", "emptyDir": {}}])),
     )
 }
 
@@ -451,16 +368,16 @@ mod tests {
         })
     }
 
-    fn pod(d: &Deployment) -> &PodSpec {
-        d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    fn container(d: &Value) -> &Value {
+        &d["spec"]["template"]["spec"]["containers"][0]
     }
 
-    fn env_of(c: &Container) -> BTreeMap<&str, &str> {
-        c.env
-            .as_ref()
+    fn env_of(c: &Value) -> BTreeMap<&str, &str> {
+        c["env"]
+            .as_array()
             .unwrap()
             .iter()
-            .map(|e| (e.name.as_str(), e.value.as_deref().unwrap()))
+            .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
             .collect()
     }
 
@@ -514,50 +431,43 @@ mod tests {
 
     #[test]
     fn quantities() {
-        assert_eq!(quantity(2 << 30).0, "2Gi");
-        assert_eq!(quantity(1536 << 20).0, "1536Mi");
-        assert_eq!(quantity(1000).0, "1000");
+        assert_eq!(quantity(2 << 30), "2Gi");
+        assert_eq!(quantity(1536 << 20), "1536Mi");
+        assert_eq!(quantity(1000), "1000");
     }
 
     #[test]
     fn taskmanager_limit_env_and_dump_volume() {
         let m = generated();
-        let p = pod(&m.taskmanager);
-        let c = &p.containers[0];
-        assert_eq!(
-            c.args.as_deref(),
-            Some(
-                &[
-                    "/docker-entrypoint.sh".to_string(),
-                    "taskmanager".to_string()
-                ][..]
-            )
-        );
-        assert_eq!(c.command.as_ref().unwrap()[2], start_script(DUMP_DIR));
-        let res = c.resources.as_ref().unwrap();
-        assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "2Gi");
-        assert_eq!(res.requests.as_ref().unwrap()["memory"].0, "2Gi");
+        let p = &m.taskmanager["spec"]["template"]["spec"];
+        let c = container(&m.taskmanager);
+        assert_eq!(c["args"], json!(["/docker-entrypoint.sh", "taskmanager"]));
+        assert_eq!(c["command"][2], start_script(DUMP_DIR));
+        assert_eq!(c["resources"]["limits"]["memory"], "2Gi");
+        assert_eq!(c["resources"]["requests"]["memory"], "2Gi");
         let env = env_of(c);
         assert_eq!(env["JOB_MANAGER_RPC_ADDRESS"], "jobmanager");
         assert_eq!(env["TASK_MANAGER_NUMBER_OF_TASK_SLOTS"], "1");
         assert_eq!(env["LD_PRELOAD"], "/opt/jemalloc/lib/libjemalloc.so.2");
         assert!(env["MALLOC_CONF"].contains("prof_prefix:/jeprof/"));
-        let mount = &c.volume_mounts.as_ref().unwrap()[0];
-        assert_eq!(mount.mount_path, DUMP_DIR);
-        let vol = &p.volumes.as_ref().unwrap()[0];
-        assert_eq!(vol.name, mount.name);
-        let dir = vol.empty_dir.as_ref().expect("an emptyDir");
-        assert_eq!(dir.medium, None, "on disk, not charged to the memory limit");
-        let sc = p.security_context.as_ref().unwrap();
-        assert_eq!(sc.run_as_user, Some(FLINK_UID));
-        assert_eq!(p.enable_service_links, Some(false));
+        let mount = &c["volumeMounts"][0];
+        assert_eq!(mount["mountPath"], DUMP_DIR);
+        let vol = &p["volumes"][0];
+        assert_eq!(vol["name"], mount["name"]);
+        assert!(vol["emptyDir"].is_object(), "an emptyDir");
+        assert!(
+            vol["emptyDir"].get("medium").is_none(),
+            "on disk, not charged to the memory limit"
+        );
+        assert_eq!(p["securityContext"]["runAsUser"], FLINK_UID);
+        assert_eq!(p["enableServiceLinks"], false);
     }
 
     #[test]
     fn flink_properties_keep_the_spec_and_own_the_addresses() {
         let m = generated();
-        let props = env_of(&pod(&m.taskmanager).containers[0])["FLINK_PROPERTIES"].to_string();
-        let jm_props = env_of(&pod(&m.jobmanager).containers[0])["FLINK_PROPERTIES"].to_string();
+        let props = env_of(container(&m.taskmanager))["FLINK_PROPERTIES"].to_string();
+        let jm_props = env_of(container(&m.jobmanager))["FLINK_PROPERTIES"].to_string();
         assert_eq!(props, jm_props, "one configuration for both");
         let lines: Vec<&str> = props.lines().collect();
         assert!(lines.contains(&"state.backend: rocksdb"));
@@ -574,50 +484,31 @@ mod tests {
             (&m.jobmanager, "jobmanager"),
             (&m.taskmanager, "taskmanager"),
         ] {
-            let spec = d.spec.as_ref().unwrap();
-            let sel = spec.selector.match_labels.as_ref().unwrap();
-            let pod_labels = spec
-                .template
-                .metadata
-                .as_ref()
-                .unwrap()
-                .labels
-                .as_ref()
-                .unwrap();
+            let sel = d["spec"]["selector"]["matchLabels"].as_object().unwrap();
+            let pod_labels = &d["spec"]["template"]["metadata"]["labels"];
             for (k, v) in sel {
-                assert_eq!(pod_labels.get(k), Some(v), "{component}: {k}");
+                assert_eq!(&pod_labels[k], v, "{component}: {k}");
             }
             assert_eq!(sel["component"], component);
-            assert_eq!(d.metadata.namespace.as_deref(), Some("e2e"));
+            assert_eq!(d["metadata"]["namespace"], "e2e");
         }
-        let tm_labels = m
-            .taskmanager
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .metadata
-            .as_ref();
         assert_eq!(
-            tm_labels.unwrap().labels.as_ref().unwrap()["flink-jemalloc/allocator"],
+            m.taskmanager["spec"]["template"]["metadata"]["labels"]["flink-jemalloc/allocator"],
             "jemalloc"
         );
-        let svc = m.jobmanager_service.spec.as_ref().unwrap();
-        let jm_sel = m
-            .jobmanager
-            .spec
-            .as_ref()
-            .unwrap()
-            .selector
-            .match_labels
-            .clone();
-        assert_eq!(svc.selector, jm_sel);
-        let ports: Vec<i32> = svc.ports.as_ref().unwrap().iter().map(|p| p.port).collect();
-        assert_eq!(ports, [6123, 6124, 8081]);
+        let svc = &m.jobmanager_service["spec"];
         assert_eq!(
-            m.jobmanager_service.metadata.name.as_deref(),
-            Some(JOBMANAGER)
+            svc["selector"],
+            m.jobmanager["spec"]["selector"]["matchLabels"]
         );
+        let ports: Vec<i64> = svc["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ports, [6123, 6124, 8081]);
+        assert_eq!(m.jobmanager_service["metadata"]["name"], JOBMANAGER);
     }
 
     #[test]
