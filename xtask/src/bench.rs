@@ -7,7 +7,13 @@
 //! - cold `build`: fresh cache (sysroot, patches, configure, make, install, gates, smoke);
 //! - cold and warm `image`: pull, inspect, build, resolve and unpack jeprof's tools, layers,
 //!   write an OCI layout; warm = lock and cache present;
-//! - layer write throughput (tar + gzip of the installed tree) and the layer's size.
+//! - layer write throughput (tar + gzip of the installed tree) and the layer's size;
+//! - the jeprof tools layer's size;
+//! - with a Docker engine, the usual Dockerfile recipe on the same base and the same
+//!   jemalloc source (`docker build`, cold with `--no-cache` and warm), and what its
+//!   `apt-get install --no-install-recommends` of the tools adds;
+//! - with `--first-run`, a cold `cargo build -p xtask` in a fresh target directory: what a
+//!   new user's first `cargo xtask …` waits for.
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -26,6 +32,9 @@ pub struct BenchArgs {
     /// Layer writes to average over.
     #[arg(long, default_value_t = 5)]
     pub layer_rounds: u32,
+    /// Also time a cold `cargo build -p xtask` in a fresh target directory (minutes).
+    #[arg(long)]
+    pub first_run: bool,
 }
 
 /// The rows of the README's table, as they are measured.
@@ -45,7 +54,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let bare_secs = bare_build(w, &standin, &mut rows)?;
     let tree = builds(w, &repo, &source, &mirror, bare_secs, &mut rows)?;
     layer_write(&tree, args.layer_rounds, &mut rows)?;
-    images(w, &repo, source, &mirror, &mut rows)?;
+    let cold_image = images(w, &repo, source, &mirror, &mut rows)?;
+    if crate::docker::engine_answers() {
+        dockerfile_recipe(w, &standin, cold_image, &mut rows)?;
+    } else {
+        crate::progress::note("no Docker engine answers: the Dockerfile recipe is not measured");
+    }
+    if args.first_run {
+        first_run(w, &mut rows)?;
+    }
     println!("| measurement | result |\n|---|---|");
     for (k, v) in rows {
         println!("| {k} | {v} |");
@@ -173,7 +190,7 @@ fn images(
     source: SourceArgs,
     mirror: &str,
     rows: &mut Rows,
-) -> Result<()> {
+) -> Result<f64> {
     let registry = fixtures::registry::Registry::start()?;
     let addr = registry.url().trim_start_matches("http://").to_string();
     fixtures::flink_base::push_flink_base(&addr, "bench/flink:1.10.3")?;
@@ -203,12 +220,28 @@ fn images(
     };
     let t = Instant::now();
     image::image(&image_args)?;
+    let cold = t.elapsed().as_secs_f64();
     rows.push((
         "cold `cargo xtask image` (pull 250 MB base, build, layer, write)".into(),
-        format!("{:.1} s", t.elapsed().as_secs_f64()),
+        format!("{cold:.1} s"),
     ));
-    // The tools layer: the last layer of the image just written.
-    let layout = w.join("layout");
+    tools_layer_size(&w.join("layout"), rows)?;
+    let t = Instant::now();
+    image::image(&ImageArgs {
+        locked: true,
+        output: Some(w.join("layout-warm")),
+        ..image_args
+    })?;
+    let warm = t.elapsed().as_secs_f64();
+    rows.push((
+        "warm `cargo xtask image --locked` (no network, no compile)".into(),
+        format!("{warm:.2} s"),
+    ));
+    Ok(cold)
+}
+
+/// The size of the jeprof tools layer: the last layer of the image in `layout`.
+fn tools_layer_size(layout: &Path, rows: &mut Rows) -> Result<()> {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
     let mdigest = index["manifests"][0]["digest"]
@@ -235,15 +268,101 @@ fn images(
             raw as f64 / 1e6
         ),
     ));
-    let t = Instant::now();
-    image::image(&ImageArgs {
-        locked: true,
-        ..image_args
-    })?;
-    rows.push((
-        "warm `cargo xtask image --locked` (no network, no compile)".into(),
-        format!("{:.1} s", t.elapsed().as_secs_f64()),
-    ));
+    Ok(())
+}
 
+/// The usual recipe, on the same base and source: a multi-stage Dockerfile that builds
+/// jemalloc in a builder stage and installs jeprof's tools with apt in the final one.
+const DOCKERFILE: &str = r#"FROM localhost/flink-jemalloc-bench-base:1.10.3 AS build
+RUN apt-get update && apt-get install -y --no-install-recommends gcc g++ make bzip2 \
+ && rm -rf /var/lib/apt/lists/*
+COPY jemalloc-5.2.1.tar.bz2 /tmp/
+RUN cd /tmp && tar xjf jemalloc-5.2.1.tar.bz2 && cd jemalloc-5.2.1 \
+ && ./configure --prefix=/opt/jemalloc --enable-prof --enable-stats --enable-debug --enable-fill \
+ && make -j"$(nproc)" && make install_bin install_include install_lib_shared
+
+FROM localhost/flink-jemalloc-bench-base:1.10.3
+RUN apt-get update && apt-get install -y --no-install-recommends binutils graphviz perl file \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /opt/jemalloc /opt/jemalloc
+ENV JEMALLOC_PATH=/opt/jemalloc/lib/libjemalloc.so.2
+"#;
+
+/// `docker build` of [`DOCKERFILE`], cold (`--no-cache`) and warm, and the size of its apt
+/// layer; the images are removed afterwards.
+fn dockerfile_recipe(
+    w: &Path,
+    standin: &fixtures::Standin,
+    cold_image: f64,
+    rows: &mut Rows,
+) -> Result<()> {
+    let base = "localhost/flink-jemalloc-bench-base:1.10.3";
+    let archive = w.join("base.docker.tar");
+    oci::layout_to_docker_archive(&fixtures::flink_base::flink_base_oci()?, &archive, base, 0)?;
+    crate::docker::load(&archive)?;
+    let ctx = w.join("docker-context");
+    std::fs::create_dir_all(&ctx)?;
+    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE)?;
+    std::fs::copy(&standin.tarball, ctx.join("jemalloc-5.2.1.tar.bz2"))?;
+    let tag = "localhost/flink-jemalloc-bench-recipe:1.10.3";
+    let c = ctx.display().to_string();
+    let build = |extra: &[&str]| -> Result<f64> {
+        let mut args = vec!["build", "--network", "host", "--tag", tag];
+        args.extend(extra);
+        args.push(&c);
+        let t = Instant::now();
+        crate::docker::docker(&args).context("docker build of the Dockerfile recipe")?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let cold = build(&["--no-cache"]);
+    let warm = match &cold {
+        Ok(_) => build(&[]),
+        Err(_) => Ok(0.0),
+    };
+    let history = crate::docker::docker_text(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}\t{{.Size}}",
+        tag,
+    ]);
+    let _ = crate::docker::docker(&["image", "rm", "--force", tag, base]);
+    let (cold, warm) = (cold?, warm?);
+    rows.push((
+        "Dockerfile recipe, cold `docker build --no-cache` (same base and source)".into(),
+        format!("{cold:.1} s (ours cold: {cold_image:.1} s)"),
+    ));
+    rows.push((
+        "Dockerfile recipe, warm `docker build` (its cache)".into(),
+        format!("{warm:.2} s"),
+    ));
+    let apt = history?
+        .lines()
+        .find(|l| l.contains("graphviz"))
+        .and_then(|l| l.rsplit('\t').next())
+        .unwrap_or("?")
+        .to_string();
+    rows.push((
+        "what `apt-get install --no-install-recommends binutils graphviz perl file` adds".into(),
+        apt,
+    ));
+    Ok(())
+}
+
+/// A cold `cargo build -p xtask` in a fresh target directory (crates already downloaded).
+fn first_run(w: &Path, rows: &mut Rows) -> Result<()> {
+    let sh = Shell::new()?;
+    let target = w.join("first-run-target");
+    let _dir = sh.push_dir(crate::project::root());
+    let t = Instant::now();
+    cmd!(sh, "cargo build -p xtask --target-dir {target}")
+        .quiet()
+        .ignore_stderr()
+        .run()
+        .context("cargo build -p xtask")?;
+    rows.push((
+        "first run: cold `cargo build -p xtask` (what a first `cargo xtask` waits for)".into(),
+        format!("{:.0} s", t.elapsed().as_secs_f64()),
+    ));
     Ok(())
 }

@@ -322,6 +322,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
         // Before any work: the in-image steps (ldconfig, `dot -c`) need a user namespace.
         crate::rootless::require_userns()?;
     }
+    let requests_before = crate::download::requests();
     let run = resolve(args)?;
     let base = base::pull(&run)?;
     let target = base::inspect(&run, &base)?;
@@ -341,7 +342,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
         tools.pins,
     );
     keep_lock(&run, lock)?;
-    let requests = crate::download::requests();
+    let requests = crate::download::requests() - requests_before;
     if requests == 0 && !compiled {
         progress::note("warm: every input from the cache and the lock (no network, no compile)");
     } else {

@@ -45,11 +45,6 @@ const LONG_FNS: &[(&str, &str, &str)] = &[
          the policy",
     ),
     (
-        "fixtures/flink_base.rs",
-        "flink_base_oci_for",
-        "a test fixture's recipe: a linear script of mmdebstrap, pip and umoci commands",
-    ),
-    (
         "fixtures.rs",
         "debian_repo_with_tools",
         "a test fixture's recipe: a linear script of apt-get, dpkg-scanpackages and gpg commands",
