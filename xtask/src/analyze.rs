@@ -4,14 +4,22 @@
 //! first (or `--base`), and a call-graph SVG of that difference. The dump directory is what
 //! `collect` or `e2e` writes: `*.heap` plus `root/<path>` for the libraries loaded at run
 //! time (RocksDB's JNI library), which are put back where the dumps say they were.
+//! Given the times of the dumps and of the restarts (`e2e`), also the growth per restart of
+//! every allocation site (`sites`), the call chains of the fastest growing, and a flame
+//! graph of what grew (`flame`).
+
+pub mod flame;
+pub mod sites;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::bundle::Bundle;
 use crate::heap_profile;
 use crate::progress::{self, Step};
+use sites::{DumpPoint, Site};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AnalyzeArgs {
@@ -47,7 +55,32 @@ pub struct Analysis {
     pub rocksdb_in_diff: bool,
     /// Files the last dump maps that the rootfs lacks (their frames stay unnamed).
     pub missing_files: Vec<String>,
+    /// With the dumps' and restarts' times: the dumps read per site, with their restart.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub site_dumps: Vec<(String, u64)>,
+    /// The fastest growing sites (and those the focus pattern names), with their growth
+    /// per restart; sites.json has them all.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<Site>,
 }
+
+/// When the dumps and the restarts happened, for the growth per restart of each site.
+pub struct Series<'a> {
+    /// `(restart, seen at)`, seconds since the epoch, in order.
+    pub restarts: &'a [(u64, f64)],
+    /// Each dump's modification time, seconds since the epoch.
+    pub dump_times: &'a BTreeMap<String, f64>,
+    /// Dumps to read at most (each is a jeprof run), evenly spread.
+    pub max_dumps: usize,
+    /// Sites always kept in the analysis, with their chain (a scenario's expected site).
+    pub focus: Option<&'a regex::Regex>,
+}
+
+/// Sites kept in `analysis.json` and the report besides the focused ones.
+const TOP_SITES: usize = 15;
+
+/// The dump times a dump directory records (`e2e` writes them beside the dumps).
+pub const DUMP_TIMES: &str = "dump-times.json";
 
 /// The allocation lines of a `jeprof --text` report (after `Total:`), at most `n`.
 pub fn top_lines(report: &str, n: usize) -> Vec<String> {
@@ -95,6 +128,7 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
         args.base.as_deref(),
         &out,
         args.top,
+        None,
     )?;
     println!("{}", serde_json::to_string_pretty(&a)?);
     Ok(())
@@ -121,8 +155,40 @@ fn missing_files(rootfs: &Path, dir: &Path, last: &str) -> Result<Vec<String>> {
     Ok(missing)
 }
 
+/// The image's jeprof, chrooted in `rootfs`, with `args`; its standard output.
+fn jeprof(rootfs: &Path, args: &[&str]) -> Result<String> {
+    let mut argv = vec![
+        "env",
+        "-i",
+        "PATH=/opt/jemalloc/bin:/usr/local/bin:/usr/bin:/bin",
+        "jeprof",
+    ];
+    argv.extend(args);
+    crate::rootless::run_in(
+        rootfs,
+        &argv,
+        "running the image's jeprof (is it a profiled image?)",
+    )
+}
+
+/// The dump to subtract: `--base` (one of the dumps) or the first.
+fn base_dump(base: Option<&str>, dumps: &[String], dir: &Path) -> Result<String> {
+    let Some(b) = base else {
+        return Ok(dumps[0].clone());
+    };
+    let name = Path::new(b)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !dumps.contains(&name) {
+        bail!("--base {b} is not one of the dumps in {}", dir.display());
+    }
+    Ok(name)
+}
+
 /// Stages `dir` into `rootfs` and runs the rootfs's jeprof (chrooted) over the dumps;
-/// writes `top.txt`, `diff.txt`, `diff.svg` and `analysis.json` to `out`.
+/// writes `top.txt`, `diff.txt`, `diff.svg` (jeprof's call graph), `diff.collapsed` and
+/// `flame.svg` (what grew), with `series` `sites.json`, and `analysis.json` to `out`.
 pub fn analyze_in_rootfs(
     rootfs: &Path,
     java: &str,
@@ -130,8 +196,18 @@ pub fn analyze_in_rootfs(
     base: Option<&str>,
     out: &Path,
     top: usize,
+    series: Option<&Series>,
 ) -> Result<Analysis> {
-    let dumps = heap_profile::stage_into_rootfs(dir, rootfs, INSIDE)?;
+    let staged = heap_profile::stage_into_rootfs(dir, rootfs, INSIDE)?;
+    let (dumps, others) = heap_profile::main_process(&staged);
+    if !others.is_empty() {
+        progress::note(format!(
+            "{}: left out {} dump(s) of other processes than the one with the most ({})",
+            dir.display(),
+            others.len(),
+            others.join(", ")
+        ));
+    }
     if dumps.len() < 2 {
         bail!(
             "{} holds {} heap dump(s); at least two are needed for a difference \
@@ -140,44 +216,15 @@ pub fn analyze_in_rootfs(
             dumps.len()
         );
     }
-    let base = match base {
-        Some(b) => {
-            let name = Path::new(b)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if !dumps.contains(&name) {
-                bail!("--base {b} is not one of the dumps in {}", dir.display());
-            }
-            name
-        }
-        None => dumps[0].clone(),
-    };
+    let base = base_dump(base, &dumps, dir)?;
     let last = dumps[dumps.len() - 1].clone();
     let missing_files = missing_files(rootfs, dir, &last)?;
-    let jeprof_in = |args: Vec<String>| -> Result<String> {
-        let mut argv = vec![
-            "env",
-            "-i",
-            "PATH=/opt/jemalloc/bin:/usr/local/bin:/usr/bin:/bin",
-        ];
-        argv.push("jeprof");
-        argv.extend(args.iter().map(String::as_str));
-        crate::rootless::run_in(
-            rootfs,
-            &argv,
-            "running the image's jeprof (is it a profiled image?)",
-        )
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let (text_last, text_diff, stacks) = jeprof_outputs(rootfs, java, &base, &last, out)?;
+    let (site_dumps, sites) = match series {
+        Some(series) => site_growth(rootfs, java, &dumps, series, &stacks, out)?,
+        None => (Vec::new(), Vec::new()),
     };
-    let (base_in, last_in) = (format!("{INSIDE}/{base}"), format!("{INSIDE}/{last}"));
-    let step = Step::start(format!("jeprof over {base} .. {last}"));
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let text_last = jeprof_in(s(&["--text", "--show_bytes", java, &last_in]))?;
-    let base_flag = format!("--base={base_in}");
-    let text_diff = jeprof_in(s(&["--text", "--show_bytes", &base_flag, java, &last_in]))?;
-    let svg = jeprof_in(s(&["--svg", "--show_bytes", &base_flag, java, &last_in]))?;
-    step.done("");
-    std::fs::create_dir_all(out)?;
     let top_diff = top_lines(&text_diff, top);
     let a = Analysis {
         rocksdb_in_diff: names_rocksdb(&top_diff),
@@ -187,17 +234,150 @@ pub fn analyze_in_rootfs(
         base,
         last,
         missing_files,
+        site_dumps,
+        sites,
     };
-    let write = |name: &str, body: &str| -> Result<PathBuf> {
-        let p = out.join(name);
-        std::fs::write(&p, body).with_context(|| format!("writing {}", p.display()))?;
-        Ok(p)
-    };
-    write("top.txt", &text_last)?;
-    write("diff.txt", &text_diff)?;
-    write("diff.svg", &svg)?;
-    write("analysis.json", &(serde_json::to_string_pretty(&a)? + "\n"))?;
+    write(
+        out,
+        "analysis.json",
+        (serde_json::to_string_pretty(&a)? + "\n").as_bytes(),
+    )?;
     Ok(a)
+}
+
+fn write(out: &Path, name: &str, body: &[u8]) -> Result<()> {
+    let p = out.join(name);
+    std::fs::write(&p, body).with_context(|| format!("writing {}", p.display()))
+}
+
+/// jeprof's views of `last` and of `last` minus `base`, written to `out`: `top.txt`,
+/// `diff.txt`, `diff.svg` (the call graph), `diff.collapsed` and `flame.svg` (what grew);
+/// the two texts and the collapsed stacks.
+fn jeprof_outputs(
+    rootfs: &Path,
+    java: &str,
+    base: &str,
+    last: &str,
+    out: &Path,
+) -> Result<(String, String, Vec<sites::Stack>)> {
+    let (base_in, last_in) = (format!("{INSIDE}/{base}"), format!("{INSIDE}/{last}"));
+    let step = Step::start(format!("jeprof over {base} .. {last}"));
+    let base_flag = format!("--base={base_in}");
+    let text_last = jeprof(rootfs, &["--text", "--show_bytes", java, &last_in])?;
+    let text_diff = jeprof(
+        rootfs,
+        &["--text", "--show_bytes", &base_flag, java, &last_in],
+    )?;
+    let svg = jeprof(
+        rootfs,
+        &["--svg", "--show_bytes", &base_flag, java, &last_in],
+    )?;
+    let collapsed = jeprof(rootfs, &["--collapsed", &base_flag, java, &last_in])?;
+    step.done("");
+    let stacks = sites::parse_collapsed(&collapsed);
+    let growing = sites::growing_lines(&stacks);
+    write(out, "top.txt", text_last.as_bytes())?;
+    write(out, "diff.txt", text_diff.as_bytes())?;
+    write(out, "diff.svg", svg.as_bytes())?;
+    write(
+        out,
+        "diff.collapsed",
+        (growing.join("\n") + "\n").as_bytes(),
+    )?;
+    let flame = flame::flame_graph(
+        "What grew between two heap dumps",
+        &format!("{last} minus {base} (jeprof --collapsed --base), bytes"),
+        &growing,
+    )?;
+    write(out, "flame.svg", &flame)?;
+    Ok((text_last, text_diff, stacks))
+}
+
+/// The dumps read per site with their restart, and the sites kept.
+type SiteGrowth = (Vec<(String, u64)>, Vec<Site>);
+
+/// The growth per restart of every site: the last dump of each restart (up to `max_dumps`
+/// of them, evenly spread) read with `jeprof --text` two at a time; `sites.json` gets the
+/// whole table, the result the fastest growing and the focused sites with their chains.
+fn site_growth(
+    rootfs: &Path,
+    java: &str,
+    dumps: &[String],
+    series: &Series,
+    stacks: &[sites::Stack],
+    out: &Path,
+) -> Result<SiteGrowth> {
+    let timed: Vec<(String, f64)> = dumps
+        .iter()
+        .filter_map(|d| Some((d.clone(), *series.dump_times.get(d)?)))
+        .collect();
+    let per_restart = sites::last_per_restart(&timed, series.restarts);
+    let picked: Vec<(String, u64)> = sites::pick(per_restart.len(), series.max_dumps)
+        .into_iter()
+        .map(|i| per_restart[i].clone())
+        .collect();
+    let step = Step::start(format!(
+        "allocation sites of {} of {} dumps (jeprof --text each)",
+        picked.len(),
+        dumps.len()
+    ));
+    let names: Vec<&String> = picked.iter().map(|(d, _)| d).collect();
+    let texts = read_dumps(rootfs, java, &names)?;
+    let points: Vec<DumpPoint> = picked
+        .into_iter()
+        .zip(texts)
+        .map(|((dump, restart), text)| DumpPoint {
+            dump,
+            restart,
+            sites: sites::flat_sites(&text),
+        })
+        .collect();
+    let mut table = sites::site_table(&points);
+    for s in table.iter_mut() {
+        s.chain = sites::chain_of(stacks, &s.site);
+    }
+    step.done(format!("{} sites", table.len()));
+    let json = serde_json::json!({ "dumps": &points, "sites": &table });
+    std::fs::write(
+        out.join("sites.json"),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )?;
+    let kept = table
+        .into_iter()
+        .enumerate()
+        .filter(|(i, s)| *i < TOP_SITES || series.focus.is_some_and(|f| f.is_match(&s.site)))
+        .map(|(_, s)| s)
+        .collect();
+    let site_dumps = points.iter().map(|p| (p.dump.clone(), p.restart)).collect();
+    Ok((site_dumps, kept))
+}
+
+/// `jeprof --text --show_bytes` of each dump, two at a time (two cores; each is mostly
+/// symbol lookups of one process).
+fn read_dumps(rootfs: &Path, java: &str, dumps: &[&String]) -> Result<Vec<String>> {
+    let one = |d: &String| {
+        jeprof(
+            rootfs,
+            &["--text", "--show_bytes", java, &format!("{INSIDE}/{d}")],
+        )
+    };
+    let mut texts = Vec::with_capacity(dumps.len());
+    for pair in dumps.chunks(2) {
+        let got: Vec<Result<String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = pair.iter().map(|d| s.spawn(move || one(d))).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| bail!("a jeprof thread panicked"))
+                })
+                .collect()
+        });
+        for t in got {
+            texts.push(t?);
+        }
+    }
+    Ok(texts)
 }
 
 #[cfg(test)]

@@ -22,9 +22,12 @@ pub mod plot;
 pub mod report;
 pub mod restarts;
 pub mod runc_cluster;
+pub mod scenario;
+pub mod summary;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -37,9 +40,10 @@ use crate::teardown;
 use cluster::{Allocator, Cluster, ClusterSpec, DUMP_DIR};
 use docker_cluster::{DockerCluster, DockerOptions};
 use kind_cluster::{KindCluster, KindOptions, KindSession};
-pub use report::{growth, memory_plot, slope, summary, verdict, Growth, Report, Run, Sample};
+pub use report::{growth, memory_plot, slope, verdict, Growth, Report, Run, Sample};
 use restarts::{restart_loop, Job};
 use runc_cluster::RuncCluster;
+use scenario::Plan;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -63,7 +67,7 @@ impl Driver {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// The job throws every --fail-every-ms; Flink restarts it in the same TaskManager.
@@ -74,21 +78,49 @@ pub enum Mode {
     TmKill,
 }
 
+/// What `--allocator` takes: an allocator, or a set of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Allocators {
+    /// The image's jemalloc with profiling (heap dumps, analysed).
     Jemalloc,
+    /// The image's jemalloc with `prof:false`: the profiling overhead's baseline.
+    JemallocNonprof,
+    /// glibc's malloc.
     Glibc,
-    /// jemalloc first, then glibc.
+    /// glibc's malloc with `MALLOC_ARENA_MAX=2`.
+    GlibcArenas2,
+    /// jemalloc, then glibc.
     Both,
+    /// The matrix: jemalloc, jemalloc-nonprof, glibc, glibc-arenas2.
+    All,
 }
 
 impl Allocators {
-    fn list(self) -> Vec<Allocator> {
+    fn members(self) -> Vec<Allocator> {
         match self {
             Allocators::Jemalloc => vec![Allocator::Jemalloc],
+            Allocators::JemallocNonprof => vec![Allocator::JemallocNonprof],
             Allocators::Glibc => vec![Allocator::Glibc],
+            Allocators::GlibcArenas2 => vec![Allocator::GlibcArenas2],
             Allocators::Both => vec![Allocator::Jemalloc, Allocator::Glibc],
+            Allocators::All => vec![
+                Allocator::Jemalloc,
+                Allocator::JemallocNonprof,
+                Allocator::Glibc,
+                Allocator::GlibcArenas2,
+            ],
         }
+    }
+
+    /// The allocators of a `--allocator` list, each once, in the order given.
+    pub fn expand(list: &[Allocators]) -> Vec<Allocator> {
+        let mut out = Vec::new();
+        for a in list.iter().flat_map(|a| a.members()) {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        out
     }
 }
 
@@ -101,19 +133,25 @@ pub struct E2eArgs {
     /// answers, else runc].
     #[arg(long, value_enum)]
     pub driver: Option<Driver>,
-    #[arg(long, value_enum, default_value = "both")]
-    pub allocator: Allocators,
-    #[arg(long, value_enum, default_value = "injected")]
-    pub mode: Mode,
-    /// Restarts to observe per allocator before the verdict.
-    #[arg(long, default_value_t = 6)]
-    pub restarts: u64,
-    /// Period of the failure, cancel or kill.
-    #[arg(long, default_value_t = 15_000)]
-    pub fail_every_ms: u64,
-    /// jemalloc writes a dump every 2^N bytes allocated.
-    #[arg(long, default_value_t = 28)]
-    pub lg_prof_interval: u32,
+    /// The scenario (e2e/scenarios.toml): job settings, Flink configuration, restart mode
+    /// and what the report must show.
+    #[arg(long, default_value = "restart-growth")]
+    pub scenario: String,
+    /// Allocators to run, one after the other (a comma-separated list).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "both")]
+    pub allocator: Vec<Allocators>,
+    /// How restarts happen [default: the scenario's].
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Restarts to observe per allocator before the verdict [default: the scenario's].
+    #[arg(long)]
+    pub restarts: Option<u64>,
+    /// Period of the failure, cancel or kill [default: the scenario's].
+    #[arg(long)]
+    pub fail_every_ms: Option<u64>,
+    /// jemalloc writes a dump every 2^N bytes allocated [default: the scenario's].
+    #[arg(long)]
+    pub lg_prof_interval: Option<u32>,
     /// The TaskManager container's memory limit (Flink's process size is 1728m).
     #[arg(long, default_value_t = 2048)]
     pub memory_limit_mb: u64,
@@ -149,18 +187,19 @@ pub fn flag<T: clap::ValueEnum>(v: &T) -> String {
         .unwrap_or_default()
 }
 
-/// The Flink configuration of every run: RocksDB state, REST on loopback, metrics fresh
-/// each second, the TaskManager heap pre-touched (so heap RSS = committed heap, and RSS
-/// minus committed heap/non-heap is the native part), heartbeats that notice a dead
-/// TaskManager within 10 s.
-pub fn cluster_spec(allocator: Allocator, args: &E2eArgs, jemalloc: Option<&str>) -> ClusterSpec {
-    let conf = [
-        ("state.backend", "rocksdb".to_string()),
-        (
-            "state.checkpoints.dir",
-            "file:///tmp/flink-checkpoints".into(),
-        ),
-        ("rest.address", "127.0.0.1".into()),
+/// The Flink configuration of every run: the scenario's (RocksDB state, restart strategy,
+/// its options), REST on loopback, metrics fresh each second, the TaskManager heap
+/// pre-touched (so heap RSS = committed heap, and RSS minus committed heap/non-heap is the
+/// native part), heartbeats that notice a dead TaskManager within 10 s. The TaskManager's
+/// environment selects the allocator.
+pub fn cluster_spec(
+    allocator: Allocator,
+    plan: &Plan,
+    args: &E2eArgs,
+    jemalloc: Option<&str>,
+) -> ClusterSpec {
+    let run = [
+        ("rest.address", "127.0.0.1".to_string()),
         ("rest.port", args.rest_port.to_string()),
         ("metrics.fetcher.update-interval", "1000".into()),
         ("env.java.opts.taskmanager", "-XX:+AlwaysPreTouch".into()),
@@ -168,27 +207,43 @@ pub fn cluster_spec(allocator: Allocator, args: &E2eArgs, jemalloc: Option<&str>
         ("heartbeat.interval", "2000".into()),
         ("heartbeat.timeout", "10000".into()),
     ];
-    let taskmanager_env = match (allocator, jemalloc) {
-        (Allocator::Jemalloc, Some(lib)) => vec![
-            ("LD_PRELOAD".to_string(), lib.to_string()),
-            (
-                "MALLOC_CONF".to_string(),
-                format!(
-                    "prof:true,lg_prof_interval:{},lg_prof_sample:17,prof_prefix:{DUMP_DIR}/jeprof.out",
-                    args.lg_prof_interval
-                ),
-            ),
-        ],
-        _ => Vec::new(),
-    };
+    let conf = plan
+        .conf
+        .iter()
+        .cloned()
+        .chain(run.iter().map(|(k, v)| (k.to_string(), v.clone())))
+        .collect();
     ClusterSpec {
-        conf: conf
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-        taskmanager_env,
+        conf,
+        taskmanager_env: allocator_env(allocator, plan, jemalloc),
         taskmanager_memory_limit: args.memory_limit_mb << 20,
         rest_port: args.rest_port,
+    }
+}
+
+/// The TaskManager's environment for an allocator: jemalloc preloaded with profiling (a
+/// dump every 2^lg_prof_interval bytes, a sample every 2^lg_prof_sample) or without, glibc
+/// as it is or with two arenas.
+pub fn allocator_env(
+    allocator: Allocator,
+    plan: &Plan,
+    jemalloc: Option<&str>,
+) -> Vec<(String, String)> {
+    let preload = |conf: String| match jemalloc {
+        Some(lib) => vec![
+            ("LD_PRELOAD".to_string(), lib.to_string()),
+            ("MALLOC_CONF".to_string(), conf),
+        ],
+        None => Vec::new(),
+    };
+    match allocator {
+        Allocator::Jemalloc => preload(format!(
+            "prof:true,lg_prof_interval:{},lg_prof_sample:{},prof_prefix:{DUMP_DIR}/jeprof.out",
+            plan.lg_prof_interval, plan.lg_prof_sample
+        )),
+        Allocator::JemallocNonprof => preload("prof:false".into()),
+        Allocator::Glibc => Vec::new(),
+        Allocator::GlibcArenas2 => vec![("MALLOC_ARENA_MAX".to_string(), "2".to_string())],
     }
 }
 
@@ -255,7 +310,10 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
     let driver = args.driver.unwrap_or_else(Driver::default_here);
     require(driver)?;
     crate::oci::check_image(&args.image)?;
-    if args.allocator != Allocators::Glibc && !crate::rootless::is_root() {
+    let scenarios = scenario::load_default()?;
+    scenarios.get(&args.scenario)?;
+    let allocators = Allocators::expand(&args.allocator);
+    if allocators.iter().any(|a| a.profiles()) && !crate::rootless::is_root() {
         // The dumps are read by the image's jeprof chrooted in it: a user namespace.
         crate::rootless::require_userns()?;
     }
@@ -275,16 +333,14 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
     });
     let layout = crate::oci::open_image(&args.image, work.path())?;
     let bundle = Bundle::unpack(&layout, &work.path().join("bundle"))?;
-    let flink_dist = bundle.flink_dist()?;
     let jemalloc = bundle.env_var("JEMALLOC_PATH").map(str::to_string);
-    let allocators = args.allocator.list();
-    if allocators.contains(&Allocator::Jemalloc) && jemalloc.is_none() {
+    if allocators.iter().any(|a| a.preloads_jemalloc()) && jemalloc.is_none() {
         bail!(
             "{} has no JEMALLOC_PATH in its environment: is it a profiled image (cargo xtask image)?",
             args.image.display()
         );
     }
-    let jar = flink_job::compile(&flink_dist, work.path())?;
+    let (plan, jar) = plan_and_job(args, &scenarios, &bundle, work.path())?;
     let engine = prepare(driver, args, &layout, work.path(), &out)?;
     // An earlier report's dumps, analysis and logs give way only now, when this run has
     // everything it needs to replace them.
@@ -294,42 +350,66 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
             std::fs::remove_dir_all(&p)?;
         }
     }
-
+    let ctx = RunContext {
+        args,
+        plan: &plan,
+        driver,
+        engine: &engine,
+        bundle: &bundle,
+        jar: &jar,
+        work: work.path(),
+        out: &out,
+    };
     let mut runs = Vec::new();
     for allocator in allocators {
-        let spec = cluster_spec(allocator, args, jemalloc.as_deref());
-        let ctx = RunContext {
-            args,
-            driver,
-            engine: &engine,
-            bundle: &bundle,
-            jar: &jar,
-            work: work.path(),
-            out: &out,
-        };
+        let spec = cluster_spec(allocator, &plan, args, jemalloc.as_deref());
         runs.push(run_allocator(&ctx, allocator, &spec)?);
     }
     drop(engine);
-
-    let verdict = verdict(&runs, args.restarts);
-    let report = Report {
-        image: bundle.image.clone(),
-        driver,
-        mode: args.mode,
-        restarts_asked: args.restarts,
-        memory_limit_mb: args.memory_limit_mb,
-        passed: verdict.is_empty(),
-        verdict,
-        runs,
-        seconds_to_verdict: started.elapsed().as_secs_f64(),
-    };
+    let report = Report::new(&bundle.image, driver, &plan, args, runs, started);
     report.write(&out)?;
     Ok(report)
+}
+
+/// The scenario resolved for the image's Flink, and the job compiled for it (the 2.x job
+/// with `--release` of the image's Java).
+fn plan_and_job(
+    args: &E2eArgs,
+    scenarios: &scenario::Scenarios,
+    bundle: &Bundle,
+    work: &Path,
+) -> Result<(Plan, PathBuf)> {
+    let flink_dist = bundle.flink_dist()?;
+    let flink = flink_job::flink_version(&flink_dist)?;
+    let overrides = scenario::Overrides {
+        mode: args.mode,
+        restarts: args.restarts,
+        fail_every_ms: args.fail_every_ms,
+        lg_prof_interval: args.lg_prof_interval,
+    };
+    let (plan, warning) = scenario::resolve(scenarios, &args.scenario, flink, &overrides)?;
+    if let Some(w) = warning {
+        progress::note(format!("warning: {w}"));
+    }
+    let java_home = bundle
+        .env_var("JAVA_HOME")
+        .map(|j| bundle.rootfs().join(j.trim_start_matches('/')));
+    let java = java_home.and_then(|j| flink_job::java_major(&j).ok());
+    let release = flink_job::release_for(flink, java);
+    progress::note(format!(
+        "scenario {}: Flink {flink}, --mode {}, {} restarts, the job compiled with --release {release}",
+        plan.scenario,
+        flag(&plan.mode),
+        plan.restarts
+    ));
+    let jar = flink_job::compile(&flink_dist, flink, release, work)?;
+    Ok((plan, jar))
 }
 
 /// What every allocator's run shares.
 pub struct RunContext<'a> {
     args: &'a E2eArgs,
+    plan: &'a Plan,
     driver: Driver,
     engine: &'a Engine,
     bundle: &'a Bundle,
@@ -390,8 +470,8 @@ fn run_allocator(ctx: &RunContext, allocator: Allocator, spec: &ClusterSpec) -> 
     let lp = restart_loop(ctx, allocator, cluster.as_mut(), &mut job, &dumps, started)?;
     // While the TaskManager runs: its JVM deletes RocksDB's JNI library when it exits.
     let last_dir = dumps.join(format!("tm-{}", lp.incarnation));
-    if allocator == Allocator::Jemalloc {
-        cluster.collect(&last_dir)?;
+    if allocator.profiles() {
+        restarts::collect_dumps(cluster.as_ref(), &last_dir)?;
     }
     let oom_kills = cluster.taskmanager_memory()?.oom_kills;
     if oom_kills > 0 || lp.unexpected_deaths > 0 {
@@ -400,15 +480,17 @@ fn run_allocator(ctx: &RunContext, allocator: Allocator, spec: &ClusterSpec) -> 
             lp.unexpected_deaths
         ));
     }
+    let restart_times = restarts::restart_times(ctx, cluster.as_ref(), &job, &lp.samples);
     let _ = cluster.rest().cancel(&job.id);
     drop(cluster);
-    let analysis = match allocator {
-        Allocator::Jemalloc => analyse(ctx, &dumps, &last_dir),
-        Allocator::Glibc => None,
-    };
+    let analysis = allocator
+        .profiles()
+        .then(|| analyse(ctx, allocator, &dumps, &last_dir, &restart_times))
+        .flatten();
     Ok(Run {
         allocator,
         restarts: lp.restarts,
+        restart_times,
         oom_kills,
         growth: growth(&lp.samples),
         samples: lp.samples,
@@ -418,8 +500,15 @@ fn run_allocator(ctx: &RunContext, allocator: Allocator, spec: &ClusterSpec) -> 
 }
 
 /// The dumps of the TaskManager that lived longest (it has the most to say) read by the
-/// image's jeprof; None, with a note, when they cannot be.
-fn analyse(ctx: &RunContext, dumps: &Path, last_dir: &Path) -> Option<Analysis> {
+/// image's jeprof, with every site's growth per restart (the dumps placed by their times
+/// among the restarts'); None, with a note, when they cannot be.
+fn analyse(
+    ctx: &RunContext,
+    allocator: Allocator,
+    dumps: &Path,
+    last_dir: &Path,
+    restarts: &[(u64, f64)],
+) -> Option<Analysis> {
     let mut best: Option<(usize, PathBuf)> = None;
     for e in std::fs::read_dir(dumps).into_iter().flatten().flatten() {
         let n = heap_profile::dumps_in(&e.path()).map_or(0, |d| d.len());
@@ -428,36 +517,57 @@ fn analyse(ctx: &RunContext, dumps: &Path, last_dir: &Path) -> Option<Analysis> 
         }
     }
     let dir = best.map(|b| b.1).unwrap_or(last_dir.to_path_buf());
+    let dump_times: BTreeMap<String, f64> = std::fs::read(dir.join(analyze::DUMP_TIMES))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let focus = ctx
+        .plan
+        .expect
+        .site
+        .as_deref()
+        .and_then(|p| regex::Regex::new(p).ok());
+    let series = analyze::Series {
+        restarts,
+        dump_times: &dump_times,
+        max_dumps: MAX_SITE_DUMPS,
+        focus: focus.as_ref(),
+    };
     match analyze::analyze_in_rootfs(
         &ctx.bundle.rootfs(),
         &ctx.bundle.java(),
         &dir,
         None,
-        &ctx.out.join("analysis").join(Allocator::Jemalloc.name()),
+        &ctx.out.join("analysis").join(allocator.name()),
         30,
+        (!dump_times.is_empty()).then_some(&series),
     ) {
         Ok(a) => Some(a),
         Err(e) => {
-            progress::note(format!("jemalloc: no analysis: {e:#}"));
+            progress::note(format!("{}: no analysis: {e:#}", allocator.name()));
             None
         }
     }
 }
+
+/// Dumps read per site (each a jeprof run of a few seconds), evenly spread over the run.
+pub const MAX_SITE_DUMPS: usize = 12;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn only_the_jemalloc_taskmanager_is_preloaded() {
+    fn each_allocator_gets_its_environment() {
         let args = E2eArgs {
             image: "x".into(),
             driver: Some(Driver::Runc),
-            allocator: Allocators::Both,
-            mode: Mode::Injected,
-            restarts: 1,
-            fail_every_ms: 1,
-            lg_prof_interval: 26,
+            scenario: "restart-growth".into(),
+            allocator: vec![Allocators::Both],
+            mode: None,
+            restarts: None,
+            fail_every_ms: None,
+            lg_prof_interval: Some(26),
             memory_limit_mb: 2048,
             keys: 1,
             rest_port: 8081,
@@ -467,20 +577,45 @@ mod tests {
             kind_cluster: "k".into(),
             docker_network: None,
         };
+        let overrides = scenario::Overrides {
+            lg_prof_interval: args.lg_prof_interval,
+            ..Default::default()
+        };
+        let (plan, _) = scenario::resolve(
+            &scenario::load_default().unwrap(),
+            "restart-growth",
+            "1.10.3".parse().unwrap(),
+            &overrides,
+        )
+        .unwrap();
         let lib = Some("/opt/jemalloc/lib/libjemalloc.so.2");
-        let j = cluster_spec(Allocator::Jemalloc, &args, lib);
+        let j = cluster_spec(Allocator::Jemalloc, &plan, &args, lib);
         assert_eq!(j.taskmanager_env[0].1, "/opt/jemalloc/lib/libjemalloc.so.2");
         assert!(j.taskmanager_env[1]
             .1
             .contains("prof_prefix:/jeprof/jeprof.out"));
         assert!(j.taskmanager_env[1].1.contains("lg_prof_interval:26"));
+        assert!(j.taskmanager_env[1].1.contains("lg_prof_sample:17"));
         assert_eq!(j.taskmanager_memory_limit, 2048 << 20);
-        assert!(cluster_spec(Allocator::Glibc, &args, lib)
-            .taskmanager_env
-            .is_empty());
+        let env = |a| allocator_env(a, &plan, lib);
+        assert!(env(Allocator::Glibc).is_empty());
+        assert_eq!(
+            env(Allocator::GlibcArenas2),
+            vec![("MALLOC_ARENA_MAX".to_string(), "2".to_string())]
+        );
+        assert_eq!(env(Allocator::JemallocNonprof)[1].1, "prof:false");
         assert!(j
             .conf
             .iter()
             .any(|(k, v)| k == "state.backend" && v == "rocksdb"));
+        assert_eq!(
+            Allocators::expand(&[Allocators::Glibc, Allocators::All]),
+            vec![
+                Allocator::Glibc,
+                Allocator::Jemalloc,
+                Allocator::JemallocNonprof,
+                Allocator::GlibcArenas2
+            ]
+        );
     }
 }

@@ -109,6 +109,32 @@ pub fn heap_files(ls: &str) -> Vec<String> {
     names
 }
 
+/// The process id in a dump's name (`<prefix>.<pid>.<seq>.i<seq>.heap`).
+pub fn dump_pid(name: &str) -> Option<u64> {
+    let parts: Vec<&str> = name.strip_suffix(".heap")?.rsplit('.').collect();
+    // Reversed: i<seq>, <seq>, <pid>, ...
+    match parts[..] {
+        // i<n>: interval, f: final, m<n>: manual, u<n>: high-water mark.
+        [kind, _, pid, ..] if kind.starts_with(['i', 'f', 'm', 'u']) => pid.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The dumps of the process that wrote the most (a directory may also hold a dump of a
+/// short-lived helper JVM, such as the one Flink's scripts run to size the TaskManager's
+/// memory), in order, and the others left out.
+pub fn main_process(dumps: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut count: std::collections::BTreeMap<Option<u64>, usize> = Default::default();
+    for d in dumps {
+        *count.entry(dump_pid(d)).or_insert(0) += 1;
+    }
+    let main = count.iter().max_by_key(|(_, n)| **n).map(|(p, _)| *p);
+    dumps
+        .iter()
+        .cloned()
+        .partition(|d| Some(dump_pid(d)) == main)
+}
+
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Chunk {
     Num(u64),
@@ -206,6 +232,24 @@ fn copy_files(from: &Path, to: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_main_process_is_the_one_with_most_dumps() {
+        assert_eq!(dump_pid("jeprof.out.1.10.i10.heap"), Some(1));
+        assert_eq!(dump_pid("jeprof.26469.0.f.heap"), Some(26469));
+        assert_eq!(dump_pid("x.heap"), None);
+        let d: Vec<String> = [
+            "jeprof.out.1.0.i0.heap",
+            "jeprof.out.1.1.i1.heap",
+            "jeprof.out.498.0.i0.heap",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (main, other) = main_process(&d);
+        assert_eq!(main, d[..2].to_vec());
+        assert_eq!(other, vec!["jeprof.out.498.0.i0.heap".to_string()]);
+    }
 
     #[test]
     fn staging_keeps_existing_directory_modes() {

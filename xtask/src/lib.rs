@@ -26,6 +26,7 @@ pub mod debian;
 pub mod digest;
 pub mod docker;
 pub mod download;
+pub mod fit;
 pub mod heap_profile;
 pub mod kubectl;
 pub mod oci;

@@ -52,7 +52,7 @@ fn cancel_resubmit_and_taskmanager_kill() {
     let _serial = serial();
     let work = tempfile::tempdir().unwrap();
     let r = e2e("cancel-resubmit", "18084", &work.path().join("cancel"));
-    assert_eq!(r["mode"], "cancel-resubmit");
+    assert_eq!(r["plan"]["mode"], "cancel-resubmit");
     let run = &r["runs"][0];
     assert_eq!(run["allocator"], "glibc");
     assert_eq!(run["restarts"], 2, "{run}");

@@ -14,20 +14,36 @@ use crate::e2e::flink_rest::FlinkRest;
 
 /// Which malloc the TaskManager runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Allocator {
-    /// The image's profiling jemalloc, preloaded (`LD_PRELOAD` + `MALLOC_CONF`).
+    /// The image's jemalloc, preloaded with profiling on (`LD_PRELOAD` + `MALLOC_CONF`).
     Jemalloc,
+    /// The image's jemalloc, preloaded with `prof:false`: the profiling overhead's baseline.
+    JemallocNonprof,
     /// glibc's malloc (no preload, no dumps).
     Glibc,
+    /// glibc's malloc with `MALLOC_ARENA_MAX=2`, the usual mitigation.
+    GlibcArenas2,
 }
 
 impl Allocator {
     pub fn name(self) -> &'static str {
         match self {
             Allocator::Jemalloc => "jemalloc",
+            Allocator::JemallocNonprof => "jemalloc-nonprof",
             Allocator::Glibc => "glibc",
+            Allocator::GlibcArenas2 => "glibc-arenas2",
         }
+    }
+
+    /// Whether it writes heap dumps (to be collected and analysed).
+    pub fn profiles(self) -> bool {
+        self == Allocator::Jemalloc
+    }
+
+    /// Whether it needs the image's jemalloc.
+    pub fn preloads_jemalloc(self) -> bool {
+        matches!(self, Allocator::Jemalloc | Allocator::JemallocNonprof)
     }
 }
 
@@ -78,6 +94,40 @@ pub trait Cluster {
     /// image (RocksDB's JNI library, unpacked to /tmp at run time) to `out/root/<its path>`.
     /// Call it while the TaskManager runs: the JVM deletes the JNI library when it exits.
     fn collect(&self, out: &Path) -> Result<()>;
+    /// The current TaskManager's heap dumps with their modification times (seconds since
+    /// the epoch): when each was written, to place it between restarts.
+    fn dump_times(&self) -> Result<Vec<(String, f64)>>;
+}
+
+/// The command that lists the heap dumps of `dir` in a container with their modification
+/// times, for [`parse_dump_times`] (GNU find, in every Debian and Ubuntu image).
+pub fn dump_times_probe(dir: &str) -> Vec<String> {
+    [
+        "find",
+        dir,
+        "-maxdepth",
+        "1",
+        "-name",
+        "*.heap",
+        "-printf",
+        "%f %T@\\n",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Parses [`dump_times_probe`]'s output: `name seconds.fraction` lines.
+pub fn parse_dump_times(text: &str) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let (name, t) = l.trim().rsplit_once(' ')?;
+            Some((name.to_string(), t.parse().ok()?))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 /// The memory probe run in the TaskManager container: PID 1's status (the JVM), then the
@@ -219,6 +269,21 @@ mod tests {
             || bail!("container not found"),
         );
         assert_eq!(died.unwrap(), None);
+    }
+
+    #[test]
+    fn dump_times_are_parsed() {
+        let t = parse_dump_times(
+            "jeprof.out.1.2.i2.heap 1764250000.5000000000\njeprof.out.1.1.i1.heap 1764249999.25\nbad\n",
+        );
+        assert_eq!(
+            t,
+            vec![
+                ("jeprof.out.1.1.i1.heap".to_string(), 1764249999.25),
+                ("jeprof.out.1.2.i2.heap".to_string(), 1764250000.5)
+            ]
+        );
+        assert_eq!(dump_times_probe("/jeprof")[1], "/jeprof");
     }
 
     #[test]

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use crate::collect::ContainerFiles;
 use crate::docker::{self, docker, docker_text, Container};
 use crate::e2e::cluster::{
-    parse_memory_probe, probe_while_running, Cluster, ClusterSpec, ContainerMemory, DUMP_DIR,
-    MEMORY_PROBE,
+    dump_times_probe, parse_dump_times, parse_memory_probe, probe_while_running, Cluster,
+    ClusterSpec, ContainerMemory, DUMP_DIR, MEMORY_PROBE,
 };
 use crate::e2e::flink_rest::FlinkRest;
 
@@ -394,6 +394,14 @@ impl Cluster for DockerCluster {
             ));
         }
         Ok(())
+    }
+
+    fn dump_times(&self) -> Result<Vec<(String, f64)>> {
+        let (name, _) = self.taskmanager.as_ref().context("no TaskManager")?;
+        let mut argv = vec!["exec".to_string(), name.clone()];
+        argv.extend(dump_times_probe(DUMP_DIR));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        Ok(parse_dump_times(&docker_text(&argv)?))
     }
 }
 

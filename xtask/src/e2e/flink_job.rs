@@ -1,8 +1,10 @@
-//! The e2e scenario's Flink job (`e2e/job/src`): keyed RocksDB state and injected failures.
-//! It is compiled with the host JDK (`javac --release 8`) against the `flink-dist` jar taken
-//! from the image under test, so API and runtime always match.
+//! The e2e scenario's Flink job: keyed RocksDB state and injected failures, one source
+//! tree per API generation (`e2e/job/src` for Flink 1.x, `e2e/job2/src` for 2.x, which
+//! removed `RestartStrategies` and `setStateBackend`). It is compiled with the host JDK
+//! against the `flink-dist` jar taken from the image under test, so API and runtime always
+//! match, with `--release` set to the image's Java (8 for the 1.x job).
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
 
@@ -10,9 +12,92 @@ use crate::project;
 
 pub const MAIN_CLASS: &str = "flinkjemalloc.RocksDbRestartJob";
 
-/// The job's Java sources, in a stable order.
-pub fn sources() -> Result<Vec<PathBuf>> {
-    let dir = project::root().join("e2e/job/src/flinkjemalloc");
+/// A Flink release, as the flink-dist jar names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FlinkVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl std::fmt::Display for FlinkVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+impl std::str::FromStr for FlinkVersion {
+    type Err = anyhow::Error;
+
+    /// `2.2.1`, or `2.2` (patch 0).
+    fn from_str(s: &str) -> Result<FlinkVersion> {
+        let parts: Vec<u32> = s
+            .split('.')
+            .map(|p| p.parse::<u32>())
+            .collect::<std::result::Result<_, _>>()
+            .with_context(|| format!("`{s}` is not a Flink version (like 2.2.1)"))?;
+        match parts[..] {
+            [major, minor] => Ok(FlinkVersion {
+                major,
+                minor,
+                patch: 0,
+            }),
+            [major, minor, patch] => Ok(FlinkVersion {
+                major,
+                minor,
+                patch,
+            }),
+            _ => bail!("`{s}` is not a Flink version (like 2.2.1)"),
+        }
+    }
+}
+
+/// The version in a flink-dist jar's name: `flink-dist_2.12-1.10.3.jar` (Scala suffix, up
+/// to 1.14), `flink-dist-1.18.1.jar`, `flink-dist-2.2.1.jar`.
+pub fn flink_version(flink_dist: &Path) -> Result<FlinkVersion> {
+    let name = flink_dist
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.strip_suffix(".jar")
+        .and_then(|s| s.rsplit_once('-'))
+        .map(|(_, v)| v)
+        .context("no version")
+        .and_then(str::parse)
+        .with_context(|| format!("the Flink version of {name} (flink-dist-<version>.jar)"))
+}
+
+/// The Java feature release of the JDK or JRE at `java_home` (its `release` file:
+/// `JAVA_VERSION="17.0.15"`, `"11.0.2"`, `"1.8.0_312"`).
+pub fn java_major(java_home: &Path) -> Result<u32> {
+    let path = java_home.join("release");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (the image's JAVA_HOME)", path.display()))?;
+    parse_java_major(&text).with_context(|| format!("no JAVA_VERSION in {}", path.display()))
+}
+
+fn parse_java_major(release: &str) -> Option<u32> {
+    let v = release
+        .lines()
+        .find_map(|l| l.strip_prefix("JAVA_VERSION="))?
+        .trim()
+        .trim_matches('"');
+    let mut parts = v.split(['.', '_', '-', '+']);
+    match parts.next()?.parse().ok()? {
+        1 => parts.next()?.parse().ok(),
+        n => Some(n),
+    }
+}
+
+/// The job's source directory for a Flink version.
+pub fn source_dir(flink: FlinkVersion) -> PathBuf {
+    let tree = if flink.major >= 2 { "job2" } else { "job" };
+    project::root().join("e2e").join(tree).join("src")
+}
+
+/// The job's Java sources for a Flink version, in a stable order.
+pub fn sources(flink: FlinkVersion) -> Result<Vec<PathBuf>> {
+    let dir = source_dir(flink).join("flinkjemalloc");
     let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -22,24 +107,45 @@ pub fn sources() -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Compiles the job against `flink_dist` into `<out_dir>/rocksdb-restart-job.jar`.
-pub fn compile(flink_dist: &Path, out_dir: &Path) -> Result<PathBuf> {
+/// The `javac --release` for an image: its Java for Flink 2.x (at least 11, what 2.x
+/// needs), 8 for the 1.x job (it runs on every 1.x image).
+pub fn release_for(flink: FlinkVersion, image_java: Option<u32>) -> u32 {
+    if flink.major >= 2 {
+        image_java.unwrap_or(11).max(11)
+    } else {
+        8
+    }
+}
+
+/// Compiles the job for `flink` against `flink_dist` with `javac --release <release>` into
+/// `<out_dir>/rocksdb-restart-job.jar`.
+pub fn compile(
+    flink_dist: &Path,
+    flink: FlinkVersion,
+    release: u32,
+    out_dir: &Path,
+) -> Result<PathBuf> {
     let sh = Shell::new()?;
     let classes = out_dir.join("classes");
     if classes.exists() {
         std::fs::remove_dir_all(&classes)?;
     }
     std::fs::create_dir_all(&classes)?;
-    let srcs = sources()?;
-    cmd!(sh, "javac --release 8 -nowarn -encoding UTF-8 -cp {flink_dist} -d {classes} {srcs...}")
-        .quiet()
-        .run()
-        .with_context(|| {
-            format!(
-                "compiling the e2e job against {} (a JDK >= 9 is needed: apt-get install default-jdk-headless)",
-                flink_dist.display()
-            )
-        })?;
+    let srcs = sources(flink)?;
+    let release = release.to_string();
+    cmd!(
+        sh,
+        "javac --release {release} -nowarn -encoding UTF-8 -cp {flink_dist} -d {classes} {srcs...}"
+    )
+    .quiet()
+    .run()
+    .with_context(|| {
+        format!(
+            "compiling the e2e job for Flink {flink} against {} with --release {release} (a JDK \
+                 that knows Java {release} is needed: apt-get install openjdk-17-jdk-headless)",
+            flink_dist.display()
+        )
+    })?;
     let jar = out_dir.join("rocksdb-restart-job.jar");
     let _d = sh.push_dir(&classes);
     cmd!(
@@ -50,4 +156,32 @@ pub fn compile(flink_dist: &Path, out_dir: &Path) -> Result<PathBuf> {
     .run()
     .context("packing the e2e job with `jar`")?;
     Ok(jar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_jar_names_and_release_files() {
+        let v = |n: &str| flink_version(Path::new(n)).unwrap().to_string();
+        assert_eq!(v("/opt/flink/lib/flink-dist_2.12-1.10.3.jar"), "1.10.3");
+        assert_eq!(v("flink-dist-1.18.1.jar"), "1.18.1");
+        assert_eq!(v("flink-dist-2.2.1.jar"), "2.2.1");
+        assert!(flink_version(Path::new("flink-dist.jar")).is_err());
+        assert_eq!(parse_java_major("JAVA_VERSION=\"17.0.15\"\n"), Some(17));
+        assert_eq!(
+            parse_java_major("IMPLEMENTOR=x\nJAVA_VERSION=\"1.8.0_312\"\n"),
+            Some(8)
+        );
+        assert_eq!(parse_java_major("JAVA_VERSION=\"21\"\n"), Some(21));
+        let two: FlinkVersion = "2.2.1".parse().unwrap();
+        let one: FlinkVersion = "1.10".parse().unwrap();
+        assert_eq!(release_for(two, Some(17)), 17);
+        assert_eq!(release_for(two, None), 11);
+        assert_eq!(release_for(one, Some(11)), 8);
+        assert!(source_dir(two).ends_with("e2e/job2/src"));
+        assert!(one < two);
+        assert!("2.x".parse::<FlinkVersion>().is_err());
+    }
 }

@@ -236,6 +236,15 @@ impl FlinkRest {
         Ok(e["root-exception"].as_str().unwrap_or("").to_string())
     }
 
+    /// When the job failed, seconds since the epoch, oldest first: the JobManager's
+    /// exception history (`exceptionHistory.entries`, Flink 1.13 on; as long as
+    /// `web.exception-history-size` allows), else the older `all-exceptions`.
+    pub fn failure_times(&self, job: &str) -> Result<Vec<f64>> {
+        Ok(failure_times(
+            &self.get(&format!("/jobs/{job}/exceptions"))?,
+        ))
+    }
+
     /// `PATCH /jobs/<id>?mode=cancel`.
     pub fn cancel(&self, job: &str) -> Result<()> {
         let url = format!("{}/jobs/{job}?mode=cancel", self.base);
@@ -266,6 +275,20 @@ impl FlinkRest {
     }
 }
 
+/// The failure timestamps of a `/jobs/<id>/exceptions` answer, seconds, oldest first.
+pub fn failure_times(answer: &Value) -> Vec<f64> {
+    let history = answer["exceptionHistory"]["entries"].as_array();
+    let entries = history.or(answer["all-exceptions"].as_array());
+    let mut out: Vec<f64> = entries
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["timestamp"].as_f64())
+        .map(|ms| ms / 1000.0)
+        .collect();
+    out.sort_by(f64::total_cmp);
+    out
+}
+
 /// A metrics answer `[{"id": "numRestarts", "value": "12"}, ...]` (values are strings).
 pub fn metric_values(answer: &Value) -> std::collections::BTreeMap<String, f64> {
     answer
@@ -284,6 +307,19 @@ mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Write};
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn failure_times_from_either_answer() {
+        let history = serde_json::json!({"exceptionHistory": {"entries": [
+            {"exceptionName": "x", "timestamp": 1764250002500u64},
+            {"exceptionName": "x", "timestamp": 1764250001000u64}
+        ], "truncated": false}});
+        assert_eq!(failure_times(&history), vec![1764250001.0, 1764250002.5]);
+        let old =
+            serde_json::json!({"root-exception": "x", "all-exceptions": [{"timestamp": 1000}]});
+        assert_eq!(failure_times(&old), vec![1.0]);
+        assert!(failure_times(&serde_json::json!({})).is_empty());
+    }
 
     /// Like a port-forward that died: nothing listens until the reconnect hook starts a
     /// server, and the request then goes through.

@@ -22,8 +22,8 @@ use xshell::{cmd, Shell};
 
 use crate::collect::ContainerFiles;
 use crate::e2e::cluster::{
-    parse_memory_probe, probe_while_running, Allocator, Cluster, ClusterSpec, ContainerMemory,
-    DUMP_DIR, MEMORY_PROBE,
+    dump_times_probe, parse_dump_times, parse_memory_probe, probe_while_running, Allocator,
+    Cluster, ClusterSpec, ContainerMemory, DUMP_DIR, MEMORY_PROBE,
 };
 use crate::e2e::flink_rest::FlinkRest;
 use crate::e2e::kube::{self, KubeParams, JOBMANAGER, TASKMANAGER, TASKMANAGER_SELECTOR};
@@ -705,6 +705,26 @@ impl Cluster for KindCluster {
             ));
         }
         Ok(())
+    }
+
+    fn dump_times(&self) -> Result<Vec<(String, f64)>> {
+        let pod = self.taskmanager_pod_name()?;
+        let c = crate::collect::PodContainer {
+            kubectl: &self.kubectl,
+            pod: &pod,
+            container: Some(TASKMANAGER),
+        };
+        let starts = kube::start_dirs(&c.list(DUMP_DIR)?);
+        let Some(current) = starts.last() else {
+            return Ok(Vec::new());
+        };
+        let argv = dump_times_probe(&format!("{DUMP_DIR}/{current}"));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        Ok(parse_dump_times(&self.kubectl.exec_in(
+            &pod,
+            Some(TASKMANAGER),
+            &argv,
+        )?))
     }
 }
 

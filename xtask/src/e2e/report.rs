@@ -1,5 +1,7 @@
-//! The e2e report: what one run of an allocator saw (samples, growth, OOM kills, the
-//! analysis), the verdict, and its two renderings, `summary.md` and `memory.svg`.
+//! The e2e report: the scenario, what one run of an allocator saw (samples, growth per
+//! restart with its standard error, OOM kills, the analysis with every site's growth), the
+//! verdict against the scenario's expectation, and its renderings, `summary.md` and
+//! `memory.svg` (the flame graph and call graph are the analysis's).
 
 use anyhow::Result;
 use serde::Serialize;
@@ -7,13 +9,18 @@ use std::path::Path;
 
 use super::cluster::Allocator;
 use super::plot::{self, Series};
-use super::{flag, Driver, Mode};
+use super::scenario::{Expect, Plan};
+use super::{flag, Driver, E2eArgs};
+use crate::analyze::sites::Site;
 use crate::analyze::Analysis;
+use crate::fit::{fit, Fit};
 use crate::progress;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Sample {
     pub restart: u64,
+    /// When the restart was seen, seconds since the epoch (dumps are placed by it).
+    pub seen_at: f64,
     pub seconds: f64,
     pub rss_kb: u64,
     pub cgroup_kb: Option<u64>,
@@ -24,21 +31,24 @@ pub struct Sample {
     pub native_kb: Option<i64>,
 }
 
+/// Growth per restart, kB, least squares over the samples, with standard errors.
 #[derive(Debug, Clone, Serialize)]
 pub struct Growth {
-    pub rss_kb_per_restart: Option<f64>,
-    pub native_kb_per_restart: Option<f64>,
-    pub cgroup_kb_per_restart: Option<f64>,
+    pub rss_kb_per_restart: Option<Fit>,
+    pub native_kb_per_restart: Option<Fit>,
+    pub cgroup_kb_per_restart: Option<Fit>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
     pub allocator: Allocator,
     pub restarts: u64,
+    /// `(restart, seconds since the epoch)`: when each happened (dumps are placed by it).
+    pub restart_times: Vec<(u64, f64)>,
     pub oom_kills: u64,
     pub samples: Vec<Sample>,
     pub growth: Growth,
-    /// jemalloc only: the dumps analysed with the image's jeprof.
+    /// The profiling jemalloc only: the dumps analysed with the image's jeprof.
     pub analysis: Option<Analysis>,
     pub seconds: f64,
 }
@@ -47,8 +57,8 @@ pub struct Run {
 pub struct Report {
     pub image: String,
     pub driver: Driver,
-    pub mode: Mode,
-    pub restarts_asked: u64,
+    /// The scenario as run: its name, Flink, mode, restarts, configuration, expectation.
+    pub plan: Plan,
     pub memory_limit_mb: u64,
     pub runs: Vec<Run>,
     pub verdict: Vec<String>,
@@ -57,13 +67,35 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report of `runs`, with the verdict of the plan's expectation.
+    pub fn new(
+        image: &str,
+        driver: Driver,
+        plan: &Plan,
+        args: &E2eArgs,
+        runs: Vec<Run>,
+        started: std::time::Instant,
+    ) -> Report {
+        let verdict = verdict(&runs, plan);
+        Report {
+            image: image.to_string(),
+            driver,
+            plan: plan.clone(),
+            memory_limit_mb: args.memory_limit_mb,
+            passed: verdict.is_empty(),
+            verdict,
+            runs,
+            seconds_to_verdict: started.elapsed().as_secs_f64(),
+        }
+    }
+
     /// `report.json`, `summary.md` and `memory.svg` into `out`, and the verdict's line.
     pub fn write(&self, out: &Path) -> Result<()> {
         std::fs::write(
             out.join("report.json"),
             serde_json::to_string_pretty(self)? + "\n",
         )?;
-        std::fs::write(out.join("summary.md"), summary(self))?;
+        std::fs::write(out.join("summary.md"), super::summary::summary(self))?;
         std::fs::write(out.join("memory.svg"), memory_plot(self))?;
         progress::note(format!(
             "report: {} — {} in {:.0} s from start to verdict",
@@ -77,15 +109,7 @@ impl Report {
 
 /// Least-squares slope of y over x.
 pub fn slope(points: &[(f64, f64)]) -> Option<f64> {
-    if points.len() < 2 {
-        return None;
-    }
-    let n = points.len() as f64;
-    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    (sxx > 0.0).then(|| sxy / sxx)
+    fit(points).map(|f| f.slope)
 }
 
 pub fn growth(samples: &[Sample]) -> Growth {
@@ -94,7 +118,7 @@ pub fn growth(samples: &[Sample]) -> Growth {
             .iter()
             .filter_map(|s| Some((s.restart as f64, f(s)?)))
             .collect();
-        slope(&pts)
+        fit(&pts)
     };
     Growth {
         rss_kb_per_restart: of(&|s| Some(s.rss_kb as f64)),
@@ -104,34 +128,107 @@ pub fn growth(samples: &[Sample]) -> Growth {
 }
 
 /// What must hold for the e2e to pass; an empty list passes.
-pub fn verdict(runs: &[Run], restarts_asked: u64) -> Vec<String> {
+pub fn verdict(runs: &[Run], plan: &Plan) -> Vec<String> {
     let mut failures = Vec::new();
     for r in runs {
         let a = r.allocator.name();
-        if r.restarts < restarts_asked {
-            failures.push(format!("{a}: {} of {restarts_asked} restarts", r.restarts));
+        if r.restarts < plan.restarts {
+            failures.push(format!("{a}: {} of {} restarts", r.restarts, plan.restarts));
         }
-        if r.allocator == Allocator::Jemalloc {
-            match &r.analysis {
-                None => failures.push(format!("{a}: no heap dumps analysed")),
-                Some(an) if an.dumps.len() < 2 => {
-                    failures.push(format!("{a}: only {} dump(s) analysed", an.dumps.len()))
-                }
-                Some(an) if !an.rocksdb_in_diff => failures.push(format!(
-                    "{a}: the top sites of the difference between {} and {} name no rocksdb:: frame",
-                    an.base, an.last
-                )),
-                Some(_) => {}
+        if !r.allocator.profiles() {
+            continue;
+        }
+        match &r.analysis {
+            None => failures.push(format!("{a}: no heap dumps analysed")),
+            Some(an) if an.dumps.len() < 2 => {
+                failures.push(format!("{a}: only {} dump(s) analysed", an.dumps.len()))
             }
+            Some(an) => failures.extend(expectations(an, &plan.expect, a)),
         }
     }
     failures
 }
 
+fn kib(bytes: f64) -> String {
+    format!("{:.0} KiB", bytes / 1024.0)
+}
+
+/// The matching site that grows fastest.
+pub fn fastest_match<'a>(sites: &'a [Site], pattern: &str) -> Option<&'a Site> {
+    let re = regex::Regex::new(pattern).ok()?;
+    sites
+        .iter()
+        .filter(|s| re.is_match(&s.site))
+        .max_by(|a, b| a.slope().total_cmp(&b.slope()))
+}
+
+/// What the scenario expects of a profiling run's analysis, as failures.
+pub fn expectations(an: &Analysis, e: &Expect, who: &str) -> Vec<String> {
+    let mut f = Vec::new();
+    if let Some(p) = &e.in_diff {
+        let re = regex::Regex::new(p).ok();
+        let named = an
+            .top_diff
+            .iter()
+            .filter(|l| !l.starts_with('-'))
+            .any(|l| re.as_ref().is_some_and(|re| re.is_match(l)));
+        if !named {
+            f.push(format!(
+                "{who}: the top sites of the difference between {} and {} name no frame matching {p}",
+                an.base, an.last
+            ));
+        }
+    }
+    let (Some(p), Some(expected)) = (&e.site, e.bytes_per_restart) else {
+        return f;
+    };
+    let expected = expected as f64;
+    if an.sites.is_empty() {
+        f.push(format!(
+            "{who}: no growth per site (the dumps carry no times)"
+        ));
+        return f;
+    }
+    let best = fastest_match(&an.sites, p);
+    match (e.grows, best) {
+        (true, None) => f.push(format!("{who}: no allocation site matches {p}")),
+        (true, Some(s)) => {
+            let r2 = s.growth.and_then(|g| g.r2).unwrap_or(0.0);
+            if r2 < e.min_r2 {
+                f.push(format!(
+                    "{who}: {} grows {} per restart with R² {r2:.2}, under {}: not linear",
+                    s.site,
+                    kib(s.slope()),
+                    e.min_r2
+                ));
+            }
+            if s.slope() < expected / 2.0 || s.slope() > expected * 2.0 {
+                f.push(format!(
+                    "{who}: {} grows {} per restart; expected {} (within a factor of 2)",
+                    s.site,
+                    kib(s.slope()),
+                    kib(expected)
+                ));
+            }
+        }
+        (false, Some(s)) if s.slope() >= expected / 4.0 => f.push(format!(
+            "{who}: {} grows {} per restart in the control; it must stay under {}",
+            s.site,
+            kib(s.slope()),
+            kib(expected / 4.0)
+        )),
+        (false, _) => {}
+    }
+    f
+}
+
+/// A colour per allocator: jemalloc blue, its baseline light blue, glibc red, two arenas orange.
 fn color(a: Allocator) -> &'static str {
     match a {
         Allocator::Jemalloc => "#1f77b4",
+        Allocator::JemallocNonprof => "#17becf",
         Allocator::Glibc => "#d62728",
+        Allocator::GlibcArenas2 => "#ff7f0e",
     }
 }
 
@@ -163,9 +260,10 @@ pub fn memory_plot(r: &Report) -> String {
     }
     plot::line_chart(
         &format!(
-            "TaskManager memory per restart (--driver {}, --mode {})",
+            "TaskManager memory per restart ({}, --driver {}, --mode {})",
+            r.plan.scenario,
             flag(&r.driver),
-            flag(&r.mode)
+            flag(&r.plan.mode)
         ),
         "restart",
         "MB",
@@ -179,91 +277,14 @@ pub fn whole_mb(kb: Option<i64>, missing: &str) -> String {
         .unwrap_or_else(|| missing.to_string())
 }
 
-fn mb(kb: Option<f64>) -> String {
-    kb.map(|v| format!("{:+.1}", v / 1024.0))
-        .unwrap_or_else(|| "n/a".into())
-}
-
-pub fn summary(r: &Report) -> String {
-    let mut s = format!(
-        "# flink-jemalloc e2e: {}\n\nImage `{}`, driver {}, mode {}, TaskManager limit {} MB, \
-         {} restarts asked; {:.0} s from start to verdict.\n\n![memory](memory.svg)\n\n",
-        if r.passed { "passed" } else { "FAILED" },
-        r.image,
-        flag(&r.driver),
-        flag(&r.mode),
-        r.memory_limit_mb,
-        r.restarts_asked,
-        r.seconds_to_verdict
-    );
-    s.push_str("| allocator | restarts | OOM kills | native MB/restart | RSS MB/restart | cgroup MB/restart |\n|---|---|---|---|---|---|\n");
-    for run in &r.runs {
-        s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
-            run.allocator.name(),
-            run.restarts,
-            run.oom_kills,
-            mb(run.growth.native_kb_per_restart),
-            mb(run.growth.rss_kb_per_restart),
-            mb(run.growth.cgroup_kb_per_restart),
-        ));
-    }
-    s.push_str(
-        "\nGrowth is the least-squares slope over the samples. Native = RSS − committed heap − \
-         committed non-heap (Flink's JVM metrics; the heap is pre-touched, so its resident size \
-         is its committed size). Samples are taken within 0.5 s of each restart.\n",
-    );
-    for run in &r.runs {
-        s.push_str(&format!(
-            "\n## {}\n\n| restart | s | RSS MB | native MB | cgroup MB |\n|---|---|---|---|---|\n",
-            run.allocator.name()
-        ));
-        for x in &run.samples {
-            s.push_str(&format!(
-                "| {} | {:.0} | {} | {} | {} |\n",
-                x.restart,
-                x.seconds,
-                x.rss_kb / 1024,
-                whole_mb(x.native_kb, "n/a"),
-                whole_mb(x.cgroup_kb.map(|v| v as i64), "n/a"),
-            ));
-        }
-        if let Some(a) = &run.analysis {
-            s.push_str(&format!(
-                "\nTop allocation sites, `{}` minus `{}` (`jeprof --base`, {} dumps):\n\n```\n",
-                a.last,
-                a.base,
-                a.dumps.len()
-            ));
-            // Lines with nothing allocated at the site itself (`0 0.0% …`) are call-graph
-            // noise here; diff.txt has them all.
-            for l in a.top_diff.iter().filter(|l| !l.starts_with("0 ")).take(15) {
-                s.push_str(l);
-                s.push('\n');
-            }
-            s.push_str("```\n");
-        }
-    }
-    if !r.verdict.is_empty() {
-        s.push_str("\n## Verdict failures\n\n");
-        for v in &r.verdict {
-            s.push_str(&format!("- {v}\n"));
-        }
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analyze::sites::{site_table, DumpPoint};
+    use crate::e2e::scenario::{load_default, resolve, Overrides};
 
     #[test]
-    fn slope_is_least_squares() {
-        assert_eq!(
-            slope(&[(0.0, 100.0), (1.0, 110.0), (2.0, 120.0)]),
-            Some(10.0)
-        );
-        assert_eq!(slope(&[(0.0, 100.0)]), None);
+    fn growth_is_least_squares() {
         let s = |restart, rss_kb, native_kb| Sample {
             restart,
             rss_kb,
@@ -271,12 +292,47 @@ mod tests {
             ..Default::default()
         };
         let g = growth(&[s(0, 100, Some(10)), s(1, 130, None), s(2, 160, Some(50))]);
-        assert_eq!(g.rss_kb_per_restart, Some(30.0));
-        assert_eq!(g.native_kb_per_restart, Some(20.0));
-        assert_eq!(g.cgroup_kb_per_restart, None);
+        assert_eq!(g.rss_kb_per_restart.unwrap().slope, 30.0);
+        assert_eq!(g.rss_kb_per_restart.unwrap().stderr, Some(0.0));
+        assert_eq!(g.native_kb_per_restart.unwrap().slope, 20.0);
+        assert!(g.cgroup_kb_per_restart.is_none());
     }
 
-    fn analysis(dumps: usize, rocksdb: bool) -> Analysis {
+    fn plan(name: &str) -> Plan {
+        let flink = if name == "restart-growth" {
+            "1.10.3"
+        } else {
+            "2.2.1"
+        };
+        resolve(
+            &load_default().unwrap(),
+            name,
+            flink.parse().unwrap(),
+            &Overrides::default(),
+        )
+        .unwrap()
+        .0
+    }
+
+    /// Dumps 0..=12 where `leak` grows by `per_restart` and a steady site does not.
+    fn sites(per_restart: i64, leak: &str) -> Vec<Site> {
+        let pts: Vec<DumpPoint> = (0..=12u64)
+            .map(|r| DumpPoint {
+                dump: format!("d{r}"),
+                restart: r,
+                sites: [
+                    (leak.to_string(), per_restart * (r as i64 + 1)),
+                    ("rocksdb::Arena::AllocateNewBlock".into(), 67108864),
+                ]
+                .into_iter()
+                .filter(|(_, b)| *b > 0)
+                .collect(),
+            })
+            .collect();
+        site_table(&pts)
+    }
+
+    fn analysis(dumps: usize, diff: &str, sites: Vec<Site>) -> Analysis {
         Analysis {
             dumps: (0..dumps)
                 .map(|i| format!("jeprof.out.1.{i}.i{i}.heap"))
@@ -284,9 +340,11 @@ mod tests {
             base: "a".into(),
             last: "b".into(),
             top_last: vec![],
-            top_diff: vec![],
-            rocksdb_in_diff: rocksdb,
+            top_diff: vec![diff.to_string()],
+            rocksdb_in_diff: diff.contains("rocksdb::"),
             missing_files: vec![],
+            site_dumps: vec![],
+            sites,
         }
     }
 
@@ -294,6 +352,7 @@ mod tests {
         Run {
             allocator,
             restarts,
+            restart_times: vec![],
             oom_kills: 0,
             samples: vec![],
             growth: growth(&[]),
@@ -303,16 +362,51 @@ mod tests {
     }
 
     #[test]
-    fn verdict_needs_restarts_dumps_and_rocksdb() {
-        let good = run(Allocator::Jemalloc, 4, Some(analysis(3, true)));
-        assert!(verdict(&[good.clone(), run(Allocator::Glibc, 4, None)], 4).is_empty());
-        assert_eq!(verdict(&[run(Allocator::Glibc, 3, None)], 4).len(), 1);
-        assert_eq!(verdict(&[run(Allocator::Jemalloc, 4, None)], 4).len(), 1);
+    fn restart_growth_needs_restarts_dumps_and_rocksdb() {
+        let p = plan("restart-growth");
+        let diff = "67108864 33.9% 98.6% 67108864 33.9% rocksdb::Arena::AllocateNewBlock";
+        let good = run(Allocator::Jemalloc, 6, Some(analysis(3, diff, vec![])));
+        assert!(verdict(&[good, run(Allocator::Glibc, 6, None)], &p).is_empty());
+        assert_eq!(verdict(&[run(Allocator::Glibc, 3, None)], &p).len(), 1);
         assert_eq!(
-            verdict(&[run(Allocator::Jemalloc, 4, Some(analysis(1, true)))], 4).len(),
-            1
+            verdict(&[run(Allocator::GlibcArenas2, 6, None)], &p).len(),
+            0
         );
-        let v = verdict(&[run(Allocator::Jemalloc, 4, Some(analysis(3, false)))], 4);
+        assert_eq!(verdict(&[run(Allocator::Jemalloc, 6, None)], &p).len(), 1);
+        let one = run(Allocator::Jemalloc, 6, Some(analysis(1, diff, vec![])));
+        assert_eq!(verdict(&[one], &p).len(), 1);
+        let none = run(
+            Allocator::Jemalloc,
+            6,
+            Some(analysis(3, "5 1% 1% 5 1% os::malloc", vec![])),
+        );
+        let v = verdict(&[none], &p);
         assert!(v[0].contains("rocksdb::"), "{v:?}");
+    }
+
+    #[test]
+    fn a_leak_is_named_and_its_control_is_clean() {
+        let (leak, control) = (plan("flink-39923"), plan("flink-39923-control"));
+        let site = "rocksdb::port::cacheline_aligned_alloc";
+        let at = |per: i64, name: &str| {
+            run(
+                Allocator::Jemalloc,
+                leak.restarts,
+                Some(analysis(13, "", sites(per, name))),
+            )
+        };
+        assert!(verdict(&[at(486400, site)], &leak).is_empty());
+        // Twice too slow, or not there at all.
+        let v = verdict(&[at(200000, site)], &leak);
+        assert!(v[0].contains("expected 475 KiB"), "{v:?}");
+        let v = verdict(&[at(486400, "os::malloc")], &leak);
+        assert!(v[0].contains("no allocation site matches"), "{v:?}");
+        // The control passes without the site, and fails if it grows.
+        assert!(verdict(&[at(486400, "os::malloc")], &control).is_empty());
+        let v = verdict(&[at(486400, site)], &control);
+        assert!(v[0].contains("in the control"), "{v:?}");
+        // Without times there is no growth per site to judge.
+        let bare = run(Allocator::Jemalloc, 16, Some(analysis(13, "", vec![])));
+        assert!(verdict(&[bare], &leak)[0].contains("no growth per site"));
     }
 }

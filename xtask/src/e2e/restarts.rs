@@ -23,8 +23,8 @@ pub struct Job {
 impl Job {
     /// Uploads the jar and submits the job; the job fails on its own only in `injected` mode.
     pub fn submit(ctx: &RunContext, cluster: &dyn Cluster) -> Result<Job> {
-        let fail_every = match ctx.args.mode {
-            Mode::Injected => ctx.args.fail_every_ms,
+        let fail_every = match ctx.plan.mode {
+            Mode::Injected => ctx.plan.fail_every_ms,
             _ => 0,
         };
         let mut job = Job {
@@ -71,14 +71,14 @@ pub fn restart_loop(
     dumps: &Path,
     started: Instant,
 ) -> Result<Loop> {
-    let (args, name) = (ctx.args, allocator.name());
+    let (args, plan, name) = (ctx.args, ctx.plan, allocator.name());
     let running = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout_secs);
     let step = Step::start(format!(
         "{name}: {} restarts (--mode {}, every {} ms)",
-        args.restarts,
-        flag(&args.mode),
-        args.fail_every_ms
+        plan.restarts,
+        flag(&plan.mode),
+        plan.fail_every_ms
     ));
     let mut lp = Loop {
         restarts: 0,
@@ -86,18 +86,18 @@ pub fn restart_loop(
         unexpected_deaths: 0,
         samples: vec![sample(cluster, 0, running)?],
     };
-    while lp.restarts < args.restarts {
+    while lp.restarts < plan.restarts {
         if Instant::now() > deadline {
             progress::note(format!(
                 "{name}: only {} of {} restarts within {} s",
-                lp.restarts, args.restarts, args.timeout_secs
+                lp.restarts, plan.restarts, args.timeout_secs
             ));
             break;
         }
-        let restarted = match args.mode {
+        let restarted = match plan.mode {
             Mode::Injected => injected_restart(allocator, cluster, job, dumps, &mut lp)?,
             Mode::CancelResubmit => {
-                std::thread::sleep(Duration::from_millis(args.fail_every_ms));
+                std::thread::sleep(Duration::from_millis(plan.fail_every_ms));
                 cluster.rest().cancel(&job.id)?;
                 cluster
                     .rest()
@@ -106,7 +106,7 @@ pub fn restart_loop(
                 lp.restarts + 1
             }
             Mode::TmKill => {
-                std::thread::sleep(Duration::from_millis(args.fail_every_ms));
+                std::thread::sleep(Duration::from_millis(plan.fail_every_ms));
                 kill_restart(allocator, cluster, job, dumps, &mut lp)?
             }
         };
@@ -148,9 +148,9 @@ fn injected_restart(
         "{name}: the TaskManager died (OOM kills so far: {}); starting a new one",
         cluster.taskmanager_memory()?.oom_kills
     ));
-    if allocator == Allocator::Jemalloc {
+    if allocator.profiles() {
         let dir = dumps.join(format!("tm-{}", lp.incarnation));
-        if let Err(e) = cluster.collect(&dir) {
+        if let Err(e) = collect_dumps(cluster, &dir) {
             progress::note(format!(
                 "{name}: the dead TaskManager's dumps were not copied: {e:#}"
             ));
@@ -170,8 +170,8 @@ fn kill_restart(
     dumps: &Path,
     lp: &mut Loop,
 ) -> Result<u64> {
-    if allocator == Allocator::Jemalloc {
-        cluster.collect(&dumps.join(format!("tm-{}", lp.incarnation)))?;
+    if allocator.profiles() {
+        collect_dumps(cluster, &dumps.join(format!("tm-{}", lp.incarnation)))?;
     }
     let before = cluster.rest().restarts(&job.id)?;
     cluster.kill_taskmanager()?;
@@ -189,7 +189,57 @@ const HEAP_COMMITTED: &str = "Status.JVM.Memory.Heap.Committed";
 const NONHEAP_COMMITTED: &str = "Status.JVM.Memory.NonHeap.Committed";
 const DIRECT_USED: &str = "Status.JVM.Memory.Direct.MemoryUsed";
 
+/// When each restart happened, `(restart, seconds since the epoch)` from restart 0 (the
+/// job running): for injected failures the JobManager's failure times (the new attempt
+/// follows within the restart delay), else, or when its history is cut short, the times
+/// the loop saw them.
+pub fn restart_times(
+    ctx: &RunContext,
+    cluster: &dyn Cluster,
+    job: &Job,
+    samples: &[Sample],
+) -> Vec<(u64, f64)> {
+    let seen: Vec<(u64, f64)> = samples.iter().map(|s| (s.restart, s.seen_at)).collect();
+    let last = samples.last().map_or(0, |s| s.restart);
+    if ctx.plan.mode != Mode::Injected || seen.is_empty() {
+        return seen;
+    }
+    let failures = cluster.rest().failure_times(&job.id).unwrap_or_default();
+    if (failures.len() as u64) < last {
+        return seen;
+    }
+    let mut out = vec![seen[0]];
+    out.extend(
+        failures
+            .iter()
+            .take(last as usize)
+            .enumerate()
+            .map(|(i, t)| (i as u64 + 1, *t)),
+    );
+    out
+}
+
+/// The current TaskManager's dumps and the libraries they map into `dir`, with the time
+/// each dump was written (`dump-times.json`), which places it between restarts.
+pub fn collect_dumps(cluster: &dyn Cluster, dir: &Path) -> Result<()> {
+    cluster.collect(dir)?;
+    let times: std::collections::BTreeMap<String, f64> =
+        cluster.dump_times()?.into_iter().collect();
+    let path = dir.join(crate::analyze::DUMP_TIMES);
+    std::fs::write(&path, serde_json::to_string_pretty(&times)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Seconds since the epoch, now.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
 fn sample(cluster: &dyn Cluster, restart: u64, since: Instant) -> Result<Sample> {
+    let seen_at = unix_now();
     let mem = cluster.taskmanager_memory()?;
     let rss_kb = mem
         .rss_kb
@@ -216,6 +266,7 @@ fn sample(cluster: &dyn Cluster, restart: u64, since: Instant) -> Result<Sample>
     let (heap, nonheap) = (kb(HEAP_COMMITTED), kb(NONHEAP_COMMITTED));
     Ok(Sample {
         restart,
+        seen_at,
         seconds: since.elapsed().as_secs_f64(),
         rss_kb,
         cgroup_kb: mem.cgroup_bytes.map(|b| b / 1024),

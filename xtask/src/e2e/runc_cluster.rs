@@ -227,21 +227,21 @@ impl RuncCluster {
             rootfs.join("etc/hosts"),
             format!("127.0.0.1\tlocalhost {}\n", hostname.trim()),
         )?;
-        // The image's configuration plus ours; kept pristine for the next cluster.
-        let conf_path = rootfs.join("opt/flink/conf/flink-conf.yaml");
-        let pristine = rootfs.join("opt/flink/conf/.flink-conf.yaml.image");
-        if !pristine.exists() {
-            std::fs::copy(&conf_path, &pristine)
-                .with_context(|| format!("reading {}", conf_path.display()))?;
-        }
-        let mut conf = std::fs::read_to_string(&pristine)?;
-        conf.push_str("\n# flink-jemalloc e2e\n");
-        for (k, v) in &spec.conf {
-            conf.push_str(&format!("{k}: {v}\n"));
-        }
-        std::fs::write(&conf_path, conf)?;
         let mut env = crate::bundle::config_env(&image_config);
         env.push("JOB_MANAGER_RPC_ADDRESS=127.0.0.1".into());
+        if rootfs.join("opt/flink/conf/flink-conf.yaml").is_file() {
+            append_flink_conf(&rootfs, &spec.conf)?;
+        } else {
+            // Flink 2 reads conf/config.yaml (standard YAML, where a flat key beside a nested
+            // one is a conflict): the image's entrypoint sets each key through
+            // config-parser-utils.sh from FLINK_PROPERTIES, as on Kubernetes.
+            let props: String = spec
+                .conf
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\n"))
+                .collect();
+            env.push(format!("FLINK_PROPERTIES={props}"));
+        }
         let work = std::path::absolute(work)?;
         std::fs::create_dir_all(logs)?;
         let prefix = format!(
@@ -508,6 +508,37 @@ impl Cluster for RuncCluster {
     fn collect(&self, out: &Path) -> Result<()> {
         heap_profile::collect_from_dir(&self.dump_volume(), &self.rootfs, out)
     }
+
+    fn dump_times(&self) -> Result<Vec<(String, f64)>> {
+        let dir = self.dump_volume();
+        let mut out = Vec::new();
+        for name in heap_profile::dumps_in(&dir)? {
+            let modified = std::fs::metadata(dir.join(&name))?.modified()?;
+            let secs = modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            out.push((name, secs));
+        }
+        Ok(out)
+    }
+}
+
+/// Flink 1.x: the image's `flink-conf.yaml` plus `conf`; the image's copy kept pristine
+/// for the next cluster.
+fn append_flink_conf(rootfs: &Path, conf: &[(String, String)]) -> Result<()> {
+    let conf_path = rootfs.join("opt/flink/conf/flink-conf.yaml");
+    let pristine = rootfs.join("opt/flink/conf/.flink-conf.yaml.image");
+    if !pristine.exists() {
+        std::fs::copy(&conf_path, &pristine)
+            .with_context(|| format!("reading {}", conf_path.display()))?;
+    }
+    let mut text = std::fs::read_to_string(&pristine)?;
+    text.push_str("\n# flink-jemalloc e2e\n");
+    for (k, v) in conf {
+        text.push_str(&format!("{k}: {v}\n"));
+    }
+    std::fs::write(&conf_path, text).with_context(|| format!("writing {}", conf_path.display()))
 }
 
 impl Drop for RuncCluster {

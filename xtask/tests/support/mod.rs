@@ -438,15 +438,40 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// cache and arguments of its build so that [`rebuild_profiled_image`] can run `image` again
 /// warm and offline.
 pub fn profiled_image() -> PathBuf {
-    profiled_dir().join("layout")
+    profiled_dir(Base::Flink1).join("layout")
 }
 
-fn profiled_dir() -> PathBuf {
+/// [`profiled_image`] for Flink 2.2.1: the bookworm/OpenJDK 17 stand-in with the bookworm
+/// fixture repository, cached the same way.
+pub fn profiled_image_flink2() -> PathBuf {
+    profiled_dir(Base::Flink2).join("layout")
+}
+
+/// The fixture base a profiled image is built on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Base {
+    /// Flink 1.10.3 on bullseye (OpenJDK 11, gosu).
+    Flink1,
+    /// Flink 2.2.1 on bookworm (OpenJDK 17, USER flink).
+    Flink2,
+}
+
+impl Base {
+    fn cache_prefix(self) -> &'static str {
+        match self {
+            Base::Flink1 => "profiled-",
+            Base::Flink2 => "profiled2-",
+        }
+    }
+}
+
+fn profiled_dir(base: Base) -> PathBuf {
     let bin = std::fs::read(env!("CARGO_BIN_EXE_xtask")).expect("reading the xtask binary");
     let fixtures = xtask::fixtures::fixtures_dir();
     std::fs::create_dir_all(&fixtures).unwrap();
-    let dir = fixtures.join(format!("profiled-{}", &sha256_hex(&bin)[..16]));
-    let lock = std::fs::File::create(fixtures.join(".profiled.lock")).unwrap();
+    let prefix = base.cache_prefix();
+    let dir = fixtures.join(format!("{prefix}{}", &sha256_hex(&bin)[..16]));
+    let lock = std::fs::File::create(fixtures.join(format!(".{prefix}lock"))).unwrap();
     lock.lock().unwrap();
     if dir.join("args.json").is_file() {
         return dir;
@@ -458,15 +483,15 @@ fn profiled_dir() -> PathBuf {
             .metadata()
             .and_then(|m| m.modified())
             .is_ok_and(|t| t.elapsed().unwrap_or_default() > day);
-        if e.file_name().to_string_lossy().starts_with("profiled-") && old {
+        if e.file_name().to_string_lossy().starts_with(prefix) && old {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
     let tmp = tempfile::Builder::new()
-        .prefix(".profiled-")
+        .prefix(&format!(".{prefix}"))
         .tempdir_in(&fixtures)
         .unwrap();
-    let args = build_profiled_image(&dir, tmp.path());
+    let args = build_profiled_image(base, &dir, tmp.path());
     std::fs::write(
         tmp.path().join("args.json"),
         serde_json::to_string(&args).unwrap(),
@@ -479,7 +504,7 @@ fn profiled_dir() -> PathBuf {
 /// `cargo xtask image` again with the arguments of [`profiled_image`]'s build plus `extra`,
 /// `--locked`, on its warm cache: no network, no compile.
 pub fn rebuild_profiled_image(extra: &[&str]) -> Output {
-    let dir = profiled_dir();
+    let dir = profiled_dir(Base::Flink1);
     let args: Vec<String> =
         serde_json::from_str(&std::fs::read_to_string(dir.join("args.json")).unwrap()).unwrap();
     let mut all: Vec<String> = args;
@@ -508,13 +533,25 @@ pub struct ImageInputs {
 
 impl ImageInputs {
     pub fn start() -> ImageInputs {
+        ImageInputs::start_for(Base::Flink1)
+    }
+
+    pub fn start_for(base: Base) -> ImageInputs {
+        let (suite, flink) = match base {
+            Base::Flink1 => ("bullseye", "1.10.3"),
+            Base::Flink2 => ("bookworm", xtask::fixtures::flink2_base::FLINK_VERSION),
+        };
         let repo =
-            xtask::fixtures::debian_repo_with_tools("bullseye").expect("fixture Debian repository");
+            xtask::fixtures::debian_repo_with_tools(suite).expect("fixture Debian repository");
         let standin = xtask::fixtures::jemalloc_standin().expect("fixture jemalloc source");
         let registry = xtask::fixtures::registry::Registry::start().expect("a loopback registry");
         let addr = registry.url().trim_start_matches("http://").to_string();
-        xtask::fixtures::flink_base::push_flink_base(&addr, "fixtures/flink:1.10.3")
-            .expect("pushing the fixture base");
+        let repo_tag = format!("fixtures/flink:{flink}");
+        match base {
+            Base::Flink1 => xtask::fixtures::flink_base::push_flink_base(&addr, &repo_tag),
+            Base::Flink2 => xtask::fixtures::flink2_base::push_flink2_base(&addr, &repo_tag),
+        }
+        .expect("pushing the fixture base");
         let files = Server::serve(vec![
             ("/debian", repo.dir.clone()),
             ("/jemalloc-5.2.1.tar.bz2", standin.tarball.clone()),
@@ -522,9 +559,9 @@ impl ImageInputs {
         let args = [
             "image".to_string(),
             "--flink".into(),
-            "1.10.3".into(),
+            flink.into(),
             "--base".into(),
-            format!("{addr}/fixtures/flink:1.10.3"),
+            format!("{addr}/{repo_tag}"),
             "--plain-http".into(),
             "--mirror".into(),
             files.url("debian"),
@@ -560,8 +597,8 @@ impl ImageInputs {
 
 /// Builds the profiled image with paths under `work` and returns the `image` arguments
 /// with those paths under `dest` (where `work` will be renamed to).
-fn build_profiled_image(dest: &Path, work: &Path) -> Vec<String> {
-    let inputs = ImageInputs::start();
+fn build_profiled_image(base: Base, dest: &Path, work: &Path) -> Vec<String> {
+    let inputs = ImageInputs::start_for(base);
     let build = inputs.args_in(work);
     let out = xtask(&build.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "image failed: {}", stderr(&out));

@@ -1,0 +1,322 @@
+//! Allocation sites over a series of heap dumps, pure: the flat bytes per site of each
+//! dump's `jeprof --text`, the restart each dump was written in (from its time and the
+//! times the restarts were seen), and per site the bytes at the first and last dump and the
+//! least-squares growth per restart with its standard error and R², sorted by growth. The
+//! call chain of a site comes from jeprof's collapsed stacks (`--collapsed`, root first).
+
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::fit::{fit, Fit};
+
+/// The flat bytes per allocation site of a `jeprof --text --show_bytes` report: the lines
+/// after `Total:`, `flat flat% sum% cum cum% name` (a name may contain spaces).
+pub fn flat_sites(report: &str) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for line in report
+        .lines()
+        .skip_while(|l| !l.starts_with("Total:"))
+        .skip(1)
+    {
+        let Some(flat) = line
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        let mut rest = line.trim_start();
+        for _ in 0..5 {
+            rest = match rest.find(char::is_whitespace) {
+                Some(end) => rest[end..].trim_start(),
+                None => "",
+            };
+        }
+        if !rest.is_empty() && flat != 0.0 {
+            *out.entry(rest.to_string()).or_insert(0) += flat as i64;
+        }
+    }
+    out
+}
+
+/// The restart a dump written at `t` belongs to: the last restart seen at or before `t`
+/// (`restarts` are `(restart, seen at)` in order; before the first, restart 0).
+pub fn restart_at(restarts: &[(u64, f64)], t: f64) -> u64 {
+    restarts
+        .iter()
+        .take_while(|(_, at)| *at <= t)
+        .last()
+        .map_or(0, |(r, _)| *r)
+}
+
+/// The dumps to read: per restart the last dump written before the next one (the state
+/// that restart left), dumps from before the job ran (the first restart's time) left out,
+/// `(dump, restart)` in order. `dumps` are `(name, written at)` in dump order.
+pub fn last_per_restart(dumps: &[(String, f64)], restarts: &[(u64, f64)]) -> Vec<(String, u64)> {
+    let start = restarts.first().map_or(f64::MIN, |r| r.1);
+    let mut per: BTreeMap<u64, &String> = BTreeMap::new();
+    for (name, t) in dumps.iter().filter(|(_, t)| *t >= start) {
+        per.insert(restart_at(restarts, *t), name);
+    }
+    per.into_iter().map(|(r, n)| (n.clone(), r)).collect()
+}
+
+/// A frame of jeprof's collapsed stacks as `--text` names it: without the `<address>`
+/// jeprof appends and without the parameter list (`f(int) const` → `f`).
+pub fn short_name(frame: &str) -> String {
+    let mut f = frame.trim();
+    if let Some(i) = f.rfind('<').filter(|_| f.ends_with('>')) {
+        if f[i + 1..f.len() - 1].chars().all(|c| c.is_ascii_hexdigit()) && i + 2 < f.len() {
+            f = &f[..i];
+        }
+    }
+    let f = f.strip_suffix(" const").unwrap_or(f);
+    if !f.ends_with(')') || f.ends_with("operator()") {
+        return f.to_string();
+    }
+    let mut depth = 0;
+    for (i, c) in f.char_indices().rev() {
+        match c {
+            ')' => depth += 1,
+            '(' => {
+                depth -= 1;
+                if depth == 0 {
+                    return f[..i].to_string();
+                }
+            }
+            _ => {}
+        }
+    }
+    f.to_string()
+}
+
+/// Up to `max` (at least 2) of `n` items, evenly spread, the first and last always in.
+pub fn pick(n: usize, max: usize) -> Vec<usize> {
+    let max = max.max(2);
+    if n <= max {
+        return (0..n).collect();
+    }
+    let mut out: Vec<usize> = (0..max)
+        .map(|i| (i as f64 * (n - 1) as f64 / (max - 1) as f64).round() as usize)
+        .collect();
+    out.dedup();
+    out
+}
+
+/// One dump: when (as a restart) and its sites.
+#[derive(Debug, Clone, Serialize)]
+pub struct DumpPoint {
+    pub dump: String,
+    pub restart: u64,
+    pub sites: BTreeMap<String, i64>,
+}
+
+/// An allocation site over the dumps.
+#[derive(Debug, Clone, Serialize)]
+pub struct Site {
+    pub site: String,
+    pub first_bytes: i64,
+    pub last_bytes: i64,
+    /// Bytes per restart, least squares over every dump (a dump without the site: 0).
+    pub growth: Option<Fit>,
+    /// The heaviest growing call chain ending in the site, the site first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
+}
+
+impl Site {
+    pub fn slope(&self) -> f64 {
+        self.growth.map_or(0.0, |g| g.slope)
+    }
+}
+
+/// Every site of any dump with its growth, fastest growing first.
+pub fn site_table(points: &[DumpPoint]) -> Vec<Site> {
+    let names: BTreeSet<&String> = points.iter().flat_map(|p| p.sites.keys()).collect();
+    let bytes = |p: &DumpPoint, n: &str| p.sites.get(n).copied().unwrap_or(0);
+    let mut out: Vec<Site> = names
+        .into_iter()
+        .map(|n| {
+            let xy: Vec<(f64, f64)> = points
+                .iter()
+                .map(|p| (p.restart as f64, bytes(p, n) as f64))
+                .collect();
+            Site {
+                site: n.clone(),
+                first_bytes: points.first().map_or(0, |p| bytes(p, n)),
+                last_bytes: points.last().map_or(0, |p| bytes(p, n)),
+                growth: fit(&xy),
+                chain: Vec::new(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.slope().total_cmp(&a.slope()).then(a.site.cmp(&b.site)));
+    out
+}
+
+/// A collapsed stack: its frames, root first, and its bytes.
+pub type Stack = (Vec<String>, i64);
+
+/// Collapsed stacks (`root;…;leaf count` lines) as (frames root first, by their short
+/// names, count), stacks that are the same by those names summed, sorted by stack (jeprof
+/// prints them in hash order).
+pub fn parse_collapsed(text: &str) -> Vec<Stack> {
+    let mut sum: BTreeMap<Vec<String>, i64> = BTreeMap::new();
+    for l in text.lines() {
+        let Some((stack, n)) = l.trim_end().rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(n) = n.parse::<i64>() else {
+            continue;
+        };
+        *sum.entry(stack.split(';').map(short_name).collect())
+            .or_insert(0) += n;
+    }
+    sum.into_iter().collect()
+}
+
+/// The heaviest growing stack whose leaf is `site`, leaf first.
+pub fn chain_of(stacks: &[Stack], site: &str) -> Vec<String> {
+    stacks
+        .iter()
+        .filter(|(frames, n)| *n > 0 && frames.last().is_some_and(|f| f == site))
+        .max_by_key(|(_, n)| *n)
+        .map(|(frames, _)| frames.iter().rev().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The collapsed lines that grew (a flame graph has no negative widths), sorted.
+pub fn growing_lines(stacks: &[Stack]) -> Vec<String> {
+    stacks
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(frames, n)| format!("{} {n}", frames.join(";")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "Using local file /opt/java/openjdk/bin/java.\n\
+        Total: 1500000 B\n\
+        \x20 972800  64.9%  64.9%   972800  64.9% rocksdb::port::cacheline_aligned_alloc\n\
+        \x20 500000  33.3%  98.2%   500000  33.3% operator new[]\n\
+        \x20      0   0.0%  98.2%   972800  64.9% rocksdb::StatisticsImpl::StatisticsImpl\n";
+
+    #[test]
+    fn flat_bytes_per_site() {
+        let s = flat_sites(TEXT);
+        assert_eq!(s["rocksdb::port::cacheline_aligned_alloc"], 972800);
+        assert_eq!(s["operator new[]"], 500000);
+        assert!(!s.contains_key("rocksdb::StatisticsImpl::StatisticsImpl"));
+        assert!(flat_sites("no total\n 1 1% 1% 1 1% x\n").is_empty());
+    }
+
+    #[test]
+    fn dumps_fall_between_restarts() {
+        let seen = [(0, 100.0), (1, 104.0), (3, 112.0)];
+        assert_eq!(restart_at(&seen, 99.0), 0);
+        assert_eq!(restart_at(&seen, 104.0), 1);
+        assert_eq!(restart_at(&seen, 111.9), 1);
+        assert_eq!(restart_at(&seen, 500.0), 3);
+        assert_eq!(pick(3, 10), vec![0, 1, 2]);
+        assert_eq!(pick(10, 4), vec![0, 3, 6, 9]);
+        assert_eq!(pick(100, 2), vec![0, 99]);
+    }
+
+    #[test]
+    fn a_leak_grows_linearly_and_comes_first() {
+        let point = |restart: u64, leak: i64, steady: i64| DumpPoint {
+            dump: format!("d{restart}"),
+            restart,
+            sites: [("leak".to_string(), leak), ("steady".to_string(), steady)]
+                .into_iter()
+                .filter(|(_, b)| *b != 0)
+                .collect(),
+        };
+        let pts: Vec<DumpPoint> = (0..6)
+            .map(|r| {
+                point(
+                    r,
+                    486400 * (r as i64 + 1),
+                    1_000_000 + (r as i64 % 2) * 5000,
+                )
+            })
+            .chain([point(6, 486400 * 7, 0)])
+            .collect();
+        let t = site_table(&pts);
+        assert_eq!(t[0].site, "leak");
+        let g = t[0].growth.unwrap();
+        assert!(
+            (g.slope - 486400.0).abs() < 1.0 && g.r2.unwrap() > 0.999,
+            "{g:?}"
+        );
+        assert_eq!((t[0].first_bytes, t[0].last_bytes), (486400, 486400 * 7));
+        assert_eq!(t[1].last_bytes, 0);
+    }
+
+    #[test]
+    fn one_dump_per_restart_after_the_job_started() {
+        let dumps: Vec<(String, f64)> = [
+            ("startup", 90.0),
+            ("a", 100.5),
+            ("b", 101.0),
+            ("c", 104.5),
+            ("d", 113.0),
+        ]
+        .iter()
+        .map(|(n, t)| (n.to_string(), *t))
+        .collect();
+        let seen = [(0, 100.0), (1, 104.0), (3, 112.0)];
+        assert_eq!(
+            last_per_restart(&dumps, &seen),
+            vec![
+                ("b".to_string(), 0),
+                ("c".to_string(), 1),
+                ("d".to_string(), 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn frames_by_their_short_names() {
+        assert_eq!(
+            short_name("rocksdb::port::cacheline_aligned_alloc(unsigned long)<0000000000692040>"),
+            "rocksdb::port::cacheline_aligned_alloc"
+        );
+        assert_eq!(
+            short_name("rocksdb_open_helper(JNIEnv_*, std::function<rocksdb::Status (int)>)<00ab>"),
+            "rocksdb_open_helper"
+        );
+        assert_eq!(short_name("rocksdb::Foo::bar() const"), "rocksdb::Foo::bar");
+        assert_eq!(short_name("os::malloc@c218c0"), "os::malloc@c218c0");
+        assert_eq!(short_name("??:0"), "??:0");
+        assert_eq!(
+            short_name("std::less<int>::operator()"),
+            "std::less<int>::operator()"
+        );
+    }
+
+    #[test]
+    fn chains_from_collapsed_stacks() {
+        let stacks = parse_collapsed(
+            "Java_org_rocksdb_Statistics_newStatistics;rocksdb::StatisticsImpl::StatisticsImpl;rocksdb::port::cacheline_aligned_alloc 972800\n\
+             main;rocksdb::port::cacheline_aligned_alloc(unsigned long)<0000000000692040> 1000\n\
+             main;rocksdb::port::cacheline_aligned_alloc 500\n\
+             main;os::malloc -2000\n",
+        );
+        assert_eq!(
+            chain_of(&stacks, "rocksdb::port::cacheline_aligned_alloc"),
+            vec![
+                "rocksdb::port::cacheline_aligned_alloc",
+                "rocksdb::StatisticsImpl::StatisticsImpl",
+                "Java_org_rocksdb_Statistics_newStatistics"
+            ]
+        );
+        assert!(chain_of(&stacks, "os::malloc").is_empty());
+        assert_eq!(growing_lines(&stacks).len(), 2);
+        assert!(growing_lines(&stacks)
+            .contains(&"main;rocksdb::port::cacheline_aligned_alloc 1500".to_string()));
+    }
+}

@@ -1,0 +1,268 @@
+//! The e2e scenarios (`e2e/scenarios.toml`): the job's Flink configuration per API
+//! generation, and per scenario the Flink versions it applies to, the restart mode and
+//! pace, the profiling rates and what the report must show (a pattern among the growing
+//! sites, or a leak site that grows linearly, or, for a control, does not). [`resolve`]
+//! merges a scenario with the command line's flags into the [`Plan`] of a run.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::flink_job::FlinkVersion;
+use super::Mode;
+
+/// `e2e/scenarios.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenarios {
+    pub common: Common,
+    pub scenario: BTreeMap<String, Scenario>,
+}
+
+/// The Flink configuration of every run, per API generation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Common {
+    pub flink1: BTreeMap<String, String>,
+    pub flink2: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub about: String,
+    /// `[lowest, newest]` Flink version it applies to.
+    pub flink: [String; 2],
+    pub mode: Mode,
+    pub restarts: u64,
+    pub fail_every_ms: u64,
+    pub lg_prof_interval: u32,
+    pub lg_prof_sample: u32,
+    #[serde(default)]
+    pub conf: BTreeMap<String, String>,
+    pub expect: Expect,
+}
+
+/// What the report must show.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// A frame pattern among the growing sites of the first-to-last difference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_diff: Option<String>,
+    /// The leak's allocation site, a pattern over the site's frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// The leak's expected growth per restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_restart: Option<u64>,
+    /// Whether the site grows (a leak) or must not (its control).
+    #[serde(default = "yes")]
+    pub grows: bool,
+    /// The least R² of the site's linear fit.
+    #[serde(default = "default_r2")]
+    pub min_r2: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_r2() -> f64 {
+    0.9
+}
+
+impl Scenarios {
+    /// Reads and checks `path`: every pattern compiles, every version parses, a site has
+    /// its bytes per restart.
+    pub fn load(path: &Path) -> Result<Scenarios> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the e2e scenarios {}", path.display()))?;
+        let s: Scenarios = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {}: fix the file (`git checkout e2e/scenarios.toml` restores it)",
+                path.display(),
+                e.message()
+            )
+        })?;
+        for (name, sc) in &s.scenario {
+            let ctx = || format!("{}: scenario {name}", path.display());
+            for v in &sc.flink {
+                v.parse::<FlinkVersion>().with_context(ctx)?;
+            }
+            for p in [&sc.expect.in_diff, &sc.expect.site].into_iter().flatten() {
+                regex::Regex::new(p).with_context(ctx)?;
+            }
+            if sc.expect.site.is_some() && sc.expect.bytes_per_restart.is_none() {
+                bail!("{}: expect.site needs expect.bytes_per_restart", ctx());
+            }
+        }
+        Ok(s)
+    }
+
+    /// The scenario called `name`, or an error listing them.
+    pub fn get(&self, name: &str) -> Result<&Scenario> {
+        self.scenario.get(name).with_context(|| {
+            format!(
+                "no e2e scenario `{name}`; the scenarios are: {}",
+                self.scenario.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+}
+
+/// What the command line says, each `None` taken from the scenario.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub mode: Option<Mode>,
+    pub restarts: Option<u64>,
+    pub fail_every_ms: Option<u64>,
+    pub lg_prof_interval: Option<u32>,
+}
+
+/// A run's scenario, resolved for its image.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub scenario: String,
+    pub about: String,
+    pub flink: String,
+    pub mode: Mode,
+    pub restarts: u64,
+    pub fail_every_ms: u64,
+    pub lg_prof_interval: u32,
+    pub lg_prof_sample: u32,
+    /// The common configuration of the job's generation, then the scenario's.
+    pub conf: Vec<(String, String)>,
+    pub expect: Expect,
+}
+
+/// The plan of scenario `name` for an image of Flink `flink`; an image outside the
+/// scenario's versions is an error (below the lowest) or a warning (past the newest: the
+/// leak may be fixed there).
+pub fn resolve(
+    all: &Scenarios,
+    name: &str,
+    flink: FlinkVersion,
+    o: &Overrides,
+) -> Result<(Plan, Option<String>)> {
+    let sc = all.get(name)?;
+    let lowest: FlinkVersion = sc.flink[0].parse()?;
+    let newest: FlinkVersion = sc.flink[1].parse()?;
+    if flink < lowest {
+        bail!(
+            "scenario {name} needs Flink {} or later; the image has Flink {flink}: build one with \
+             `cargo xtask image --flink <version>`",
+            sc.flink[0]
+        );
+    }
+    let warning = (flink > newest).then(|| {
+        format!(
+            "scenario {name} is about Flink {} to {}; the image has Flink {flink}, where it may \
+             not reproduce",
+            sc.flink[0], sc.flink[1]
+        )
+    });
+    let common = if flink.major >= 2 {
+        &all.common.flink2
+    } else {
+        &all.common.flink1
+    };
+    let conf = common
+        .iter()
+        .chain(&sc.conf)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok((
+        Plan {
+            scenario: name.to_string(),
+            about: sc.about.clone(),
+            flink: flink.to_string(),
+            mode: o.mode.unwrap_or(sc.mode),
+            restarts: o.restarts.unwrap_or(sc.restarts),
+            fail_every_ms: o.fail_every_ms.unwrap_or(sc.fail_every_ms),
+            lg_prof_interval: o.lg_prof_interval.unwrap_or(sc.lg_prof_interval),
+            lg_prof_sample: sc.lg_prof_sample,
+            conf,
+            expect: sc.expect.clone(),
+        },
+        warning,
+    ))
+}
+
+/// `e2e/scenarios.toml` of this checkout.
+pub fn load_default() -> Result<Scenarios> {
+    Scenarios::load(&crate::project::root().join("e2e/scenarios.toml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scenarios_file_resolves() {
+        let all = load_default().unwrap();
+        let two: FlinkVersion = "2.2.1".parse().unwrap();
+        let one: FlinkVersion = "1.10.3".parse().unwrap();
+        let (p, w) = resolve(&all, "flink-39923", two, &Overrides::default()).unwrap();
+        assert!(w.is_none());
+        assert_eq!(p.mode, Mode::Injected);
+        assert!(p.lg_prof_sample <= 17);
+        let conf: BTreeMap<_, _> = p.conf.iter().cloned().collect();
+        assert_eq!(conf["state.backend.type"], "rocksdb");
+        assert_eq!(
+            conf["state.backend.rocksdb.metrics.block-cache-hit"],
+            "true"
+        );
+        assert!(p.expect.grows && p.expect.site.is_some());
+        let (c, _) = resolve(&all, "flink-39923-control", two, &Overrides::default()).unwrap();
+        assert!(!c.expect.grows);
+        assert!(!c.conf.iter().any(|(k, _)| k.contains("metrics")));
+        // The leak scenario refuses 1.x and warns past its newest version.
+        let e = resolve(&all, "flink-39923", one, &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("needs Flink 2.0"), "{e}");
+        let (_, w) = resolve(
+            &all,
+            "flink-39923",
+            "2.4.0".parse().unwrap(),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(w.unwrap().contains("may not reproduce"));
+        // 1.x gets the 1.x keys; flags win over the scenario.
+        let o = Overrides {
+            restarts: Some(3),
+            mode: Some(Mode::TmKill),
+            ..Default::default()
+        };
+        let (r, _) = resolve(&all, "restart-growth", one, &o).unwrap();
+        assert_eq!((r.restarts, r.mode), (3, Mode::TmKill));
+        assert!(r
+            .conf
+            .iter()
+            .any(|(k, v)| k == "state.backend" && v == "rocksdb"));
+        let e = resolve(&all, "nope", one, &o).unwrap_err().to_string();
+        assert!(e.contains("restart-growth"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_file_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.toml");
+        std::fs::write(
+            &p,
+            "[common]\nflink1 = {}\nflink2 = {}\n[scenario.x]\nabout = 1\n",
+        )
+        .unwrap();
+        let e = Scenarios::load(&p).unwrap_err().to_string();
+        assert!(e.contains("s.toml") && e.contains("git checkout"), "{e}");
+        std::fs::write(
+            &p,
+            "[common]\nflink1 = {}\nflink2 = {}\n[scenario.x]\nabout = \"\"\nflink = [\"1.0\", \"2.0\"]\n\
+             mode = \"injected\"\nrestarts = 1\nfail_every_ms = 1\nlg_prof_interval = 1\n\
+             lg_prof_sample = 1\n[scenario.x.expect]\nsite = \"(\"\nbytes_per_restart = 1\n",
+        )
+        .unwrap();
+        assert!(Scenarios::load(&p).is_err());
+    }
+}

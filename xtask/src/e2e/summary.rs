@@ -1,0 +1,215 @@
+//! `summary.md`, the e2e report for people: the scenario and its verdict, the growth per
+//! restart of every allocator with its standard error, the samples, and for the profiling
+//! run the allocation sites that grew (per restart, with R² and the leading site's call
+//! chain), the flame graph and jeprof's difference.
+
+use std::fmt::Write;
+
+use super::flag;
+use super::report::{fastest_match, whole_mb, Report, Run};
+use crate::analyze::sites::Site;
+use crate::analyze::Analysis;
+use crate::fit::Fit;
+
+/// kB per restart as `+1.2 ± 0.3` MB.
+fn mb(kb: Option<Fit>) -> String {
+    match kb {
+        Some(Fit {
+            slope,
+            stderr: Some(se),
+            ..
+        }) => format!("{:+.2} ± {:.2}", slope / 1024.0, se / 1024.0),
+        Some(f) => format!("{:+.2}", f.slope / 1024.0),
+        None => "n/a".into(),
+    }
+}
+
+fn kib(bytes: i64) -> String {
+    format!("{:.1}", bytes as f64 / 1024.0)
+}
+
+pub fn summary(r: &Report) -> String {
+    let p = &r.plan;
+    let mut s = format!(
+        "# flink-jemalloc e2e: {} — {}\n\n{}\n\nImage `{}` (Flink {}), driver {}, mode {}, {} restarts \
+         asked, a failure every {} ms, TaskManager limit {} MB; {:.0} s from start to verdict.\n\n",
+        p.scenario,
+        if r.passed { "passed" } else { "FAILED" },
+        p.about,
+        r.image,
+        p.flink,
+        flag(&r.driver),
+        flag(&p.mode),
+        p.restarts,
+        p.fail_every_ms,
+        r.memory_limit_mb,
+        r.seconds_to_verdict
+    );
+    s.push_str(&expectation(r));
+    s.push_str("![memory](memory.svg)\n\n");
+    s.push_str(
+        "| allocator | restarts | OOM kills | native MB/restart | RSS MB/restart | cgroup MB/restart |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for run in &r.runs {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            run.allocator.name(),
+            run.restarts,
+            run.oom_kills,
+            mb(run.growth.native_kb_per_restart),
+            mb(run.growth.rss_kb_per_restart),
+            mb(run.growth.cgroup_kb_per_restart),
+        );
+    }
+    s.push_str(
+        "\nGrowth is the least-squares slope over the samples ± its standard error. Native = RSS − \
+         committed heap − committed non-heap (Flink's JVM metrics; the heap is pre-touched, so its \
+         resident size is its committed size). Samples are taken within a second of each restart.\n",
+    );
+    for run in &r.runs {
+        s.push_str(&samples(run));
+        if let Some(a) = &run.analysis {
+            s.push_str(&sites_section(r, run, a));
+        }
+    }
+    if !r.verdict.is_empty() {
+        s.push_str("\n## Verdict failures\n\n");
+        for v in &r.verdict {
+            let _ = writeln!(s, "- {v}");
+        }
+    }
+    s
+}
+
+/// What the scenario expected, in words.
+fn expectation(r: &Report) -> String {
+    let e = &r.plan.expect;
+    let mut s = String::new();
+    if let Some(p) = &e.in_diff {
+        let _ = writeln!(
+            s,
+            "Expected: a frame matching `{p}` among the sites that grew from the first to the last dump."
+        );
+    }
+    if let (Some(site), Some(bytes)) = (&e.site, e.bytes_per_restart) {
+        let _ = if e.grows {
+            writeln!(
+                s,
+                "Expected: a site matching `{site}` growing linearly with restarts (R² ≥ {}), \
+                 {} KiB per restart within a factor of 2.",
+                e.min_r2,
+                kib(bytes as i64)
+            )
+        } else {
+            writeln!(
+                s,
+                "Expected (control): no site matching `{site}` growing by {} KiB per restart or more.",
+                kib(bytes as i64 / 4)
+            )
+        };
+    }
+    if !s.is_empty() {
+        s.push('\n');
+    }
+    s
+}
+
+fn samples(run: &Run) -> String {
+    let mut s = format!(
+        "\n## {}\n\n| restart | s | RSS MB | native MB | cgroup MB |\n|---|---|---|---|---|\n",
+        run.allocator.name()
+    );
+    for x in &run.samples {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {} | {} | {} |",
+            x.restart,
+            x.seconds,
+            x.rss_kb / 1024,
+            whole_mb(x.native_kb, "n/a"),
+            whole_mb(x.cgroup_kb.map(|v| v as i64), "n/a"),
+        );
+    }
+    s
+}
+
+fn site_row(site: &Site) -> String {
+    let g = site.growth;
+    format!(
+        "| `{}` | {} | {} | {} | {} |",
+        site.site,
+        kib(site.first_bytes),
+        kib(site.last_bytes),
+        match g {
+            Some(Fit {
+                slope,
+                stderr: Some(se),
+                ..
+            }) => format!("{:+.1} ± {:.1}", slope / 1024.0, se / 1024.0),
+            Some(f) => format!("{:+.1}", f.slope / 1024.0),
+            None => "n/a".into(),
+        },
+        g.and_then(|g| g.r2)
+            .map_or("n/a".into(), |r2| format!("{r2:.2}")),
+    )
+}
+
+/// The sites that grew per restart, the leading site's chain, the flame graph, jeprof's diff.
+fn sites_section(r: &Report, run: &Run, a: &Analysis) -> String {
+    let name = run.allocator.name();
+    let mut s = String::new();
+    if !a.sites.is_empty() {
+        let _ = write!(
+            s,
+            "\nAllocation sites by growth per restart ({} of {} dumps read, each placed at the \
+             restart it was written in; least squares ± standard error):\n\n\
+             | site | first dump KiB | last dump KiB | KiB/restart | R² |\n|---|---|---|---|---|\n",
+            a.site_dumps.len(),
+            a.dumps.len()
+        );
+        for site in a.sites.iter().take(10) {
+            s.push_str(&site_row(site));
+            s.push('\n');
+        }
+        let lead = r
+            .plan
+            .expect
+            .site
+            .as_deref()
+            .and_then(|p| fastest_match(&a.sites, p))
+            .or(a.sites.first());
+        if let Some(lead) = lead.filter(|l| !l.chain.is_empty()) {
+            let _ = write!(
+                s,
+                "\nCall chain of `{}` (the heaviest growing stack, from `jeprof --collapsed`):\n\n```\n{}\n```\n",
+                lead.site,
+                lead.chain
+                    .iter()
+                    .take(16)
+                    .enumerate()
+                    .map(|(i, f)| format!("{}{f}", "  ".repeat(i.min(1)) + if i > 0 { "← " } else { "" }))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+    let _ = write!(
+        s,
+        "\nWhat grew from `{}` to `{}`: [flame graph](analysis/{name}/flame.svg) (inferno, \
+         interactive), [call graph](analysis/{name}/diff.svg) (jeprof), top sites (`jeprof --base`, \
+         {} dumps):\n\n```\n",
+        a.base,
+        a.last,
+        a.dumps.len()
+    );
+    // Lines with nothing allocated at the site itself (`0 0.0% …`) are call-graph noise here;
+    // diff.txt has them all.
+    for l in a.top_diff.iter().filter(|l| !l.starts_with("0 ")).take(15) {
+        s.push_str(l);
+        s.push('\n');
+    }
+    s.push_str("```\n");
+    s
+}

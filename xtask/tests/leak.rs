@@ -1,0 +1,214 @@
+//! The proof that the tool finds a real leak: FLINK-39923 on the Flink 2.2.1 fixture (the
+//! PyPI distribution on bookworm with OpenJDK 17, profiled), run by `e2e --driver docker`.
+//!
+//! - `--scenario flink-39923` (a RocksDB ticker metric on): the report names
+//!   `rocksdb::port::cacheline_aligned_alloc` growing linearly per restart (R² ≥ 0.9, within
+//!   a factor of 2 of 475 KiB), with its call chain through `StatisticsImpl` to the JNI
+//!   `newStatistics`, and an inferno flame graph of what grew;
+//! - `--scenario flink-39923-control`: the same job and restarts without the option; the
+//!   site does not grow;
+//! - the allocator matrix on a short run: jemalloc, jemalloc-nonprof, glibc, glibc-arenas2,
+//!   each with its growth and standard error in the report, the table and the plot.
+//!
+//! The runs share the host network's ports and the two cores: one at a time.
+
+mod support;
+
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Mutex;
+use support::{stderr, stdout, xtask};
+use xtask::fixtures::docker::engine;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const SITE: &str = "rocksdb::port::cacheline_aligned_alloc";
+
+/// `e2e --driver docker` of the Flink 2.2.1 profiled fixture with `extra`; the report.
+fn e2e(report: &Path, extra: &[&str]) -> Value {
+    let layout = support::profiled_image_flink2();
+    let mut args = vec![
+        "e2e",
+        "--driver",
+        "docker",
+        "--image",
+        layout.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--rest-port",
+        "18097",
+        "--timeout-secs",
+        "500",
+    ];
+    args.extend(extra);
+    let out = xtask(&args);
+    let r: Value = serde_json::from_str(&stdout(&out)).unwrap_or(Value::Null);
+    assert!(
+        out.status.success(),
+        "e2e {extra:?} failed:\n{}\n{r}",
+        stderr(&out)
+    );
+    r
+}
+
+fn site<'a>(run: &'a Value, name: &str) -> Option<&'a Value> {
+    run["analysis"]["sites"]
+        .as_array()?
+        .iter()
+        .find(|s| s["site"] == name)
+}
+
+#[test]
+fn flink_39923_is_found_and_its_control_is_clean() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _engine = engine().unwrap();
+    let work = tempfile::tempdir().unwrap();
+
+    let leak_dir = work.path().join("leak");
+    let r = e2e(
+        &leak_dir,
+        &["--scenario", "flink-39923", "--allocator", "jemalloc"],
+    );
+    assert_eq!(r["passed"], true, "{r}");
+    assert_eq!(r["plan"]["flink"], "2.2.1");
+    let run = &r["runs"][0];
+    assert!(run["restarts"].as_u64().unwrap() >= 16, "{run}");
+    let leak = site(run, SITE).unwrap_or_else(|| panic!("no {SITE} in {run}"));
+    let g = &leak["growth"];
+    let slope = g["slope"].as_f64().unwrap();
+    assert!(
+        (486400.0 / 2.0..=486400.0 * 2.0).contains(&slope),
+        "{SITE} grows {slope} bytes per restart: {leak}"
+    );
+    assert!(g["r2"].as_f64().unwrap() >= 0.9, "{leak}");
+    assert!(g["stderr"].as_f64().unwrap() < slope / 4.0, "{leak}");
+    assert!(
+        leak["last_bytes"].as_i64().unwrap() > leak["first_bytes"].as_i64().unwrap() + 4 * 486400,
+        "{leak}"
+    );
+    // The chain from the allocation up to the JNI call that made the Statistics object.
+    let chain: Vec<&str> = leak["chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(chain[0], SITE, "{chain:?}");
+    assert!(
+        chain.contains(&"rocksdb::StatisticsImpl::StatisticsImpl"),
+        "{chain:?}"
+    );
+    assert!(
+        chain
+            .iter()
+            .any(|f| f.starts_with("Java_org_rocksdb_Statistics_newStatistics")),
+        "{chain:?}"
+    );
+    let summary = std::fs::read_to_string(leak_dir.join("summary.md")).unwrap();
+    assert!(summary.contains("flink-39923 — passed"), "{summary}");
+    assert!(summary.contains(&format!("| `{SITE}` |")), "{summary}");
+    assert!(
+        summary.contains("← rocksdb::StatisticsImpl::StatisticsImpl"),
+        "{summary}"
+    );
+    let flame = std::fs::read_to_string(leak_dir.join("analysis/jemalloc/flame.svg")).unwrap();
+    assert!(
+        flame.contains("<svg") && flame.contains("<script"),
+        "an interactive SVG"
+    );
+    assert!(
+        flame.contains("cacheline_aligned_alloc"),
+        "the leak in the flame graph"
+    );
+    let sites: Value = serde_json::from_str(
+        &std::fs::read_to_string(leak_dir.join("analysis/jemalloc/sites.json")).unwrap(),
+    )
+    .unwrap();
+    let restarts: Vec<u64> = sites["dumps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["restart"].as_u64().unwrap())
+        .collect();
+    assert!(restarts.len() >= 8, "one dump per restart: {restarts:?}");
+    assert!(restarts.windows(2).all(|w| w[0] < w[1]), "{restarts:?}");
+
+    let control_dir = work.path().join("control");
+    let c = e2e(
+        &control_dir,
+        &[
+            "--scenario",
+            "flink-39923-control",
+            "--allocator",
+            "jemalloc",
+        ],
+    );
+    assert_eq!(c["passed"], true, "{c}");
+    let run = &c["runs"][0];
+    assert!(run["restarts"].as_u64().unwrap() >= 16, "{run}");
+    assert!(
+        !run["analysis"]["sites"].as_array().unwrap().is_empty(),
+        "{run}"
+    );
+    if let Some(s) = site(run, SITE) {
+        let slope = s["growth"]["slope"].as_f64().unwrap_or(0.0);
+        assert!(slope < 486400.0 / 4.0, "{SITE} grows in the control: {s}");
+    }
+}
+
+#[test]
+fn the_allocator_matrix_on_a_short_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _engine = engine().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("matrix");
+    let r = e2e(
+        &dir,
+        &[
+            "--allocator",
+            "all",
+            "--restarts",
+            "2",
+            "--fail-every-ms",
+            "3000",
+            "--lg-prof-interval",
+            "26",
+        ],
+    );
+    assert_eq!(r["plan"]["scenario"], "restart-growth");
+    let runs = r["runs"].as_array().unwrap();
+    let names: Vec<&str> = runs
+        .iter()
+        .map(|x| x["allocator"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["jemalloc", "jemalloc-nonprof", "glibc", "glibc-arenas2"]
+    );
+    for run in runs {
+        assert!(run["restarts"].as_u64().unwrap() >= 2, "{run}");
+        let native = &run["growth"]["native_kb_per_restart"];
+        assert!(native["slope"].is_number(), "{run}");
+        assert!(native["stderr"].is_number(), "a standard error: {run}");
+    }
+    assert!(
+        runs[0]["analysis"].is_object(),
+        "the profiling run is analysed"
+    );
+    for run in &runs[1..] {
+        assert!(
+            run["analysis"].is_null(),
+            "only the profiling run dumps: {run}"
+        );
+    }
+    let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    let svg = std::fs::read_to_string(dir.join("memory.svg")).unwrap();
+    for name in names {
+        assert!(summary.contains(&format!("| {name} | ")), "{summary}");
+        assert!(
+            svg.contains(&format!("{name} native")),
+            "{name} in the plot"
+        );
+    }
+    assert!(summary.contains(" ± "), "growth with its error: {summary}");
+}
