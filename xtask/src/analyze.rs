@@ -272,7 +272,18 @@ fn jeprof_outputs(
         rootfs,
         &["--svg", "--show_bytes", &base_flag, java, &last_in],
     )?;
-    let collapsed = jeprof(rootfs, &["--collapsed", &base_flag, java, &last_in])?;
+    // An image built before patch 0003 has a jeprof without --collapsed: everything but the
+    // flame graph and the call chains still works.
+    let collapsed = match jeprof(rootfs, &["--collapsed", &base_flag, java, &last_in]) {
+        Ok(c) => c,
+        Err(_) => {
+            progress::note(
+                "this image's jeprof has no --collapsed (built before patch 0003): no flame graph \
+                 or call chains; rebuild it with `cargo xtask image`",
+            );
+            String::new()
+        }
+    };
     step.done("");
     let stacks = sites::parse_collapsed(&collapsed);
     let growing = sites::growing_lines(&stacks);

@@ -6,11 +6,13 @@
 //! restart the TaskManager's memory is sampled: RSS, cgroup usage, and the native part
 //! (RSS minus the JVM's committed heap and non-heap, from Flink's metrics; the heap is
 //! pre-touched so its resident size is its committed size). Once per allocator (jemalloc
-//! preloaded with profiling, glibc's malloc). The jemalloc run's heap dumps, with the
-//! libraries they map, are analysed by the image's own jeprof inside the rootfs. The report
-//! directory gets report.json, summary.md, memory.svg, and per allocator the dumps and the
-//! jeprof outputs. The verdict fails unless every run saw the restarts asked for and the
-//! jemalloc run's difference between its first and last dump names `rocksdb::` frames.
+//! preloaded with profiling or without, glibc's malloc as it is or with two arenas). The
+//! scenario (`e2e/scenarios.toml`) sets the pace, the configuration and the expectation.
+//! The profiling run's heap dumps, with the libraries they map, are analysed by the image's
+//! own jeprof inside the rootfs, every allocation site's growth per restart included. The
+//! report directory gets report.json, summary.md, memory.svg, and per allocator the dumps
+//! and the jeprof outputs. The verdict fails unless every run saw the restarts asked for and
+//! the profiling run shows what the scenario expects.
 
 pub mod cluster;
 pub mod docker_cluster;
@@ -509,11 +511,13 @@ fn analyse(
     last_dir: &Path,
     restarts: &[(u64, f64)],
 ) -> Option<Analysis> {
-    let mut best: Option<(usize, PathBuf)> = None;
+    // The directory with the dumps' times, then the most dumps.
+    let mut best: Option<((bool, usize), PathBuf)> = None;
     for e in std::fs::read_dir(dumps).into_iter().flatten().flatten() {
         let n = heap_profile::dumps_in(&e.path()).map_or(0, |d| d.len());
-        if best.as_ref().is_none_or(|b| n > b.0) {
-            best = Some((n, e.path()));
+        let key = (e.path().join(analyze::DUMP_TIMES).is_file(), n);
+        if best.as_ref().is_none_or(|b| key > b.0) {
+            best = Some((key, e.path()));
         }
     }
     let dir = best.map(|b| b.1).unwrap_or(last_dir.to_path_buf());

@@ -45,6 +45,23 @@ pub fn check_dumps(dir: &Path) -> Result<Vec<String>> {
     Ok(dumps)
 }
 
+/// The dumps in `dir` with their modification times (seconds since the epoch), in order.
+pub fn dump_times_in(dir: &Path) -> Result<Vec<(String, f64)>> {
+    let mut out = Vec::new();
+    for name in dumps_in(dir)? {
+        let path = dir.join(&name);
+        let modified = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .with_context(|| format!("reading the time of {}", path.display()))?;
+        let secs = modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        out.push((name, secs));
+    }
+    Ok(out)
+}
+
 /// The dumps in `dir`, in order.
 pub fn dumps_in(dir: &Path) -> Result<Vec<String>> {
     let names: Vec<String> = std::fs::read_dir(dir)

@@ -168,7 +168,7 @@ fn the_allocator_matrix_on_a_short_run() {
             "--allocator",
             "all",
             "--restarts",
-            "2",
+            "3",
             "--fail-every-ms",
             "3000",
             "--lg-prof-interval",
@@ -186,7 +186,8 @@ fn the_allocator_matrix_on_a_short_run() {
         ["jemalloc", "jemalloc-nonprof", "glibc", "glibc-arenas2"]
     );
     for run in runs {
-        assert!(run["restarts"].as_u64().unwrap() >= 2, "{run}");
+        assert!(run["restarts"].as_u64().unwrap() >= 3, "{run}");
+        assert!(run["samples"].as_array().unwrap().len() >= 3, "{run}");
         let native = &run["growth"]["native_kb_per_restart"];
         assert!(native["slope"].is_number(), "{run}");
         assert!(native["stderr"].is_number(), "a standard error: {run}");

@@ -61,33 +61,28 @@ pub fn last_per_restart(dumps: &[(String, f64)], restarts: &[(u64, f64)]) -> Vec
     per.into_iter().map(|(r, n)| (n.clone(), r)).collect()
 }
 
-/// A frame of jeprof's collapsed stacks as `--text` names it: without the `<address>`
-/// jeprof appends and without the parameter list (`f(int) const` → `f`).
+/// A frame of jeprof's collapsed stacks as `--text` names it: jeprof's own
+/// `ShortFunctionName` (argument lists, template arguments and the `<address>` it appends
+/// removed, then a leading return type), an inlined frame's `[inline]` as ` (inline)`.
 pub fn short_name(frame: &str) -> String {
-    let mut f = frame.trim();
-    if let Some(i) = f.rfind('<').filter(|_| f.ends_with('>')) {
-        if f[i + 1..f.len() - 1].chars().all(|c| c.is_ascii_hexdigit()) && i + 2 < f.len() {
-            f = &f[..i];
+    static ARGS: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"\([^()]*\)(\s*const)?").expect("a regex"));
+    static TEMPLATE: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"<[^<>]*>").expect("a regex"));
+    static LEADING_TYPE: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"^.*\s+(\w+::)").expect("a regex"));
+    let (frame, inline) = match frame.trim().strip_suffix("[inline]") {
+        Some(f) => (f, " (inline)"),
+        None => (frame.trim(), ""),
+    };
+    let mut f = frame.to_string();
+    for re in [&*ARGS, &*TEMPLATE] {
+        while re.is_match(&f) {
+            f = re.replace_all(&f, "").into_owned();
         }
     }
-    let f = f.strip_suffix(" const").unwrap_or(f);
-    if !f.ends_with(')') || f.ends_with("operator()") {
-        return f.to_string();
-    }
-    let mut depth = 0;
-    for (i, c) in f.char_indices().rev() {
-        match c {
-            ')' => depth += 1,
-            '(' => {
-                depth -= 1;
-                if depth == 0 {
-                    return f[..i].to_string();
-                }
-            }
-            _ => {}
-        }
-    }
-    f.to_string()
+    let f = LEADING_TYPE.replace(&f, "$1");
+    format!("{f}{inline}")
 }
 
 /// Up to `max` (at least 2) of `n` items, evenly spread, the first and last always in.
@@ -290,11 +285,26 @@ mod tests {
             "rocksdb_open_helper"
         );
         assert_eq!(short_name("rocksdb::Foo::bar() const"), "rocksdb::Foo::bar");
+        assert_eq!(
+            short_name(
+                "rocksdb::CoreLocalArray<rocksdb::StatisticsImpl::StatisticsData>::CoreLocalArray()"
+            ),
+            "rocksdb::CoreLocalArray::CoreLocalArray"
+        );
+        assert_eq!(
+            short_name("void rocksdb::Foo::bar(int)"),
+            "rocksdb::Foo::bar"
+        );
         assert_eq!(short_name("os::malloc@c218c0"), "os::malloc@c218c0");
         assert_eq!(short_name("??:0"), "??:0");
+        // As jeprof's ShortFunctionName has it.
         assert_eq!(
             short_name("std::less<int>::operator()"),
-            "std::less<int>::operator()"
+            "std::less::operator"
+        );
+        assert_eq!(
+            short_name("rocksdb::Foo::get(int)[inline]"),
+            "rocksdb::Foo::get (inline)"
         );
     }
 

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use crate::collect::ContainerFiles;
 use crate::docker::{self, docker, docker_text, Container};
 use crate::e2e::cluster::{
-    dump_times_probe, parse_dump_times, parse_memory_probe, probe_while_running, Cluster,
-    ClusterSpec, ContainerMemory, DUMP_DIR, MEMORY_PROBE,
+    parse_memory_probe, probe_while_running, Cluster, ClusterSpec, ContainerMemory, DUMP_DIR,
+    MEMORY_PROBE,
 };
 use crate::e2e::flink_rest::FlinkRest;
 
@@ -397,11 +397,9 @@ impl Cluster for DockerCluster {
     }
 
     fn dump_times(&self) -> Result<Vec<(String, f64)>> {
-        let (name, _) = self.taskmanager.as_ref().context("no TaskManager")?;
-        let mut argv = vec!["exec".to_string(), name.clone()];
-        argv.extend(dump_times_probe(DUMP_DIR));
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        Ok(parse_dump_times(&docker_text(&argv)?))
+        // The bind-mounted host directory: readable after the container died, too.
+        let (_, n) = self.taskmanager.as_ref().context("no TaskManager")?;
+        crate::heap_profile::dump_times_in(&self.dump_volume(*n))
     }
 }
 

@@ -194,7 +194,13 @@ pub fn expectations(an: &Analysis, e: &Expect, who: &str) -> Vec<String> {
         (true, None) => f.push(format!("{who}: no allocation site matches {p}")),
         (true, Some(s)) => {
             let r2 = s.growth.and_then(|g| g.r2).unwrap_or(0.0);
-            if r2 < e.min_r2 {
+            let points = s.growth.map_or(0, |g| g.n);
+            if points < 3 {
+                f.push(format!(
+                    "{who}: {} was read in {points} dump(s); a line needs 3 or more (run more restarts)",
+                    s.site
+                ));
+            } else if r2 < e.min_r2 {
                 f.push(format!(
                     "{who}: {} grows {} per restart with R² {r2:.2}, under {}: not linear",
                     s.site,

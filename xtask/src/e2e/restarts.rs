@@ -208,14 +208,10 @@ pub fn restart_times(
     if (failures.len() as u64) < last {
         return seen;
     }
+    // Every failure, also those after the last sample (dumps written after them belong to
+    // a later restart, not to the last one).
     let mut out = vec![seen[0]];
-    out.extend(
-        failures
-            .iter()
-            .take(last as usize)
-            .enumerate()
-            .map(|(i, t)| (i as u64 + 1, *t)),
-    );
+    out.extend(failures.iter().enumerate().map(|(i, t)| (i as u64 + 1, *t)));
     out
 }
 
@@ -223,8 +219,19 @@ pub fn restart_times(
 /// each dump was written (`dump-times.json`), which places it between restarts.
 pub fn collect_dumps(cluster: &dyn Cluster, dir: &Path) -> Result<()> {
     cluster.collect(dir)?;
-    let times: std::collections::BTreeMap<String, f64> =
-        cluster.dump_times()?.into_iter().collect();
+    // Best effort: without times the dumps are still analysed, only not per restart.
+    let times = match cluster.dump_times() {
+        Ok(t) => t,
+        Err(e) => {
+            progress::note(format!(
+                "the dumps' times were not read ({e:#}): {} gets no growth per restart",
+                dir.display()
+            ));
+            return Ok(());
+        }
+    };
+    let times: std::collections::BTreeMap<String, f64> = times.into_iter().collect();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(crate::analyze::DUMP_TIMES);
     std::fs::write(&path, serde_json::to_string_pretty(&times)? + "\n")
         .with_context(|| format!("writing {}", path.display()))

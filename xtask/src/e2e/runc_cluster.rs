@@ -510,17 +510,7 @@ impl Cluster for RuncCluster {
     }
 
     fn dump_times(&self) -> Result<Vec<(String, f64)>> {
-        let dir = self.dump_volume();
-        let mut out = Vec::new();
-        for name in heap_profile::dumps_in(&dir)? {
-            let modified = std::fs::metadata(dir.join(&name))?.modified()?;
-            let secs = modified
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64();
-            out.push((name, secs));
-        }
-        Ok(out)
+        heap_profile::dump_times_in(&self.dump_volume())
     }
 }
 

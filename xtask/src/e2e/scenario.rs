@@ -80,9 +80,13 @@ impl Scenarios {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the e2e scenarios {}", path.display()))?;
         let s: Scenarios = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|r| text[..r.start.min(text.len())].lines().count().max(1));
             anyhow::anyhow!(
-                "{}: {}: fix the file (`git checkout e2e/scenarios.toml` restores it)",
+                "{}{}: {}: fix the file (`git checkout e2e/scenarios.toml` restores it)",
                 path.display(),
+                line.map(|l| format!(" line {l}")).unwrap_or_default(),
                 e.message()
             )
         })?;
@@ -255,7 +259,10 @@ mod tests {
         )
         .unwrap();
         let e = Scenarios::load(&p).unwrap_err().to_string();
-        assert!(e.contains("s.toml") && e.contains("git checkout"), "{e}");
+        assert!(
+            e.contains("s.toml line 5") && e.contains("git checkout"),
+            "{e}"
+        );
         std::fs::write(
             &p,
             "[common]\nflink1 = {}\nflink2 = {}\n[scenario.x]\nabout = \"\"\nflink = [\"1.0\", \"2.0\"]\n\

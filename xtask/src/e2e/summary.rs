@@ -169,9 +169,19 @@ fn sites_section(r: &Report, run: &Run, a: &Analysis) -> String {
             a.site_dumps.len(),
             a.dumps.len()
         );
-        for site in a.sites.iter().take(10) {
-            s.push_str(&site_row(site));
-            s.push('\n');
+        let focus = r
+            .plan
+            .expect
+            .site
+            .as_deref()
+            .and_then(|p| regex::Regex::new(p).ok());
+        let is_focus = |site: &Site| focus.as_ref().is_some_and(|f| f.is_match(&site.site));
+        // The ten fastest, and the scenario's site wherever it is (a control's row is the point).
+        for (i, site) in a.sites.iter().enumerate() {
+            if i < 10 || is_focus(site) {
+                s.push_str(&site_row(site));
+                s.push('\n');
+            }
         }
         let lead = r
             .plan
