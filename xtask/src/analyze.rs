@@ -4,9 +4,9 @@
 //! first (or `--base`), and a call-graph SVG of that difference. The dump directory is what
 //! `collect` or `e2e` writes: `*.heap` plus `root/<path>` for the libraries loaded at run
 //! time (RocksDB's JNI library), which are put back where the dumps say they were.
-//! Given the times of the dumps and of the restarts (`e2e`), also the growth per restart of
-//! every allocation site (`sites`), the call chains of the fastest growing, and a flame
-//! graph of what grew (`flame`).
+//! Every allocation site's growth (`sites`): per restart given the times of the dumps and
+//! of the restarts (`e2e`), else per dump (a user's dumps); the call chains of the fastest
+//! growing, and a flame graph of what grew (`flame`).
 
 pub mod flame;
 pub mod sites;
@@ -55,13 +55,37 @@ pub struct Analysis {
     pub rocksdb_in_diff: bool,
     /// Files the last dump maps that the rootfs lacks (their frames stay unnamed).
     pub missing_files: Vec<String>,
-    /// With the dumps' and restarts' times: the dumps read per site, with their restart.
+    /// What a site's growth is measured against (none: sites were not read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub growth_per: Option<Per>,
+    /// The dumps read per site, with their restart (or their sequence number).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub site_dumps: Vec<(String, u64)>,
     /// The fastest growing sites (and those the focus pattern names), with their growth
-    /// per restart; sites.json has them all.
+    /// per restart or per dump; sites.json has them all.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<Site>,
+}
+
+/// The unit of a site's growth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Per {
+    /// Restarts of the job, placed by the dumps' and the restarts' times (`e2e`).
+    Restart,
+    /// Dumps, by jemalloc's sequence number: with interval dumps, each
+    /// 2^`lg_prof_interval` bytes allocated after the one before (a user's dumps).
+    Dump,
+}
+
+/// How `analyze_in_rootfs` measures the growth of each site.
+pub enum Growth<'a> {
+    /// Not at all (an `e2e` run whose dumps have no times).
+    No,
+    /// Per restart.
+    PerRestart(&'a Series<'a>),
+    /// Per dump, over at most this many dumps, evenly spread.
+    PerDump(usize),
 }
 
 /// When the dumps and the restarts happened, for the growth per restart of each site.
@@ -128,8 +152,16 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
         args.base.as_deref(),
         &out,
         args.top,
-        None,
+        Growth::PerDump(crate::e2e::MAX_SITE_DUMPS),
     )?;
+    if let Some(s) = a.sites.first().filter(|s| s.slope() > 0.0) {
+        progress::note(format!(
+            "fastest growing site: {} ({}); every site in {}",
+            s.site,
+            sites::growth_text(s, "dump"),
+            out.join("sites.json").display()
+        ));
+    }
     println!("{}", serde_json::to_string_pretty(&a)?);
     Ok(())
 }
@@ -188,7 +220,7 @@ fn base_dump(base: Option<&str>, dumps: &[String], dir: &Path) -> Result<String>
 
 /// Stages `dir` into `rootfs` and runs the rootfs's jeprof (chrooted) over the dumps;
 /// writes `top.txt`, `diff.txt`, `diff.svg` (jeprof's call graph), `diff.collapsed` and
-/// `flame.svg` (what grew), with `series` `sites.json`, and `analysis.json` to `out`.
+/// `flame.svg` (what grew), unless `growth` is `No` `sites.json`, and `analysis.json` to `out`.
 pub fn analyze_in_rootfs(
     rootfs: &Path,
     java: &str,
@@ -196,7 +228,7 @@ pub fn analyze_in_rootfs(
     base: Option<&str>,
     out: &Path,
     top: usize,
-    series: Option<&Series>,
+    growth: Growth,
 ) -> Result<Analysis> {
     let staged = heap_profile::stage_into_rootfs(dir, rootfs, INSIDE)?;
     let (dumps, others) = heap_profile::main_process(&staged);
@@ -221,8 +253,22 @@ pub fn analyze_in_rootfs(
     let missing_files = missing_files(rootfs, dir, &last)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let (text_last, text_diff, stacks) = jeprof_outputs(rootfs, java, &base, &last, out)?;
-    let (site_dumps, sites) = match series {
-        Some(series) => site_growth(rootfs, java, &dumps, series, &stacks, out)?,
+    let picked = match growth {
+        Growth::No => None,
+        Growth::PerRestart(series) => Some(Picked {
+            per: Per::Restart,
+            dumps: restart_points(&dumps, series),
+            focus: series.focus,
+        }),
+        Growth::PerDump(max) => Some(Picked {
+            per: Per::Dump,
+            dumps: dump_points(&dumps, max),
+            focus: None,
+        }),
+    };
+    let growth_per = picked.as_ref().map(|p| p.per);
+    let (site_dumps, sites) = match picked {
+        Some(picked) => site_growth(rootfs, java, picked, dumps.len(), &stacks, out)?,
         None => (Vec::new(), Vec::new()),
     };
     let top_diff = top_lines(&text_diff, top);
@@ -234,6 +280,7 @@ pub fn analyze_in_rootfs(
         base,
         last,
         missing_files,
+        growth_per,
         site_dumps,
         sites,
     };
@@ -307,30 +354,59 @@ fn jeprof_outputs(
 /// The dumps read per site with their restart, and the sites kept.
 type SiteGrowth = (Vec<(String, u64)>, Vec<Site>);
 
-/// The growth per restart of every site: the last dump of each restart (up to `max_dumps`
-/// of them, evenly spread) read with `jeprof --text` two at a time; `sites.json` gets the
-/// whole table, the result the fastest growing and the focused sites with their chains.
-fn site_growth(
-    rootfs: &Path,
-    java: &str,
-    dumps: &[String],
-    series: &Series,
-    stacks: &[sites::Stack],
-    out: &Path,
-) -> Result<SiteGrowth> {
+/// The dumps whose sites are read, with their restart or sequence number, and the sites
+/// kept whatever their growth.
+struct Picked<'a> {
+    per: Per,
+    dumps: Vec<(String, u64)>,
+    focus: Option<&'a regex::Regex>,
+}
+
+/// The dumps to read for the growth per restart: the last dump of each restart, up to
+/// `max_dumps` of them evenly spread, with their restart.
+fn restart_points(dumps: &[String], series: &Series) -> Vec<(String, u64)> {
     let timed: Vec<(String, f64)> = dumps
         .iter()
         .filter_map(|d| Some((d.clone(), *series.dump_times.get(d)?)))
         .collect();
     let per_restart = sites::last_per_restart(&timed, series.restarts);
-    let picked: Vec<(String, u64)> = sites::pick(per_restart.len(), series.max_dumps)
+    sites::pick(per_restart.len(), series.max_dumps)
         .into_iter()
         .map(|i| per_restart[i].clone())
-        .collect();
+        .collect()
+}
+
+/// The dumps to read for the growth per dump: up to `max` of them evenly spread, with
+/// their sequence number (their place in the list where a name has none).
+fn dump_points(dumps: &[String], max: usize) -> Vec<(String, u64)> {
+    sites::pick(dumps.len(), max)
+        .into_iter()
+        .map(|i| {
+            let seq = heap_profile::dump_seq(&dumps[i]).unwrap_or(i as u64);
+            (dumps[i].clone(), seq)
+        })
+        .collect()
+}
+
+/// The growth of every site over the `picked` dumps (of `total`), each read with
+/// `jeprof --text`, two at a time; `sites.json` gets the whole table, the result the
+/// fastest growing and the focused sites with their chains.
+fn site_growth(
+    rootfs: &Path,
+    java: &str,
+    picked: Picked,
+    total: usize,
+    stacks: &[sites::Stack],
+    out: &Path,
+) -> Result<SiteGrowth> {
+    let Picked {
+        per,
+        dumps: picked,
+        focus,
+    } = picked;
     let step = Step::start(format!(
-        "allocation sites of {} of {} dumps (jeprof --text each)",
+        "allocation sites of {} of {total} dumps (jeprof --text each)",
         picked.len(),
-        dumps.len()
     ));
     let names: Vec<&String> = picked.iter().map(|(d, _)| d).collect();
     let texts = read_dumps(rootfs, java, &names)?;
@@ -348,7 +424,16 @@ fn site_growth(
         s.chain = sites::chain_of(stacks, &s.site);
     }
     step.done(format!("{} sites", table.len()));
-    let json = serde_json::json!({ "dumps": &points, "sites": &table });
+    // Each dump with its restart, or its sequence number (`seq`) for growth per dump.
+    let key = match per {
+        Per::Restart => "restart",
+        Per::Dump => "seq",
+    };
+    let dumps: Vec<serde_json::Value> = points
+        .iter()
+        .map(|p| serde_json::json!({ "dump": p.dump, key: p.restart, "sites": p.sites }))
+        .collect();
+    let json = serde_json::json!({ "per": per, "dumps": dumps, "sites": &table });
     std::fs::write(
         out.join("sites.json"),
         serde_json::to_string_pretty(&json)? + "\n",
@@ -356,7 +441,7 @@ fn site_growth(
     let kept = table
         .into_iter()
         .enumerate()
-        .filter(|(i, s)| *i < TOP_SITES || series.focus.is_some_and(|f| f.is_match(&s.site)))
+        .filter(|(i, s)| *i < TOP_SITES || focus.is_some_and(|f| f.is_match(&s.site)))
         .map(|(_, s)| s)
         .collect();
     let site_dumps = points.iter().map(|p| (p.dump.clone(), p.restart)).collect();

@@ -544,7 +544,11 @@ fn analyse(
         None,
         &ctx.out.join("analysis").join(allocator.name()),
         30,
-        (!dump_times.is_empty()).then_some(&series),
+        if dump_times.is_empty() {
+            analyze::Growth::No
+        } else {
+            analyze::Growth::PerRestart(&series)
+        },
     ) {
         Ok(a) => Some(a),
         Err(e) => {

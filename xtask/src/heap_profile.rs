@@ -137,6 +137,16 @@ pub fn dump_pid(name: &str) -> Option<u64> {
     }
 }
 
+/// jemalloc's sequence number of a dump (`<prefix>.<pid>.<seq>.<kind>.heap`): its place
+/// among all the dumps its process wrote.
+pub fn dump_seq(name: &str) -> Option<u64> {
+    let parts: Vec<&str> = name.strip_suffix(".heap")?.rsplit('.').collect();
+    match parts[..] {
+        [kind, seq, _, ..] if kind.starts_with(['i', 'f', 'm', 'u']) => seq.parse().ok(),
+        _ => None,
+    }
+}
+
 /// The dumps of the process that wrote the most (a directory may also hold a dump of a
 /// short-lived helper JVM, such as the one Flink's scripts run to size the TaskManager's
 /// memory), in order, and the others left out.
@@ -255,6 +265,9 @@ mod tests {
         assert_eq!(dump_pid("jeprof.out.1.10.i10.heap"), Some(1));
         assert_eq!(dump_pid("jeprof.26469.0.f.heap"), Some(26469));
         assert_eq!(dump_pid("x.heap"), None);
+        assert_eq!(dump_seq("jeprof.out.1.10.i10.heap"), Some(10));
+        assert_eq!(dump_seq("jeprof.26469.3.f.heap"), Some(3));
+        assert_eq!(dump_seq("x.heap"), None);
         let d: Vec<String> = [
             "jeprof.out.1.0.i0.heap",
             "jeprof.out.1.1.i1.heap",

@@ -126,6 +126,39 @@ fn e2e_runc_reports_rocksdb_growth_for_both_allocators() {
     assert!(std::fs::read_to_string(out_dir.join("diff.txt"))
         .unwrap()
         .contains("rocksdb::"));
+    // Without restart times, every site's growth per dump, by jemalloc's sequence numbers.
+    assert_eq!(a["growth_per"], "dump", "{a}");
+    let sites: Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("sites.json")).unwrap())
+            .unwrap();
+    assert_eq!(sites["per"], "dump");
+    let seqs: Vec<u64> = sites["dumps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        seqs.len() >= 3 && seqs.windows(2).all(|w| w[0] < w[1]),
+        "{seqs:?}"
+    );
+    let table = sites["sites"].as_array().unwrap();
+    assert!(
+        table
+            .iter()
+            .any(|s| s["site"].as_str().unwrap().contains("rocksdb::")),
+        "no rocksdb site among {} sites",
+        table.len()
+    );
+    let slopes: Vec<f64> = table
+        .iter()
+        .map(|s| s["growth"]["slope"].as_f64().unwrap_or(0.0))
+        .collect();
+    assert!(slopes.windows(2).all(|w| w[0] >= w[1]), "{slopes:?}");
+    assert_eq!(
+        a["sites"][0], table[0],
+        "analysis.json leads with the fastest"
+    );
 
     // Without the JNI library the rocksdb frames cannot be named, and analyze says why.
     let bare = work.path().join("bare");

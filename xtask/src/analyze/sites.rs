@@ -1,7 +1,8 @@
 //! Allocation sites over a series of heap dumps, pure: the flat bytes per site of each
 //! dump's `jeprof --text`, the restart each dump was written in (from its time and the
 //! times the restarts were seen), and per site the bytes at the first and last dump and the
-//! least-squares growth per restart with its standard error and R², sorted by growth. The
+//! least-squares growth per restart (or per dump) with its standard error and R², sorted by
+//! growth. The
 //! call chain of a site comes from jeprof's collapsed stacks (`--collapsed`, root first).
 
 use serde::Serialize;
@@ -123,6 +124,23 @@ impl Site {
     pub fn slope(&self) -> f64 {
         self.growth.map_or(0.0, |g| g.slope)
     }
+}
+
+/// A site's growth for people: `+516.7 ± 10.4 KiB per dump, R² 1.00` (R² from three dumps).
+pub fn growth_text(site: &Site, unit: &str) -> String {
+    let Some(g) = site.growth else {
+        return "no line".into();
+    };
+    let mut t = format!("{:+.1}", g.slope / 1024.0);
+    if let Some(se) = g.stderr {
+        t += &format!(" ± {:.1}", se / 1024.0);
+    }
+    t += &format!(" KiB per {unit}");
+    // Two points are always on a line: R² says something from three on.
+    if let Some(r2) = g.r2.filter(|_| g.n >= 3) {
+        t += &format!(", R² {r2:.2}");
+    }
+    t
 }
 
 /// Every site of any dump with its growth, fastest growing first.
@@ -249,6 +267,12 @@ mod tests {
         );
         assert_eq!((t[0].first_bytes, t[0].last_bytes), (486400, 486400 * 7));
         assert_eq!(t[1].last_bytes, 0);
+        assert_eq!(
+            growth_text(&t[0], "dump"),
+            "+475.0 ± 0.0 KiB per dump, R² 1.00"
+        );
+        let two = site_table(&pts[..2]);
+        assert_eq!(growth_text(&two[0], "restart"), "+475.0 KiB per restart");
     }
 
     #[test]

@@ -349,6 +349,7 @@ mod tests {
             top_diff: vec![diff.to_string()],
             rocksdb_in_diff: diff.contains("rocksdb::"),
             missing_files: vec![],
+            growth_per: Some(crate::analyze::Per::Restart),
             site_dumps: vec![],
             sites,
         }
