@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 
 use crate::build::sysroot;
 use crate::build::{self, BuildArgs, BuildInfo};
-use crate::debian::repo::Repo;
 use crate::digest::Sha256Hex;
 use crate::download::Downloader;
 use crate::fetch::SourceArgs;
@@ -426,13 +425,7 @@ fn resolve(args: &ImageArgs) -> Result<Run<'_>> {
 /// nothing is built.
 fn lock_afresh(run: &Run, base: &Base, target: &Target) -> Result<Built> {
     let sysroot_pins = sysroot::resolve(&run.dl, &run.cache, &sysroot_request(run, target))?;
-    let repo = Repo {
-        mirror: &target.mirror,
-        suite: &target.suite,
-        component: &target.suite_spec.component,
-        arch: &run.debian.arch,
-        keyring: target.keyring.as_deref(),
-    };
+    let repo = target.repo(&run.debian.arch);
     let tools = tools_layer::resolve(&run.dl, &run.cache, &repo, &target.facts.dpkg_status)?;
     let lock = new_lock(run, base, target, sysroot_pins, tools);
     if run.existing.as_ref() == Some(&lock) {

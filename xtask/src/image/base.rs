@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use super::inspect::{self, BaseFacts};
 use super::{cache_blob, read_cached, Run};
+use crate::debian::repo::Repo;
 use crate::oci;
 use crate::progress::{self, Step};
 use crate::spec::SuiteSpec;
@@ -34,6 +35,35 @@ pub struct Target {
     pub suite_spec: SuiteSpec,
     pub mirror: String,
     pub keyring: Option<PathBuf>,
+}
+
+impl Base {
+    /// The layer descriptors with OCI media types (what umoci and an OCI manifest want).
+    pub fn oci_layers(&self) -> Vec<Value> {
+        self.layers
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "mediaType": oci::oci_layer_type(l["mediaType"].as_str().unwrap_or(oci::OCI_LAYER_GZIP)),
+                    "digest": l["digest"],
+                    "size": l["size"],
+                })
+            })
+            .collect()
+    }
+}
+
+impl Target {
+    /// The Debian repository of the base's suite, for packages of `arch`.
+    pub fn repo<'a>(&'a self, arch: &'a str) -> Repo<'a> {
+        Repo {
+            mirror: &self.mirror,
+            suite: &self.suite,
+            component: &self.suite_spec.component,
+            arch,
+            keyring: self.keyring.as_deref(),
+        }
+    }
 }
 
 /// Stage 1: the base's manifest, config and layers, verified and cached; the network only

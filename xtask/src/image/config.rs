@@ -57,17 +57,7 @@ pub fn assemble(
         ),
     );
     let config = cache_blob(&run.cache, oci::OCI_CONFIG, oci::canonical(&config))?;
-    let mut layers: Vec<Value> = base
-        .layers
-        .iter()
-        .map(|l| {
-            serde_json::json!({
-                "mediaType": oci::oci_layer_type(l["mediaType"].as_str().unwrap_or(oci::OCI_LAYER_GZIP)),
-                "digest": l["digest"],
-                "size": l["size"],
-            })
-        })
-        .collect();
+    let mut layers = base.oci_layers();
     layers.push(layer.descriptor());
     layers.push(tools.layer.descriptor());
     let annotations = base_annotations(run, base);

@@ -8,7 +8,6 @@
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
@@ -242,13 +241,7 @@ pub fn finish_in_chroot(base_layout: &Path, tag: &str, tree: &Path, work: &Path)
 /// base's suite and dpkg status), unpacked, finished in a chroot of the merged image, and
 /// written as a layer; the tree is cached by the pins and the base.
 pub fn stage(run: &Run, base: &Base, target: &Target) -> Result<Tools> {
-    let repo = Repo {
-        mirror: &target.mirror,
-        suite: &target.suite,
-        component: &target.suite_spec.component,
-        arch: &run.debian.arch,
-        keyring: target.keyring.as_deref(),
-    };
+    let repo = target.repo(&run.debian.arch);
     let pins = match &run.usable {
         Some(l) => l.tools.clone(),
         None => resolve(&run.dl, &run.cache, &repo, &target.facts.dpkg_status)?,
@@ -316,17 +309,7 @@ fn tools_tree(
         oci::OCI_CONFIG,
         std::fs::read(cache.blob(oci::hex_of(&base.config_digest)))?,
     );
-    let layers: Vec<Value> = base
-        .layers
-        .iter()
-        .map(|l| {
-            serde_json::json!({
-                "mediaType": oci::oci_layer_type(l["mediaType"].as_str().unwrap_or(oci::OCI_LAYER_GZIP)),
-                "digest": l["digest"],
-                "size": l["size"],
-            })
-        })
-        .collect();
+    let layers = base.oci_layers();
     let manifest = Blob::new(
         crate::registry::OCI_MANIFEST,
         oci::canonical(&oci::manifest(&config, &layers, &[])),
