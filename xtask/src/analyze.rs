@@ -84,8 +84,8 @@ pub enum Growth<'a> {
     No,
     /// Per restart.
     PerRestart(&'a Series<'a>),
-    /// Per dump, over at most this many dumps, evenly spread.
-    PerDump(usize),
+    /// Per dump.
+    PerDump,
 }
 
 /// When the dumps and the restarts happened, for the growth per restart of each site.
@@ -94,11 +94,12 @@ pub struct Series<'a> {
     pub restarts: &'a [(u64, f64)],
     /// Each dump's modification time, seconds since the epoch.
     pub dump_times: &'a BTreeMap<String, f64>,
-    /// Dumps to read at most (each is a jeprof run), evenly spread.
-    pub max_dumps: usize,
     /// Sites always kept in the analysis, with their chain (a scenario's expected site).
     pub focus: Option<&'a regex::Regex>,
 }
+
+/// Dumps read per site at most (each a jeprof run of a few seconds), evenly spread.
+pub const MAX_SITE_DUMPS: usize = 12;
 
 /// Sites kept in `analysis.json` and the report besides the focused ones.
 const TOP_SITES: usize = 15;
@@ -152,7 +153,7 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
         args.base.as_deref(),
         &out,
         args.top,
-        Growth::PerDump(crate::e2e::MAX_SITE_DUMPS),
+        Growth::PerDump,
     )?;
     if let Some(s) = a.sites.first().filter(|s| s.slope() > 0.0) {
         progress::note(format!(
@@ -260,9 +261,9 @@ pub fn analyze_in_rootfs(
             dumps: restart_points(&dumps, series),
             focus: series.focus,
         }),
-        Growth::PerDump(max) => Some(Picked {
+        Growth::PerDump => Some(Picked {
             per: Per::Dump,
-            dumps: dump_points(&dumps, max),
+            dumps: dump_points(&dumps),
             focus: None,
         }),
     };
@@ -351,7 +352,7 @@ fn jeprof_outputs(
     Ok((text_last, text_diff, stacks))
 }
 
-/// The dumps read per site with their restart, and the sites kept.
+/// The dumps read per site with their restart or sequence number, and the sites kept.
 type SiteGrowth = (Vec<(String, u64)>, Vec<Site>);
 
 /// The dumps whose sites are read, with their restart or sequence number, and the sites
@@ -363,23 +364,23 @@ struct Picked<'a> {
 }
 
 /// The dumps to read for the growth per restart: the last dump of each restart, up to
-/// `max_dumps` of them evenly spread, with their restart.
+/// [`MAX_SITE_DUMPS`] of them evenly spread, with their restart.
 fn restart_points(dumps: &[String], series: &Series) -> Vec<(String, u64)> {
     let timed: Vec<(String, f64)> = dumps
         .iter()
         .filter_map(|d| Some((d.clone(), *series.dump_times.get(d)?)))
         .collect();
     let per_restart = sites::last_per_restart(&timed, series.restarts);
-    sites::pick(per_restart.len(), series.max_dumps)
+    sites::pick(per_restart.len(), MAX_SITE_DUMPS)
         .into_iter()
         .map(|i| per_restart[i].clone())
         .collect()
 }
 
-/// The dumps to read for the growth per dump: up to `max` of them evenly spread, with
-/// their sequence number (their place in the list where a name has none).
-fn dump_points(dumps: &[String], max: usize) -> Vec<(String, u64)> {
-    sites::pick(dumps.len(), max)
+/// The dumps to read for the growth per dump: up to [`MAX_SITE_DUMPS`] of them evenly
+/// spread, with their sequence number (their place in the list where a name has none).
+fn dump_points(dumps: &[String]) -> Vec<(String, u64)> {
+    sites::pick(dumps.len(), MAX_SITE_DUMPS)
         .into_iter()
         .map(|i| {
             let seq = heap_profile::dump_seq(&dumps[i]).unwrap_or(i as u64);
@@ -413,9 +414,9 @@ fn site_growth(
     let points: Vec<DumpPoint> = picked
         .into_iter()
         .zip(texts)
-        .map(|((dump, restart), text)| DumpPoint {
+        .map(|((dump, at), text)| DumpPoint {
             dump,
-            restart,
+            at,
             sites: sites::flat_sites(&text),
         })
         .collect();
@@ -431,7 +432,7 @@ fn site_growth(
     };
     let dumps: Vec<serde_json::Value> = points
         .iter()
-        .map(|p| serde_json::json!({ "dump": p.dump, key: p.restart, "sites": p.sites }))
+        .map(|p| serde_json::json!({ "dump": p.dump, key: p.at, "sites": p.sites }))
         .collect();
     let json = serde_json::json!({ "per": per, "dumps": dumps, "sites": &table });
     std::fs::write(
@@ -444,7 +445,7 @@ fn site_growth(
         .filter(|(i, s)| *i < TOP_SITES || focus.is_some_and(|f| f.is_match(&s.site)))
         .map(|(_, s)| s)
         .collect();
-    let site_dumps = points.iter().map(|p| (p.dump.clone(), p.restart)).collect();
+    let site_dumps = points.iter().map(|p| (p.dump.clone(), p.at)).collect();
     Ok((site_dumps, kept))
 }
 

@@ -534,7 +534,6 @@ fn analyse(
     let series = analyze::Series {
         restarts,
         dump_times: &dump_times,
-        max_dumps: MAX_SITE_DUMPS,
         focus: focus.as_ref(),
     };
     match analyze::analyze_in_rootfs(
@@ -557,9 +556,6 @@ fn analyse(
         }
     }
 }
-
-/// Dumps read per site (each a jeprof run of a few seconds), evenly spread over the run.
-pub const MAX_SITE_DUMPS: usize = 12;
 
 #[cfg(test)]
 mod tests {

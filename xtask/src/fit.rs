@@ -16,6 +16,18 @@ pub struct Fit {
     pub n: usize,
 }
 
+impl Fit {
+    /// The slope divided by `scale`, signed, with its standard error when it has one, to
+    /// `decimals` places: `+1.25 ± 0.30`.
+    pub fn plus_minus(&self, scale: f64, decimals: usize) -> String {
+        let slope = format!("{:+.decimals$}", self.slope / scale);
+        match self.stderr {
+            Some(se) => format!("{slope} ± {:.decimals$}", se / scale),
+            None => slope,
+        }
+    }
+}
+
 /// The least-squares line through `points`; None for fewer than two points or a constant x.
 pub fn fit(points: &[(f64, f64)]) -> Option<Fit> {
     if points.len() < 2 {
@@ -60,6 +72,12 @@ mod tests {
         let noisy = fit(&[(0.0, 1.0), (1.0, 1.0), (2.0, 4.0), (3.0, 7.0), (4.0, 7.0)]).unwrap();
         assert!((noisy.slope - 1.8).abs() < 1e-9, "{noisy:?}");
         assert!(noisy.stderr.unwrap() > 0.0 && (noisy.r2.unwrap() - 0.9).abs() < 1e-9);
+        assert_eq!(
+            noisy.plus_minus(1.0, 2),
+            format!("+1.80 ± {:.2}", noisy.stderr.unwrap())
+        );
+        let two = fit(&[(0.0, 0.0), (1.0, 2048.0)]).unwrap();
+        assert_eq!(two.plus_minus(1024.0, 1), "+2.0");
         let flat = fit(&[(0.0, 5.0), (1.0, 5.0), (2.0, 5.0)]).unwrap();
         assert_eq!((flat.slope, flat.r2), (0.0, None));
     }

@@ -126,25 +126,26 @@ pub fn heap_files(ls: &str) -> Vec<String> {
     names
 }
 
-/// The process id in a dump's name (`<prefix>.<pid>.<seq>.i<seq>.heap`).
-pub fn dump_pid(name: &str) -> Option<u64> {
+/// The process id and sequence number in a dump's name
+/// (`<prefix>.<pid>.<seq>.<kind>.heap`), as written.
+fn pid_and_seq(name: &str) -> Option<(&str, &str)> {
     let parts: Vec<&str> = name.strip_suffix(".heap")?.rsplit('.').collect();
-    // Reversed: i<seq>, <seq>, <pid>, ...
+    // Reversed: <kind>, <seq>, <pid>, ...
     match parts[..] {
         // i<n>: interval, f: final, m<n>: manual, u<n>: high-water mark.
-        [kind, _, pid, ..] if kind.starts_with(['i', 'f', 'm', 'u']) => pid.parse().ok(),
+        [kind, seq, pid, ..] if kind.starts_with(['i', 'f', 'm', 'u']) => Some((pid, seq)),
         _ => None,
     }
 }
 
-/// jemalloc's sequence number of a dump (`<prefix>.<pid>.<seq>.<kind>.heap`): its place
-/// among all the dumps its process wrote.
+/// The process id in a dump's name.
+pub fn dump_pid(name: &str) -> Option<u64> {
+    pid_and_seq(name)?.0.parse().ok()
+}
+
+/// jemalloc's sequence number of a dump: its place among all the dumps its process wrote.
 pub fn dump_seq(name: &str) -> Option<u64> {
-    let parts: Vec<&str> = name.strip_suffix(".heap")?.rsplit('.').collect();
-    match parts[..] {
-        [kind, seq, _, ..] if kind.starts_with(['i', 'f', 'm', 'u']) => seq.parse().ok(),
-        _ => None,
-    }
+    pid_and_seq(name)?.1.parse().ok()
 }
 
 /// The dumps of the process that wrote the most (a directory may also hold a dump of a

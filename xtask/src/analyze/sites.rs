@@ -2,8 +2,8 @@
 //! dump's `jeprof --text`, the restart each dump was written in (from its time and the
 //! times the restarts were seen), and per site the bytes at the first and last dump and the
 //! least-squares growth per restart (or per dump) with its standard error and R², sorted by
-//! growth. The
-//! call chain of a site comes from jeprof's collapsed stacks (`--collapsed`, root first).
+//! growth. The call chain of a site comes from jeprof's collapsed stacks (`--collapsed`,
+//! root first).
 
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -99,11 +99,11 @@ pub fn pick(n: usize, max: usize) -> Vec<usize> {
     out
 }
 
-/// One dump: when (as a restart) and its sites.
-#[derive(Debug, Clone, Serialize)]
+/// One dump: when (its restart, or its sequence number) and its sites.
+#[derive(Debug, Clone)]
 pub struct DumpPoint {
     pub dump: String,
-    pub restart: u64,
+    pub at: u64,
     pub sites: BTreeMap<String, i64>,
 }
 
@@ -113,7 +113,8 @@ pub struct Site {
     pub site: String,
     pub first_bytes: i64,
     pub last_bytes: i64,
-    /// Bytes per restart, least squares over every dump (a dump without the site: 0).
+    /// Bytes per restart (or per dump), least squares over every dump read (a dump
+    /// without the site: 0).
     pub growth: Option<Fit>,
     /// The heaviest growing call chain ending in the site, the site first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -131,11 +132,7 @@ pub fn growth_text(site: &Site, unit: &str) -> String {
     let Some(g) = site.growth else {
         return "no line".into();
     };
-    let mut t = format!("{:+.1}", g.slope / 1024.0);
-    if let Some(se) = g.stderr {
-        t += &format!(" ± {:.1}", se / 1024.0);
-    }
-    t += &format!(" KiB per {unit}");
+    let mut t = format!("{} KiB per {unit}", g.plus_minus(1024.0, 1));
     // Two points are always on a line: R² says something from three on.
     if let Some(r2) = g.r2.filter(|_| g.n >= 3) {
         t += &format!(", R² {r2:.2}");
@@ -152,7 +149,7 @@ pub fn site_table(points: &[DumpPoint]) -> Vec<Site> {
         .map(|n| {
             let xy: Vec<(f64, f64)> = points
                 .iter()
-                .map(|p| (p.restart as f64, bytes(p, n) as f64))
+                .map(|p| (p.at as f64, bytes(p, n) as f64))
                 .collect();
             Site {
                 site: n.clone(),
@@ -242,7 +239,7 @@ mod tests {
     fn a_leak_grows_linearly_and_comes_first() {
         let point = |restart: u64, leak: i64, steady: i64| DumpPoint {
             dump: format!("d{restart}"),
-            restart,
+            at: restart,
             sites: [("leak".to_string(), leak), ("steady".to_string(), steady)]
                 .into_iter()
                 .filter(|(_, b)| *b != 0)

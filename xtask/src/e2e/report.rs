@@ -325,7 +325,7 @@ mod tests {
         let pts: Vec<DumpPoint> = (0..=12u64)
             .map(|r| DumpPoint {
                 dump: format!("d{r}"),
-                restart: r,
+                at: r,
                 sites: [
                     (leak.to_string(), per_restart * (r as i64 + 1)),
                     ("rocksdb::Arena::AllocateNewBlock".into(), 67108864),

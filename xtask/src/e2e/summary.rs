@@ -11,17 +11,9 @@ use crate::analyze::sites::Site;
 use crate::analyze::Analysis;
 use crate::fit::Fit;
 
-/// kB per restart as `+1.2 ± 0.3` MB.
+/// kB per restart as `+1.20 ± 0.30` MB.
 fn mb(kb: Option<Fit>) -> String {
-    match kb {
-        Some(Fit {
-            slope,
-            stderr: Some(se),
-            ..
-        }) => format!("{:+.2} ± {:.2}", slope / 1024.0, se / 1024.0),
-        Some(f) => format!("{:+.2}", f.slope / 1024.0),
-        None => "n/a".into(),
-    }
+    kb.map_or("n/a".into(), |f| f.plus_minus(1024.0, 2))
 }
 
 fn kib(bytes: i64) -> String {
@@ -142,15 +134,7 @@ fn site_row(site: &Site) -> String {
         site.site,
         kib(site.first_bytes),
         kib(site.last_bytes),
-        match g {
-            Some(Fit {
-                slope,
-                stderr: Some(se),
-                ..
-            }) => format!("{:+.1} ± {:.1}", slope / 1024.0, se / 1024.0),
-            Some(f) => format!("{:+.1}", f.slope / 1024.0),
-            None => "n/a".into(),
-        },
+        g.map_or("n/a".into(), |f| f.plus_minus(1024.0, 1)),
         g.and_then(|g| g.r2)
             .map_or("n/a".into(), |r2| format!("{r2:.2}")),
     )
