@@ -42,7 +42,7 @@ use crate::teardown;
 use cluster::{Allocator, Cluster, ClusterSpec, DUMP_DIR};
 use docker_cluster::{DockerCluster, DockerOptions};
 use kind_cluster::{KindCluster, KindOptions, KindSession};
-pub use report::{growth, memory_plot, slope, verdict, Growth, Report, Run, Sample};
+pub use report::{growth, memory_plot, verdict, Growth, Report, Run, Sample};
 use restarts::{restart_loop, Job};
 use runc_cluster::RuncCluster;
 use scenario::Plan;

@@ -50,11 +50,12 @@ impl Allocator {
 /// Where the TaskManager writes its heap dumps, inside its container (a volume).
 pub const DUMP_DIR: &str = "/jeprof";
 
-/// What one cluster runs: the configuration appended to the image's `flink-conf.yaml`, the
-/// TaskManager's extra environment and its memory limit.
+/// What one cluster runs: Flink configuration over the image's own, the TaskManager's extra
+/// environment and its memory limit.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
-    /// `flink-conf.yaml` entries appended to the image's configuration.
+    /// Flink configuration entries over the image's: through `FLINK_PROPERTIES` (docker,
+    /// kind, runc on Flink 2) or appended to `flink-conf.yaml` (runc on Flink 1.x).
     pub conf: Vec<(String, String)>,
     /// Extra environment of the TaskManager only (LD_PRELOAD, MALLOC_CONF).
     pub taskmanager_env: Vec<(String, String)>,

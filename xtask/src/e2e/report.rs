@@ -107,11 +107,6 @@ impl Report {
     }
 }
 
-/// Least-squares slope of y over x.
-pub fn slope(points: &[(f64, f64)]) -> Option<f64> {
-    fit(points).map(|f| f.slope)
-}
-
 pub fn growth(samples: &[Sample]) -> Growth {
     let of = |f: &dyn Fn(&Sample) -> Option<f64>| {
         let pts: Vec<(f64, f64)> = samples
