@@ -96,6 +96,10 @@ pub struct Series<'a> {
     pub dump_times: &'a BTreeMap<String, f64>,
     /// Sites always kept in the analysis, with their chain (a scenario's expected site).
     pub focus: Option<&'a regex::Regex>,
+    /// `(from, to)`: when the job ran with its state open. The difference ends at the last
+    /// dump written in one, when there is one: dumps come in bursts of allocation, most
+    /// while Flink redeploys the job, and one written then finds RocksDB closed.
+    pub live: &'a [(f64, f64)],
 }
 
 /// Dumps read per site at most (each a jeprof run of a few seconds), evenly spread.
@@ -250,7 +254,7 @@ pub fn analyze_in_rootfs(
         );
     }
     let base = base_dump(base, &dumps, dir)?;
-    let last = dumps[dumps.len() - 1].clone();
+    let last = diff_last(&dumps, &base, &growth, dir);
     let missing_files = missing_files(rootfs, dir, &last)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let (text_last, text_diff, stacks) = jeprof_outputs(rootfs, java, &base, &last, out)?;
@@ -291,6 +295,34 @@ pub fn analyze_in_rootfs(
         (serde_json::to_string_pretty(&a)? + "\n").as_bytes(),
     )?;
     Ok(a)
+}
+
+/// The difference's last dump: the last one, or with a series that knows when the job ran
+/// the last written while it did (a note says how many later ones are left out).
+fn diff_last(dumps: &[String], base: &str, growth: &Growth, dir: &Path) -> String {
+    let last = dumps[dumps.len() - 1].clone();
+    let Growth::PerRestart(Series {
+        dump_times, live, ..
+    }) = growth
+    else {
+        return last;
+    };
+    let timed: Vec<(String, f64)> = dumps
+        .iter()
+        .filter_map(|d| Some((d.clone(), *dump_times.get(d)?)))
+        .collect();
+    let Some(running) = sites::last_within(&timed, base, live) else {
+        return last;
+    };
+    let later = dumps.len() - 1 - dumps.iter().position(|d| *d == running).unwrap_or(0);
+    if later > 0 {
+        progress::note(format!(
+            "{}: the difference ends at {running}, the last dump written while the job ran \
+             (the {later} later one(s) were written while Flink restarted it)",
+            dir.display()
+        ));
+    }
+    running
 }
 
 fn write(out: &Path, name: &str, body: &[u8]) -> Result<()> {

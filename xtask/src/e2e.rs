@@ -482,17 +482,17 @@ fn run_allocator(ctx: &RunContext, allocator: Allocator, spec: &ClusterSpec) -> 
             lp.unexpected_deaths
         ));
     }
-    let restart_times = restarts::restart_times(ctx, cluster.as_ref(), &job, &lp.samples);
+    let timeline = restarts::timeline(ctx, cluster.as_ref(), &job, &lp.samples);
     let _ = cluster.rest().cancel(&job.id);
     drop(cluster);
     let analysis = allocator
         .profiles()
-        .then(|| analyse(ctx, allocator, &dumps, &last_dir, &restart_times))
+        .then(|| analyse(ctx, allocator, &dumps, &last_dir, &timeline))
         .flatten();
     Ok(Run {
         allocator,
         restarts: lp.restarts,
-        restart_times,
+        restart_times: timeline.restarts,
         oom_kills,
         growth: growth(&lp.samples),
         samples: lp.samples,
@@ -509,7 +509,7 @@ fn analyse(
     allocator: Allocator,
     dumps: &Path,
     last_dir: &Path,
-    restarts: &[(u64, f64)],
+    timeline: &restarts::Timeline,
 ) -> Option<Analysis> {
     // The directory with the dumps' times, then the most dumps.
     let mut best: Option<((bool, usize), PathBuf)> = None;
@@ -532,9 +532,10 @@ fn analyse(
         .as_deref()
         .and_then(|p| regex::Regex::new(p).ok());
     let series = analyze::Series {
-        restarts,
+        restarts: &timeline.restarts,
         dump_times: &dump_times,
         focus: focus.as_ref(),
+        live: &timeline.live,
     };
     match analyze::analyze_in_rootfs(
         &ctx.bundle.rootfs(),

@@ -43,10 +43,13 @@ fn e2e(report: &Path, extra: &[&str]) -> Value {
     args.extend(extra);
     let out = xtask(&args);
     let r: Value = serde_json::from_str(&stdout(&out)).unwrap_or(Value::Null);
+    // The output is above (support::xtask prints it); the verdict stays next to the panic,
+    // which a CI log's tail keeps.
     assert!(
         out.status.success(),
-        "e2e {extra:?} failed:\n{}\n{r}",
-        stderr(&out)
+        "e2e {extra:?} failed: {}; its last words: {}",
+        r["verdict"],
+        stderr(&out).lines().last().unwrap_or("")
     );
     r
 }

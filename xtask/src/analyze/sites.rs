@@ -62,6 +62,16 @@ pub fn last_per_restart(dumps: &[(String, f64)], restarts: &[(u64, f64)]) -> Vec
     per.into_iter().map(|(r, n)| (n.clone(), r)).collect()
 }
 
+/// The last dump written within one of `windows` (`(from, to)`) and after `base` in dump
+/// order, when there is one: `dumps` are `(name, written at)` in dump order.
+pub fn last_within(dumps: &[(String, f64)], base: &str, windows: &[(f64, f64)]) -> Option<String> {
+    let after_base = dumps.iter().skip_while(|(n, _)| n != base).skip(1);
+    after_base
+        .filter(|(_, t)| windows.iter().any(|(from, to)| from <= t && t < to))
+        .last()
+        .map(|(n, _)| n.clone())
+}
+
 /// A frame of jeprof's collapsed stacks as `--text` names it: jeprof's own
 /// `ShortFunctionName` (argument lists, template arguments and the `<address>` it appends
 /// removed, then a leading return type), an inlined frame's `[inline]` as ` (inline)`.
@@ -293,6 +303,25 @@ mod tests {
                 ("d".to_string(), 3)
             ]
         );
+    }
+
+    #[test]
+    fn the_difference_ends_at_the_last_dump_written_while_the_job_ran() {
+        // The matrix run that failed its verdict: the last dump (i14) was written 0.6 s
+        // after the last failure, while Flink redeployed the job with RocksDB closed.
+        let dumps: Vec<(String, f64)> =
+            [("i0", 96.4), ("i11", 101.5), ("i13", 107.6), ("i14", 112.1)]
+                .iter()
+                .map(|(n, t)| (n.to_string(), *t))
+                .collect();
+        let live = [(100.7, 103.6), (105.5, 111.0), (112.3, f64::INFINITY)];
+        assert_eq!(last_within(&dumps, "i0", &live), Some("i13".to_string()));
+        let open = [(100.7, f64::INFINITY)];
+        assert_eq!(last_within(&dumps, "i0", &open), Some("i14".to_string()));
+        // None in a window after the base: the caller keeps the last dump.
+        assert_eq!(last_within(&dumps, "i0", &[]), None);
+        assert_eq!(last_within(&dumps, "i13", &live), None);
+        assert_eq!(last_within(&dumps, "gone", &open), None);
     }
 
     #[test]

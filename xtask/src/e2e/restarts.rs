@@ -84,7 +84,7 @@ pub fn restart_loop(
         restarts: 0,
         incarnation: 1,
         unexpected_deaths: 0,
-        samples: vec![sample(cluster, 0, running)?],
+        samples: vec![sample(cluster, &job.id, 0, running)?],
     };
     while lp.restarts < plan.restarts {
         if Instant::now() > deadline {
@@ -114,7 +114,7 @@ pub fn restart_loop(
             continue;
         }
         lp.restarts = restarted;
-        let s = sample(cluster, lp.restarts, running)?;
+        let s = sample(cluster, &job.id, lp.restarts, running)?;
         progress::note(format!(
             "{name}: restart {}: RSS {} MB, native {} MB, cgroup {} MB",
             lp.restarts,
@@ -189,30 +189,64 @@ const HEAP_COMMITTED: &str = "Status.JVM.Memory.Heap.Committed";
 const NONHEAP_COMMITTED: &str = "Status.JVM.Memory.NonHeap.Committed";
 const DIRECT_USED: &str = "Status.JVM.Memory.Direct.MemoryUsed";
 
-/// When each restart happened, `(restart, seconds since the epoch)` from restart 0 (the
-/// job running): for injected failures the JobManager's failure times (the new attempt
-/// follows within the restart delay), else, or when its history is cut short, the times
-/// the loop saw them.
-pub fn restart_times(
+/// When the restarts happened and when the job ran, as times since the epoch.
+pub struct Timeline {
+    /// `(restart, seconds)` from restart 0 (the job running).
+    pub restarts: Vec<(u64, f64)>,
+    /// `(from, to)`: when the job ran with its state (and RocksDB) open; empty unless every
+    /// failure is known.
+    pub live: Vec<(f64, f64)>,
+}
+
+/// How long before the JobManager records an injected failure the failing task may
+/// already have closed its RocksDB (50 ms on Flink 2.2.1 under Docker, its log says).
+const ROCKSDB_CLOSED_BEFORE_FAILURE_SECS: f64 = 0.5;
+
+/// The run's [`Timeline`]: for injected failures the JobManager's failure times (the new
+/// attempt follows within the restart delay), else, or when its history is cut short, the
+/// times the loop saw them.
+pub fn timeline(
     ctx: &RunContext,
     cluster: &dyn Cluster,
     job: &Job,
     samples: &[Sample],
-) -> Vec<(u64, f64)> {
-    let seen: Vec<(u64, f64)> = samples.iter().map(|s| (s.restart, s.seen_at)).collect();
-    let last = samples.last().map_or(0, |s| s.restart);
-    if ctx.plan.mode != Mode::Injected || seen.is_empty() {
-        return seen;
+) -> Timeline {
+    let failures = (ctx.plan.mode == Mode::Injected)
+        .then(|| cluster.rest().failure_times(&job.id).unwrap_or_default())
+        .filter(|f| f.len() as u64 >= samples.last().map_or(0, |s| s.restart));
+    match failures {
+        Some(f) if !samples.is_empty() => Timeline {
+            restarts: restart_times(samples[0].seen_at, &f),
+            live: live_windows(samples, &f),
+        },
+        _ => Timeline {
+            restarts: samples.iter().map(|s| (s.restart, s.seen_at)).collect(),
+            live: Vec::new(),
+        },
     }
-    let failures = cluster.rest().failure_times(&job.id).unwrap_or_default();
-    if (failures.len() as u64) < last {
-        return seen;
-    }
-    // Every failure, also those after the last sample (dumps written after them belong to
-    // a later restart, not to the last one).
-    let mut out = vec![seen[0]];
+}
+
+/// Restart 0 at `start`, then every failure, also those after the last sample (dumps
+/// written after them belong to a later restart, not to the last one).
+fn restart_times(start: f64, failures: &[f64]) -> Vec<(u64, f64)> {
+    let mut out = vec![(0, start)];
     out.extend(failures.iter().enumerate().map(|(i, t)| (i as u64 + 1, *t)));
     out
+}
+
+/// From each sample's `running_since` to the next failure (less the moment the failing
+/// task may take to close RocksDB before the JobManager records it); the last open-ended.
+fn live_windows(samples: &[Sample], failures: &[f64]) -> Vec<(f64, f64)> {
+    samples
+        .iter()
+        .filter_map(|s| s.running_since)
+        .map(|from| {
+            let next = failures.iter().find(|f| **f > from);
+            let to = next.map_or(f64::INFINITY, |f| f - ROCKSDB_CLOSED_BEFORE_FAILURE_SECS);
+            (from, to)
+        })
+        .filter(|(from, to)| from < to)
+        .collect()
 }
 
 /// The current TaskManager's dumps and the libraries they map into `dir`, with the time
@@ -245,7 +279,7 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-fn sample(cluster: &dyn Cluster, restart: u64, since: Instant) -> Result<Sample> {
+fn sample(cluster: &dyn Cluster, job: &str, restart: u64, since: Instant) -> Result<Sample> {
     let seen_at = unix_now();
     let mem = cluster.taskmanager_memory()?;
     let rss_kb = mem
@@ -271,6 +305,14 @@ fn sample(cluster: &dyn Cluster, restart: u64, since: Instant) -> Result<Sample>
     };
     let kb = |k: &str| metrics.get(k).map(|v| (*v as u64) / 1024);
     let (heap, nonheap) = (kb(HEAP_COMMITTED), kb(NONHEAP_COMMITTED));
+    // Best effort: without it the dumps of this restart are not known to catch RocksDB open.
+    let running_since = loop {
+        let r = cluster.rest().running_since(job).ok().flatten();
+        if r.is_some() || asked.elapsed() > Duration::from_secs(5) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     Ok(Sample {
         restart,
         seen_at,
@@ -284,5 +326,42 @@ fn sample(cluster: &dyn Cluster, restart: u64, since: Instant) -> Result<Sample>
             (Some(h), Some(n)) => Some(rss_kb as i64 - h as i64 - n as i64),
             _ => None,
         },
+        running_since,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_job_ran_from_each_sample_to_the_next_failure() {
+        let sample = |restart, seen_at, running_since| Sample {
+            restart,
+            seen_at,
+            running_since,
+            ..Default::default()
+        };
+        // Restart 2's tasks were not seen running; a failure after the last sample.
+        let samples = [
+            sample(0, 100.0, Some(100.4)),
+            sample(1, 105.6, Some(104.8)),
+            sample(2, 109.4, None),
+            sample(3, 113.1, Some(112.2)),
+        ];
+        let failures = [104.1, 107.8, 111.5, 115.2];
+        assert_eq!(
+            live_windows(&samples, &failures),
+            [(100.4, 103.6), (104.8, 107.3), (112.2, 114.7)]
+        );
+        assert_eq!(
+            restart_times(100.0, &failures),
+            [(0, 100.0), (1, 104.1), (2, 107.8), (3, 111.5), (4, 115.2)]
+        );
+        // The run's end: the last window stays open.
+        assert_eq!(
+            live_windows(&samples[3..], &failures[..3]),
+            [(112.2, f64::INFINITY)]
+        );
+    }
 }

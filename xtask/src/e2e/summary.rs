@@ -82,7 +82,7 @@ fn expectation(r: &Report) -> String {
     if let Some(p) = &e.in_diff {
         let _ = writeln!(
             s,
-            "Expected: a frame matching `{p}` among the sites that grew from the first to the last dump."
+            "Expected: a frame matching `{p}` among the sites that grew in the difference of the dumps (below)."
         );
     }
     if let (Some(site), Some(bytes)) = (&e.site, e.bytes_per_restart) {
