@@ -318,7 +318,7 @@ fn diff_last(dumps: &[String], base: &str, growth: &Growth, dir: &Path) -> Strin
     if later > 0 {
         progress::note(format!(
             "{}: the difference ends at {running}, the last dump written while the job ran \
-             (the {later} later one(s) were written while Flink restarted it)",
+             (the {later} later one(s) were written around a restart)",
             dir.display()
         ));
     }

@@ -245,19 +245,6 @@ impl FlinkRest {
         ))
     }
 
-    /// Since when every task of the job's current attempt runs (its state restored, its
-    /// RocksDB open), seconds since the epoch; None while one does not (yet) run.
-    pub fn running_since(&self, job: &str) -> Result<Option<f64>> {
-        let j = self.get(&format!("/jobs/{job}"))?;
-        let mut times = Vec::new();
-        for v in j["vertices"].as_array().into_iter().flatten() {
-            if let Some(id) = v["id"].as_str() {
-                times.push(self.get(&format!("/jobs/{job}/vertices/{id}/subtasktimes"))?);
-            }
-        }
-        Ok(running_since(&times))
-    }
-
     /// `PATCH /jobs/<id>?mode=cancel`.
     pub fn cancel(&self, job: &str) -> Result<()> {
         let url = format!("{}/jobs/{job}?mode=cancel", self.base);
@@ -300,27 +287,6 @@ pub fn failure_times(answer: &Value) -> Vec<f64> {
         .collect();
     out.sort_by(f64::total_cmp);
     out
-}
-
-/// The latest `RUNNING` timestamp of the subtasks in `/jobs/<id>/vertices/<v>/subtasktimes`
-/// answers (the current attempt's; a state not reached is 0), seconds; None when a subtask
-/// has not reached it or has ended since, or there is none.
-pub fn running_since(subtasktimes: &[Value]) -> Option<f64> {
-    const ENDED: [&str; 4] = ["FAILED", "CANCELING", "CANCELED", "FINISHED"];
-    let mut latest: Option<f64> = None;
-    for subtask in subtasktimes
-        .iter()
-        .flat_map(|a| a["subtasks"].as_array().into_iter().flatten())
-    {
-        let ts = &subtask["timestamps"];
-        let at = |state: &str| ts[state].as_f64().filter(|ms| *ms > 0.0);
-        let running = at("RUNNING")?;
-        if ENDED.iter().any(|s| at(s).is_some()) {
-            return None;
-        }
-        latest = Some(latest.map_or(running, |l: f64| l.max(running)));
-    }
-    latest.map(|ms| ms / 1000.0)
 }
 
 /// A metrics answer `[{"id": "numRestarts", "value": "12"}, ...]` (values are strings).
@@ -404,30 +370,6 @@ mod tests {
             format!("{e:#}").contains(&format!("GET {base}/overview")),
             "{e:#}"
         );
-    }
-
-    #[test]
-    fn running_since_the_last_subtask_ran() {
-        // As Flink 2.2.1 answers (1.10 says "host" for "endpoint"; the timestamps alike).
-        let times = |running: u64, failed: u64| {
-            serde_json::json!({"id": "90bea", "name": "rocksdb-state", "now": 1795803215510_u64,
-                "subtasks": [{"subtask": 0, "endpoint": "localhost:32775", "duration": 1296,
-                "timestamps": {"CANCELED": 0, "RUNNING": running, "RECONCILING": 0,
-                    "CREATED": 1795803214208_u64, "DEPLOYING": 1795803214216_u64, "FINISHED": 0,
-                    "SCHEDULED": 1795803214214_u64, "CANCELING": 0, "FAILED": failed,
-                    "INITIALIZING": 1795803214256_u64}}]})
-        };
-        let source = times(1795803214285, 0);
-        let state = times(1795803214347, 0);
-        assert_eq!(
-            running_since(&[source.clone(), state]),
-            Some(1795803214.347)
-        );
-        // Still initializing, or failed since: not running.
-        assert_eq!(running_since(&[source.clone(), times(0, 0)]), None);
-        let failed = times(1795803214347, 1795803217347);
-        assert_eq!(running_since(&[source, failed]), None);
-        assert_eq!(running_since(&[]), None);
     }
 
     #[test]

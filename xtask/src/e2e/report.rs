@@ -29,9 +29,6 @@ pub struct Sample {
     pub direct_used_kb: Option<u64>,
     /// RSS minus committed heap and non-heap: malloc'ed memory, thread stacks, direct buffers.
     pub native_kb: Option<i64>,
-    /// Since when the job's tasks ran (their state, and RocksDB, open), seconds since the
-    /// epoch; none when they did not run within a few seconds of the sample.
-    pub running_since: Option<f64>,
 }
 
 /// Growth per restart, kB, least squares over the samples, with standard errors.
