@@ -102,6 +102,16 @@ pub struct Series<'a> {
     pub live: &'a [(f64, f64)],
 }
 
+impl Series<'_> {
+    /// `dumps` with the time each was written, those without a time left out, in order.
+    fn timed(&self, dumps: &[String]) -> Vec<(String, f64)> {
+        dumps
+            .iter()
+            .filter_map(|d| Some((d.clone(), *self.dump_times.get(d)?)))
+            .collect()
+    }
+}
+
 /// Dumps read per site at most (each a jeprof run of a few seconds), evenly spread.
 pub const MAX_SITE_DUMPS: usize = 12;
 
@@ -301,17 +311,10 @@ pub fn analyze_in_rootfs(
 /// the last written while it did (a note says how many later ones are left out).
 fn diff_last(dumps: &[String], base: &str, growth: &Growth, dir: &Path) -> String {
     let last = dumps[dumps.len() - 1].clone();
-    let Growth::PerRestart(Series {
-        dump_times, live, ..
-    }) = growth
-    else {
+    let Growth::PerRestart(series) = growth else {
         return last;
     };
-    let timed: Vec<(String, f64)> = dumps
-        .iter()
-        .filter_map(|d| Some((d.clone(), *dump_times.get(d)?)))
-        .collect();
-    let Some(running) = sites::last_within(&timed, base, live) else {
+    let Some(running) = sites::last_within(&series.timed(dumps), base, series.live) else {
         return last;
     };
     let later = dumps.len() - 1 - dumps.iter().position(|d| *d == running).unwrap_or(0);
@@ -398,11 +401,7 @@ struct Picked<'a> {
 /// The dumps to read for the growth per restart: the last dump of each restart, up to
 /// [`MAX_SITE_DUMPS`] of them evenly spread, with their restart.
 fn restart_points(dumps: &[String], series: &Series) -> Vec<(String, u64)> {
-    let timed: Vec<(String, f64)> = dumps
-        .iter()
-        .filter_map(|d| Some((d.clone(), *series.dump_times.get(d)?)))
-        .collect();
-    let per_restart = sites::last_per_restart(&timed, series.restarts);
+    let per_restart = sites::last_per_restart(&series.timed(dumps), series.restarts);
     sites::pick(per_restart.len(), MAX_SITE_DUMPS)
         .into_iter()
         .map(|i| per_restart[i].clone())
