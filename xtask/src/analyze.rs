@@ -398,10 +398,10 @@ struct Picked<'a> {
     focus: Option<&'a regex::Regex>,
 }
 
-/// The dumps to read for the growth per restart: the last dump of each restart, up to
-/// [`MAX_SITE_DUMPS`] of them evenly spread, with their restart.
+/// The dumps to read for the growth per restart: the last dump written while each
+/// restart's job ran, up to [`MAX_SITE_DUMPS`] of them evenly spread, with their restart.
 fn restart_points(dumps: &[String], series: &Series) -> Vec<(String, u64)> {
-    let per_restart = sites::last_per_restart(&series.timed(dumps), series.restarts);
+    let per_restart = sites::last_per_restart(&series.timed(dumps), series.restarts, series.live);
     sites::pick(per_restart.len(), MAX_SITE_DUMPS)
         .into_iter()
         .map(|i| per_restart[i].clone())

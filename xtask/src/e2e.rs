@@ -306,6 +306,29 @@ fn prepare(
     })
 }
 
+/// The engine behind `driver` and its version for the report (`docker 20.10.24`,
+/// `runc 1.1.5+ds1`, `kind v0.27.0`); None when it does not answer.
+pub fn engine_version(driver: Driver) -> Option<String> {
+    let sh = xshell::Shell::new().ok()?;
+    let read = |c: xshell::Cmd| c.quiet().ignore_stderr().read().ok();
+    let v = match driver {
+        Driver::Docker => {
+            let format = "{{.Server.Version}}";
+            read(xshell::cmd!(sh, "docker version --format {format}"))?
+        }
+        Driver::Runc => read(xshell::cmd!(sh, "runc --version"))?
+            .lines()
+            .next()?
+            .trim_start_matches("runc version ")
+            .to_string(),
+        Driver::Kind => read(xshell::cmd!(sh, "kind version"))?
+            .split_whitespace()
+            .nth(1)?
+            .to_string(),
+    };
+    Some(format!("{} {}", flag(&driver), v.trim()))
+}
+
 /// Runs the scenario and writes the report; an `Ok` report may still have failed its verdict.
 pub fn e2e(args: &E2eArgs) -> Result<Report> {
     let started = Instant::now();
@@ -460,7 +483,7 @@ fn run_allocator(ctx: &RunContext, allocator: Allocator, spec: &ClusterSpec) -> 
     let started = Instant::now();
     let name = allocator.name();
     let step = Step::start(format!(
-        "{name}: starting JobManager and TaskManager (--driver {}, TaskManager limit {} MB)",
+        "{name}: starting JobManager and TaskManager (--driver {}, TaskManager limit {} MiB)",
         flag(&ctx.driver),
         args.memory_limit_mb
     ));
@@ -491,6 +514,11 @@ fn run_allocator(ctx: &RunContext, allocator: Allocator, spec: &ClusterSpec) -> 
         .flatten();
     Ok(Run {
         allocator,
+        taskmanager_cpus: lp.cpus,
+        expected_bytes_per_restart: allocator
+            .profiles()
+            .then(|| ctx.plan.expect.expected_bytes(lp.cpus))
+            .flatten(),
         restarts: lp.restarts,
         restart_times: timeline.restarts,
         oom_kills,

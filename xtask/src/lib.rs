@@ -7,7 +7,8 @@
 //! registry client (`registry`), archives (`unpack`), OCI images (`oci`), Debian formats
 //! (`debian`), digests, progress, the project's layout and specs, the engines' CLIs
 //! (`docker`, `kubectl`), work in an unpacked image (`bundle`, `rootless`), heap dumps
-//! (`heap_profile`), and interruptions (`teardown`). ARCHITECTURE.md maps every module.
+//! (`heap_profile`), growth with its error bars (`fit`), what made a measurement
+//! (`provenance`), and interruptions (`teardown`). ARCHITECTURE.md maps every module.
 
 // The subcommands.
 pub mod analyze;
@@ -32,6 +33,7 @@ pub mod kubectl;
 pub mod oci;
 pub mod progress;
 pub mod project;
+pub mod provenance;
 pub mod registry;
 pub mod rootless;
 pub mod spec;

@@ -50,13 +50,22 @@ pub fn restart_at(restarts: &[(u64, f64)], t: f64) -> u64 {
         .map_or(0, |(r, _)| *r)
 }
 
-/// The dumps to read: per restart the last dump written before the next one (the state
-/// that restart left), dumps from before the job ran (the first restart's time) left out,
-/// `(dump, restart)` in order. `dumps` are `(name, written at)` in dump order.
-pub fn last_per_restart(dumps: &[(String, f64)], restarts: &[(u64, f64)]) -> Vec<(String, u64)> {
+/// The dumps to read, one per restart at the same phase of each: the last dump written
+/// while that restart's job ran (within one of `live`, `(from, to)`), so every point holds
+/// the state the restart built and none the moment Flink redeploys the job; a restart with
+/// no dump in its window has no point. Without `live` (restarts whose times alone are
+/// known), the last dump written before the next restart. Dumps from before the job ran
+/// (the first restart's time) are left out; `(dump, restart)` in order. `dumps` are
+/// `(name, written at)` in dump order.
+pub fn last_per_restart(
+    dumps: &[(String, f64)],
+    restarts: &[(u64, f64)],
+    live: &[(f64, f64)],
+) -> Vec<(String, u64)> {
     let start = restarts.first().map_or(f64::MIN, |r| r.1);
+    let running = |t: f64| live.is_empty() || live.iter().any(|(from, to)| *from <= t && t < *to);
     let mut per: BTreeMap<u64, &String> = BTreeMap::new();
-    for (name, t) in dumps.iter().filter(|(_, t)| *t >= start) {
+    for (name, t) in dumps.iter().filter(|(_, t)| *t >= start && running(*t)) {
         per.insert(restart_at(restarts, *t), name);
     }
     per.into_iter().map(|(r, n)| (n.clone(), r)).collect()
@@ -137,12 +146,16 @@ impl Site {
     }
 }
 
-/// A site's growth for people: `+516.7 ± 10.4 KiB per dump, R² 1.00` (R² from three dumps).
+/// A site's growth for people: `+516.7 ± 10.4 KiB per dump, 95% [+490.0, +543.4]: grows,
+/// R² 1.00` (the interval and R² from three dumps).
 pub fn growth_text(site: &Site, unit: &str) -> String {
     let Some(g) = site.growth else {
         return "no line".into();
     };
     let mut t = format!("{} KiB per {unit}", g.plus_minus(1024.0, 1));
+    if g.ci95.is_some() {
+        t += &format!(", 95% {}: {}", g.interval(1024.0, 1), g.trend().words());
+    }
     // Two points are always on a line: R² says something from three on.
     if let Some(r2) = g.r2.filter(|_| g.n >= 3) {
         t += &format!(", R² {r2:.2}");
@@ -276,7 +289,7 @@ mod tests {
         assert_eq!(t[1].last_bytes, 0);
         assert_eq!(
             growth_text(&t[0], "dump"),
-            "+475.0 ± 0.0 KiB per dump, R² 1.00"
+            "+475.0 ± 0.0 KiB per dump, 95% [+475.0, +475.0]: grows, R² 1.00"
         );
         let two = site_table(&pts[..2]);
         assert_eq!(growth_text(&two[0], "restart"), "+475.0 KiB per restart");
@@ -296,12 +309,20 @@ mod tests {
         .collect();
         let seen = [(0, 100.0), (1, 104.0), (3, 112.0)];
         assert_eq!(
-            last_per_restart(&dumps, &seen),
+            last_per_restart(&dumps, &seen, &[]),
             vec![
                 ("b".to_string(), 0),
                 ("c".to_string(), 1),
                 ("d".to_string(), 3)
             ]
+        );
+        // With the job's live windows: `b` was written while restart 0's job ran, `c` in
+        // restart 1's redeploy (before its window opened), `d` in restart 3's window.
+        let live = [(100.0, 103.5), (106.0, 111.5), (114.0, f64::INFINITY)];
+        let dumps = [dumps.clone(), vec![("e".to_string(), 114.5)]].concat();
+        assert_eq!(
+            last_per_restart(&dumps, &seen, &live),
+            vec![("b".to_string(), 0), ("e".to_string(), 3)]
         );
     }
 

@@ -74,6 +74,10 @@ pub struct ContainerMemory {
     pub cgroup_bytes: Option<u64>,
     /// OOM kills recorded by the container's cgroup so far.
     pub oom_kills: u64,
+    /// The CPUs online as the TaskManager sees them (`/sys/devices/system/cpu/online`, which
+    /// glibc's `get_nprocs` reads and so `std::thread::hardware_concurrency`, RocksDB's count
+    /// of core slots): a CPU quota or a cpuset does not change it.
+    pub cpus_online: Option<u32>,
 }
 
 pub trait Cluster {
@@ -132,22 +136,46 @@ pub fn parse_dump_times(text: &str) -> Vec<(String, f64)> {
 }
 
 /// The memory probe run in the TaskManager container: PID 1's status (the JVM), then the
-/// container cgroup's usage and OOM-kill counter, v2 or v1.
+/// container cgroup's usage and OOM-kill counter, v2 or v1, then the CPUs online.
 pub const MEMORY_PROBE: &str = "cat /proc/1/status; echo @@cgroup; \
 if [ -r /sys/fs/cgroup/memory.current ]; then cat /sys/fs/cgroup/memory.current /sys/fs/cgroup/memory.events; \
-elif [ -r /sys/fs/cgroup/memory/memory.usage_in_bytes ]; then cat /sys/fs/cgroup/memory/memory.usage_in_bytes /sys/fs/cgroup/memory/memory.oom_control; fi";
+elif [ -r /sys/fs/cgroup/memory/memory.usage_in_bytes ]; then cat /sys/fs/cgroup/memory/memory.usage_in_bytes /sys/fs/cgroup/memory/memory.oom_control; fi; \
+echo @@cpus; cat /sys/devices/system/cpu/online";
 
-/// Parses [`MEMORY_PROBE`]'s output: (VmRSS kB, cgroup bytes, cgroup `oom_kill` count).
-pub fn parse_memory_probe(text: &str) -> (Option<u64>, Option<u64>, u64) {
+/// Parses [`MEMORY_PROBE`]'s output: VmRSS, cgroup bytes, the cgroup's `oom_kill` count
+/// and the CPUs online.
+pub fn parse_memory_probe(text: &str) -> ContainerMemory {
+    let (text, cpus) = text.split_once("@@cpus").unwrap_or((text, ""));
     let (status, cgroup) = text.split_once("@@cgroup").unwrap_or((text, ""));
     let mut lines = cgroup.lines().map(str::trim).filter(|l| !l.is_empty());
     let bytes = lines.next().and_then(|l| l.parse().ok());
     let counters: Vec<&str> = lines.collect();
-    (
-        vm_rss_kb(status),
-        bytes,
-        oom_kill_count(&counters.join("\n")),
-    )
+    ContainerMemory {
+        rss_kb: vm_rss_kb(status),
+        cgroup_bytes: bytes,
+        oom_kills: oom_kill_count(&counters.join("\n")),
+        cpus_online: cpu_count(cpus),
+    }
+}
+
+/// The number of CPUs in a kernel CPU list (`0-3,8,10-11` → 7), as in
+/// `/sys/devices/system/cpu/online`; None for anything else.
+pub fn cpu_count(list: &str) -> Option<u32> {
+    let list = list.trim();
+    if list.is_empty() {
+        return None;
+    }
+    list.split(',').try_fold(0u32, |n, part| {
+        let (from, to) = part.split_once('-').unwrap_or((part, part));
+        let (from, to): (u32, u32) = (from.trim().parse().ok()?, to.trim().parse().ok()?);
+        Some(n + to.checked_sub(from)? + 1)
+    })
+}
+
+/// The CPUs online on this machine: what a container here sees (the file is not
+/// namespaced).
+pub fn host_cpus_online() -> Option<u32> {
+    cpu_count(&std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?)
 }
 
 /// Attempts of the memory probe in a container that runs: an exec can fail for reasons of
@@ -219,14 +247,33 @@ mod tests {
     fn memory_probe_v2_and_v1() {
         let v2 = "Name:\tjava\nVmPeak:\t 4000000 kB\nVmRSS:\t  812344 kB\nThreads:\t80\n@@cgroup\n\
                   1073741824\nlow 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n";
-        assert_eq!(parse_memory_probe(v2), (Some(812344), Some(1 << 30), 1));
-        let v1 = "VmRSS:\t 1000 kB\n@@cgroup\n2048\noom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
-        assert_eq!(parse_memory_probe(v1), (Some(1000), Some(2048), 2));
+        let m = |rss_kb, cgroup_bytes, oom_kills, cpus_online| ContainerMemory {
+            rss_kb,
+            cgroup_bytes,
+            oom_kills,
+            cpus_online,
+        };
         assert_eq!(
-            parse_memory_probe("VmRSS: 5 kB\n@@cgroup\n"),
-            (Some(5), None, 0)
+            parse_memory_probe(&format!("{v2}@@cpus\n0-15\n")),
+            m(Some(812344), Some(1 << 30), 1, Some(16))
         );
-        assert_eq!(parse_memory_probe(""), (None, None, 0));
+        let v1 = "VmRSS:\t 1000 kB\n@@cgroup\n2048\noom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
+        assert_eq!(parse_memory_probe(v1), m(Some(1000), Some(2048), 2, None));
+        assert_eq!(
+            parse_memory_probe("VmRSS: 5 kB\n@@cgroup\n@@cpus\n0\n"),
+            m(Some(5), None, 0, Some(1))
+        );
+        assert_eq!(parse_memory_probe(""), ContainerMemory::default());
+    }
+
+    #[test]
+    fn cpu_lists_are_counted() {
+        assert_eq!(cpu_count("0-1\n"), Some(2));
+        assert_eq!(cpu_count("0-3,8,10-11"), Some(7));
+        assert_eq!(cpu_count("0"), Some(1));
+        for bad in ["", "3-1", "a-b", "0-"] {
+            assert_eq!(cpu_count(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -351,12 +351,11 @@ impl Cluster for DockerCluster {
             || docker_text(&["exec", name, "sh", "-c", MEMORY_PROBE]),
         )
         .with_context(|| format!("reading the memory of {name}"))?;
-        let (rss_kb, cgroup_bytes, _) = text.as_deref().map(parse_memory_probe).unwrap_or_default();
+        let probed = text.as_deref().map(parse_memory_probe).unwrap_or_default();
         let state = state.into_inner();
         Ok(ContainerMemory {
-            rss_kb,
-            cgroup_bytes,
             oom_kills: self.past_oom_kills + u64::from(!state.running && state.oom_killed),
+            ..probed
         })
     }
 

@@ -639,11 +639,10 @@ impl Cluster for KindCluster {
             },
         )?;
         let oom_kills = self.oom_runs.lock().expect("oom lock").len() as u64;
-        let (rss_kb, cgroup_bytes, _) = text.as_deref().map(parse_memory_probe).unwrap_or_default();
+        let probed = text.as_deref().map(parse_memory_probe).unwrap_or_default();
         Ok(ContainerMemory {
-            rss_kb,
-            cgroup_bytes,
             oom_kills,
+            ..probed
         })
     }
 

@@ -1,7 +1,8 @@
-//! The e2e report: the scenario, what one run of an allocator saw (samples, growth per
-//! restart with its standard error, OOM kills, the analysis with every site's growth), the
-//! verdict against the scenario's expectation, and its renderings, `summary.md` and
-//! `memory.svg` (the flame graph and call graph are the analysis's).
+//! The e2e report: the scenario, what made it (the commit and the machine), what one run of
+//! an allocator saw (samples, growth per restart with its autocorrelation-robust error and
+//! 95% interval, OOM kills, the CPUs the TaskManager saw, the analysis with every site's
+//! growth), the verdict against the scenario's expectation, and its renderings,
+//! `summary.md` and `memory.svg` (the flame graph and call graph are the analysis's).
 
 use anyhow::Result;
 use serde::Serialize;
@@ -13,8 +14,9 @@ use super::scenario::{Expect, Plan};
 use super::{flag, Driver, E2eArgs};
 use crate::analyze::sites::Site;
 use crate::analyze::Analysis;
-use crate::fit::{fit, Fit};
+use crate::fit::{fit, Fit, ERROR_METHOD};
 use crate::progress;
+use crate::provenance::Provenance;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Sample {
@@ -31,7 +33,7 @@ pub struct Sample {
     pub native_kb: Option<i64>,
 }
 
-/// Growth per restart, kB, least squares over the samples, with standard errors.
+/// Growth per restart, kB, least squares over the samples, with robust errors.
 #[derive(Debug, Clone, Serialize)]
 pub struct Growth {
     pub rss_kb_per_restart: Option<Fit>,
@@ -42,6 +44,12 @@ pub struct Growth {
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
     pub allocator: Allocator,
+    /// The CPUs the TaskManager saw (RocksDB's core slots follow them).
+    pub taskmanager_cpus: Option<u32>,
+    /// The profiling run of a scenario with a leak site: the bytes per restart expected on
+    /// this TaskManager.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_bytes_per_restart: Option<f64>,
     pub restarts: u64,
     /// `(restart, seconds since the epoch)`: when each happened (dumps are placed by it).
     pub restart_times: Vec<(u64, f64)>,
@@ -57,6 +65,10 @@ pub struct Run {
 pub struct Report {
     pub image: String,
     pub driver: Driver,
+    /// The commit and the machine that made this report.
+    pub made_by: Provenance,
+    /// What the ± and the intervals of every growth figure are.
+    pub errors: &'static str,
     /// The scenario as run: its name, Flink, mode, restarts, configuration, expectation.
     pub plan: Plan,
     pub memory_limit_mb: u64,
@@ -80,6 +92,8 @@ impl Report {
         Report {
             image: image.to_string(),
             driver,
+            made_by: Provenance::here(&crate::project::root(), super::engine_version(driver)),
+            errors: ERROR_METHOD,
             plan: plan.clone(),
             memory_limit_mb: args.memory_limit_mb,
             passed: verdict.is_empty(),
@@ -138,7 +152,12 @@ pub fn verdict(runs: &[Run], plan: &Plan) -> Vec<String> {
             Some(an) if an.dumps.len() < 2 => {
                 failures.push(format!("{a}: only {} dump(s) analysed", an.dumps.len()))
             }
-            Some(an) => failures.extend(expectations(an, &plan.expect, a)),
+            Some(an) => failures.extend(expectations(
+                an,
+                &plan.expect,
+                r.expected_bytes_per_restart,
+                a,
+            )),
         }
     }
     failures
@@ -157,8 +176,9 @@ pub fn fastest_match<'a>(sites: &'a [Site], pattern: &str) -> Option<&'a Site> {
         .max_by(|a, b| a.slope().total_cmp(&b.slope()))
 }
 
-/// What the scenario expects of a profiling run's analysis, as failures.
-pub fn expectations(an: &Analysis, e: &Expect, who: &str) -> Vec<String> {
+/// What the scenario expects of a profiling run's analysis, as failures; `expected` is the
+/// leak's bytes per restart on this run's TaskManager.
+pub fn expectations(an: &Analysis, e: &Expect, expected: Option<f64>, who: &str) -> Vec<String> {
     let mut f = Vec::new();
     if let Some(p) = &e.in_diff {
         let re = regex::Regex::new(p).ok();
@@ -174,10 +194,9 @@ pub fn expectations(an: &Analysis, e: &Expect, who: &str) -> Vec<String> {
             ));
         }
     }
-    let (Some(p), Some(expected)) = (&e.site, e.bytes_per_restart) else {
+    let (Some(p), Some(expected)) = (&e.site, expected) else {
         return f;
     };
-    let expected = expected as f64;
     if an.sites.is_empty() {
         f.push(format!(
             "{who}: no growth per site (the dumps carry no times)"
@@ -190,10 +209,18 @@ pub fn expectations(an: &Analysis, e: &Expect, who: &str) -> Vec<String> {
         (true, Some(s)) => {
             let r2 = s.growth.and_then(|g| g.r2).unwrap_or(0.0);
             let points = s.growth.map_or(0, |g| g.n);
+            let grows = s.growth.is_some_and(|g| g.grows());
             if points < 3 {
                 f.push(format!(
                     "{who}: {} was read in {points} dump(s); a line needs 3 or more (run more restarts)",
                     s.site
+                ));
+            } else if !grows {
+                f.push(format!(
+                    "{who}: {} is not shown to grow: {} KiB per restart, 95% interval {} holds zero",
+                    s.site,
+                    s.growth.map_or("n/a".into(), |g| g.plus_minus(1024.0, 1)),
+                    s.growth.map_or("n/a".into(), |g| g.interval(1024.0, 1)),
                 ));
             } else if r2 < e.min_r2 {
                 f.push(format!(
@@ -237,7 +264,7 @@ fn color(a: Allocator) -> &'static str {
 pub fn memory_plot(r: &Report) -> String {
     let mut series = Vec::new();
     for run in &r.runs {
-        let mb = |kb: f64| (kb / 1024.0).round();
+        let mib = |kb: f64| (kb / 1024.0).round();
         series.push(Series {
             label: format!("{} native", run.allocator.name()),
             color: color(run.allocator),
@@ -245,7 +272,7 @@ pub fn memory_plot(r: &Report) -> String {
             points: run
                 .samples
                 .iter()
-                .filter_map(|s| Some((s.restart as f64, mb(s.native_kb? as f64))))
+                .filter_map(|s| Some((s.restart as f64, mib(s.native_kb? as f64))))
                 .collect(),
         });
         series.push(Series {
@@ -255,7 +282,7 @@ pub fn memory_plot(r: &Report) -> String {
             points: run
                 .samples
                 .iter()
-                .map(|s| (s.restart as f64, mb(s.rss_kb as f64)))
+                .map(|s| (s.restart as f64, mib(s.rss_kb as f64)))
                 .collect(),
         });
     }
@@ -267,13 +294,13 @@ pub fn memory_plot(r: &Report) -> String {
             flag(&r.plan.mode)
         ),
         "restart",
-        "MB",
+        "MiB",
         &series,
     )
 }
 
-/// kB as whole MB, or `missing`.
-pub fn whole_mb(kb: Option<i64>, missing: &str) -> String {
+/// KiB as whole MiB, or `missing`.
+pub fn whole_mib(kb: Option<i64>, missing: &str) -> String {
     kb.map(|v| (v / 1024).to_string())
         .unwrap_or_else(|| missing.to_string())
 }
@@ -353,6 +380,8 @@ mod tests {
     fn run(allocator: Allocator, restarts: u64, analysis: Option<Analysis>) -> Run {
         Run {
             allocator,
+            taskmanager_cpus: Some(2),
+            expected_bytes_per_restart: Some(486400.0),
             restarts,
             restart_times: vec![],
             oom_kills: 0,
@@ -407,6 +436,29 @@ mod tests {
         assert!(verdict(&[at(486400, "os::malloc")], &control).is_empty());
         let v = verdict(&[at(486400, site)], &control);
         assert!(v[0].contains("in the control"), "{v:?}");
+        // On a TaskManager that sees 32 CPUs RocksDB keeps 32 core slots: four times the
+        // bytes, which pass there and fail where 8 slots are expected.
+        let mut wide = at(4 * 486400, site);
+        assert!(verdict(std::slice::from_ref(&wide), &leak)[0].contains("expected 475 KiB"));
+        wide.expected_bytes_per_restart = leak.expect.expected_bytes(Some(32));
+        assert!(verdict(&[wide], &leak).is_empty());
+        // A site whose line wanders about zero is not shown to grow, whatever its R².
+        let wandering: Vec<DumpPoint> = [2i64, 9, 1, 8, 3, 9]
+            .iter()
+            .enumerate()
+            .map(|(r, k)| DumpPoint {
+                dump: format!("d{r}"),
+                at: r as u64,
+                sites: [(site.to_string(), 486400 * k)].into_iter().collect(),
+            })
+            .collect();
+        let noisy = run(
+            Allocator::Jemalloc,
+            16,
+            Some(analysis(13, "", site_table(&wandering))),
+        );
+        let v = verdict(&[noisy], &leak);
+        assert!(v[0].contains("not shown to grow"), "{v:?}");
         // Without times there is no growth per site to judge.
         let bare = run(Allocator::Jemalloc, 16, Some(analysis(13, "", vec![])));
         assert!(verdict(&[bare], &leak)[0].contains("no growth per site"));

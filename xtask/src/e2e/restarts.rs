@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::cluster::{Allocator, Cluster};
-use super::report::{whole_mb, Sample};
+use super::report::{whole_mib, Sample};
 use super::{flag, flink_job, Mode, RunContext};
 use crate::progress::{self, Step};
 
@@ -60,6 +60,8 @@ pub struct Loop {
     pub incarnation: u32,
     pub unexpected_deaths: u64,
     pub samples: Vec<Sample>,
+    /// The CPUs the TaskManager sees (RocksDB sizes its per-core arrays by them).
+    pub cpus: Option<u32>,
 }
 
 /// Restarts by mode until `--restarts` or the timeout, a sample at start and after each.
@@ -85,6 +87,7 @@ pub fn restart_loop(
         incarnation: 1,
         unexpected_deaths: 0,
         samples: vec![sample(cluster, 0, running)?],
+        cpus: cluster.taskmanager_memory()?.cpus_online,
     };
     while lp.restarts < plan.restarts {
         if Instant::now() > deadline {
@@ -116,11 +119,11 @@ pub fn restart_loop(
         lp.restarts = restarted;
         let s = sample(cluster, lp.restarts, running)?;
         progress::note(format!(
-            "{name}: restart {}: RSS {} MB, native {} MB, cgroup {} MB",
+            "{name}: restart {}: RSS {} MiB, native {} MiB, cgroup {} MiB",
             lp.restarts,
             s.rss_kb / 1024,
-            whole_mb(s.native_kb, "?"),
-            whole_mb(s.cgroup_kb.map(|v| v as i64), "?"),
+            whole_mib(s.native_kb, "?"),
+            whole_mib(s.cgroup_kb.map(|v| v as i64), "?"),
         ));
         lp.samples.push(s);
     }
@@ -198,9 +201,10 @@ pub struct Timeline {
     pub live: Vec<(f64, f64)>,
 }
 
-/// How long after a failure (or the job's start) its tasks run again with RocksDB open: the
-/// restart delay (1 s in the Flink 1.x job, 0.5 s on Flink 2) and the redeploy; Flink 2.2.1
-/// under Docker logged its tasks `RUNNING` 0.6–0.75 s after the failure.
+/// How long after the last failure its tasks run again with RocksDB open, for the last
+/// restart (no failure follows it to date its start): the restart delay (1 s in the Flink
+/// 1.x job, 0.5 s on Flink 2) and the redeploy; Flink 2.2.1 under Docker logged its tasks
+/// `RUNNING` 0.6–0.75 s after the failure, later on a loaded machine.
 const RESTARTED_AFTER_SECS: f64 = 2.0;
 
 /// How long before the JobManager records an injected failure the failing task may
@@ -222,7 +226,11 @@ pub fn timeline(
     match failures {
         Some(f) if !samples.is_empty() => Timeline {
             restarts: restart_times(samples[0].seen_at, &f),
-            live: live_windows(samples[0].seen_at, &f),
+            live: live_windows(
+                samples[0].seen_at,
+                &f,
+                ctx.plan.fail_every_ms as f64 / 1000.0,
+            ),
         },
         _ => Timeline {
             restarts: samples.iter().map(|s| (s.restart, s.seen_at)).collect(),
@@ -239,22 +247,28 @@ fn restart_times(start: f64, failures: &[f64]) -> Vec<(u64, f64)> {
     out
 }
 
-/// From the job's start and each failure, once the tasks run again, to the next failure
-/// (less the moment the failing task may take to close RocksDB before the JobManager
-/// records it); the last open-ended. From the failure times alone: polling the tasks'
-/// `subtasktimes` after each restart was tried, and in two of four runs FLINK-39923's
-/// leak grew by half as much per restart (none of three without it).
-fn live_windows(start: f64, failures: &[f64]) -> Vec<(f64, f64)> {
-    std::iter::once(start)
-        .chain(failures.iter().copied())
-        .map(|at| {
-            let from = at + RESTARTED_AFTER_SECS;
-            let next = failures.iter().find(|f| **f > at);
-            let to = next.map_or(f64::INFINITY, |f| f - ROCKSDB_CLOSED_BEFORE_FAILURE_SECS);
-            (from, to)
-        })
-        .filter(|(from, to)| from < to)
-        .collect()
+/// When each attempt of the job ran with RocksDB open, from the failure times alone: the
+/// job's operator throws `fail_every` seconds after its `open()`, which runs once the keyed
+/// state backend is open, so an attempt that failed at `f` had RocksDB open from
+/// `f − fail_every` (however long its redeploy took: a fixed delay after the previous
+/// failure was too short on a loaded machine) to `f`, less the moment the failing task may
+/// take to close RocksDB before the JobManager records the failure. An attempt that has not
+/// failed yet: from [`RESTARTED_AFTER_SECS`] after the last failure (or the job's start),
+/// open-ended. Polling the tasks' `subtasktimes` after each restart was tried once, and in
+/// two of four runs FLINK-39923's leak grew by half as much per restart (none of three
+/// without it).
+fn live_windows(start: f64, failures: &[f64], fail_every: f64) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    let mut before = start;
+    for f in failures {
+        let from = (f - fail_every).max(before);
+        out.push((from, f - ROCKSDB_CLOSED_BEFORE_FAILURE_SECS));
+        before = *f;
+    }
+    let last = failures.last().map_or(start, |f| f + RESTARTED_AFTER_SECS);
+    out.push((last, f64::INFINITY));
+    out.retain(|(from, to)| from < to);
+    out
 }
 
 /// The current TaskManager's dumps and the libraries they map into `dir`, with the time
@@ -335,22 +349,27 @@ mod tests {
 
     #[test]
     fn the_job_ran_from_each_restart_to_the_next_failure() {
-        let failures = [104.0, 108.0, 111.0, 116.0];
+        // Failures of a job that throws 3 s after it opened: each attempt ran from 3 s
+        // before its failure (a slow redeploy, 111 → 116, takes no time from it).
+        let failures = [104.0, 108.0, 112.0, 116.5];
         assert_eq!(
-            live_windows(100.0, &failures),
+            live_windows(100.0, &failures, 3.0),
             [
-                (102.0, 103.5),
-                (106.0, 107.5),
-                (110.0, 110.5),
-                (113.0, 115.5),
-                (118.0, f64::INFINITY)
+                (101.0, 103.5),
+                (105.0, 107.5),
+                (109.0, 111.5),
+                (113.5, 116.0),
+                (118.5, f64::INFINITY)
             ]
         );
-        // A failure before the tasks could run again leaves no window.
+        // A failure sooner than `fail_every` after the one before (not an injected one):
+        // its attempt counts from that failure; one too soon to have run leaves no window.
         assert_eq!(
-            live_windows(100.0, &[104.0, 105.0]),
-            [(102.0, 103.5), (107.0, f64::INFINITY)]
+            live_windows(100.0, &[104.0, 105.0, 105.2], 3.0),
+            [(101.0, 103.5), (104.0, 104.5), (107.2, f64::INFINITY)]
         );
+        assert_eq!(live_windows(100.0, &[], 3.0), [(100.0, f64::INFINITY)]);
+        let failures = [104.0, 108.0, 111.0, 116.0];
         assert_eq!(
             restart_times(100.0, &failures),
             [(0, 100.0), (1, 104.0), (2, 108.0), (3, 111.0), (4, 116.0)]

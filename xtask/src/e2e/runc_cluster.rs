@@ -492,6 +492,8 @@ impl Cluster for RuncCluster {
             rss_kb,
             cgroup_bytes,
             oom_kills: self.past_oom_kills + ooms,
+            // The container shares this machine's kernel and its /sys.
+            cpus_online: super::cluster::host_cpus_online(),
         })
     }
 

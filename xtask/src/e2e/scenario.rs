@@ -54,15 +54,58 @@ pub struct Expect {
     /// The leak's allocation site, a pattern over the site's frame.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
-    /// The leak's expected growth per restart.
+    /// The leak's expected growth per restart (on a machine of at most 8 CPUs where it
+    /// scales with RocksDB's core slots).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_per_restart: Option<u64>,
+    /// What the expected growth scales with on the machine that runs the TaskManager.
+    #[serde(default, skip_serializing_if = "Scale::is_none")]
+    pub scale: Scale,
     /// Whether the site grows (a leak) or must not (its control).
     #[serde(default = "yes")]
     pub grows: bool,
     /// The least R² of the site's linear fit.
     #[serde(default = "default_r2")]
     pub min_r2: f64,
+}
+
+/// What a leak's size depends on besides the job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scale {
+    /// Nothing: `bytes_per_restart` as it is.
+    #[default]
+    None,
+    /// RocksDB's `CoreLocalArray` (per-core statistics): one block per core slot, the slots
+    /// the smallest power of two at or above the CPUs `std::thread::hardware_concurrency`
+    /// reports, at least 8; `bytes_per_restart` is for 8 slots.
+    RocksdbCoreSlots,
+}
+
+impl Scale {
+    fn is_none(&self) -> bool {
+        *self == Scale::None
+    }
+}
+
+/// RocksDB's core slots for `cpus` CPUs: the smallest power of two ≥ `cpus`, at least 8
+/// (`CoreLocalArray`'s constructor starts its size shift at 3).
+pub fn rocksdb_core_slots(cpus: u32) -> u32 {
+    cpus.next_power_of_two().max(8)
+}
+
+impl Expect {
+    /// The leak's expected bytes per restart on a TaskManager that sees `cpus` CPUs (8 core
+    /// slots assumed when that is unknown).
+    pub fn expected_bytes(&self, cpus: Option<u32>) -> Option<f64> {
+        let bytes = self.bytes_per_restart? as f64;
+        Some(match self.scale {
+            Scale::None => bytes,
+            Scale::RocksdbCoreSlots => {
+                bytes * f64::from(rocksdb_core_slots(cpus.unwrap_or(8))) / 8.0
+            }
+        })
+    }
 }
 
 fn yes() -> bool {
@@ -247,6 +290,42 @@ mod tests {
             .any(|(k, v)| k == "state.backend" && v == "rocksdb"));
         let e = resolve(&all, "nope", one, &o).unwrap_err().to_string();
         assert!(e.contains("restart-growth"), "{e}");
+    }
+
+    #[test]
+    fn the_leak_expected_scales_with_the_taskmanagers_cpus() {
+        assert_eq!(
+            [1, 2, 8, 9, 16, 17, 64].map(rocksdb_core_slots),
+            [8, 8, 8, 16, 16, 32, 64]
+        );
+        let all = load_default().unwrap();
+        let (p, _) = resolve(
+            &all,
+            "flink-39923",
+            "2.2.1".parse().unwrap(),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(p.expect.scale, Scale::RocksdbCoreSlots);
+        // 475 KiB on up to 8 CPUs (and when the count is unknown), twice that on 9–16.
+        for (cpus, kib) in [
+            (Some(2), 475.0),
+            (Some(8), 475.0),
+            (None, 475.0),
+            (Some(16), 950.0),
+        ] {
+            assert_eq!(
+                p.expect.expected_bytes(cpus),
+                Some(kib * 1024.0),
+                "{cpus:?}"
+            );
+        }
+        let plain = Expect {
+            bytes_per_restart: Some(1000),
+            ..Default::default()
+        };
+        assert_eq!(plain.expected_bytes(Some(64)), Some(1000.0));
+        assert_eq!(Expect::default().expected_bytes(Some(2)), None);
     }
 
     #[test]

@@ -1,19 +1,27 @@
-//! `summary.md`, the e2e report for people: the scenario and its verdict, the growth per
-//! restart of every allocator with its standard error, the samples, and for the profiling
-//! run the allocation sites that grew (per restart, with R² and the leading site's call
-//! chain), the flame graph and jeprof's difference.
+//! `summary.md`, the e2e report for people: the scenario and its verdict, what made it
+//! (commit and machine), the growth per restart of every allocator with its robust error,
+//! 95% interval and what that says (grows, shrinks, no trend shown), the samples, and for
+//! the profiling run the allocation sites that grew (per restart, with R² and the leading
+//! site's call chain), the flame graph and jeprof's difference.
 
 use std::fmt::Write;
 
 use super::flag;
-use super::report::{fastest_match, whole_mb, Report, Run};
+use super::report::{fastest_match, whole_mib, Report, Run};
 use crate::analyze::sites::Site;
 use crate::analyze::Analysis;
 use crate::fit::Fit;
 
-/// kB per restart as `+1.20 ± 0.30` MB.
-fn mb(kb: Option<Fit>) -> String {
-    kb.map_or("n/a".into(), |f| f.plus_minus(1024.0, 2))
+/// KiB per restart as MiB: `+1.20 ± 0.30 [-0.10, +2.50] no trend shown`.
+fn mib(kb: Option<Fit>) -> String {
+    kb.map_or("n/a".into(), |f| {
+        format!(
+            "{} {} {}",
+            f.plus_minus(1024.0, 2),
+            f.interval(1024.0, 2),
+            f.trend().words()
+        )
+    })
 }
 
 fn kib(bytes: i64) -> String {
@@ -24,7 +32,8 @@ pub fn summary(r: &Report) -> String {
     let p = &r.plan;
     let mut s = format!(
         "# flink-jemalloc e2e: {} — {}\n\n{}\n\nImage `{}` (Flink {}), driver {}, mode {}, {} restarts \
-         asked, a failure every {} ms, TaskManager limit {} MB; {:.0} s from start to verdict.\n\n",
+         asked, a failure every {} ms, TaskManager limit {} MiB; {:.0} s from start to verdict.\n\n\
+         Made by {}.\n\n",
         p.scenario,
         if r.passed { "passed" } else { "FAILED" },
         p.about,
@@ -35,12 +44,13 @@ pub fn summary(r: &Report) -> String {
         p.restarts,
         p.fail_every_ms,
         r.memory_limit_mb,
-        r.seconds_to_verdict
+        r.seconds_to_verdict,
+        r.made_by.line()
     );
     s.push_str(&expectation(r));
     s.push_str("![memory](memory.svg)\n\n");
     s.push_str(
-        "| allocator | restarts | OOM kills | native MB/restart | RSS MB/restart | cgroup MB/restart |\n\
+        "| allocator | restarts | OOM kills | native MiB/restart | RSS MiB/restart | cgroup MiB/restart |\n\
          |---|---|---|---|---|---|\n",
     );
     for run in &r.runs {
@@ -50,15 +60,17 @@ pub fn summary(r: &Report) -> String {
             run.allocator.name(),
             run.restarts,
             run.oom_kills,
-            mb(run.growth.native_kb_per_restart),
-            mb(run.growth.rss_kb_per_restart),
-            mb(run.growth.cgroup_kb_per_restart),
+            mib(run.growth.native_kb_per_restart),
+            mib(run.growth.rss_kb_per_restart),
+            mib(run.growth.cgroup_kb_per_restart),
         );
     }
     s.push_str(
-        "\nGrowth is the least-squares slope over the samples ± its standard error. Native = RSS − \
-         committed heap − committed non-heap (Flink's JVM metrics; the heap is pre-touched, so its \
-         resident size is its committed size). Samples are taken within a second of each restart.\n",
+        "\nGrowth is the least-squares slope over the samples ± a standard error that holds when \
+         successive samples are correlated (equal-weighted cosine), with its 95% interval; an \
+         allocator grows when the whole interval is above zero. Native = RSS − committed heap − \
+         committed non-heap (Flink's JVM metrics; the heap is pre-touched, so its resident size \
+         is its committed size). Samples are taken within a second of each restart.\n",
     );
     for run in &r.runs {
         s.push_str(&samples(run));
@@ -82,22 +94,31 @@ fn expectation(r: &Report) -> String {
     if let Some(p) = &e.in_diff {
         let _ = writeln!(
             s,
-            "Expected: a frame matching `{p}` among the sites that grew in the difference of the dumps (below)."
+            "Expected: a frame matching `{p}` among the sites that hold more memory in the last dump \
+             than in the first (below): the profiler attributes the job's native memory. This is \
+             not a growth test; the growth per restart is in the table."
         );
     }
-    if let (Some(site), Some(bytes)) = (&e.site, e.bytes_per_restart) {
+    let profiling = r.runs.iter().find(|run| run.allocator.profiles());
+    let expected = profiling.and_then(|run| run.expected_bytes_per_restart);
+    if let (Some(site), Some(bytes)) = (&e.site, expected) {
+        let cpus = profiling
+            .and_then(|run| run.taskmanager_cpus)
+            .map_or("CPUs unknown, 8 core slots assumed".to_string(), |c| {
+                format!("the TaskManager saw {c} CPUs")
+            });
         let _ = if e.grows {
             writeln!(
                 s,
-                "Expected: a site matching `{site}` growing linearly with restarts (R² ≥ {}), \
-                 {} KiB per restart within a factor of 2.",
+                "Expected: a site matching `{site}` growing with restarts (its 95% interval above \
+                 zero, R² ≥ {}), {} KiB per restart within a factor of 2 ({cpus}).",
                 e.min_r2,
                 kib(bytes as i64)
             )
         } else {
             writeln!(
                 s,
-                "Expected (control): no site matching `{site}` growing by {} KiB per restart or more.",
+                "Expected (control): no site matching `{site}` growing by {} KiB per restart or more ({cpus}).",
                 kib(bytes as i64 / 4)
             )
         };
@@ -110,7 +131,7 @@ fn expectation(r: &Report) -> String {
 
 fn samples(run: &Run) -> String {
     let mut s = format!(
-        "\n## {}\n\n| restart | s | RSS MB | native MB | cgroup MB |\n|---|---|---|---|---|\n",
+        "\n## {}\n\n| restart | s | RSS MiB | native MiB | cgroup MiB |\n|---|---|---|---|---|\n",
         run.allocator.name()
     );
     for x in &run.samples {
@@ -120,8 +141,8 @@ fn samples(run: &Run) -> String {
             x.restart,
             x.seconds,
             x.rss_kb / 1024,
-            whole_mb(x.native_kb, "n/a"),
-            whole_mb(x.cgroup_kb.map(|v| v as i64), "n/a"),
+            whole_mib(x.native_kb, "n/a"),
+            whole_mib(x.cgroup_kb.map(|v| v as i64), "n/a"),
         );
     }
     s
@@ -130,11 +151,12 @@ fn samples(run: &Run) -> String {
 fn site_row(site: &Site) -> String {
     let g = site.growth;
     format!(
-        "| `{}` | {} | {} | {} | {} |",
+        "| `{}` | {} | {} | {} | {} | {} |",
         site.site,
         kib(site.first_bytes),
         kib(site.last_bytes),
         g.map_or("n/a".into(), |f| f.plus_minus(1024.0, 1)),
+        g.map_or("n/a".into(), |f| f.interval(1024.0, 1)),
         g.and_then(|g| g.r2)
             .map_or("n/a".into(), |r2| format!("{r2:.2}")),
     )
@@ -148,8 +170,9 @@ fn sites_section(r: &Report, run: &Run, a: &Analysis) -> String {
         let _ = write!(
             s,
             "\nAllocation sites by growth per restart ({} of {} dumps read, each placed at the \
-             restart it was written in; least squares ± standard error):\n\n\
-             | site | first dump KiB | last dump KiB | KiB/restart | R² |\n|---|---|---|---|---|\n",
+             restart it was written in; least squares ± robust standard error, 95% interval):\n\n\
+             | site | first dump KiB | last dump KiB | KiB/restart | 95% interval | R² |\n\
+             |---|---|---|---|---|---|\n",
             a.site_dumps.len(),
             a.dumps.len()
         );
