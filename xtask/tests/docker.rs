@@ -201,7 +201,7 @@ fn image_load_runs_java_with_jemalloc_and_kinds_importer_takes_it() {
 }
 
 #[test]
-fn e2e_docker_reports_rocksdb_growth_for_both_allocators() {
+fn e2e_docker_attributes_native_memory_to_rocksdb_for_both_allocators() {
     let _serial = serial();
     let _engine = engine().unwrap();
     let layout = support::profiled_image();
@@ -315,8 +315,13 @@ fn e2e_docker_kills_the_taskmanager_and_sees_an_oom_kill() {
         "400",
     ]);
     let out = xtask(&args);
-    let run: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    let run = &run["runs"][0];
+    let rep: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(
+        out.status.success() && rep["passed"] == true,
+        "the tm-kill run failed its verdict: {}",
+        rep["verdict"]
+    );
+    let run = &rep["runs"][0];
     assert_eq!(run["restarts"], 2, "{run}");
     assert_eq!(run["oom_kills"], 0, "a kill is not an OOM kill: {run}");
     for n in 1..=3 {

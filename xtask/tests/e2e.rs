@@ -1,7 +1,8 @@
 //! `cargo xtask e2e --driver runc` on a profiled image built from the fixtures, with both
 //! allocators: the RocksDB job restarts inside one TaskManager, memory is sampled at each
 //! restart, the jemalloc run's heap dumps (and RocksDB's JNI library) are kept and read by
-//! the image's jeprof, and the report names rocksdb frames. Then `cargo xtask analyze` reads
+//! the image's jeprof, and the report attributes native memory to rocksdb frames (that the
+//! profiler sees RocksDB, not that it grows: the growth per restart is reported as measured). Then `cargo xtask analyze` reads
 //! the same dump directory the way a user would read dumps copied from a cluster.
 
 mod support;
@@ -10,7 +11,7 @@ use serde_json::Value;
 use support::{stderr, stdout, xtask};
 
 #[test]
-fn e2e_runc_reports_rocksdb_growth_for_both_allocators() {
+fn e2e_runc_attributes_native_memory_to_rocksdb_for_both_allocators() {
     let work = tempfile::tempdir().unwrap();
     let layout = support::profiled_image();
     // Kept after the test (cargo's per-target scratch directory) for a look at the report.

@@ -46,6 +46,16 @@ fn image(e: &Env, work: &Path, extra: &[&str]) -> std::process::Output {
 }
 
 fn subcommand(e: &Env, work: &Path, sub: &str, extra: &[&str]) -> std::process::Output {
+    subcommand_with_env(e, work, sub, extra, &[])
+}
+
+fn subcommand_with_env(
+    e: &Env,
+    work: &Path,
+    sub: &str,
+    extra: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> std::process::Output {
     let url = e.files.url("jemalloc-5.2.1.tar.bz2");
     let mirror = e.files.url("debian");
     let lock = work.join("flink-1.10.3.lock");
@@ -71,7 +81,7 @@ fn subcommand(e: &Env, work: &Path, sub: &str, extra: &[&str]) -> std::process::
         e.keyring.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    xtask(&args)
+    support::xtask_with_env(&args, env)
 }
 
 fn run(cmd: &str) -> (bool, String, String) {
@@ -361,23 +371,26 @@ fn profiled_image_from_a_loopback_registry() {
     let bad = image(&e, w1.path(), &["--locked", "--load", "kind"]);
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("kind=<cluster>"), "{}", stderr(&bad));
-    if !run("command -v kind >/dev/null").0 {
-        let out = w1.path().join("k");
-        let k = image(
-            &e,
-            w1.path(),
-            &[
-                "--locked",
-                "--output",
-                out.to_str().unwrap(),
-                "--load",
-                "kind=x",
-            ],
-        );
-        assert!(!k.status.success());
-        assert!(stderr(&k).contains("`kind`"), "{}", stderr(&k));
-        assert!(!out.exists(), "nothing written before the check");
-    }
+    // On a PATH without kind (where this machine has it, it is hidden).
+    let no_kind = tempfile::tempdir().unwrap();
+    let path = support::path_without(&["kind"], no_kind.path());
+    let out = w1.path().join("k");
+    let k = subcommand_with_env(
+        &e,
+        w1.path(),
+        "image",
+        &[
+            "--locked",
+            "--output",
+            out.to_str().unwrap(),
+            "--load",
+            "kind=x",
+        ],
+        &[("PATH", &path)],
+    );
+    assert!(!k.status.success());
+    assert!(stderr(&k).contains("`kind`"), "{}", stderr(&k));
+    assert!(!out.exists(), "nothing written before the check");
 
     // The lock pins the tools; `cargo xtask lock` resolves the same lock from scratch.
     let lock_text = std::fs::read_to_string(w1.path().join("flink-1.10.3.lock")).unwrap();

@@ -79,12 +79,22 @@ fn flink_39923_is_found_and_its_control_is_clean() {
     let leak = site(run, SITE).unwrap_or_else(|| panic!("no {SITE} in {run}"));
     let g = &leak["growth"];
     let slope = g["slope"].as_f64().unwrap();
+    let expected = run["expected_bytes_per_restart"].as_f64().unwrap();
     assert!(
-        (486400.0 / 2.0..=486400.0 * 2.0).contains(&slope),
-        "{SITE} grows {slope} bytes per restart: {leak}"
+        (expected / 2.0..=expected * 2.0).contains(&slope),
+        "{SITE} grows {slope} bytes per restart, {expected} expected: {leak}"
     );
     assert!(g["r2"].as_f64().unwrap() >= 0.9, "{leak}");
     assert!(g["stderr"].as_f64().unwrap() < slope / 4.0, "{leak}");
+    // It grows: the whole 95% interval is above zero.
+    assert!(g["ci95"][0].as_f64().unwrap() > 0.0, "{leak}");
+    // The expectation is sized for the CPUs the TaskManager saw (8 core slots up to 8).
+    let cpus = run["taskmanager_cpus"].as_u64().unwrap();
+    let slots = cpus.next_power_of_two().max(8) as f64;
+    assert_eq!(
+        run["expected_bytes_per_restart"].as_f64(),
+        Some(486400.0 * slots / 8.0)
+    );
     assert!(
         leak["last_bytes"].as_i64().unwrap() > leak["first_bytes"].as_i64().unwrap() + 4 * 486400,
         "{leak}"
@@ -160,7 +170,7 @@ fn flink_39923_is_found_and_its_control_is_clean() {
 }
 
 #[test]
-fn the_allocator_matrix_on_a_short_run() {
+fn the_allocator_matrix_reports_each_allocators_growth_with_its_interval() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let _engine = engine().unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -192,9 +202,34 @@ fn the_allocator_matrix_on_a_short_run() {
         assert!(run["restarts"].as_u64().unwrap() >= 3, "{run}");
         assert!(run["samples"].as_array().unwrap().len() >= 3, "{run}");
         let native = &run["growth"]["native_kb_per_restart"];
-        assert!(native["slope"].is_number(), "{run}");
-        assert!(native["stderr"].is_number(), "a standard error: {run}");
+        let slope = native["slope"].as_f64().unwrap();
+        let se = native["stderr"].as_f64().expect("a standard error");
+        let (lo, hi) = (
+            native["ci95"][0].as_f64().unwrap(),
+            native["ci95"][1].as_f64().unwrap(),
+        );
+        // Four samples: two degrees of freedom, t = 4.303.
+        assert_eq!(native["df"], 2, "{run}");
+        assert!(
+            (slope - 4.303 * se - lo).abs() < 1e-6 && (slope + 4.303 * se - hi).abs() < 1e-6,
+            "{run}"
+        );
+        assert!(
+            run["taskmanager_cpus"].as_u64().is_some_and(|c| c >= 1),
+            "{run}"
+        );
     }
+    // What made the report: this checkout's commit and the machine.
+    assert_eq!(
+        r["made_by"]["commit"].as_str().map(str::len),
+        Some(40),
+        "{}",
+        r["made_by"]
+    );
+    assert!(r["made_by"]["machine"]["engine"]
+        .as_str()
+        .unwrap()
+        .starts_with("docker "));
     assert!(
         runs[0]["analysis"].is_object(),
         "the profiling run is analysed"
@@ -215,4 +250,14 @@ fn the_allocator_matrix_on_a_short_run() {
         );
     }
     assert!(summary.contains(" ± "), "growth with its error: {summary}");
+    assert!(
+        summary.contains("native MiB/restart") && summary.contains("Made by commit "),
+        "{summary}"
+    );
+    for words in ["grows", "shrinks", "no trend shown"] {
+        if summary.contains(&format!("] {words} |")) {
+            return;
+        }
+    }
+    panic!("no allocator's trend in the table: {summary}");
 }
