@@ -208,10 +208,10 @@ fn the_allocator_matrix_reports_each_allocators_growth_with_its_interval() {
             native["ci95"][0].as_f64().unwrap(),
             native["ci95"][1].as_f64().unwrap(),
         );
-        // Four samples: two degrees of freedom, t = 4.303.
-        assert_eq!(native["df"], 2, "{run}");
+        // The interval is the slope ± t(0.975, ν) standard errors.
+        let t = xtask::fit::t975(native["df"].as_u64().expect("degrees of freedom") as usize);
         assert!(
-            (slope - 4.303 * se - lo).abs() < 1e-6 && (slope + 4.303 * se - hi).abs() < 1e-6,
+            (slope - t * se - lo).abs() < 1e-6 && (slope + t * se - hi).abs() < 1e-6,
             "{run}"
         );
         assert!(

@@ -169,8 +169,9 @@ fn sites_section(r: &Report, run: &Run, a: &Analysis) -> String {
     if !a.sites.is_empty() {
         let _ = write!(
             s,
-            "\nAllocation sites by growth per restart ({} of {} dumps read, each placed at the \
-             restart it was written in; least squares ± robust standard error, 95% interval):\n\n\
+            "\nAllocation sites by growth per restart ({} of {} dumps read, one per restart: the \
+             last written while that restart's job ran; least squares ± robust standard error, 95% \
+             interval):\n\n\
              | site | first dump KiB | last dump KiB | KiB/restart | 95% interval | R² |\n\
              |---|---|---|---|---|---|\n",
             a.site_dumps.len(),
