@@ -205,6 +205,7 @@ fn images(
         mirror: Some(mirror.to_string()),
         preload: false,
         malloc_conf: image::DEFAULT_MALLOC_CONF.into(),
+        labels: Vec::new(),
         output: Some(w.join("layout")),
         format: Format::Oci,
         push: None,

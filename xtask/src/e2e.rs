@@ -276,13 +276,10 @@ enum Engine {
     Kind(KindSession, Vec<String>),
 }
 
-fn prepare(
-    driver: Driver,
-    args: &E2eArgs,
-    layout: &Path,
-    work: &Path,
-    out: &Path,
-) -> Result<Engine> {
+/// What the driver needs before the first cluster: the image loaded (docker, kind) and, for
+/// kind, the session, whose kubeconfig (the cluster's admin credentials) stays in the run's
+/// private `work` directory, never in the report a workflow uploads.
+fn prepare(driver: Driver, args: &E2eArgs, layout: &Path, work: &Path) -> Result<Engine> {
     Ok(match driver {
         Driver::Runc => Engine::Runc,
         Driver::Docker => Engine::Docker(LoadedImage::from_layout(layout, work)?),
@@ -300,7 +297,7 @@ fn prepare(
                         .collect()
                 })
                 .unwrap_or_else(|| vec!["/docker-entrypoint.sh".to_string()]);
-            let session = KindSession::start(&args.kind_cluster, &archive, &name, out, args.keep)?;
+            let session = KindSession::start(&args.kind_cluster, &archive, &name, work, args.keep)?;
             Engine::Kind(session, entrypoint)
         }
     })
@@ -366,7 +363,7 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
         );
     }
     let (plan, jar) = plan_and_job(args, &scenarios, &bundle, work.path())?;
-    let engine = prepare(driver, args, &layout, work.path(), &out)?;
+    let engine = prepare(driver, args, &layout, work.path())?;
     // An earlier report's dumps, analysis and logs give way only now, when this run has
     // everything it needs to replace them.
     for old in ["dumps", "analysis", "logs"] {
@@ -463,6 +460,7 @@ fn start_cluster(
         )?),
         Engine::Kind(session, entrypoint) => Box::new(KindCluster::start(
             &KindOptions {
+                cluster: session.cluster.clone(),
                 kubeconfig: session.kubeconfig.clone(),
                 image: session.image.clone(),
                 entrypoint: entrypoint.clone(),

@@ -78,6 +78,12 @@ pub struct ImageArgs {
     /// MALLOC_CONF baked in with --preload.
     #[arg(long, default_value = DEFAULT_MALLOC_CONF)]
     pub malloc_conf: String,
+    /// A label of the image config and annotation of its manifest, KEY=VALUE (repeatable),
+    /// e.g. `org.opencontainers.image.source=https://github.com/acme/flink-jemalloc`: what a
+    /// pipeline knows and a local build does not. Without it nothing is added, so local
+    /// digests stay as they were; with it the digest is as deterministic as the values.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     /// Output: a directory (OCI image layout) or a file ending in .tar
     /// [default: <cache>/images/flink-<version>-jemalloc].
     #[arg(long)]
@@ -543,6 +549,18 @@ fn keep_lock(run: &Run, lock: Lock) -> Result<()> {
         progress::note(format!("wrote {}", run.lock_path.display()));
     }
     Ok(())
+}
+
+/// `--label KEY=VALUE`: a key that is not empty and has no space, and its value.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
+            Ok((k.to_string(), v.to_string()))
+        }
+        _ => Err(format!(
+            "`{s}`: --label takes KEY=VALUE (e.g. org.opencontainers.image.revision=$GITHUB_SHA)"
+        )),
+    }
 }
 
 #[cfg(test)]

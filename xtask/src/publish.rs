@@ -85,6 +85,11 @@ pub struct PublishArgs {
     /// Fixed timestamp for layers, config, history and the SBOM's creation time.
     #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = 0)]
     pub source_date_epoch: u64,
+    /// A label (and manifest annotation) of every image, KEY=VALUE (repeatable): the
+    /// workflow passes `org.opencontainers.image.source` and `.revision`, which link a
+    /// ghcr.io package to its repository.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::image::parse_label)]
+    pub labels: Vec<(String, String)>,
 }
 
 /// `ci/publish.toml`.
@@ -117,6 +122,10 @@ pub struct Plan {
     pub repository: String,
     pub headline: Option<String>,
     pub specs: Vec<String>,
+    /// Specs of this plan (the headline's too) whose lock file `dir` lacks: a repository's
+    /// first run, before any lock is committed, resolves them (`cargo xtask lock`) and builds
+    /// from those.
+    pub unlocked: Vec<String>,
 }
 
 /// Merges flags over the configuration and checks the result against the specs in `dir`.
@@ -159,11 +168,20 @@ pub fn plan(args: &PublishArgs, config: &Config, dir: &Path) -> Result<Plan> {
     if !registry.contains(['.', ':']) && !registry.starts_with("localhost") {
         bail!("registry `{registry}` names no host (e.g. ghcr.io/acme, 127.0.0.1:5000)");
     }
+    let mut unlocked: Vec<String> = specs
+        .iter()
+        .chain(config.headline.iter())
+        .filter(|s| !dir.join(format!("flink-{s}.lock")).is_file())
+        .cloned()
+        .collect();
+    unlocked.sort();
+    unlocked.dedup();
     Ok(Plan {
         registry,
         repository,
         headline: config.headline.clone(),
         specs,
+        unlocked,
     })
 }
 
@@ -198,6 +216,7 @@ pub fn run(args: PublishArgs) -> Result<()> {
                 "repository": plan.repository,
                 "headline": plan.headline,
                 "specs": plan.specs,
+                "unlocked": plan.unlocked,
             }))?
         );
         return Ok(());
@@ -244,6 +263,10 @@ pub fn image_args(args: &PublishArgs, spec: &str, output: &Path) -> Result<Image
     }
     if args.plain_http {
         argv.push("--plain-http".into());
+    }
+    for (k, v) in &args.labels {
+        argv.push("--label".into());
+        argv.push(format!("{k}={v}"));
     }
     Ok(Wrapper::try_parse_from(argv)
         .context("the image arguments of publish")?
@@ -492,6 +515,27 @@ mod tests {
     }
 
     #[test]
+    fn a_first_run_lists_the_specs_without_locks() {
+        let root = project::root();
+        let dir = tempfile::tempdir().unwrap();
+        for s in ["1.10.1", "1.10.3", "2.2.1"] {
+            let name = format!("flink-{s}.toml");
+            std::fs::copy(root.join("images").join(&name), dir.path().join(name)).unwrap();
+        }
+        std::fs::write(dir.path().join("flink-2.2.1.lock"), "").unwrap();
+        let c = Config {
+            registry: Some("ghcr.io/acme".into()),
+            headline: Some("1.10.3".into()),
+            ..Config::default()
+        };
+        let p = plan(&args(&[]), &c, dir.path()).unwrap();
+        assert_eq!(p.unlocked, ["1.10.1", "1.10.3"]);
+        // The headline's lock is needed by the e2e job even when it is not published.
+        let p = plan(&args(&["--flink", "2.2.1"]), &c, dir.path()).unwrap();
+        assert_eq!(p.unlocked, ["1.10.3"]);
+    }
+
+    #[test]
     fn flags_override_the_config() {
         let root = project::root();
         let dir = FlinkSpec::default_dir(&root);
@@ -502,6 +546,14 @@ mod tests {
             specs: vec!["1.10.1".into()],
         };
         let p = plan(&args(&[]), &c, &dir).unwrap();
+        // No lock is committed yet: a first run resolves the plan's and the headline's.
+        let committed = |s: &str| dir.join(format!("flink-{s}.lock")).is_file();
+        let expected: Vec<String> = ["1.10.1", "1.10.3"]
+            .into_iter()
+            .filter(|s| !committed(s))
+            .map(String::from)
+            .collect();
+        assert_eq!(p.unlocked, expected);
         assert_eq!(
             (p.registry.as_str(), p.repository.as_str(), p.specs.clone()),
             (

@@ -436,3 +436,54 @@ fn unknown_flink_version_lists_the_known_ones() {
         stderr(&out)
     );
 }
+
+/// `--label KEY=VALUE`: what a pipeline knows (the repository, the commit) goes into the
+/// config's labels and the manifest's annotations; a warm `--locked` rebuild with the same
+/// inputs otherwise; a malformed label is one line naming the form, before any work.
+#[test]
+fn labels_given_are_in_the_config_and_the_manifest() {
+    let t = tempfile::tempdir().unwrap();
+    let out_dir = t.path().join("labelled");
+    let source = "org.opencontainers.image.source=https://github.com/acme/flink-jemalloc";
+    let out = support::rebuild_profiled_image(&[
+        "--output",
+        out_dir.to_str().unwrap(),
+        "--label",
+        source,
+        "--label",
+        "org.opencontainers.image.revision=0123abc",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = xtask::oci::layout_config(&out_dir).unwrap();
+    let labels = &config["config"]["Labels"];
+    assert_eq!(
+        labels["org.opencontainers.image.source"],
+        "https://github.com/acme/flink-jemalloc"
+    );
+    assert_eq!(labels["org.opencontainers.image.revision"], "0123abc");
+    assert_eq!(labels["io.github.flink-jemalloc.jemalloc.version"], "5.2.1");
+    let r = xtask::oci::layout_ref(&out_dir).unwrap();
+    let (_, manifest, _) = xtask::oci::layout_manifest(&out_dir, &r.manifest_digest).unwrap();
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.revision"],
+        "0123abc"
+    );
+    // Without labels the image is the one the tests share (its digest is the golden one).
+    let plain = xtask::oci::layout_ref(&support::profiled_image()).unwrap();
+    assert_ne!(plain.manifest_digest, r.manifest_digest);
+
+    let bad_dir = t.path().join("bad");
+    let bad = support::rebuild_profiled_image(&[
+        "--output",
+        bad_dir.to_str().unwrap(),
+        "--label",
+        "no-equals-sign",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("--label takes KEY=VALUE"),
+        "{}",
+        stderr(&bad)
+    );
+    assert!(!bad_dir.exists(), "nothing written");
+}

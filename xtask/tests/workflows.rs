@@ -1,7 +1,9 @@
 //! The CI workflow files: `actionlint` accepts both (and refuses broken copies, so the check
 //! is not vacuous); every `cargo xtask <sub> …` their `run:` steps call exists, its `--help`
 //! works and names each flag the workflow passes; the files they name exist; the plan step's
-//! command gives what the matrix reads.
+//! command gives what the matrix reads; the plan step, run with bash as the runner runs it,
+//! fails where the plan fails and names the locks a first run resolves and hands to the
+//! build jobs.
 
 mod support;
 
@@ -165,4 +167,98 @@ fn run_script_extraction() {
             vec!["lock", "--flink", "\"$n", "--locked"],
         ]
     );
+}
+
+/// The text of one job of a workflow: its `  <name>:` line and the lines below it, up to
+/// the next line indented by exactly two spaces (the next job).
+fn job(text: &str, name: &str) -> String {
+    let head = format!("  {name}:");
+    let mut lines = text.lines().skip_while(|l| *l != head);
+    let first = lines.next().unwrap_or_else(|| panic!("no job {name}"));
+    let body = lines
+        .take_while(|l| !(l.starts_with("  ") && !l.starts_with("   ") && !l.trim().is_empty()));
+    std::iter::once(first)
+        .chain(body)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The plan step run as the runner runs it (bash -e, `cargo xtask` being this binary): its
+/// outputs are the plan and the specs whose lock is not committed; a plan that fails fails
+/// the step, rather than handing `fromJSON` an empty output.
+#[test]
+fn the_plan_step_fails_where_it_fails_and_names_the_missing_locks() {
+    let text = std::fs::read_to_string(workflow("publish.yml")).unwrap();
+    let script = run_scripts(&job(&text, "plan"))
+        .into_iter()
+        .find(|s| s.contains("--plan"))
+        .expect("the plan step");
+    assert!(!script.contains("echo \"plan=$("), "{script}");
+    let run = |script: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("github_output");
+        let out = Command::new("bash")
+            .args(["-e", "-c"])
+            .arg(format!("cargo() {{ shift; \"$XTASK\" \"$@\"; }}\n{script}"))
+            .env("XTASK", env!("CARGO_BIN_EXE_xtask"))
+            .env("GITHUB_OUTPUT", &output)
+            .env("GITHUB_REPOSITORY_OWNER", "Acme")
+            .current_dir(root())
+            .output()
+            .unwrap();
+        (out, std::fs::read_to_string(&output).unwrap_or_default())
+    };
+    let (out, outputs) = run(&script);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |key: &str| {
+        outputs
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {outputs}"))
+            .to_string()
+    };
+    let plan: serde_json::Value = serde_json::from_str(&line("plan")).unwrap();
+    assert_eq!(plan["registry"], "ghcr.io/acme");
+    // Which locks are committed decides the list: exactly the specs without one.
+    let missing: Vec<String> = plan["specs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(std::iter::once(&plan["headline"]))
+        .filter_map(|s| s.as_str())
+        .filter(|s| !root().join(format!("images/flink-{s}.lock")).is_file())
+        .map(String::from)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(line("unlocked"), missing.join(" "));
+
+    let (out, outputs) = run(&script.replace("ci/publish.toml", "ci/no-such.toml"));
+    assert!(!out.status.success(), "a failing plan fails the step");
+    assert!(!outputs.contains("plan="), "{outputs}");
+
+    // The missing locks are resolved in the plan job and reach both build jobs before they
+    // build with --locked.
+    let plan_job = job(&text, "plan");
+    assert!(plan_job.contains("cargo xtask lock --flink \"$name\" --archive-keyring"));
+    assert!(plan_job.contains("upload-artifact") && plan_job.contains("name: locks"));
+    assert!(plan_job.contains("$GITHUB_STEP_SUMMARY"));
+    for (name, build) in [
+        ("e2e", "cargo xtask image"),
+        ("publish", "cargo xtask publish"),
+    ] {
+        let j = job(&text, name);
+        let download = j
+            .find("name: locks")
+            .unwrap_or_else(|| panic!("{name}: no locks"));
+        assert!(j.contains("download-artifact"), "{name}");
+        assert!(
+            download < j.find(build).unwrap(),
+            "{name}: the locks before the build"
+        );
+    }
 }

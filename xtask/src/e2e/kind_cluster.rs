@@ -200,6 +200,41 @@ pub fn container_on_node(pod: &Pod, container: &str) -> Option<(String, String)>
     Some((node.to_string(), id.to_string()))
 }
 
+/// Which run of a container a pod status shows: `<pod>/<container id>`, new for every start
+/// (a restart in place keeps the pod and changes the id; a new pod changes both).
+pub fn container_run(pod: &Pod, container: &str) -> Option<String> {
+    let id = pod.status_of(container)?["containerID"].as_str()?;
+    Some(format!("{}/{id}", pod.name()))
+}
+
+/// Whether the container's run changed since `seen` without this driver asking: a death
+/// between two polls (the kubelet restarts at once the first time, faster than a poll).
+pub fn restarted_unseen(seen: Option<&str>, now: Option<&str>) -> bool {
+    matches!((seen, now), (Some(a), Some(b)) if a != b)
+}
+
+/// The commands that SIGKILL the TaskManager's JVM and have its Deployment start a new pod:
+/// `crictl stop --timeout 0` in the node's container (deleting the pod alone lets the
+/// kubelet send SIGTERM, and Flink shuts down cleanly), then the pod deleted at once, so no
+/// restart in place meets the kubelet's crash back-off (0, 10, 20, 40 … 300 s, reset only
+/// after 10 minutes of running): a new pod starts without one.
+pub fn kill_commands(pod: &Pod, container: &str) -> Option<(Vec<String>, Vec<String>)> {
+    let (node, id) = container_on_node(pod, container)?;
+    let crictl = ["exec", &node, "crictl", "stop", "--timeout", "0", &id];
+    let delete = [
+        "delete",
+        "pod",
+        pod.name(),
+        "--grace-period=0",
+        "--force",
+        "--wait=false",
+    ];
+    Some((
+        crictl.iter().map(|s| s.to_string()).collect(),
+        delete.iter().map(|s| s.to_string()).collect(),
+    ))
+}
+
 /// Whether the pod's `container` is running now, as its status says.
 pub fn container_running(pod: &Pod, container: &str) -> bool {
     pod.status_of(container)
@@ -208,7 +243,8 @@ pub fn container_running(pod: &Pod, container: &str) -> bool {
 
 /// The kind cluster of one `e2e` run, shared by its allocators: created from
 /// [`KIND_CONFIG`] unless a cluster of that name exists, its kubeconfig written into the
-/// report directory (every kubectl call names it), the image loaded into its node once.
+/// run's private work directory (every kubectl call names it; mode 0600, and never into the
+/// report, which a workflow uploads), the image loaded into its node once.
 /// Dropping it deletes the cluster only if this run created it (and not `keep`).
 pub struct KindSession {
     pub cluster: String,
@@ -271,8 +307,19 @@ impl KindSession {
             .quiet()
             .read()
             .with_context(|| format!("kind get kubeconfig --name {name}"))?;
-        std::fs::write(&kubeconfig, text + "\n")
-            .with_context(|| format!("writing {}", kubeconfig.display()))?;
+        // The cluster's admin credentials: readable by this user only.
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&kubeconfig)
+                .and_then(|mut f| f.write_all((text + "\n").as_bytes()))
+                .with_context(|| format!("writing {}", kubeconfig.display()))?;
+        }
         let step = Step::start(format!("loading {image} into kind cluster {name}"));
         cmd!(sh, "kind load image-archive {archive} --name {name}")
             .quiet()
@@ -301,6 +348,8 @@ impl Drop for KindSession {
 /// How to run one cluster (one allocator) on a [`KindSession`]'s cluster.
 #[derive(Debug, Clone)]
 pub struct KindOptions {
+    /// The kind cluster's name.
+    pub cluster: String,
     /// The kubeconfig of the kind cluster ([`KindSession::kubeconfig`]).
     pub kubeconfig: PathBuf,
     /// The image's name on the nodes.
@@ -421,6 +470,8 @@ pub struct KindCluster {
     taskmanager_id: Option<String>,
     /// Runs of the TaskManager container seen OOM-killed (see [`oom_killed_runs`]).
     oom_runs: Mutex<BTreeSet<String>>,
+    /// The TaskManager container run the last poll saw ([`container_run`]).
+    seen_run: Mutex<Option<String>>,
     /// Dump directories of container starts already copied out (see [`kube::start_script`]).
     collected: Mutex<BTreeSet<String>>,
     _teardown: Option<teardown::Guard>,
@@ -454,6 +505,7 @@ impl KindCluster {
             port_forward,
             taskmanager_id: None,
             oom_runs: Mutex::new(BTreeSet::new()),
+            seen_run: Mutex::new(None),
             collected: Mutex::new(BTreeSet::new()),
             _teardown: teardown,
         };
@@ -566,6 +618,12 @@ impl KindCluster {
             let ids = self.rest.taskmanager_ids().unwrap_or_default();
             if let Some(id) = ids.iter().find(|id| !before.contains(id)) {
                 self.taskmanager_id = Some(id.clone());
+                // The new TaskManager's container run is the one to watch from now on.
+                let run = self
+                    .taskmanager_pod()
+                    .ok()
+                    .and_then(|p| container_run(&p, TASKMANAGER));
+                *self.seen_run.lock().expect("seen lock") = run;
                 return Ok(());
             }
             if start.elapsed() > timeout {
@@ -619,15 +677,29 @@ impl Cluster for KindCluster {
     }
 
     /// Liveness and OOM kills from the pod's `containerStatuses` (a not-running container
-    /// has no RSS; `lastState.terminated.reason: OOMKilled` runs are counted once each);
-    /// RSS and cgroup usage by `kubectl exec` of [`MEMORY_PROBE`], retried while the
-    /// status says the container runs.
+    /// has no RSS; `lastState.terminated.reason: OOMKilled` runs are counted once each; a
+    /// container whose run changed since the last poll died between the two, and counts as
+    /// not running once, so the death is handled); RSS and cgroup usage by `kubectl exec`
+    /// of [`MEMORY_PROBE`], retried while the status says the container runs.
     fn taskmanager_memory(&self) -> Result<ContainerMemory> {
         let name = std::cell::RefCell::new(String::new());
         let text = probe_while_running(
             || {
                 let pod = self.taskmanager_pod()?;
                 *name.borrow_mut() = pod.name().to_string();
+                let run = container_run(&pod, TASKMANAGER);
+                let mut seen = self.seen_run.lock().expect("seen lock");
+                let unseen = restarted_unseen(seen.as_deref(), run.as_deref());
+                if run.is_some() {
+                    *seen = run;
+                }
+                if unseen {
+                    progress::note(format!(
+                        "the TaskManager container of pod {} was restarted between two polls",
+                        pod.name()
+                    ));
+                    return Ok(false);
+                }
                 Ok(container_running(&pod, TASKMANAGER))
             },
             || {
@@ -646,29 +718,45 @@ impl Cluster for KindCluster {
         })
     }
 
-    /// SIGKILLs the TaskManager's JVM from its node (`crictl stop --timeout 0` in the kind
-    /// node's container: deleting the pod, even with `--grace-period=0 --force`, lets the
-    /// kubelet send SIGTERM and Flink shut down cleanly), lets the kubelet restart the
-    /// container, and returns once a TaskManager with a new id registered.
+    /// SIGKILLs the TaskManager's JVM from its node and deletes its pod ([`kill_commands`]:
+    /// the Deployment starts a new pod, with no crash back-off), and returns once a
+    /// TaskManager with a new id registered. The dumps were copied before.
     fn kill_taskmanager(&mut self) -> Result<()> {
         let before = self.rest.taskmanager_ids()?;
         let pod = self.taskmanager_pod()?;
         let name = pod.name().to_string();
-        let (node, id) = container_on_node(&pod, TASKMANAGER)
+        let (crictl, delete) = kill_commands(&pod, TASKMANAGER)
             .with_context(|| format!("pod {name}: no node or container id in its status"))?;
         let step = Step::start(format!(
-            "killing the TaskManager of pod {name} (crictl stop --timeout 0 on node {node})"
+            "killing the TaskManager of pod {name} (crictl stop --timeout 0 on node {}), then the pod",
+            crictl[1]
         ));
-        crate::docker::docker(&["exec", &node, "crictl", "stop", "--timeout", "0", &id])
-            .with_context(|| format!("stopping container {id} of pod {name} on node {node}"))?;
+        let crictl: Vec<&str> = crictl.iter().map(String::as_str).collect();
+        crate::docker::docker(&crictl)
+            .with_context(|| format!("stopping the TaskManager container of pod {name}"))?;
+        let delete: Vec<&str> = delete.iter().map(String::as_str).collect();
+        self.kubectl.run(&delete)?;
         self.wait_for_new_taskmanager(&before, &format!("killing the TaskManager of pod {name}"))?;
         step.done("");
         Ok(())
     }
 
-    /// The kubelet restarts a dead container in place: wait for its TaskManager.
+    /// After a death (OOM kill), whose dumps were copied: the pod deleted, so that the
+    /// Deployment starts a new one at once (a restart in place meets the kubelet's crash
+    /// back-off from the second death on); then wait for its TaskManager.
     fn replace_taskmanager(&mut self) -> Result<()> {
         let known = self.taskmanager_id.iter().cloned().collect::<Vec<_>>();
+        if let Ok(pod) = self.taskmanager_pod() {
+            let name = pod.name().to_string();
+            self.kubectl.run(&[
+                "delete",
+                "pod",
+                &name,
+                "--grace-period=0",
+                "--force",
+                "--wait=false",
+            ])?;
+        }
         self.wait_for_new_taskmanager(&known, "the TaskManager died")
     }
 
@@ -734,9 +822,10 @@ impl Drop for KindCluster {
         self.save_logs();
         let ns = &self.opts.namespace;
         if self.opts.keep {
+            // The run's kubeconfig goes with its work directory.
             progress::note(format!(
-                "kept: namespace {ns} (`kubectl --kubeconfig {} -n {ns} get pods`)",
-                self.opts.kubeconfig.display()
+                "kept: namespace {ns} (`kind export kubeconfig --name {}`, then `kubectl -n {ns} get pods`)",
+                self.opts.cluster
             ));
             return;
         }
@@ -850,5 +939,71 @@ mod tests {
             None,
             "no node"
         );
+        // The kill: crictl in the node's container, then the pod deleted (no back-off).
+        let (crictl, delete) = kill_commands(&p, "taskmanager").unwrap();
+        assert_eq!(
+            crictl,
+            [
+                "exec",
+                "flink-jemalloc-control-plane",
+                "crictl",
+                "stop",
+                "--timeout",
+                "0",
+                "0123abcd"
+            ]
+        );
+        assert_eq!(
+            delete,
+            [
+                "delete",
+                "pod",
+                "taskmanager-abc",
+                "--grace-period=0",
+                "--force",
+                "--wait=false"
+            ]
+        );
+        assert_eq!(kill_commands(&restarting, "taskmanager"), None);
+    }
+
+    /// Two polls of one pod a second apart, as `kubectl get pods -o json` showed them: the
+    /// container was OOM-killed and restarted in place between them (the first restart is
+    /// immediate), so both polls see it running; only its id and restartCount changed.
+    #[test]
+    fn a_restart_between_two_polls_is_seen() {
+        let poll = |restarts: u32, id: &str, last: serde_json::Value| {
+            pod(serde_json::json!({
+                "metadata": {"name": "taskmanager-7d9f-x2x", "uid": "u1"},
+                "spec": {"nodeName": "flink-jemalloc-control-plane"},
+                "status": {"phase": "Running", "containerStatuses": [{
+                    "name": "taskmanager", "ready": true, "restartCount": restarts,
+                    "containerID": id,
+                    "state": {"running": {"startedAt": "2026-12-05T20:00:00Z"}},
+                    "lastState": last
+                }]}
+            }))
+        };
+        let before = poll(0, "containerd://aaa", serde_json::json!({}));
+        let after = poll(
+            1,
+            "containerd://bbb",
+            serde_json::json!({"terminated": {"exitCode": 137, "reason": "OOMKilled",
+                "containerID": "containerd://aaa", "finishedAt": "2026-12-05T20:01:00Z"}}),
+        );
+        assert!(
+            container_running(&before, "taskmanager") && container_running(&after, "taskmanager")
+        );
+        let (a, b) = (
+            container_run(&before, "taskmanager"),
+            container_run(&after, "taskmanager"),
+        );
+        assert_eq!(a.as_deref(), Some("taskmanager-7d9f-x2x/containerd://aaa"));
+        assert!(restarted_unseen(a.as_deref(), b.as_deref()));
+        assert!(!restarted_unseen(a.as_deref(), a.as_deref()));
+        assert!(!restarted_unseen(None, b.as_deref()), "the first poll");
+        assert!(!restarted_unseen(a.as_deref(), None), "no status yet");
+        // The OOM kill is counted from lastState, once, by its container id.
+        assert_eq!(oom_killed_runs(&after, "taskmanager"), ["containerd://aaa"]);
     }
 }

@@ -274,7 +274,7 @@ fn jobmanager(p: &KubeParams, common_env: Vec<Value>) -> Value {
     let container = json!({
         "name": JOBMANAGER,
         "image": p.image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": "Never",
         "args": ["jobmanager"],
         "env": common_env,
         "ports": [port("rpc", RPC_PORT), port("blob", BLOB_PORT), port("rest", REST_PORT)],
@@ -309,7 +309,7 @@ fn taskmanager(p: &KubeParams, common_env: Vec<Value>) -> Value {
     let container = json!({
         "name": TASKMANAGER,
         "image": p.image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": "Never",
         "command": ["/bin/sh", "-c", start_script(DUMP_DIR), "sh"],
         "args": args,
         "env": env,
@@ -461,6 +461,11 @@ mod tests {
         );
         assert_eq!(p["securityContext"]["runAsUser"], FLINK_UID);
         assert_eq!(p["enableServiceLinks"], false);
+        // The image was loaded into the node: a failed load is ErrImageNeverPull at once,
+        // not a pull that times out the rollout.
+        for d in [&m.taskmanager, &m.jobmanager] {
+            assert_eq!(container(d)["imagePullPolicy"], "Never");
+        }
     }
 
     #[test]

@@ -42,8 +42,17 @@ fn esc(s: &str) -> String {
 
 /// The chart as an SVG document.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
-    let (w, h) = (720.0, 420.0);
-    let (left, right, top, bottom) = (70.0, 190.0, 40.0, 50.0);
+    // Text is measured by an average glyph width (sans-serif at 12 px is about 6.6 px a
+    // character, at 15 px about 8.3): the legend's column and the title fit their text.
+    let longest = series
+        .iter()
+        .map(|s| s.label.chars().count())
+        .max()
+        .unwrap_or(0) as f64;
+    let (left, top, bottom) = (70.0, 40.0, 50.0);
+    let right = (42.0 + 6.6 * longest).max(190.0);
+    let w = (left + 460.0 + right).max(8.3 * title.chars().count() as f64 + 40.0);
+    let h = 420.0;
     let pts = series.iter().flat_map(|s| s.points.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in pts {
@@ -71,7 +80,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
     let _ = writeln!(
         s,
         r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#,
-        left + pw / 2.0,
+        w / 2.0,
         esc(title)
     );
     // Grid and ticks.
@@ -171,6 +180,56 @@ mod tests {
         assert_eq!(tick_step(10.0, 5.0), 2.0);
         assert_eq!(tick_step(330.0, 6.0), 100.0);
         assert_eq!(tick_step(0.0, 6.0), 1.0);
+    }
+
+    #[test]
+    fn the_title_and_the_legend_fit_their_text() {
+        let one = |label: &str, title: &str| {
+            let svg = line_chart(
+                title,
+                "restart",
+                "MiB",
+                &[Series {
+                    label: label.into(),
+                    color: "#000",
+                    dashed: false,
+                    points: vec![(0.0, 1.0), (1.0, 2.0)],
+                }],
+            );
+            let width: f64 = svg
+                .split("width=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let title_x: f64 = svg
+                .split("<text x=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (width, title_x)
+        };
+        assert_eq!(one("glibc", "t"), (720.0, 360.0));
+        let label = "jemalloc-nonprof native +0.46 ± 0.44 MiB/restart (no trend shown)";
+        let (w, _) = one(label, "t");
+        assert!(
+            w >= 70.0 + 460.0 + 42.0 + 6.6 * label.chars().count() as f64 - 0.1,
+            "{w}"
+        );
+        // A title wider than the plot widens the chart and stays centred in it.
+        let title = "TaskManager memory per restart (flink-39923-control, --driver docker, --mode cancel-resubmit)".repeat(2);
+        let (w, x) = one("glibc", &title);
+        assert!(
+            w >= 8.3 * title.chars().count() as f64 && x == w / 2.0,
+            "{w} {x}"
+        );
     }
 
     #[test]

@@ -260,13 +260,29 @@ fn color(a: Allocator) -> &'static str {
     }
 }
 
-/// TaskManager native memory (solid) and RSS (dashed) against restart, per allocator.
+/// A legend's growth: ` +0.46 ± 0.44 MiB/restart (no trend shown)`, or nothing.
+fn legend_growth(kb: Option<Fit>) -> String {
+    kb.map_or(String::new(), |f| {
+        format!(
+            " {} MiB/restart ({})",
+            f.plus_minus(1024.0, 2),
+            f.trend().words()
+        )
+    })
+}
+
+/// TaskManager native memory (solid) and RSS (dashed) against restart, per allocator, each
+/// with its growth per restart ± its robust error in the legend.
 pub fn memory_plot(r: &Report) -> String {
     let mut series = Vec::new();
     for run in &r.runs {
         let mib = |kb: f64| (kb / 1024.0).round();
         series.push(Series {
-            label: format!("{} native", run.allocator.name()),
+            label: format!(
+                "{} native{}",
+                run.allocator.name(),
+                legend_growth(run.growth.native_kb_per_restart)
+            ),
             color: color(run.allocator),
             dashed: false,
             points: run
@@ -276,7 +292,11 @@ pub fn memory_plot(r: &Report) -> String {
                 .collect(),
         });
         series.push(Series {
-            label: format!("{} RSS", run.allocator.name()),
+            label: format!(
+                "{} RSS{}",
+                run.allocator.name(),
+                legend_growth(run.growth.rss_kb_per_restart)
+            ),
             color: color(run.allocator),
             dashed: true,
             points: run

@@ -142,7 +142,9 @@ fn injected_restart(
 ) -> Result<u64> {
     std::thread::sleep(Duration::from_millis(500));
     let r = cluster.rest().restarts(&job.id)?;
-    if r > lp.restarts || cluster.taskmanager_memory()?.rss_kb.is_some() {
+    // Liveness at every poll, a restart's too: a TaskManager that died and was restarted
+    // in place between two polls restarts the job as well.
+    if cluster.taskmanager_memory()?.rss_kb.is_some() {
         return Ok(r.max(lp.restarts));
     }
     let name = allocator.name();

@@ -60,7 +60,8 @@ pub fn assemble(
     let mut layers = base.oci_layers();
     layers.push(layer.descriptor());
     layers.push(tools.layer.descriptor());
-    let annotations = base_annotations(run, base);
+    let mut annotations = base_annotations(run, base);
+    annotations.extend(run.args.labels.iter().cloned());
     let manifest = cache_blob(
         &run.cache,
         crate::registry::OCI_MANIFEST,
@@ -200,5 +201,7 @@ fn labels(
             package_list(jeprof_tools.map(|p| (&p.name, &p.version))),
         ),
     ]);
+    // The caller's (`--label`), last: a key given twice keeps its last value.
+    labels.extend(run.args.labels.iter().cloned());
     labels
 }

@@ -531,10 +531,12 @@ pub fn rebuild_profiled_image(extra: &[&str]) -> Output {
         serde_json::from_str(&std::fs::read_to_string(dir.join("args.json")).unwrap()).unwrap();
     let mut all: Vec<String> = args;
     all.push("--locked".into());
-    // A flag of `extra` the build had (`--output`, `--lock-file`) takes the new value.
+    // A flag of `extra` the build had (`--output`, `--lock-file`) takes the new value; a
+    // flag the build had not is added, as often as `extra` gives it.
+    let built = all.len();
     let mut rest = extra.iter();
     while let Some(&flag) = rest.next() {
-        match all.iter().position(|a| a == flag) {
+        match all[..built].iter().position(|a| a == flag) {
             Some(i) if flag.starts_with("--") && i + 1 < all.len() => {
                 all[i + 1] = rest.next().expect("a value for the flag").to_string();
             }
