@@ -299,6 +299,9 @@ fn kind_session_creates_reuses_and_deletes_only_its_own_cluster() {
         std::fs::read_to_string(&kubeconfig).unwrap(),
         "# kubeconfig of fj\n"
     );
+    // The cluster's admin credentials: this user's only.
+    let mode = std::fs::metadata(&kubeconfig).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     drop(s);
     let config = xtask::project::root().join("ci/kind.yaml");
     assert_eq!(
