@@ -169,13 +169,17 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
         args.top,
         Growth::PerDump,
     )?;
-    if let Some(s) = a.sites.first().filter(|s| s.slope() > 0.0) {
-        progress::note(format!(
-            "fastest growing site: {} ({}); every site in {}",
+    match a.sites.first().filter(|s| s.grows()) {
+        Some(s) => progress::note(format!(
+            "growing steadily: {} ({}); every site in {}",
             s.site,
             sites::growth_text(s, "dump"),
             out.join("sites.json").display()
-        ));
+        )),
+        None => progress::note(format!(
+            "no site grows steadily (none has its 95% interval above zero); every site in {}",
+            out.join("sites.json").display()
+        )),
     }
     println!("{}", serde_json::to_string_pretty(&a)?);
     Ok(())
