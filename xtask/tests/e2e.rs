@@ -96,7 +96,7 @@ fn e2e_runc_attributes_native_memory_to_rocksdb_for_both_allocators() {
     );
     let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
     assert!(
-        summary.contains("| allocator | restarts | OOM kills | native MB/restart"),
+        summary.contains("| allocator | restarts | OOM kills | native MiB/restart"),
         "{summary}"
     );
 

@@ -196,25 +196,12 @@ mod tests {
                     points: vec![(0.0, 1.0), (1.0, 2.0)],
                 }],
             );
-            let width: f64 = svg
-                .split("width=\"")
-                .nth(1)
-                .unwrap()
-                .split('"')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            let title_x: f64 = svg
-                .split("<text x=\"")
-                .nth(1)
-                .unwrap()
-                .split('"')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            (width, title_x)
+            // The number after the first `attr"` of the document.
+            let first = |attr: &str| -> f64 {
+                let rest = svg.split(attr).nth(1).unwrap();
+                rest[..rest.find('"').unwrap()].parse().unwrap()
+            };
+            (first("width=\""), first("<text x=\""))
         };
         assert_eq!(one("glibc", "t"), (720.0, 360.0));
         let label = "jemalloc-nonprof native +0.46 ± 0.44 MiB/restart (no trend shown)";
