@@ -741,21 +741,24 @@ impl Cluster for KindCluster {
         Ok(())
     }
 
-    /// After a death (OOM kill), whose dumps were copied: the pod deleted, so that the
-    /// Deployment starts a new one at once (a restart in place meets the kubelet's crash
-    /// back-off from the second death on); then wait for its TaskManager.
+    /// After a death (OOM kill), whose dumps were copied: a container the kubelet holds in
+    /// its crash back-off (not running) has its pod deleted, so that the Deployment starts a
+    /// new one at once; one already restarted in place is left to start (deleting its pod
+    /// then could kill a JVM that has just registered). Then wait for the new TaskManager.
     fn replace_taskmanager(&mut self) -> Result<()> {
         let known = self.taskmanager_id.iter().cloned().collect::<Vec<_>>();
         if let Ok(pod) = self.taskmanager_pod() {
-            let name = pod.name().to_string();
-            self.kubectl.run(&[
-                "delete",
-                "pod",
-                &name,
-                "--grace-period=0",
-                "--force",
-                "--wait=false",
-            ])?;
+            if !container_running(&pod, TASKMANAGER) {
+                let name = pod.name().to_string();
+                self.kubectl.run(&[
+                    "delete",
+                    "pod",
+                    &name,
+                    "--grace-period=0",
+                    "--force",
+                    "--wait=false",
+                ])?;
+            }
         }
         self.wait_for_new_taskmanager(&known, "the TaskManager died")
     }

@@ -209,13 +209,12 @@ pub fn expectations(an: &Analysis, e: &Expect, expected: Option<f64>, who: &str)
         (true, Some(s)) => {
             let r2 = s.growth.and_then(|g| g.r2).unwrap_or(0.0);
             let points = s.growth.map_or(0, |g| g.n);
-            let grows = s.growth.is_some_and(|g| g.grows());
             if points < 3 {
                 f.push(format!(
                     "{who}: {} was read in {points} dump(s); a line needs 3 or more (run more restarts)",
                     s.site
                 ));
-            } else if !grows {
+            } else if !s.grows() {
                 f.push(format!(
                     "{who}: {} is not shown to grow: {} KiB per restart, 95% interval {} holds zero",
                     s.site,
