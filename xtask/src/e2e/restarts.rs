@@ -350,7 +350,7 @@ mod tests {
     use super::*;
 
     /// A `--scenario flink-39923` run recorded at commit 48e8949 (docker driver, 2 CPUs; a
-    /// run where every restart leaked, as five of eight did): when each of its dumps after
+    /// run where every restart leaked, as seven of eleven did): when each of its dumps after
     /// the job's start was written (seconds after it) and the bytes they hold at
     /// `rocksdb::port::cacheline_aligned_alloc` (read from every dump with the image's
     /// `jeprof --text --show_bytes`), and the JobManager's failure times. One
