@@ -1,6 +1,8 @@
 //! What made a measurement: the checkout's commit (and whether it had uncommitted changes)
 //! and the machine (CPUs online, memory, cgroup version, kernel, the container engine), so a
-//! recorded report says which code and which host its figures come from.
+//! recorded report says which code and which host its figures come from; and the CPUs online
+//! as glibc counts them (`/sys/devices/system/cpu/online`), which the e2e drivers read in a
+//! TaskManager container too.
 
 use serde::Serialize;
 use std::path::Path;
@@ -54,7 +56,7 @@ impl Provenance {
             commit,
             dirty,
             machine: Machine {
-                cpus_online: crate::e2e::cluster::host_cpus_online(),
+                cpus_online: host_cpus_online(),
                 memory_mib: read("/proc/meminfo").and_then(|m| mem_total_mib(&m)),
                 cgroup: if Path::new("/sys/fs/cgroup/cgroup.controllers").is_file() {
                     "v2"
@@ -91,6 +93,26 @@ impl Provenance {
         }
         parts.join(", ")
     }
+}
+
+/// The number of CPUs in a kernel CPU list (`0-3,8,10-11` → 7), as in
+/// `/sys/devices/system/cpu/online`; None for anything else.
+pub fn cpu_count(list: &str) -> Option<u32> {
+    let list = list.trim();
+    if list.is_empty() {
+        return None;
+    }
+    list.split(',').try_fold(0u32, |n, part| {
+        let (from, to) = part.split_once('-').unwrap_or((part, part));
+        let (from, to): (u32, u32) = (from.trim().parse().ok()?, to.trim().parse().ok()?);
+        Some(n + to.checked_sub(from)? + 1)
+    })
+}
+
+/// The CPUs online on this machine: what a container here sees too (the file is not
+/// namespaced).
+pub fn host_cpus_online() -> Option<u32> {
+    cpu_count(&std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?)
 }
 
 fn short(commit: &str) -> &str {
@@ -135,6 +157,16 @@ mod tests {
         let elsewhere = Provenance::here(Path::new("/"), None);
         assert_eq!((&elsewhere.commit, elsewhere.dirty), (&None, None));
         assert!(elsewhere.line().starts_with("no git commit"));
+    }
+
+    #[test]
+    fn cpu_lists_are_counted() {
+        assert_eq!(cpu_count("0-1\n"), Some(2));
+        assert_eq!(cpu_count("0-3,8,10-11"), Some(7));
+        assert_eq!(cpu_count("0"), Some(1));
+        for bad in ["", "3-1", "a-b", "0-"] {
+            assert_eq!(cpu_count(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -321,8 +321,9 @@ mod tests {
         assert_eq!(growth_text(&two[0], "restart"), "+475.0 KiB per restart");
     }
 
-    /// `analyze` of the recorded `flink-39923` run's dumps (no restart times: growth per
-    /// dump, twelve dumps by sequence number), four sites of its `sites.json`. The JVM's
+    /// `analyze` of the dumps of a `flink-39923` run recorded at commit 48e8949 (no restart
+    /// times: growth per dump, twelve dumps by sequence number), four sites of its
+    /// `sites.json`. The JVM's
     /// `os::malloc` grows most on average (its warm-up), but only the leak grows steadily:
     /// it leads; by slope it came third.
     #[test]

@@ -154,28 +154,8 @@ pub fn parse_memory_probe(text: &str) -> ContainerMemory {
         rss_kb: vm_rss_kb(status),
         cgroup_bytes: bytes,
         oom_kills: oom_kill_count(&counters.join("\n")),
-        cpus_online: cpu_count(cpus),
+        cpus_online: crate::provenance::cpu_count(cpus),
     }
-}
-
-/// The number of CPUs in a kernel CPU list (`0-3,8,10-11` → 7), as in
-/// `/sys/devices/system/cpu/online`; None for anything else.
-pub fn cpu_count(list: &str) -> Option<u32> {
-    let list = list.trim();
-    if list.is_empty() {
-        return None;
-    }
-    list.split(',').try_fold(0u32, |n, part| {
-        let (from, to) = part.split_once('-').unwrap_or((part, part));
-        let (from, to): (u32, u32) = (from.trim().parse().ok()?, to.trim().parse().ok()?);
-        Some(n + to.checked_sub(from)? + 1)
-    })
-}
-
-/// The CPUs online on this machine: what a container here sees (the file is not
-/// namespaced).
-pub fn host_cpus_online() -> Option<u32> {
-    cpu_count(&std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?)
 }
 
 /// Attempts of the memory probe in a container that runs: an exec can fail for reasons of
@@ -264,16 +244,6 @@ mod tests {
             m(Some(5), None, 0, Some(1))
         );
         assert_eq!(parse_memory_probe(""), ContainerMemory::default());
-    }
-
-    #[test]
-    fn cpu_lists_are_counted() {
-        assert_eq!(cpu_count("0-1\n"), Some(2));
-        assert_eq!(cpu_count("0-3,8,10-11"), Some(7));
-        assert_eq!(cpu_count("0"), Some(1));
-        for bad in ["", "3-1", "a-b", "0-"] {
-            assert_eq!(cpu_count(bad), None, "{bad}");
-        }
     }
 
     #[test]

@@ -221,18 +221,25 @@ pub fn restarted_unseen(seen: Option<&str>, now: Option<&str>) -> bool {
 pub fn kill_commands(pod: &Pod, container: &str) -> Option<(Vec<String>, Vec<String>)> {
     let (node, id) = container_on_node(pod, container)?;
     let crictl = ["exec", &node, "crictl", "stop", "--timeout", "0", &id];
-    let delete = [
+    Some((
+        crictl.iter().map(|s| s.to_string()).collect(),
+        delete_pod(pod.name()),
+    ))
+}
+
+/// `kubectl` arguments that delete pod `name` at once, without waiting for it to go.
+fn delete_pod(name: &str) -> Vec<String> {
+    [
         "delete",
         "pod",
-        pod.name(),
+        name,
         "--grace-period=0",
         "--force",
         "--wait=false",
-    ];
-    Some((
-        crictl.iter().map(|s| s.to_string()).collect(),
-        delete.iter().map(|s| s.to_string()).collect(),
-    ))
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// Whether the pod's `container` is running now, as its status says.
@@ -749,15 +756,9 @@ impl Cluster for KindCluster {
         let known = self.taskmanager_id.iter().cloned().collect::<Vec<_>>();
         if let Ok(pod) = self.taskmanager_pod() {
             if !container_running(&pod, TASKMANAGER) {
-                let name = pod.name().to_string();
-                self.kubectl.run(&[
-                    "delete",
-                    "pod",
-                    &name,
-                    "--grace-period=0",
-                    "--force",
-                    "--wait=false",
-                ])?;
+                let delete = delete_pod(pod.name());
+                self.kubectl
+                    .run(&delete.iter().map(String::as_str).collect::<Vec<_>>())?;
             }
         }
         self.wait_for_new_taskmanager(&known, "the TaskManager died")

@@ -493,7 +493,7 @@ impl Cluster for RuncCluster {
             cgroup_bytes,
             oom_kills: self.past_oom_kills + ooms,
             // The container shares this machine's kernel and its /sys.
-            cpus_online: super::cluster::host_cpus_online(),
+            cpus_online: crate::provenance::host_cpus_online(),
         })
     }
 
