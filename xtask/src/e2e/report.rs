@@ -189,8 +189,9 @@ pub fn expectations(an: &Analysis, e: &Expect, expected: Option<f64>, who: &str)
             .any(|l| re.as_ref().is_some_and(|re| re.is_match(l)));
         if !named {
             f.push(format!(
-                "{who}: the top sites of the difference between {} and {} name no frame matching {p}",
-                an.base, an.last
+                "{who}: no frame matching {p} among the sites that hold more memory in {} than in {} \
+                 (is the profiler attributing the job's native memory?)",
+                an.last, an.base
             ));
         }
     }

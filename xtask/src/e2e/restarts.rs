@@ -203,12 +203,6 @@ pub struct Timeline {
     pub live: Vec<(f64, f64)>,
 }
 
-/// How long after the last failure its tasks run again with RocksDB open, for the last
-/// restart (no failure follows it to date its start): the restart delay (1 s in the Flink
-/// 1.x job, 0.5 s on Flink 2) and the redeploy; Flink 2.2.1 under Docker logged its tasks
-/// `RUNNING` 0.6–0.75 s after the failure, later on a loaded machine.
-const RESTARTED_AFTER_SECS: f64 = 2.0;
-
 /// How long before the JobManager records an injected failure the failing task may
 /// already have closed its RocksDB (50 ms on Flink 2.2.1 under Docker, its log says).
 const ROCKSDB_CLOSED_BEFORE_FAILURE_SECS: f64 = 0.5;
@@ -254,11 +248,12 @@ fn restart_times(start: f64, failures: &[f64]) -> Vec<(u64, f64)> {
 /// state backend is open, so an attempt that failed at `f` had RocksDB open from
 /// `f − fail_every` (however long its redeploy took: a fixed delay after the previous
 /// failure was too short on a loaded machine) to `f`, less the moment the failing task may
-/// take to close RocksDB before the JobManager records the failure. An attempt that has not
-/// failed yet: from [`RESTARTED_AFTER_SECS`] after the last failure (or the job's start),
-/// open-ended. Polling the tasks' `subtasktimes` after each restart was tried once, and in
-/// two of four runs FLINK-39923's leak grew by half as much per restart (none of three
-/// without it).
+/// take to close RocksDB before the JobManager records the failure. An attempt that had not
+/// failed when the run ended gets no window: its start is known only as "some time after
+/// the last failure", and a fixed guess (2 s) let a dump of a slow redeploy, with RocksDB
+/// closed, end the difference on a loaded machine. Polling the tasks' `subtasktimes` after
+/// each restart was tried once, and in two of four runs FLINK-39923's leak grew by half as
+/// much per restart (none of three without it).
 fn live_windows(start: f64, failures: &[f64], fail_every: f64) -> Vec<(f64, f64)> {
     let mut out = Vec::new();
     let mut before = start;
@@ -267,8 +262,6 @@ fn live_windows(start: f64, failures: &[f64], fail_every: f64) -> Vec<(f64, f64)
         out.push((from, f - ROCKSDB_CLOSED_BEFORE_FAILURE_SECS));
         before = *f;
     }
-    let last = failures.last().map_or(start, |f| f + RESTARTED_AFTER_SECS);
-    out.push((last, f64::INFINITY));
     out.retain(|(from, to)| from < to);
     out
 }
@@ -487,23 +480,23 @@ mod tests {
         // Failures of a job that throws 3 s after it opened: each attempt ran from 3 s
         // before its failure (a slow redeploy, 111 → 116, takes no time from it).
         let failures = [104.0, 108.0, 112.0, 116.5];
+        // The attempt running when the run ended (from 116.5 on) gets none.
         assert_eq!(
             live_windows(100.0, &failures, 3.0),
             [
                 (101.0, 103.5),
                 (105.0, 107.5),
                 (109.0, 111.5),
-                (113.5, 116.0),
-                (118.5, f64::INFINITY)
+                (113.5, 116.0)
             ]
         );
         // A failure sooner than `fail_every` after the one before (not an injected one):
         // its attempt counts from that failure; one too soon to have run leaves no window.
         assert_eq!(
             live_windows(100.0, &[104.0, 105.0, 105.2], 3.0),
-            [(101.0, 103.5), (104.0, 104.5), (107.2, f64::INFINITY)]
+            [(101.0, 103.5), (104.0, 104.5)]
         );
-        assert_eq!(live_windows(100.0, &[], 3.0), [(100.0, f64::INFINITY)]);
+        assert_eq!(live_windows(100.0, &[], 3.0), []);
         let failures = [104.0, 108.0, 111.0, 116.0];
         assert_eq!(
             restart_times(100.0, &failures),
