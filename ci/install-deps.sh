@@ -62,6 +62,10 @@ sudo_if_needed apt-get install -y -q --no-install-recommends \
 if ! command -v dockerd >/dev/null 2>&1; then
   sudo_if_needed apt-get install -y -q --no-install-recommends docker.io
 fi
+# docker-compose (Debian's 1.29): xtask/tests/compose.rs runs the user's Compose path with it.
+if ! command -v docker-compose >/dev/null 2>&1; then
+  sudo_if_needed apt-get install -y -q --no-install-recommends docker-compose
+fi
 if ! python3 -m pip --version >/dev/null 2>&1; then
   sudo_if_needed apt-get install -y -q --no-install-recommends python3-pip
 fi

@@ -10,6 +10,8 @@
 
 pub mod flame;
 pub mod sites;
+pub mod story;
+pub mod verdict;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -19,7 +21,10 @@ use std::path::{Path, PathBuf};
 use crate::bundle::Bundle;
 use crate::heap_profile;
 use crate::progress::{self, Step};
+pub use sites::Per;
 use sites::{DumpPoint, Site};
+pub use story::{Story, DUMP_TIMES};
+pub use verdict::{material, verdict};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AnalyzeArgs {
@@ -65,17 +70,9 @@ pub struct Analysis {
     /// per restart or per dump; sites.json has them all.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<Site>,
-}
-
-/// The unit of a site's growth.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Per {
-    /// Restarts of the job, placed by the dumps' and the restarts' times (`e2e`).
-    Restart,
-    /// Dumps, by jemalloc's sequence number: with interval dumps, each
-    /// 2^`lg_prof_interval` bytes allocated after the one before (a user's dumps).
-    Dump,
+    /// The verdict in one line (none: sites were not read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
 }
 
 /// How `analyze_in_rootfs` measures the growth of each site.
@@ -86,6 +83,8 @@ pub enum Growth<'a> {
     PerRestart(&'a Series<'a>),
     /// Per dump.
     PerDump,
+    /// Per hour, by the dumps' times (seconds since the epoch), after the warm-up.
+    PerHour(&'a BTreeMap<String, f64>),
 }
 
 /// When the dumps and the restarts happened, for the growth per restart of each site.
@@ -118,9 +117,6 @@ pub const MAX_SITE_DUMPS: usize = 12;
 /// Sites kept in `analysis.json` and the report besides the focused ones.
 const TOP_SITES: usize = 15;
 
-/// The dump times a dump directory records (`e2e` writes them beside the dumps).
-pub const DUMP_TIMES: &str = "dump-times.json";
-
 /// The allocation lines of a `jeprof --text` report (after `Total:`), at most `n`.
 pub fn top_lines(report: &str, n: usize) -> Vec<String> {
     report
@@ -146,7 +142,21 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
         // jeprof runs chrooted in the image: in a user namespace unless root.
         crate::rootless::require_userns()?;
     }
-    heap_profile::check_dumps(&args.dumps)?;
+    let story = Story::read(&args.dumps)?;
+    let dumps = heap_profile::check_dumps(&story.dir)?;
+    let series = Series {
+        restarts: &story.restarts,
+        dump_times: &story.dump_times,
+        focus: None,
+        live: &[],
+    };
+    let growth = growth_of(&story, &series, &dumps);
+    // The difference and its flame graph start after the warm-up: what grows steadily.
+    let base = match (&args.base, &growth) {
+        (Some(b), _) => Some(b.clone()),
+        (None, g) => points(&heap_profile::main_process(&dumps).0, g)
+            .and_then(|p| p.dumps.first().map(|(d, _)| d.clone())),
+    };
     let work = tempfile::Builder::new()
         .prefix(".flink-jemalloc-analyze-")
         .tempdir()?;
@@ -163,26 +173,39 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
     let a = analyze_in_rootfs(
         &bundle.rootfs(),
         &bundle.java(),
-        &args.dumps,
-        args.base.as_deref(),
+        &story.dir,
+        base.as_deref(),
         &out,
         args.top,
-        Growth::PerDump,
+        growth,
     )?;
-    match a.sites.first().filter(|s| s.grows()) {
-        Some(s) => progress::note(format!(
-            "growing steadily: {} ({}); every site in {}",
-            s.site,
-            sites::growth_text(s, "dump"),
+    if let Some(v) = &a.verdict {
+        progress::note(format!(
+            "{v}; every site in {}",
             out.join("sites.json").display()
-        )),
-        None => progress::note(format!(
-            "no site grows steadily (none has its 95% interval above zero); every site in {}",
-            out.join("sites.json").display()
-        )),
+        ));
     }
     println!("{}", serde_json::to_string_pretty(&a)?);
     Ok(())
+}
+
+/// Per restart with three or more restarts placed among the dumps, else per hour with
+/// the dumps' times, else per dump.
+pub fn growth_of<'a>(story: &'a Story, series: &'a Series<'a>, dumps: &[String]) -> Growth<'a> {
+    if !story.restarts.is_empty() {
+        let main = heap_profile::main_process(dumps).0;
+        if restart_points(&main, series).len() >= 3 {
+            return Growth::PerRestart(series);
+        }
+        progress::note(
+            "fewer than three of the job's restarts have a dump: growth per hour instead of per restart",
+        );
+    }
+    if story.dump_times.is_empty() {
+        Growth::PerDump
+    } else {
+        Growth::PerHour(&story.dump_times)
+    }
 }
 
 /// The files the last dump maps that neither the image nor the dump directory's `root/`
@@ -272,24 +295,13 @@ pub fn analyze_in_rootfs(
     let missing_files = missing_files(rootfs, dir, &last)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let (text_last, text_diff, stacks) = jeprof_outputs(rootfs, java, &base, &last, out)?;
-    let picked = match growth {
-        Growth::No => None,
-        Growth::PerRestart(series) => Some(Picked {
-            per: Per::Restart,
-            dumps: restart_points(&dumps, series),
-            focus: series.focus,
-        }),
-        Growth::PerDump => Some(Picked {
-            per: Per::Dump,
-            dumps: dump_points(&dumps),
-            focus: None,
-        }),
-    };
+    let picked = points(&dumps, &growth);
     let growth_per = picked.as_ref().map(|p| p.per);
     let (site_dumps, sites) = match picked {
         Some(picked) => site_growth(rootfs, java, picked, dumps.len(), &stacks, out)?,
         None => (Vec::new(), Vec::new()),
     };
+    let verdict = growth_per.map(|per| verdict(&sites, per));
     let top_diff = top_lines(&text_diff, top);
     let a = Analysis {
         rocksdb_in_diff: names_rocksdb(&top_diff),
@@ -302,6 +314,7 @@ pub fn analyze_in_rootfs(
         growth_per,
         site_dumps,
         sites,
+        verdict,
     };
     write(
         out,
@@ -402,6 +415,60 @@ struct Picked<'a> {
     focus: Option<&'a regex::Regex>,
 }
 
+/// The dumps whose sites are read for `growth`, with their restart, sequence number or
+/// milliseconds since the first dump after the warm-up (per hour).
+fn points<'a>(dumps: &[String], growth: &Growth<'a>) -> Option<Picked<'a>> {
+    match growth {
+        Growth::No => None,
+        Growth::PerRestart(series) => Some(Picked {
+            per: Per::Restart,
+            dumps: restart_points(dumps, series),
+            focus: series.focus,
+        }),
+        Growth::PerDump => Some(Picked {
+            per: Per::Dump,
+            dumps: dump_points(dumps),
+            focus: None,
+        }),
+        Growth::PerHour(times) => Some(Picked {
+            per: Per::Hour,
+            dumps: hour_points(dumps, times),
+            focus: None,
+        }),
+    }
+}
+
+/// The warm-up of a series of dumps without restarts, seconds: the first fifth of its
+/// span, at most five minutes (the JVM's class loading and compilation, RocksDB's first
+/// block-cache fill).
+pub fn warm_up(span: f64) -> f64 {
+    (span / 5.0).min(300.0)
+}
+
+/// The dumps to read for the growth per hour: those written after the warm-up, up to
+/// [`MAX_SITE_DUMPS`] evenly spread, with the milliseconds since the first of them.
+fn hour_points(dumps: &[String], times: &BTreeMap<String, f64>) -> Vec<(String, u64)> {
+    let timed: Vec<(&String, f64)> = dumps
+        .iter()
+        .filter_map(|d| Some((d, *times.get(d)?)))
+        .collect();
+    let (Some(first), Some(last)) = (timed.first(), timed.last()) else {
+        return Vec::new();
+    };
+    let from = first.1 + warm_up(last.1 - first.1);
+    let kept: Vec<(&String, f64)> = timed.into_iter().filter(|(_, t)| *t >= from).collect();
+    let t0 = kept.first().map_or(0.0, |k| k.1);
+    sites::pick(kept.len(), MAX_SITE_DUMPS)
+        .into_iter()
+        .map(|i| {
+            (
+                kept[i].0.clone(),
+                ((kept[i].1 - t0) * 1000.0).round() as u64,
+            )
+        })
+        .collect()
+}
+
 /// The dumps to read for the growth per restart: the last dump written while each
 /// restart's job ran, up to [`MAX_SITE_DUMPS`] of them evenly spread, with their restart.
 fn restart_points(dumps: &[String], series: &Series) -> Vec<(String, u64)> {
@@ -458,12 +525,17 @@ fn site_growth(
     let mut table = sites::site_table(&points);
     for s in table.iter_mut() {
         s.chain = sites::chain_of(stacks, &s.site);
+        if per == Per::Hour {
+            // Fitted per millisecond.
+            s.growth = s.growth.map(|g| g.scaled(3_600_000.0));
+        }
     }
     step.done(format!("{} sites", table.len()));
     // Each dump with its restart, or its sequence number (`seq`) for growth per dump.
     let key = match per {
         Per::Restart => "restart",
         Per::Dump => "seq",
+        Per::Hour => "ms",
     };
     let dumps: Vec<serde_json::Value> = points
         .iter()
@@ -515,6 +587,27 @@ fn read_dumps(rootfs: &Path, java: &str, dumps: &[&String]) -> Result<Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_hour_points_leave_out_the_warm_up() {
+        let dumps: Vec<String> = (0..50)
+            .map(|i| format!("jeprof.out.1.{i}.i{i}.heap"))
+            .collect();
+        // A dump every 2 s for 100 s: the first fifth (20 s) is warm-up.
+        let times: BTreeMap<String, f64> = dumps
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.clone(), 1000.0 + 2.0 * i as f64))
+            .collect();
+        let p = hour_points(&dumps, &times);
+        assert_eq!(p.len(), MAX_SITE_DUMPS);
+        assert_eq!(p[0], ("jeprof.out.1.10.i10.heap".to_string(), 0));
+        assert_eq!(
+            p.last().unwrap(),
+            &("jeprof.out.1.49.i49.heap".to_string(), 78_000)
+        );
+        assert_eq!(warm_up(3600.0 * 5.0), 300.0, "at most five minutes");
+    }
 
     #[test]
     fn top_lines_follow_total() {

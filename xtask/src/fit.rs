@@ -71,6 +71,18 @@ impl Trend {
 }
 
 impl Fit {
+    /// The same fit with x in units `k` times larger (slope, errors and interval times `k`):
+    /// a slope per millisecond to one per hour.
+    pub fn scaled(self, k: f64) -> Fit {
+        Fit {
+            slope: self.slope * k,
+            stderr: self.stderr.map(|e| e * k),
+            ci95: self.ci95.map(|(lo, hi)| (lo * k, hi * k)),
+            stderr_iid: self.stderr_iid.map(|e| e * k),
+            ..self
+        }
+    }
+
     /// The slope divided by `scale`, signed, with its standard error when it has one, to
     /// `decimals` places: `+1.25 ± 0.30`.
     pub fn plus_minus(&self, scale: f64, decimals: usize) -> String {

@@ -30,10 +30,7 @@ pub fn check_dumps(dir: &Path) -> Result<Vec<String>> {
     for d in &dumps {
         let path = dir.join(d);
         let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let complete = text.starts_with(b"heap_v2/")
-            && text.windows(18).any(|w| w == b"\nMAPPED_LIBRARIES:")
-            && text.ends_with(b"\n");
-        if !complete {
+        if !is_complete(&text) {
             bail!(
                 "{} is truncated or not a jemalloc heap dump (it must begin with heap_v2/ and end \
                  with its MAPPED_LIBRARIES section): copy it again, or move it out of {}",
@@ -43,6 +40,14 @@ pub fn check_dumps(dir: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(dumps)
+}
+
+/// Whether `dump` is a whole jemalloc heap dump: it begins with `heap_v2/` and ends with its
+/// `MAPPED_LIBRARIES:` section (written last) and a newline.
+pub fn is_complete(dump: &[u8]) -> bool {
+    dump.starts_with(b"heap_v2/")
+        && dump.windows(18).any(|w| w == b"\nMAPPED_LIBRARIES:")
+        && dump.ends_with(b"\n")
 }
 
 /// The dumps in `dir` with their modification times (seconds since the epoch), in order.
@@ -70,6 +75,56 @@ pub fn dumps_in(dir: &Path) -> Result<Vec<String>> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     Ok(heap_files(&names.join("\n")))
+}
+
+/// The TaskManager container's command: `sh -c SCRIPT sh ENTRYPOINT… taskmanager`. Every
+/// start of the container gets its own dump directory, `<dumps>/start-<UTC time>`, and
+/// jemalloc's `prof_prefix` pointing into it (appended to `MALLOC_CONF`; jemalloc takes the
+/// last value of an option). An OOM-killed container is restarted in place with the same
+/// emptyDir and its new JVM is PID 1 again: with one directory for all, its
+/// `jeprof.out.1.<seq>` dumps would overwrite the dead JVM's.
+pub fn start_script(dumps: &str) -> String {
+    format!(
+        "d=\"{dumps}/start-$(date -u +%Y%m%dT%H%M%S)\"; mkdir -p \"$d\" || exit 1; \
+         if [ -n \"$MALLOC_CONF\" ]; then export MALLOC_CONF=\"$MALLOC_CONF,prof_prefix:$d/jeprof.out\"; fi; \
+         exec \"$@\""
+    )
+}
+
+/// Where [`start_script`] puts the dumps of the container starts, in the order they
+/// started, from an `ls -1` of the dump volume.
+pub fn start_dirs(ls: &[String]) -> Vec<String> {
+    let mut dirs: Vec<String> = ls
+        .iter()
+        .map(|l| l.trim().trim_end_matches('/').to_string())
+        .filter(|l| l.starts_with("start-") && !l.contains('/'))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The dump directories of a collection (`OUT/<tm>/<start>` or `OUT/<tm>`), by name, with
+/// their dumps.
+pub fn dump_directories(
+    out: &Path,
+) -> Result<std::collections::BTreeMap<std::path::PathBuf, usize>> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut stack = vec![out.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let n = dumps_in(&d)?.len();
+        if n > 0 {
+            found.insert(d.clone(), n);
+        }
+        if d.components().count() - out.components().count() < 2 {
+            for e in std::fs::read_dir(&d)?.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if e.path().is_dir() && name != ROOT && !name.starts_with('.') {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// The files a jemalloc heap profile maps: its `MAPPED_LIBRARIES:` section is the process's
@@ -104,11 +159,16 @@ fn maps_path(line: &str) -> Option<&str> {
     (!path.is_empty()).then_some(path)
 }
 
-/// The mapped files to copy: those under `/tmp` (everything else is part of the image).
+/// The mapped files to copy: the shared libraries under `/tmp` (everything else is part of
+/// the image; the JVM's `/tmp/hsperfdata_*` counters are mapped too, and are no library).
 pub fn libraries_to_copy(mapped: &[String]) -> Vec<String> {
+    let library = |p: &str| {
+        let name = p.rsplit('/').next().unwrap_or("");
+        name.ends_with(".so") || name.contains(".so.")
+    };
     mapped
         .iter()
-        .filter(|p| p.starts_with("/tmp/") && !p.contains("/../"))
+        .filter(|p| p.starts_with("/tmp/") && !p.contains("/../") && library(p))
         .cloned()
         .collect()
 }

@@ -1,7 +1,7 @@
 //! flink-jemalloc's `cargo xtask`: a profiled jemalloc for Flink images, reproducibly.
 //!
 //! `main.rs` only parses flags. Each subcommand is a module named for it (`fetch`, `build`,
-//! `image`, `e2e`, `analyze`, `collect`, `publish`, `bench`, `fixtures`), with its parts in
+//! `image`, `e2e`, `deploy`, `analyze`, `collect`, `publish`, `bench`, `fixtures`), with its parts in
 //! a folder of the same name once it has parts (`build/sysroot.rs`, `e2e/kind_cluster.rs`).
 //! The rest is shared by several of them: HTTP downloads into the cache (`download`) and the
 //! registry client (`registry`), archives (`unpack`), OCI images (`oci`), Debian formats
@@ -15,6 +15,7 @@ pub mod analyze;
 pub mod bench;
 pub mod build;
 pub mod collect;
+pub mod deploy;
 pub mod e2e;
 pub mod fetch;
 pub mod fixtures;
@@ -38,4 +39,5 @@ pub mod registry;
 pub mod rootless;
 pub mod spec;
 pub mod teardown;
+pub mod timeline;
 pub mod unpack;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use xtask::publish;
-use xtask::{analyze, bench, build, collect, e2e, fetch, fixtures, image};
+use xtask::{analyze, bench, build, collect, deploy, e2e, fetch, fixtures, image};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +31,10 @@ enum Command {
     /// Run the RocksDB restart scenario on a profiled image and report the native-memory
     /// growth with jeprof's view of it.
     E2e(e2e::E2eArgs),
+    /// What makes your Flink deployment's TaskManagers run on a profiled image with
+    /// profiling on: a FlinkDeployment patch, a native Kubernetes pod template, a standalone
+    /// Deployment patch or a Docker Compose override; printed, or written with --out.
+    Deploy(deploy::DeployArgs),
     /// Read heap dumps (a `collect` or `e2e` dump directory) with the image's own jeprof,
     /// inside the unpacked image: top sites, difference from the first dump, call graph.
     Analyze(analyze::AnalyzeArgs),
@@ -58,6 +62,7 @@ fn main() -> std::process::ExitCode {
             ..args
         }),
         Command::E2e(args) => e2e::run(args),
+        Command::Deploy(args) => deploy::run(args),
         Command::Analyze(args) => analyze::run(args),
         Command::Collect(args) => collect::run(args),
         Command::Publish(args) => publish::run(args),

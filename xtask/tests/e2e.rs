@@ -111,11 +111,14 @@ fn e2e_runc_attributes_native_memory_to_rocksdb_for_both_allocators() {
         .join("librocksdbjni-linux64.so");
     assert!(lib.is_file());
 
-    // analyze, as a user runs it on dumps from a cluster.
+    // analyze, as a user runs it on dumps copied by hand from a cluster: no times.
+    let by_hand = work.path().join("by-hand");
+    copy_tree(&dumps, &by_hand);
+    std::fs::remove_file(by_hand.join("dump-times.json")).unwrap();
     let out_dir = work.path().join("analysis");
     let out = xtask(&[
         "analyze",
-        dumps.to_str().unwrap(),
+        by_hand.to_str().unwrap(),
         "--image",
         layout.to_str().unwrap(),
         "--out",
@@ -172,6 +175,50 @@ fn e2e_runc_attributes_native_memory_to_rocksdb_for_both_allocators() {
         "analysis.json leads with the same site"
     );
 
+    assert!(
+        a["verdict"]
+            .as_str()
+            .unwrap()
+            .starts_with("growing steadily: ")
+            || a["verdict"]
+                .as_str()
+                .unwrap()
+                .starts_with("no leak: no allocation site"),
+        "per dump there is no size to judge a leak by: {a}"
+    );
+
+    // With the times the run recorded beside the dumps: growth per hour after the warm-up,
+    // and a verdict.
+    let out = xtask(&[
+        "analyze",
+        dumps.to_str().unwrap(),
+        "--image",
+        layout.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "analyze failed:\n{}", stderr(&out));
+    let a: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(a["growth_per"], "hour", "{a}");
+    let verdict = a["verdict"].as_str().unwrap();
+    assert!(
+        verdict.starts_with("leak: ") || verdict.starts_with("no leak: "),
+        "{verdict}"
+    );
+    assert!(stderr(&out).contains(verdict), "the verdict is said");
+    let sites: Value =
+        serde_json::from_str(&std::fs::read_to_string(dumps.join("analysis/sites.json")).unwrap())
+            .unwrap();
+    let ms: Vec<u64> = sites["dumps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ms[0], 0, "from the first dump after the warm-up: {ms:?}");
+    assert_eq!(
+        a["base"], sites["dumps"][0]["dump"],
+        "the difference starts there too"
+    );
+
     // Without the JNI library the rocksdb frames cannot be named, and analyze says why.
     let bare = work.path().join("bare");
     std::fs::create_dir_all(&bare).unwrap();
@@ -196,4 +243,17 @@ fn e2e_runc_attributes_native_memory_to_rocksdb_for_both_allocators() {
     let a: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(a["rocksdb_in_diff"], false, "{a}");
     assert!(bare.join("analysis/diff.txt").is_file());
+}
+
+/// Copies the directory tree `from` to `to` (files and directories).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
 }

@@ -81,6 +81,31 @@ pub fn last_within(dumps: &[(String, f64)], base: &str, windows: &[(f64, f64)]) 
         .map(|(n, _)| n.clone())
 }
 
+/// The unit of a site's growth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Per {
+    /// Restarts of the job, placed by the dumps' and the restarts' times (`e2e`).
+    Restart,
+    /// Dumps, by jemalloc's sequence number: with interval dumps, each
+    /// 2^`lg_prof_interval` bytes allocated after the one before (a user's dumps).
+    Dump,
+    /// Hours, by the times the dumps were written (a user's dumps with times and no
+    /// failure times).
+    Hour,
+}
+
+impl Per {
+    /// The unit in words: `restart`, `dump`, `hour`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Per::Restart => "restart",
+            Per::Dump => "dump",
+            Per::Hour => "hour",
+        }
+    }
+}
+
 /// A frame of jeprof's collapsed stacks as `--text` names it: jeprof's own
 /// `ShortFunctionName` (argument lists, template arguments and the `<address>` it appends
 /// removed, then a leading return type), an inlined frame's `[inline]` as ` (inline)`.

@@ -230,6 +230,17 @@ impl FlinkRest {
         }
     }
 
+    /// `GET /jobs`: the ids of every job the JobManager knows (running or ended).
+    pub fn job_ids(&self) -> Result<Vec<String>> {
+        let v = self.get("/jobs")?;
+        Ok(v["jobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|j| j["id"].as_str().map(str::to_string))
+            .collect())
+    }
+
     /// `GET /jobs/<id>/exceptions` → `root-exception` text.
     pub fn root_exception(&self, job: &str) -> Result<String> {
         let e = self.get(&format!("/jobs/{job}/exceptions"))?;

@@ -32,6 +32,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 use crate::e2e::cluster::{Allocator, ClusterSpec, DUMP_DIR};
+pub use crate::heap_profile::{start_dirs, start_script};
 
 /// The `flink` user of the official images (and of the fixture image).
 pub const FLINK_UID: i64 = 9999;
@@ -78,32 +79,6 @@ pub struct KubeParams<'a> {
     /// The image's entrypoint (its config's `Entrypoint`), which the TaskManager's
     /// [`start_script`] runs after making its dump directory.
     pub entrypoint: &'a [String],
-}
-
-/// The TaskManager container's command: `sh -c SCRIPT sh ENTRYPOINT… taskmanager`. Every
-/// start of the container gets its own dump directory, `<dumps>/start-<UTC time>`, and
-/// jemalloc's `prof_prefix` pointing into it (appended to `MALLOC_CONF`; jemalloc takes the
-/// last value of an option). An OOM-killed container is restarted in place with the same
-/// emptyDir and its new JVM is PID 1 again: with one directory for all, its
-/// `jeprof.out.1.<seq>` dumps would overwrite the dead JVM's.
-pub fn start_script(dumps: &str) -> String {
-    format!(
-        "d=\"{dumps}/start-$(date -u +%Y%m%dT%H%M%S)\"; mkdir -p \"$d\" || exit 1; \
-         if [ -n \"$MALLOC_CONF\" ]; then export MALLOC_CONF=\"$MALLOC_CONF,prof_prefix:$d/jeprof.out\"; fi; \
-         exec \"$@\""
-    )
-}
-
-/// Where [`start_script`] puts the dumps of the container starts, in the order they
-/// started, from an `ls -1` of the dump volume.
-pub fn start_dirs(ls: &[String]) -> Vec<String> {
-    let mut dirs: Vec<String> = ls
-        .iter()
-        .map(|l| l.trim().trim_end_matches('/').to_string())
-        .filter(|l| l.starts_with("start-") && !l.contains('/'))
-        .collect();
-    dirs.sort();
-    dirs
 }
 
 /// The generated objects.

@@ -394,6 +394,7 @@ mod tests {
             growth_per: Some(crate::analyze::Per::Restart),
             site_dumps: vec![],
             sites,
+            verdict: None,
         }
     }
 
