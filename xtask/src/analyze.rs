@@ -9,6 +9,7 @@
 //! growing, and a flame graph of what grew (`flame`).
 
 pub mod flame;
+pub mod memory;
 pub mod sites;
 pub mod story;
 pub mod verdict;
@@ -73,6 +74,12 @@ pub struct Analysis {
     /// The verdict in one line (none: sites were not read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<String>,
+    /// What the RSS grows with (a followed collection's memory samples).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<memory::Attribution>,
+    /// Each site dump's total live bytes (the sum of its sites).
+    #[serde(skip)]
+    pub totals: Vec<i64>,
 }
 
 /// How `analyze_in_rootfs` measures the growth of each site.
@@ -179,14 +186,53 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
         args.top,
         growth,
     )?;
+    let mut a = a;
+    a.memory = attribution(&a, &story);
+    if a.memory.is_some() {
+        std::fs::write(
+            out.join("analysis.json"),
+            serde_json::to_string_pretty(&a)? + "\n",
+        )
+        .with_context(|| format!("writing {}", out.join("analysis.json").display()))?;
+    }
     if let Some(v) = &a.verdict {
         progress::note(format!(
             "{v}; every site in {}",
             out.join("sites.json").display()
         ));
     }
+    if let Some(m) = &a.memory {
+        progress::note(format!("memory: {}", m.says));
+    }
     println!("{}", serde_json::to_string_pretty(&a)?);
     Ok(())
+}
+
+/// What the RSS grows with, from the dumps' totals and a collection's memory samples, in
+/// the analysis's unit (none per dump, or without samples).
+fn attribution(a: &Analysis, story: &Story) -> Option<memory::Attribution> {
+    let per = a.growth_per?;
+    let native: Vec<(f64, f64)> = (a.site_dumps.iter().zip(&a.totals))
+        .map(|((_, at), total)| (*at as f64, *total as f64))
+        .collect();
+    let (native, rss, jvm) = match per {
+        Per::Restart => (
+            native,
+            memory::per_restart(&story.rss, &story.restarts),
+            memory::per_restart(&story.jvm, &story.restarts),
+        ),
+        Per::Hour => {
+            let t0 = *story.dump_times.get(&a.site_dumps.first()?.0)?;
+            let native = native.iter().map(|(ms, v)| (ms / 3.6e6, *v)).collect();
+            (
+                native,
+                memory::per_hour(&story.rss, t0),
+                memory::per_hour(&story.jvm, t0),
+            )
+        }
+        Per::Dump => return None,
+    };
+    memory::attribute(&native, &rss, &jvm, per.word())
 }
 
 /// Per restart with three or more restarts placed among the dumps, else per hour with
@@ -297,9 +343,9 @@ pub fn analyze_in_rootfs(
     let (text_last, text_diff, stacks) = jeprof_outputs(rootfs, java, &base, &last, out)?;
     let picked = points(&dumps, &growth);
     let growth_per = picked.as_ref().map(|p| p.per);
-    let (site_dumps, sites) = match picked {
+    let (site_dumps, sites, totals) = match picked {
         Some(picked) => site_growth(rootfs, java, picked, dumps.len(), &stacks, out)?,
-        None => (Vec::new(), Vec::new()),
+        None => (Vec::new(), Vec::new(), Vec::new()),
     };
     let verdict = growth_per.map(|per| verdict(&sites, per));
     let top_diff = top_lines(&text_diff, top);
@@ -315,6 +361,8 @@ pub fn analyze_in_rootfs(
         site_dumps,
         sites,
         verdict,
+        memory: None,
+        totals,
     };
     write(
         out,
@@ -404,8 +452,9 @@ fn jeprof_outputs(
     Ok((text_last, text_diff, stacks))
 }
 
-/// The dumps read per site with their restart or sequence number, and the sites kept.
-type SiteGrowth = (Vec<(String, u64)>, Vec<Site>);
+/// The dumps read per site with their restart or sequence number, the sites kept, and each
+/// dump's total.
+type SiteGrowth = (Vec<(String, u64)>, Vec<Site>, Vec<i64>);
 
 /// The dumps whose sites are read, with their restart or sequence number, and the sites
 /// kept whatever their growth.
@@ -553,7 +602,8 @@ fn site_growth(
         .map(|(_, s)| s)
         .collect();
     let site_dumps = points.iter().map(|p| (p.dump.clone(), p.at)).collect();
-    Ok((site_dumps, kept))
+    let totals = points.iter().map(|p| p.sites.values().sum()).collect();
+    Ok((site_dumps, kept, totals))
 }
 
 /// `jeprof --text --show_bytes` of each dump, two at a time (two cores; each is mostly

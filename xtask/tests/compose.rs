@@ -368,4 +368,12 @@ fn compose_deploy_follow_and_a_verdict_across_an_oom_kill() {
     let chain = a["sites"][0]["chain"].to_string();
     assert!(chain.contains("StatisticsImpl"), "{chain}");
     assert!(stderr(&o).contains("leak: "), "the verdict is said");
+    // What the RSS grew with, from the memory samples collect recorded.
+    let says = a["memory"]["says"].as_str().unwrap_or_default();
+    assert!(says.starts_with("RSS "), "{a}");
+    assert!(
+        a["memory"]["native"]["slope"].as_f64().unwrap() > 0.0,
+        "{a}"
+    );
+    eprintln!("verdict: {verdict}\nmemory: {says}");
 }

@@ -145,6 +145,16 @@ fn flink_39923_is_found_and_its_control_is_clean() {
         .collect();
     assert!(restarts.len() >= 8, "one dump per restart: {restarts:?}");
     assert!(restarts.windows(2).all(|w| w[0] < w[1]), "{restarts:?}");
+    // A user's analyze of the same dumps, with their times and no restart times: per hour,
+    // the leak first and called one.
+    let a = analyze_kept(&leak_dir, work.path());
+    assert_eq!(a["growth_per"], "hour", "{a}");
+    assert_eq!(a["sites"][0]["site"], SITE, "{a}");
+    let verdict = a["verdict"].as_str().unwrap();
+    assert!(
+        verdict.starts_with(&format!("leak: {SITE} grows")),
+        "{verdict}"
+    );
 
     let control_dir = work.path().join("control");
     let c = e2e(
@@ -167,6 +177,30 @@ fn flink_39923_is_found_and_its_control_is_clean() {
         let slope = s["growth"]["slope"].as_f64().unwrap_or(0.0);
         assert!(slope < 486400.0 / 4.0, "{SITE} grows in the control: {s}");
     }
+    let a = analyze_kept(&control_dir, work.path());
+    let verdict = a["verdict"].as_str().unwrap();
+    assert!(verdict.starts_with("no leak: "), "the control: {verdict}");
+}
+
+/// `analyze` of the dumps an e2e report kept (`dumps/jemalloc/tm-1`, with their times),
+/// as a user runs it; its analysis.json.
+fn analyze_kept(report: &Path, work: &Path) -> Value {
+    let dumps = report.join("dumps/jemalloc/tm-1");
+    let out = work.join(format!(
+        "analyze-{}",
+        report.file_name().unwrap().to_string_lossy()
+    ));
+    let layout = support::profiled_image_flink2();
+    let o = xtask(&[
+        "analyze",
+        dumps.to_str().unwrap(),
+        "--image",
+        layout.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "analyze: {}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
 }
 
 #[test]

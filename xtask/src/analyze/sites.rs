@@ -202,9 +202,15 @@ pub fn growth_text(site: &Site, unit: &str) -> String {
     let Some(g) = site.growth else {
         return "no line".into();
     };
-    let mut t = format!("{} KiB per {unit}", g.plus_minus(1024.0, 1));
+    // MiB from 10 MiB on (a site's growth per hour), KiB below.
+    let (scale, name) = if g.slope.abs() >= 10.0 * 1024.0 * 1024.0 {
+        (1024.0 * 1024.0, "MiB")
+    } else {
+        (1024.0, "KiB")
+    };
+    let mut t = format!("{} {name} per {unit}", g.plus_minus(scale, 1));
     if g.ci95.is_some() {
-        t += &format!(", 95% {}: {}", g.interval(1024.0, 1), g.trend().words());
+        t += &format!(", 95% {}: {}", g.interval(scale, 1), g.trend().words());
     }
     // Two points are always on a line: R² says something from three on.
     if let Some(r2) = g.r2.filter(|_| g.n >= 3) {
@@ -344,6 +350,13 @@ mod tests {
         );
         let two = site_table(&pts[..2]);
         assert_eq!(growth_text(&two[0], "restart"), "+475.0 KiB per restart");
+        let mut hourly = t[0].clone();
+        hourly.growth = hourly.growth.map(|g| g.scaled(100.0));
+        let text = growth_text(&hourly, "hour");
+        assert!(
+            text.starts_with("+46.4 ± 0.0 MiB per hour, 95% [+46.4, +46.4]"),
+            "{text}"
+        );
     }
 
     /// `analyze` of the dumps of a `flink-39923` run recorded at commit 48e8949 (no restart

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::heap_profile;
 use crate::progress;
+use crate::timeline::Event;
 
 /// The dump times a dump directory records (`e2e` writes them beside the dumps).
 pub const DUMP_TIMES: &str = "dump-times.json";
@@ -19,6 +20,10 @@ pub struct Story {
     pub dump_times: BTreeMap<String, f64>,
     /// `(restart, failed at)`: the job's n-th failure starts restart n.
     pub restarts: Vec<(u64, f64)>,
+    /// `(time, bytes)`: the RSS of the TaskManager whose dumps these are (a collection's).
+    pub rss: Vec<(f64, f64)>,
+    /// `(time, bytes)`: the JVM's heap plus non-heap, when Flink listed one TaskManager.
+    pub jvm: Vec<(f64, f64)>,
 }
 
 impl Story {
@@ -53,12 +58,63 @@ impl Story {
             .enumerate()
             .map(|(i, t)| (i as u64 + 1, t))
             .collect();
+        let tm = rel
+            .components()
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned());
+        let (mut rss, mut jvm) = memory_samples(&events, tm.as_deref());
+        // The samples of this JVM only: from its first dump to its last (a container
+        // restarted in place keeps its name).
+        let first = dump_times.values().copied().fold(f64::INFINITY, f64::min);
+        let last = dump_times
+            .values()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        rss.retain(|(t, _)| (first..=last).contains(t));
+        jvm.retain(|(t, _)| (first..=last).contains(t));
         Ok(Story {
             dir,
             dump_times,
             restarts,
+            rss,
+            jvm,
         })
     }
+}
+
+/// `(time, bytes)` samples.
+type Samples = Vec<(f64, f64)>;
+
+/// The RSS samples of TaskManager `tm` and the JVM samples when they are of one TaskManager
+/// (Flink's ids are not the containers' names), `(time, bytes)`.
+fn memory_samples(events: &[Event], tm: Option<&str>) -> (Samples, Samples) {
+    let mut rss = Vec::new();
+    let mut jvm = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for e in events {
+        match e {
+            Event::Memory {
+                taskmanager,
+                t,
+                rss_kb: Some(kb),
+                ..
+            } if Some(taskmanager.as_str()) == tm => rss.push((*t, *kb as f64 * 1024.0)),
+            Event::Jvm {
+                taskmanager_id,
+                t,
+                heap_used,
+                nonheap_used,
+            } => {
+                ids.insert(taskmanager_id.clone());
+                jvm.push((*t, heap_used + nonheap_used));
+            }
+            _ => {}
+        }
+    }
+    if ids.len() != 1 {
+        jvm.clear();
+    }
+    (rss, jvm)
 }
 
 /// A collection's dump directory with the most dumps (the latest of equals), named in a note
@@ -122,6 +178,7 @@ mod tests {
         assert_eq!(story.dump_times.len(), 5);
         assert_eq!(story.dump_times["jeprof.out.1.4.i4.heap"], 104.0);
         assert_eq!(story.restarts, [(1, 99.0), (2, 101.5), (3, 102.5)]);
+        assert!(story.rss.is_empty() && story.jvm.is_empty());
         let empty = tempfile::tempdir().unwrap();
         assert_eq!(Story::read(empty.path()).unwrap().dir, empty.path());
     }

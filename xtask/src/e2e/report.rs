@@ -395,6 +395,8 @@ mod tests {
             site_dumps: vec![],
             sites,
             verdict: None,
+            memory: None,
+            totals: vec![],
         }
     }
 
