@@ -38,7 +38,7 @@ pub struct DeployArgs {
     pub image: String,
     /// How densely jemalloc samples: `production` (jemalloc's default, one sample per
     /// 512 KiB allocated on average, a dump per 4 GiB allocated) or `dense` (one per
-    /// 128 KiB, a dump per 1 GiB: what the e2e scenarios use; more dumps, finer sites).
+    /// 128 KiB as the e2e scenarios do, a dump per 1 GiB; more dumps, finer sites).
     /// Their cost is not measured here yet; jemalloc's maintainers put the default's below 1%.
     #[arg(long, value_enum, default_value_t = Sampling::Production)]
     pub sampling: Sampling,
