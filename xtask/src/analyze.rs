@@ -263,6 +263,7 @@ fn missing_files(rootfs: &Path, dir: &Path, last: &str) -> Result<Vec<String>> {
     let missing: Vec<String> = mapped
         .into_iter()
         .filter(|p| !p.starts_with("/dev/") && !p.starts_with("/memfd:"))
+        .filter(|p| !heap_profile::is_tmp_data(p))
         .filter(|p| !rootfs.join(p.trim_start_matches('/')).exists())
         .collect();
     for m in &missing {

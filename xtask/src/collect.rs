@@ -334,6 +334,9 @@ MAPPED_LIBRARIES:
         );
         assert!(libraries_to_copy(&["/tmp/../etc/passwd".to_string()]).is_empty());
         assert!(libraries_to_copy(&["/tmp/hsperfdata_flink/151".to_string()]).is_empty());
+        assert!(crate::heap_profile::is_tmp_data("/tmp/hsperfdata_flink/1"));
+        assert!(!crate::heap_profile::is_tmp_data("/tmp/librocksdbjni1.so"));
+        assert!(!crate::heap_profile::is_tmp_data("/usr/bin/java"));
     }
 
     #[test]

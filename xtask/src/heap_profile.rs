@@ -159,16 +159,24 @@ fn maps_path(line: &str) -> Option<&str> {
     (!path.is_empty()).then_some(path)
 }
 
+/// Whether a mapped path names a shared library (`*.so`, `*.so.N`).
+pub fn is_library(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or("");
+    name.ends_with(".so") || name.contains(".so.")
+}
+
+/// Whether a mapped file under `/tmp` is data, not code (the JVM's `hsperfdata` counters):
+/// no frame can be in it, so its absence names nothing.
+pub fn is_tmp_data(path: &str) -> bool {
+    path.starts_with("/tmp/") && !is_library(path)
+}
+
 /// The mapped files to copy: the shared libraries under `/tmp` (everything else is part of
 /// the image; the JVM's `/tmp/hsperfdata_*` counters are mapped too, and are no library).
 pub fn libraries_to_copy(mapped: &[String]) -> Vec<String> {
-    let library = |p: &str| {
-        let name = p.rsplit('/').next().unwrap_or("");
-        name.ends_with(".so") || name.contains(".so.")
-    };
     mapped
         .iter()
-        .filter(|p| p.starts_with("/tmp/") && !p.contains("/../") && library(p))
+        .filter(|p| p.starts_with("/tmp/") && !p.contains("/../") && is_library(p))
         .cloned()
         .collect()
 }
