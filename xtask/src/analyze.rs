@@ -80,6 +80,9 @@ pub struct Analysis {
     /// Each site dump's total live bytes (the sum of its sites).
     #[serde(skip)]
     pub totals: Vec<i64>,
+    /// Every line of the difference that holds more memory (not only the top ones).
+    #[serde(skip)]
+    pub growing: Vec<String>,
 }
 
 /// How `analyze_in_rootfs` measures the growth of each site.
@@ -350,8 +353,12 @@ pub fn analyze_in_rootfs(
     };
     let verdict = growth_per.map(|per| verdict(&sites, per));
     let top_diff = top_lines(&text_diff, top);
+    let growing: Vec<String> = top_lines(&text_diff, usize::MAX)
+        .into_iter()
+        .filter(|l| !l.starts_with('-'))
+        .collect();
     let a = Analysis {
-        rocksdb_in_diff: names_rocksdb(&top_diff),
+        rocksdb_in_diff: names_rocksdb(&growing),
         top_last: top_lines(&text_last, top),
         top_diff,
         dumps,
@@ -364,6 +371,7 @@ pub fn analyze_in_rootfs(
         verdict,
         memory: None,
         totals,
+        growing,
     };
     write(
         out,

@@ -563,11 +563,12 @@ fn analyse(
         focus: focus.as_ref(),
         live: &timeline.live,
     };
+    let base = base_before_the_job(&dir, &dump_times, &timeline.live);
     match analyze::analyze_in_rootfs(
         &ctx.bundle.rootfs(),
         &ctx.bundle.java(),
         &dir,
-        None,
+        base.as_deref(),
         &ctx.out.join("analysis").join(allocator.name()),
         30,
         if dump_times.is_empty() {
@@ -584,9 +585,52 @@ fn analyse(
     }
 }
 
+/// The difference's base: the last dump of the TaskManager's JVM written before the job
+/// first opened its state (the first live window's start), when there is one. The first
+/// dump comes 2^lg_prof_interval bytes after the JVM started, which on a slow start is
+/// after RocksDB opened: a base holding RocksDB at its peak hides what RocksDB grew by.
+fn base_before_the_job(
+    dir: &Path,
+    dump_times: &BTreeMap<String, f64>,
+    live: &[(f64, f64)],
+) -> Option<String> {
+    let open = live.first()?.0;
+    let dumps = heap_profile::main_process(&heap_profile::dumps_in(dir).ok()?).0;
+    before(&dumps, dump_times, open)
+}
+
+/// The last of `dumps` (in order) written before `t`.
+fn before(dumps: &[String], dump_times: &BTreeMap<String, f64>, t: f64) -> Option<String> {
+    dumps
+        .iter()
+        .rfind(|d| dump_times.get(*d).is_some_and(|w| *w < t))
+        .cloned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_base_is_the_last_dump_before_the_job_opened_its_state() {
+        let dumps: Vec<String> = (0..4)
+            .map(|i| format!("jeprof.out.1.{i}.i{i}.heap"))
+            .collect();
+        let times: BTreeMap<String, f64> = dumps
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.clone(), 10.0 * i as f64))
+            .collect();
+        assert_eq!(
+            before(&dumps, &times, 25.0).as_deref(),
+            Some("jeprof.out.1.2.i2.heap")
+        );
+        assert_eq!(
+            before(&dumps, &times, 0.0),
+            None,
+            "none before: the first then"
+        );
+    }
 
     #[test]
     fn each_allocator_gets_its_environment() {

@@ -182,8 +182,13 @@ pub fn expectations(an: &Analysis, e: &Expect, expected: Option<f64>, who: &str)
     let mut f = Vec::new();
     if let Some(p) = &e.in_diff {
         let re = regex::Regex::new(p).ok();
-        let named = an
-            .top_diff
+        // Every growing line of the difference (the top ones where that is all there is).
+        let lines = if an.growing.is_empty() {
+            &an.top_diff
+        } else {
+            &an.growing
+        };
+        let named = lines
             .iter()
             .filter(|l| !l.starts_with('-'))
             .any(|l| re.as_ref().is_some_and(|re| re.is_match(l)));
@@ -397,6 +402,7 @@ mod tests {
             verdict: None,
             memory: None,
             totals: vec![],
+            growing: vec![],
         }
     }
 
