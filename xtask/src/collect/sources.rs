@@ -238,21 +238,7 @@ impl Source {
         if !project {
             return Ok(vec![target.clone()]);
         }
-        let p = format!("label={COMPOSE_PROJECT}={target}");
-        let s = format!("label={COMPOSE_SERVICE}={service}");
-        let names = docker_text(&[
-            "ps",
-            "--all",
-            "--filter",
-            &p,
-            "--filter",
-            &s,
-            "--format",
-            "{{.Names}}",
-        ])?;
-        let mut names: Vec<String> = names.split_whitespace().map(str::to_string).collect();
-        names.sort();
-        Ok(names)
+        compose_containers(target, service, true)
     }
 
     /// The TaskManagers now, and the deaths seen in `[since - 60 s, until]` (Docker's events) or
@@ -354,22 +340,35 @@ impl Source {
         else {
             return None;
         };
-        let p = format!("label={COMPOSE_PROJECT}={target}");
-        let s = format!("label={COMPOSE_SERVICE}=jobmanager");
-        let names = docker_text(&[
-            "ps",
-            "--filter",
-            &p,
-            "--filter",
-            &s,
-            "--format",
-            "{{.Names}}",
-        ])
-        .ok()?;
-        let jm = names.split_whitespace().next()?;
-        let port = docker_text(&["port", jm, "8081/tcp"]).ok()?;
+        let jobmanagers = compose_containers(target, "jobmanager", false).ok()?;
+        let port = docker_text(&["port", jobmanagers.first()?, "8081/tcp"]).ok()?;
         rest_from_port(&port)
     }
+}
+
+/// The containers of a compose project's service, by name, in order: every one with `all`,
+/// else the running ones.
+fn compose_containers(project: &str, service: &str, all: bool) -> Result<Vec<String>> {
+    let p = format!("label={COMPOSE_PROJECT}={project}");
+    let s = format!("label={COMPOSE_SERVICE}={service}");
+    let mut args = vec![
+        "ps",
+        "--filter",
+        &p,
+        "--filter",
+        &s,
+        "--format",
+        "{{.Names}}",
+    ];
+    if all {
+        args.push("--all");
+    }
+    let mut names: Vec<String> = docker_text(&args)?
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// `docker port` output (`0.0.0.0:18081`, `[::]:18081`) → a REST URL on loopback.
