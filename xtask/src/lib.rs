@@ -20,6 +20,7 @@ pub mod e2e;
 pub mod fetch;
 pub mod fixtures;
 pub mod image;
+pub mod job;
 pub mod publish;
 
 // Shared by several subcommands.

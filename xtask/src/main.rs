@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use xtask::publish;
-use xtask::{analyze, bench, build, collect, deploy, e2e, fetch, fixtures, image};
+use xtask::{analyze, bench, build, collect, deploy, e2e, fetch, fixtures, image, job};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +35,10 @@ enum Command {
     /// profiling on: a FlinkDeployment patch, a native Kubernetes pod template, a standalone
     /// Deployment patch or a Docker Compose override; printed, or written with --out.
     Deploy(deploy::DeployArgs),
+    /// Compile the e2e scenarios' RocksDB job (a failure every --fail-every-ms) for a
+    /// profiled image's Flink, to try deploy, collect and analyze on a cluster of your own;
+    /// prints the jar's path.
+    Job(job::JobArgs),
     /// Read heap dumps (a `collect` or `e2e` dump directory) with the image's own jeprof,
     /// inside the unpacked image: top sites, difference from the first dump, call graph.
     Analyze(analyze::AnalyzeArgs),
@@ -63,6 +67,7 @@ fn main() -> std::process::ExitCode {
         }),
         Command::E2e(args) => e2e::run(args),
         Command::Deploy(args) => deploy::run(args),
+        Command::Job(args) => job::run(args),
         Command::Analyze(args) => analyze::run(args),
         Command::Collect(args) => collect::run(args),
         Command::Publish(args) => publish::run(args),

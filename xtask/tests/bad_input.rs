@@ -163,6 +163,22 @@ fn an_image_without_flink() {
         "{err}"
     );
     assert_report_kept(&report);
+    // `job` refuses it too, and makes nothing.
+    let out = t.path().join("job");
+    let err = one_line_error(&xtask(&[
+        "job",
+        "--image",
+        layout.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(err.contains("is not a Flink image"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(!out.exists() && left.len() == 2, "{left:?}");
 }
 
 #[test]

@@ -101,18 +101,22 @@ impl Drop for Down<'_> {
     }
 }
 
-/// The e2e job, compiled against the image's flink-dist.
+/// The e2e job, compiled against the image's flink-dist by `cargo xtask job`, as a user
+/// trying the path on a cluster of their own makes it.
 fn job_jar(layout: &Path, work: &Path) -> PathBuf {
-    use xtask::e2e::flink_job;
-    let bundle = xtask::bundle::Bundle::unpack(layout, &work.join("bundle")).unwrap();
-    let dist = bundle.flink_dist().unwrap();
-    let flink = flink_job::flink_version(&dist).unwrap();
-    let java = bundle
-        .env_var("JAVA_HOME")
-        .map(|j| bundle.rootfs().join(j.trim_start_matches('/')))
-        .and_then(|j| flink_job::java_major(&j).ok());
-    let jar = flink_job::compile(&dist, flink, flink_job::release_for(flink, java), work).unwrap();
-    std::fs::remove_dir_all(work.join("bundle")).unwrap();
+    let out = work.join("job");
+    let o = xtask(&[
+        "job",
+        "--image",
+        layout.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let jar = PathBuf::from(stdout(&o).trim());
+    assert_eq!(jar, out.join("rocksdb-restart-job.jar"));
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+    assert_eq!(left.len(), 1, "only the jar is left: {left:?}");
     jar
 }
 

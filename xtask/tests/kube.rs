@@ -562,32 +562,33 @@ fn deploy_native_template_and_standalone_patch_fit_kubernetes() {
         "{text}"
     );
     let patch = yaml(text);
-    // docs/content/docs/deployment/resource-providers/standalone/kubernetes.md:
-    // taskmanager-session-deployment.yaml.
-    let mut tm = serde_json::json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "flink-taskmanager"},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "flink", "component": "taskmanager"}},
-            "template": {
-                "metadata": {"labels": {"app": "flink", "component": "taskmanager"}},
-                "spec": {
-                    "containers": [{
-                        "name": "taskmanager",
-                        "image": "apache/flink:1.20-scala_2.12",
-                        "args": ["taskmanager"],
-                        "ports": [{"containerPort": 6122, "name": "rpc"}],
-                        "livenessProbe": {"tcpSocket": {"port": 6122}, "initialDelaySeconds": 30, "periodSeconds": 60},
-                        "volumeMounts": [{"name": "flink-config-volume", "mountPath": "/opt/flink/conf/"}],
-                        "securityContext": {"runAsUser": 9999}
-                    }],
-                    "volumes": [{"name": "flink-config-volume", "configMap": {"name": "flink-config"}}]
-                }
-            }
-        }
-    });
+    // The session cluster the publish workflow's own-cluster job profiles, after Flink's
+    // docs (docs/content/docs/deployment/resource-providers/standalone/kubernetes.md).
+    let session = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/flink-session.yaml"),
+    )
+    .unwrap()
+    .replace(
+        "@IMAGE@",
+        "localhost/flink-jemalloc:2.2.1-scala_2.12-java17",
+    );
+    let objects: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&session)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["Service", "Deployment", "Deployment"]);
+    let session_file = dir.path().join("flink-session.yaml");
+    std::fs::write(&session_file, &session).unwrap();
+    let mut tm = objects[2].clone();
+    assert_eq!(tm["metadata"]["name"], "flink-taskmanager");
+    // What collect --selector app=flink,component=taskmanager finds.
+    assert_eq!(
+        tm["spec"]["template"]["metadata"]["labels"],
+        serde_json::json!({"app": "flink", "component": "taskmanager"})
+    );
     strategic_merge(&mut tm, &patch);
     let c = &tm["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["image"], IMAGE);
@@ -595,27 +596,35 @@ fn deploy_native_template_and_standalone_patch_fit_kubernetes() {
         c["args"],
         serde_json::json!(["/docker-entrypoint.sh", "taskmanager"])
     );
-    assert_eq!(c["volumeMounts"].as_array().unwrap().len(), 2, "{c}");
+    assert!(
+        c["env"].to_string().contains("FLINK_PROPERTIES")
+            && c["env"].to_string().contains("MALLOC_CONF"),
+        "the cluster's environment kept, profiling's added: {c}"
+    );
+    assert_eq!(c["volumeMounts"][0]["mountPath"], "/jeprof", "{c}");
     assert_eq!(
-        tm["spec"]["template"]["spec"]["volumes"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
+        tm["spec"]["template"]["spec"]["volumes"][0]["emptyDir"],
+        serde_json::json!({})
     );
     let merged = dir.path().join("taskmanager-deployment.json");
     std::fs::write(&merged, tm.to_string()).unwrap();
-    let out = validate(&[&template, &merged]);
+    let out = validate(&[&template, &session_file, &merged]);
     assert!(out.status.success(), "refused");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("passed for resource pod/taskmanager-pod-template"),
         "{stdout}"
     );
-    assert!(
-        stdout.contains("passed for resource deployment/flink-taskmanager"),
-        "{stdout}"
-    );
+    for resource in [
+        "deployment/flink-taskmanager",
+        "deployment/flink-jobmanager",
+        "service/flink-jobmanager",
+    ] {
+        assert!(
+            stdout.contains(&format!("passed for resource {resource}")),
+            "{resource}: {stdout}"
+        );
+    }
 }
 
 /// A strategic merge patch's effect on Deployments: maps merged, lists of objects with a

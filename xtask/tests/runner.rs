@@ -1,7 +1,7 @@
 //! The workflows' `cargo xtask` command lines as GitHub's ubuntu-24.04 runner runs them: as an
 //! unprivileged user (a user made for the test, uid ≠ 0, no sudo), in a checkout of its own,
 //! with its own `$HOME` and Docker config. The lines are read from the YAML (`lock` of
-//! lock-refresh.yml, `image` of the e2e job, `publish --plan` and `publish` of publish.yml),
+//! lock-refresh.yml, `image` of the e2e job, `job` of the own-cluster job, `publish --plan` and `publish` of publish.yml),
 //! their variables expanded, and pointed at loopback servers by setting the flags a test
 //! needs (`--specs`, `--mirror`, `--keyring`, `--url`, `--registry`, …):
 //!
@@ -11,6 +11,7 @@
 //!   user namespace) with the same layers as root builds, and pushes it to an htpasswd
 //!   registry with the credentials of the user's `~/.docker/config.json`, no flag;
 //! - `publish` pushes with `--registry-user` and `$REGISTRY_PASSWORD`;
+//! - `job` (the own-cluster job's) compiles the RocksDB job against the image it built;
 //! - `analyze` reads heap dumps with the image's jeprof;
 //! - where user namespaces are forbidden (`user.max_user_namespaces=0`, set in a user
 //!   namespace of the test's own), `image` and `analyze` stop at once naming the sysctl.
@@ -319,7 +320,7 @@ fn the_workflows_commands_as_an_unprivileged_runner() {
         ("REGISTRY_USER", "pusher"),
         ("GITHUB_REPOSITORY_OWNER", "Flink-Jemalloc"),
     ];
-    let mut image = command("publish.yml", &vars, &["image"]);
+    let mut image = command("publish.yml", &vars, &["image", "--flink", "1.10.3"]);
     loopback(&mut image);
     for args in [
         image.clone(),
@@ -369,6 +370,15 @@ fn the_workflows_commands_as_an_unprivileged_runner() {
         "the jemalloc layer's files"
     );
     assert_no_credentials(&base);
+
+    // publish.yml's own-cluster job: the RocksDB job compiled for the image, rootless (here
+    // for the headline image).
+    let mut job = command("publish.yml", &vars, &["job"]);
+    set(&mut job, "--image", "target/headline");
+    let out = runner.run(&job, &[]);
+    assert!(out.status.success(), "job: {}", stderr(&out));
+    let jar = runner.checkout.join(stdout(&out).trim());
+    assert!(jar.is_file(), "{}", jar.display());
 
     // A push with the credentials of ~/.docker/config.json, no --registry-user.
     let docker_config = runner.user.home.join(".docker");

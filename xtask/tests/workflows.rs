@@ -47,7 +47,8 @@ fn actionlint_accepts_the_workflows_and_refuses_broken_ones() {
     let (ok, out) = actionlint(&files, &root());
     assert!(ok, "actionlint:\n{out}");
 
-    // Broken copies: an output the plan job does not have, an input checkout does not take.
+    // Broken copies: an output the plan job does not have, an input checkout does not take,
+    // an unquoted variable in a run script (shellcheck's finding, through actionlint).
     let dir = tempfile::tempdir().unwrap();
     let wf = dir.path().join(".github/workflows");
     std::fs::create_dir_all(&wf).unwrap();
@@ -57,7 +58,9 @@ fn actionlint_accepts_the_workflows_and_refuses_broken_ones() {
         "fromJSON(needs.plan.outputs.plans).specs",
     );
     assert_ne!(broken, publish);
-    std::fs::write(wf.join("publish.yml"), broken).unwrap();
+    let broken2 = broken.replace("test \"$starts\" -ge 3", "test $starts -ge 3");
+    assert_ne!(broken2, broken);
+    std::fs::write(wf.join("publish.yml"), broken2).unwrap();
     let lock = std::fs::read_to_string(&files[1]).unwrap();
     let broken = lock.replace(
         "      - uses: actions/checkout@v5\n",
@@ -71,6 +74,10 @@ fn actionlint_accepts_the_workflows_and_refuses_broken_ones() {
     );
     assert!(!ok, "actionlint accepted broken workflows:\n{out}");
     assert!(out.contains("plans") && out.contains("fetch-deph"), "{out}");
+    assert!(
+        out.contains("SC2086"),
+        "shellcheck did not run (ci/install-deps.sh installs it): {out}"
+    );
 }
 
 #[test]
@@ -105,7 +112,12 @@ fn every_xtask_command_of_the_workflows_exists_with_its_flags() {
             }
         }
         // Files the workflows name exist.
-        for path in ["ci/publish.toml", "ci/install-deps.sh", "ci/kind.yaml"] {
+        for path in [
+            "ci/publish.toml",
+            "ci/install-deps.sh",
+            "ci/kind.yaml",
+            "ci/flink-session.yaml",
+        ] {
             if text.contains(path) {
                 assert!(root().join(path).is_file(), "{w} names {path}");
             }
@@ -114,7 +126,7 @@ fn every_xtask_command_of_the_workflows_exists_with_its_flags() {
     let seen: Vec<&str> = seen.iter().map(String::as_str).collect();
     assert_eq!(
         seen,
-        ["e2e", "image", "lock", "publish"],
+        ["analyze", "collect", "deploy", "e2e", "image", "job", "lock", "publish"],
         "the pipeline's commands"
     );
 }

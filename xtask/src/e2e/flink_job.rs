@@ -150,12 +150,37 @@ pub fn compile(
     let _d = sh.push_dir(&classes);
     cmd!(
         sh,
-        "jar --create --file {jar} --date 1980-01-01T00:00:02Z ."
+        "jar --create --file {jar} --main-class {MAIN_CLASS} --date 1980-01-01T00:00:02Z ."
     )
     .quiet()
     .run()
     .context("packing the e2e job with `jar`")?;
     Ok(jar)
+}
+
+/// The job compiled for an image: its Flink, the `--release` and the jar.
+pub struct Compiled {
+    pub flink: FlinkVersion,
+    pub release: u32,
+    pub jar: PathBuf,
+}
+
+/// Compiles the job for the image unpacked in `bundle` (its flink-dist, its Java) into
+/// `out_dir`.
+pub fn compile_for(bundle: &crate::bundle::Bundle, out_dir: &Path) -> Result<Compiled> {
+    let flink_dist = bundle.flink_dist()?;
+    let flink = flink_version(&flink_dist)?;
+    let java = bundle
+        .env_var("JAVA_HOME")
+        .map(|j| bundle.rootfs().join(j.trim_start_matches('/')))
+        .and_then(|j| java_major(&j).ok());
+    let release = release_for(flink, java);
+    let jar = compile(&flink_dist, flink, release, out_dir)?;
+    Ok(Compiled {
+        flink,
+        release,
+        jar,
+    })
 }
 
 #[cfg(test)]
