@@ -14,6 +14,14 @@
 //!   `apt-get install --no-install-recommends` of the tools adds;
 //! - with `--first-run`, a cold `cargo build -p xtask` in a fresh target directory: what a
 //!   new user's first `cargo xtask …` waits for.
+//!
+//! `--profiling-cost` measures something else: what profiling costs a TaskManager with
+//! RocksDB, per allocator configuration (`bench/cost.rs`, its report in `bench/cost_report.rs`,
+//! its arithmetic in `bench/stats.rs`).
+
+pub mod cost;
+pub mod cost_report;
+pub mod stats;
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -35,12 +43,80 @@ pub struct BenchArgs {
     /// Also time a cold `cargo build -p xtask` in a fresh target directory (minutes).
     #[arg(long)]
     pub first_run: bool,
+    /// Measure what profiling costs instead: the RocksDB job's throughput, CPU per record,
+    /// RSS and dumps per allocator configuration, on a Docker engine (see README "What
+    /// profiling costs").
+    #[arg(long, requires = "image")]
+    pub profiling_cost: bool,
+    /// The profiled image (OCI layout or tarball) for --profiling-cost.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// The configurations to measure.
+    #[arg(long, value_enum, value_delimiter = ',',
+          default_values_t = cost::Config::ALL)]
+    pub configs: Vec<cost::Config>,
+    /// Rounds: every configuration runs once per round, each round in a rotated order.
+    #[arg(long, default_value_t = 2)]
+    pub repeats: u32,
+    /// Seconds of each run before the measurement (JIT, RocksDB's first compactions).
+    #[arg(long, default_value_t = 90)]
+    pub warm_up: u64,
+    /// Seconds per window.
+    #[arg(long, default_value_t = 30)]
+    pub window: u64,
+    /// Windows per run.
+    #[arg(long, default_value_t = 4)]
+    pub windows: u32,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 3)]
+    pub sample_every: u64,
+    /// Keys of the job's state (256-byte values): 2,000,000 hold ~500 MiB, more than the
+    /// block cache, so that it turns over.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub keys: u64,
+    /// The TaskManager container's memory limit, MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub memory_limit_mb: u64,
+    /// The JobManager's REST port on this machine.
+    #[arg(long, default_value_t = 18097)]
+    pub rest_port: u16,
+    /// Where the report goes (replaced when the measurement is done).
+    #[arg(long, default_value = "bench/profiling-cost")]
+    pub report: PathBuf,
+}
+
+impl BenchArgs {
+    fn cost_request(&self) -> Option<cost::CostRequest> {
+        let secs = std::time::Duration::from_secs;
+        Some(cost::CostRequest {
+            image: self.image.clone()?,
+            configs: self.configs.clone(),
+            repeats: self.repeats,
+            warm_up: secs(self.warm_up),
+            window: secs(self.window),
+            windows: self.windows,
+            sample_every: secs(self.sample_every),
+            keys: self.keys,
+            memory_limit_mb: self.memory_limit_mb,
+            rest_port: self.rest_port,
+            report: self.report.clone(),
+        })
+    }
 }
 
 /// The rows of the README's table, as they are measured.
 type Rows = Vec<(String, String)>;
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.profiling_cost {
+        let req = args
+            .cost_request()
+            .context("--profiling-cost needs --image")?;
+        let report = cost::profiling_cost(&req)?;
+        print!("{}", cost_report::table(&report.rows));
+        crate::progress::note(format!("report: {}", req.report.display()));
+        return Ok(());
+    }
     let repo = fixtures::debian_repo_with_tools("bullseye")?;
     let standin = fixtures::jemalloc_standin()?;
     let work = tempfile::tempdir()?;

@@ -200,27 +200,32 @@ pub fn cluster_spec(
     args: &E2eArgs,
     jemalloc: Option<&str>,
 ) -> ClusterSpec {
+    ClusterSpec {
+        conf: run_conf(plan, args.rest_port),
+        taskmanager_env: allocator_env(allocator, plan, jemalloc),
+        taskmanager_memory_limit: args.memory_limit_mb << 20,
+        rest_port: args.rest_port,
+    }
+}
+
+/// The plan's Flink configuration, then what every run sets: REST on loopback at
+/// `rest_port`, metrics fetched every second, the TaskManager's heap pre-touched (its
+/// resident size is then its committed size), a dead TaskManager noticed in 10 s.
+pub fn run_conf(plan: &Plan, rest_port: u16) -> Vec<(String, String)> {
     let run = [
         ("rest.address", "127.0.0.1".to_string()),
-        ("rest.port", args.rest_port.to_string()),
+        ("rest.port", rest_port.to_string()),
         ("metrics.fetcher.update-interval", "1000".into()),
         ("env.java.opts.taskmanager", "-XX:+AlwaysPreTouch".into()),
         // A killed or OOM-killed TaskManager is noticed in 10 s, not Flink's default 50 s.
         ("heartbeat.interval", "2000".into()),
         ("heartbeat.timeout", "10000".into()),
     ];
-    let conf = plan
-        .conf
+    plan.conf
         .iter()
         .cloned()
         .chain(run.iter().map(|(k, v)| (k.to_string(), v.clone())))
-        .collect();
-    ClusterSpec {
-        conf,
-        taskmanager_env: allocator_env(allocator, plan, jemalloc),
-        taskmanager_memory_limit: args.memory_limit_mb << 20,
-        rest_port: args.rest_port,
-    }
+        .collect()
 }
 
 /// The TaskManager's environment for an allocator: jemalloc preloaded with profiling (a
@@ -349,10 +354,7 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let out = std::path::absolute(&out)?;
     let work = tempfile::Builder::new().prefix(".e2e-").tempdir_in(&out)?;
-    let work_dir = work.path().to_path_buf();
-    let _work_teardown = teardown::on_interrupt(format!("{}", work_dir.display()), move || {
-        let _ = std::fs::remove_dir_all(&work_dir);
-    });
+    let _work_teardown = teardown::remove_on_interrupt(work.path());
     let layout = crate::oci::open_image(&args.image, work.path())?;
     let bundle = Bundle::unpack(&layout, &work.path().join("bundle"))?;
     let jemalloc = bundle.env_var("JEMALLOC_PATH").map(str::to_string);

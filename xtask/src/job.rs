@@ -47,6 +47,7 @@ pub fn job(image: &Path, out: &Path) -> Result<PathBuf> {
         .prefix(".job-")
         .tempdir_in(parent)
         .with_context(|| format!("a work directory in {}", parent.display()))?;
+    let _work_teardown = crate::teardown::remove_on_interrupt(work.path());
     let layout = crate::oci::open_image(image, work.path())?;
     let bundle = Bundle::unpack(&layout, &work.path().join("bundle"))?;
     let compiled = flink_job::compile_for(&bundle, work.path())?;

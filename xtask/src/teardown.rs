@@ -52,6 +52,14 @@ pub fn on_interrupt(what: impl Into<String>, action: impl FnOnce() + Send + 'sta
     Guard { id }
 }
 
+/// Registers the removal of a run's work directory `dir` if the process is interrupted.
+pub fn remove_on_interrupt(dir: &std::path::Path) -> Guard {
+    let d = dir.to_path_buf();
+    on_interrupt(dir.display().to_string(), move || {
+        let _ = std::fs::remove_dir_all(&d);
+    })
+}
+
 /// Runs `f` so that an interruption waits until it is done.
 pub fn critical<T>(f: impl FnOnce() -> T) -> T {
     let _held = CRITICAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -8,6 +8,7 @@
 //! - `e2e --driver docker`: both allocators with the runc e2e's assertions, `--mode tm-kill`,
 //!   an OOM kill under a low limit, and a run that fails and one interrupted with Ctrl-C
 //!   leaving no container, network, image or work directory behind.
+//! - `bench --profiling-cost`, short: the report carries every column.
 //!
 //! The tests share the host network's ports and the machine's two cores: they run one at
 //! a time.
@@ -479,4 +480,81 @@ fn e2e_docker_leaves_nothing_when_it_fails_or_is_interrupted() {
     let out = xtask(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(leftovers(), Vec::<String>::new());
+}
+
+/// `bench --profiling-cost`, short: two configurations, one round, two windows each on the
+/// Flink 2.2.1 fixture. The report carries every column for each, the profiled one wrote
+/// dumps and the other none, and nothing of the runs is left.
+#[test]
+fn profiling_cost_reports_every_column() {
+    let _serial = serial();
+    let _engine = engine().unwrap();
+    let layout = support::profiled_image_flink2();
+    let work = tempfile::tempdir().unwrap();
+    let report = work.path().join("cost");
+    let out = xtask(&[
+        "bench",
+        "--profiling-cost",
+        "--image",
+        layout.to_str().unwrap(),
+        "--configs",
+        "jemalloc-nonprof,jemalloc-sample17",
+        "--repeats",
+        "1",
+        "--warm-up",
+        "15",
+        "--window",
+        "9",
+        "--windows",
+        "2",
+        "--keys",
+        "50000",
+        "--rest-port",
+        "18093",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    fn cells(l: &str) -> Vec<&str> {
+        l.split('|').map(str::trim).collect()
+    }
+    let header = cells(lines[0]);
+    for row in &lines[2..] {
+        let c = cells(row);
+        assert_eq!(c.len(), header.len(), "{row}");
+        // Every column has a figure, but the ratios to glibc, which did not run.
+        for (h, v) in header.iter().zip(&c).skip(1).take(header.len() - 2) {
+            assert!(*v != "–" || *h == "÷ glibc", "{h}: {row}");
+        }
+    }
+    let c: Value =
+        serde_json::from_slice(&std::fs::read(report.join("cost.json")).unwrap()).unwrap();
+    let rows = c["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        assert!(r["throughput"]["mean"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["cpu_per_million"]["mean"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["rss_mib"]["mean"].as_f64().unwrap() > 100.0, "{r}");
+    }
+    assert_eq!(rows[0]["config"], "jemalloc-nonprof");
+    assert_eq!(rows[0]["dumps_per_hour"]["mean"], 0.0);
+    assert!(rows[1]["dumps_per_hour"]["mean"].as_f64().unwrap() > 0.0);
+    assert!(rows[1]["throughput_vs_nonprof"]["stderr"]
+        .as_f64()
+        .is_some());
+    let md = std::fs::read_to_string(report.join("summary.md")).unwrap();
+    assert!(md.contains("jemalloc-sample17") && md.contains("throughput.svg"));
+    assert!(std::fs::read_to_string(report.join("throughput.svg"))
+        .unwrap()
+        .contains("jemalloc-nonprof"));
+    assert_eq!(leftovers(), Vec::<String>::new());
+    let left: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "only the report: {left:?}");
 }

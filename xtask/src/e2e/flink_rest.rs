@@ -241,6 +241,25 @@ impl FlinkRest {
             .collect())
     }
 
+    /// The sum over its subtasks of `metric` of the job's vertex whose name contains `vertex`
+    /// (`GET /jobs/<id>` for the vertex id, then its aggregated subtask metrics); None while
+    /// the metric is not reported yet.
+    pub fn vertex_metric_sum(&self, job: &str, vertex: &str, metric: &str) -> Result<Option<f64>> {
+        let j = self.get(&format!("/jobs/{job}"))?;
+        let id = j["vertices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"].as_str().is_some_and(|n| n.contains(vertex)))
+            .and_then(|v| v["id"].as_str())
+            .with_context(|| format!("job {job} has no vertex named like {vertex}"))?
+            .to_string();
+        let m = self.get(&format!(
+            "/jobs/{job}/vertices/{id}/subtasks/metrics?get={metric}&agg=sum"
+        ))?;
+        Ok(aggregated_sum(&m, metric))
+    }
+
     /// `GET /jobs/<id>/exceptions` → `root-exception` text.
     pub fn root_exception(&self, job: &str) -> Result<String> {
         let e = self.get(&format!("/jobs/{job}/exceptions"))?;
@@ -313,6 +332,15 @@ pub fn metric_values(answer: &Value) -> std::collections::BTreeMap<String, f64> 
         .collect()
 }
 
+/// An aggregated metrics answer `[{"id": "numRecordsIn", "sum": 1234.0}]` → the sum.
+pub fn aggregated_sum(answer: &Value, metric: &str) -> Option<f64> {
+    answer
+        .as_array()?
+        .iter()
+        .find(|x| x["id"].as_str() == Some(metric))?["sum"]
+        .as_f64()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +409,13 @@ mod tests {
             format!("{e:#}").contains(&format!("GET {base}/overview")),
             "{e:#}"
         );
+    }
+
+    #[test]
+    fn an_aggregated_sum() {
+        let a = json!([{"id": "numRecordsIn", "min": 1.0, "max": 2.0, "sum": 3.0}]);
+        assert_eq!(aggregated_sum(&a, "numRecordsIn"), Some(3.0));
+        assert_eq!(aggregated_sum(&json!([]), "numRecordsIn"), None);
     }
 
     #[test]

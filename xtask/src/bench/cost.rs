@@ -1,0 +1,469 @@
+//! `bench --profiling-cost`: what profiling costs a TaskManager with RocksDB, measured. For
+//! each allocator configuration (glibc, glibc with two arenas, jemalloc without profiling,
+//! jemalloc profiling at `lg_prof_sample` 21, 19 and 17) a Docker cluster runs the e2e
+//! RocksDB job unthrottled and without failures (every record a RocksDB read and write of
+//! its key, enough keys that the block cache turns over); after a warm-up, samples every
+//! few seconds of the state operator's records, the TaskManager container's CPU seconds,
+//! its RSS and native memory and the dumps written make the windows. Runs are repeated in
+//! rounds, each round in a rotated order, so the machine's drift shows in the error, not as
+//! a difference. The report: `cost.json` (every sample), `summary.md` (the table, ratios to
+//! `jemalloc-nonprof` and `glibc` with ± error) and `throughput.svg`.
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::cost_report::{rows, write_report, CostReport};
+use super::stats::{self, Sample, Window};
+use crate::bundle::Bundle;
+use crate::docker::{docker_text, LoadedImage};
+use crate::e2e::cluster::{Allocator, Cluster, ClusterSpec};
+use crate::e2e::docker_cluster::{DockerCluster, DockerOptions};
+use crate::e2e::{allocator_env, flag, flink_job, run_conf, scenario};
+use crate::progress::{self, Step};
+use crate::provenance::Provenance;
+
+/// An allocator configuration of the measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Config {
+    Glibc,
+    GlibcArenas2,
+    JemallocNonprof,
+    /// Profiling, a sample per 2 MiB allocated on average, a dump per 4 GiB.
+    JemallocSample21,
+    /// Profiling at jemalloc's default sampling (512 KiB), a dump per 4 GiB: `deploy
+    /// --sampling production`.
+    JemallocSample19,
+    /// Profiling at 128 KiB, a dump per GiB: `deploy --sampling dense`, the e2e scenarios'.
+    JemallocSample17,
+}
+
+impl Config {
+    pub const ALL: [Config; 6] = [
+        Config::Glibc,
+        Config::GlibcArenas2,
+        Config::JemallocNonprof,
+        Config::JemallocSample21,
+        Config::JemallocSample19,
+        Config::JemallocSample17,
+    ];
+
+    pub fn allocator(self) -> Allocator {
+        match self {
+            Config::Glibc => Allocator::Glibc,
+            Config::GlibcArenas2 => Allocator::GlibcArenas2,
+            Config::JemallocNonprof => Allocator::JemallocNonprof,
+            _ => Allocator::Jemalloc,
+        }
+    }
+
+    /// `(lg_prof_sample, lg_prof_interval)` of a profiling configuration.
+    pub fn sampling(self) -> Option<(u32, u32)> {
+        match self {
+            Config::JemallocSample21 => Some((21, 32)),
+            Config::JemallocSample19 => Some((19, 32)),
+            Config::JemallocSample17 => Some((17, 30)),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> String {
+        flag(&self)
+    }
+}
+
+/// What the measurement is asked for.
+#[derive(Debug, Clone)]
+pub struct CostRequest {
+    pub image: PathBuf,
+    pub configs: Vec<Config>,
+    pub repeats: u32,
+    pub warm_up: Duration,
+    pub window: Duration,
+    pub windows: u32,
+    pub sample_every: Duration,
+    pub keys: u64,
+    pub memory_limit_mb: u64,
+    pub rest_port: u16,
+    pub report: PathBuf,
+}
+
+/// One run of one configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub config: Config,
+    pub round: u32,
+    pub samples: Vec<Sample>,
+    pub windows: Vec<Window>,
+}
+
+/// Runs the measurement and writes its report; returns it.
+pub fn profiling_cost(req: &CostRequest) -> Result<CostReport> {
+    check(req)?;
+    crate::docker::require("bench --profiling-cost")?;
+    let parent = match req.report.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)?;
+    let work = tempfile::Builder::new()
+        .prefix(".cost-")
+        .tempdir_in(&parent)?;
+    let _work_teardown = crate::teardown::remove_on_interrupt(work.path());
+    let setup = setup(req, work.path())?;
+    let runs = rounds(req, &setup, work.path())?;
+    let report = CostReport {
+        image: setup.bundle.image.clone(),
+        flink: setup.flink.clone(),
+        keys: req.keys,
+        taskmanager_limit_mib: req.memory_limit_mb,
+        warm_up_seconds: req.warm_up.as_secs_f64(),
+        window_seconds: req.window.as_secs_f64(),
+        windows: req.windows,
+        rows: rows(&req.configs, &runs),
+        runs,
+        made_by: Provenance::here(
+            &crate::project::root(),
+            crate::e2e::engine_version(crate::e2e::Driver::Docker),
+        ),
+    };
+    write_report(&report, &req.report, work.path())?;
+    Ok(report)
+}
+
+/// Bad requests, before any work.
+fn check(req: &CostRequest) -> Result<()> {
+    if req.configs.is_empty() {
+        bail!("--configs is empty: name at least one (e.g. --configs jemalloc-nonprof,jemalloc-sample19)");
+    }
+    if req.repeats == 0 || req.windows == 0 {
+        bail!("--repeats and --windows must be at least 1");
+    }
+    if req.window < req.sample_every * 3 {
+        bail!(
+            "--window {}s holds fewer than three samples (one every {}s): make it longer",
+            req.window.as_secs(),
+            req.sample_every.as_secs()
+        );
+    }
+    crate::oci::check_image(&req.image)
+}
+
+/// What every run shares: the image unpacked (its jemalloc, its Flink), loaded into the
+/// engine, the job compiled for it, the scenario configuration of its Flink generation.
+struct Setup {
+    bundle: Bundle,
+    flink: String,
+    jemalloc: Option<String>,
+    plan: scenario::Plan,
+    jar: PathBuf,
+    image: LoadedImage,
+}
+
+fn setup(req: &CostRequest, work: &Path) -> Result<Setup> {
+    let layout = crate::oci::open_image(&req.image, work)?;
+    let bundle = Bundle::unpack(&layout, &work.join("bundle"))?;
+    let jemalloc = bundle.env_var("JEMALLOC_PATH").map(str::to_string);
+    if req
+        .configs
+        .iter()
+        .any(|c| c.allocator().preloads_jemalloc())
+        && jemalloc.is_none()
+    {
+        bail!(
+            "{} has no JEMALLOC_PATH in its environment: is it a profiled image (cargo xtask image)?",
+            req.image.display()
+        );
+    }
+    let compiled = flink_job::compile_for(&bundle, work)?;
+    let (plan, _) = scenario::resolve(
+        &scenario::load_default()?,
+        "restart-growth",
+        compiled.flink,
+        &scenario::Overrides::default(),
+    )?;
+    let image = LoadedImage::from_layout(&layout, work)?;
+    Ok(Setup {
+        flink: compiled.flink.to_string(),
+        jar: compiled.jar,
+        bundle,
+        jemalloc,
+        plan,
+        image,
+    })
+}
+
+/// Every configuration once per round, each round's order rotated by one.
+pub fn order(configs: &[Config], round: u32) -> Vec<Config> {
+    let mut v = configs.to_vec();
+    if !v.is_empty() {
+        let k = round as usize % v.len();
+        v.rotate_left(k);
+    }
+    v
+}
+
+fn rounds(req: &CostRequest, setup: &Setup, work: &Path) -> Result<Vec<RunRecord>> {
+    let mut runs = Vec::new();
+    let total = req.repeats as usize * req.configs.len();
+    for round in 0..req.repeats {
+        for config in order(&req.configs, round) {
+            progress::note(format!(
+                "run {} of {total}: {} (round {})",
+                runs.len() + 1,
+                config.name(),
+                round + 1
+            ));
+            let dir = work.join(format!("{}-{round}", config.name()));
+            runs.push(
+                run_one(req, setup, config, round, &dir)
+                    .with_context(|| format!("{} (round {})", config.name(), round + 1))?,
+            );
+        }
+    }
+    Ok(runs)
+}
+
+/// The TaskManager's environment for `config`: the allocator's, at its sampling.
+fn config_env(config: Config, setup: &Setup) -> Vec<(String, String)> {
+    let mut plan = setup.plan.clone();
+    if let Some((sample, interval)) = config.sampling() {
+        plan.lg_prof_sample = sample;
+        plan.lg_prof_interval = interval;
+    }
+    allocator_env(config.allocator(), &plan, setup.jemalloc.as_deref())
+}
+
+/// A cluster for `config`, the job submitted unthrottled and without failures, the
+/// warm-up, then a sample every `sample_every` for the windows.
+fn run_one(
+    req: &CostRequest,
+    setup: &Setup,
+    config: Config,
+    round: u32,
+    dir: &Path,
+) -> Result<RunRecord> {
+    let cluster = start_cluster(req, setup, config, dir)?;
+    let job = submit(&cluster, req, setup)?;
+    warm_up(&cluster, &job, req, config)?;
+    let samples = measure(&cluster, &job, req, config)?;
+    let _ = cluster.rest().cancel(&job);
+    Ok(RunRecord {
+        config,
+        round,
+        windows: stats::windows(&samples, req.window.as_secs_f64(), req.windows as usize),
+        samples,
+    })
+}
+
+fn start_cluster(
+    req: &CostRequest,
+    setup: &Setup,
+    config: Config,
+    dir: &Path,
+) -> Result<DockerCluster> {
+    let spec = ClusterSpec {
+        conf: run_conf(&setup.plan, req.rest_port),
+        taskmanager_env: config_env(config, setup),
+        taskmanager_memory_limit: req.memory_limit_mb << 20,
+        rest_port: req.rest_port,
+    };
+    let step = Step::start(format!(
+        "{}: starting JobManager and TaskManager",
+        config.name()
+    ));
+    let cluster = DockerCluster::start(
+        &DockerOptions {
+            image: setup.image.name.clone(),
+            network: None,
+            dumps: dir.join("dumps"),
+            logs: dir.join("logs"),
+        },
+        &spec,
+    )?;
+    step.done("");
+    Ok(cluster)
+}
+
+/// The job, unthrottled and never failing; returns its id once it runs.
+fn submit(cluster: &DockerCluster, req: &CostRequest, setup: &Setup) -> Result<String> {
+    let rest = cluster.rest();
+    let jar = rest.upload(&setup.jar)?;
+    let args: Vec<String> = [
+        "--fail-every-ms",
+        "0",
+        "--records-per-second",
+        "1000000000",
+        "--keys",
+        &req.keys.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let job = rest.run(&jar, flink_job::MAIN_CLASS, &args, 1)?;
+    rest.wait_for_state(&job, &["RUNNING"], Duration::from_secs(120))?;
+    Ok(job)
+}
+
+/// Waits out the warm-up, asking for the record count early: the JobManager fetches a
+/// metric on the first request for it.
+fn warm_up(cluster: &DockerCluster, job: &str, req: &CostRequest, config: Config) -> Result<()> {
+    let step = Step::start(format!(
+        "{}: warm-up, {} s",
+        config.name(),
+        req.warm_up.as_secs()
+    ));
+    let warm = Instant::now();
+    let reported = warm + req.warm_up.max(Duration::from_secs(30));
+    while cluster
+        .rest()
+        .vertex_metric_sum(job, "rocksdb-state", "numRecordsIn")?
+        .is_none()
+    {
+        if Instant::now() > reported {
+            bail!("the state operator reports no numRecordsIn (Flink's REST API, job {job})");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    if let Some(rest_of_it) = req.warm_up.checked_sub(warm.elapsed()) {
+        std::thread::sleep(rest_of_it);
+    }
+    step.done("");
+    Ok(())
+}
+
+/// A sample every `sample_every` until the windows are covered.
+fn measure(
+    cluster: &DockerCluster,
+    job: &str,
+    req: &CostRequest,
+    config: Config,
+) -> Result<Vec<Sample>> {
+    let step = Step::start(format!(
+        "{}: measuring, {} windows of {} s",
+        config.name(),
+        req.windows,
+        req.window.as_secs()
+    ));
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    loop {
+        let next = start + req.sample_every * samples.len() as u32;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        samples.push(sample(cluster, job, start.elapsed().as_secs_f64())?);
+        if start.elapsed() >= req.window * req.windows {
+            break;
+        }
+    }
+    let windows = stats::windows(&samples, req.window.as_secs_f64(), req.windows as usize);
+    step.done(format!(
+        "{} records/s",
+        stats::estimate(&windows.iter().map(|w| w.throughput).collect::<Vec<_>>())
+            .map_or("?".into(), |e| e.plus_minus(0))
+    ));
+    Ok(samples)
+}
+
+/// The TaskManager container's CPU seconds: cgroup v2 `cpu.stat`, else v1 `cpuacct.usage`.
+pub const CPU_PROBE: &str = "cat /sys/fs/cgroup/cpu.stat 2>/dev/null || \
+cat /sys/fs/cgroup/cpuacct/cpuacct.usage 2>/dev/null || \
+cat /sys/fs/cgroup/cpu,cpuacct/cpuacct.usage";
+
+/// [`CPU_PROBE`]'s output → seconds (`usage_usec` of cpu.stat, or nanoseconds).
+pub fn parse_cpu_probe(text: &str) -> Option<f64> {
+    if let Some(l) = text.lines().find(|l| l.starts_with("usage_usec ")) {
+        return l["usage_usec ".len()..]
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .map(|u| u / 1e6);
+    }
+    text.trim().parse::<f64>().ok().map(|ns| ns / 1e9)
+}
+
+const HEAP_COMMITTED: &str = "Status.JVM.Memory.Heap.Committed";
+const NONHEAP_COMMITTED: &str = "Status.JVM.Memory.NonHeap.Committed";
+
+fn sample(cluster: &DockerCluster, job: &str, t: f64) -> Result<Sample> {
+    let rest = cluster.rest();
+    let records = rest
+        .vertex_metric_sum(job, "rocksdb-state", "numRecordsIn")?
+        .context("the state operator reports no numRecordsIn yet")?;
+    let tm = cluster.taskmanager_container().context("no TaskManager")?;
+    let cpu = docker_text(&["exec", tm, "sh", "-c", CPU_PROBE])
+        .ok()
+        .as_deref()
+        .and_then(parse_cpu_probe)
+        .with_context(|| format!("reading the CPU time of {tm} (its cgroup)"))?;
+    let mem = cluster.taskmanager_memory()?;
+    let rss_kb = mem.rss_kb.context(
+        "the TaskManager is not running (OOM-killed? give it more with --memory-limit-mb)",
+    )?;
+    let metrics = match cluster.taskmanager_id() {
+        Some(id) => rest.taskmanager_metrics(id, &[HEAP_COMMITTED, NONHEAP_COMMITTED])?,
+        None => Default::default(),
+    };
+    let kb = |k: &str| metrics.get(k).map(|v| (*v as i64) / 1024);
+    let (dumps, dump_bytes) = dumps_written(&cluster.dump_volume(1));
+    Ok(Sample {
+        t,
+        records,
+        cpu_seconds: cpu,
+        rss_kb: Some(rss_kb),
+        native_kb: match (kb(HEAP_COMMITTED), kb(NONHEAP_COMMITTED)) {
+            (Some(h), Some(n)) => Some(rss_kb as i64 - h - n),
+            _ => None,
+        },
+        dumps,
+        dump_bytes,
+    })
+}
+
+/// The heap dumps in `dir` (the TaskManager's bind-mounted dump directory) and their bytes.
+fn dumps_written(dir: &Path) -> (u64, u64) {
+    let mut n = (0, 0);
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().ends_with(".heap") {
+            n.0 += 1;
+            n.1 += e.metadata().map_or(0, |m| m.len());
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_from_either_cgroup() {
+        assert_eq!(
+            parse_cpu_probe("usage_usec 2500000\nuser_usec 2000000\n"),
+            Some(2.5)
+        );
+        assert_eq!(parse_cpu_probe("3000000000\n"), Some(3.0));
+        assert_eq!(parse_cpu_probe(""), None);
+    }
+
+    #[test]
+    fn rounds_rotate_the_order() {
+        let c = [
+            Config::Glibc,
+            Config::JemallocNonprof,
+            Config::JemallocSample19,
+        ];
+        assert_eq!(order(&c, 0), c.to_vec());
+        assert_eq!(
+            order(&c, 1),
+            vec![
+                Config::JemallocNonprof,
+                Config::JemallocSample19,
+                Config::Glibc
+            ]
+        );
+        assert_eq!(order(&c, 3), c.to_vec());
+    }
+}
