@@ -38,23 +38,30 @@ pub enum Config {
     JemallocSample19,
     /// Profiling at 128 KiB, a dump per GiB: `deploy --sampling dense`, the e2e scenarios'.
     JemallocSample17,
+    /// `jemalloc-nonprof` with `junk:false`: the recipe's `--enable-debug --enable-fill`
+    /// build fills every allocation and every freed region with junk bytes by default.
+    JemallocNonprofNojunk,
+    /// `jemalloc-sample19` with `junk:false`.
+    JemallocSample19Nojunk,
 }
 
 impl Config {
-    pub const ALL: [Config; 6] = [
+    pub const ALL: [Config; 8] = [
         Config::Glibc,
         Config::GlibcArenas2,
         Config::JemallocNonprof,
         Config::JemallocSample21,
         Config::JemallocSample19,
         Config::JemallocSample17,
+        Config::JemallocNonprofNojunk,
+        Config::JemallocSample19Nojunk,
     ];
 
     pub fn allocator(self) -> Allocator {
         match self {
             Config::Glibc => Allocator::Glibc,
             Config::GlibcArenas2 => Allocator::GlibcArenas2,
-            Config::JemallocNonprof => Allocator::JemallocNonprof,
+            Config::JemallocNonprof | Config::JemallocNonprofNojunk => Allocator::JemallocNonprof,
             _ => Allocator::Jemalloc,
         }
     }
@@ -63,9 +70,30 @@ impl Config {
     pub fn sampling(self) -> Option<(u32, u32)> {
         match self {
             Config::JemallocSample21 => Some((21, 32)),
-            Config::JemallocSample19 => Some((19, 32)),
+            Config::JemallocSample19 | Config::JemallocSample19Nojunk => Some((19, 32)),
             Config::JemallocSample17 => Some((17, 30)),
             _ => None,
+        }
+    }
+
+    /// Whether junk filling is turned off (`junk:false` added to MALLOC_CONF).
+    pub fn no_junk(self) -> bool {
+        matches!(
+            self,
+            Config::JemallocNonprofNojunk | Config::JemallocSample19Nojunk
+        )
+    }
+
+    /// What MALLOC_CONF (or the environment) says, for the report.
+    pub fn malloc_conf(self) -> String {
+        let junk = if self.no_junk() { ",junk:false" } else { "" };
+        match (self.allocator(), self.sampling()) {
+            (_, Some((s, i))) => {
+                format!("prof:true,lg_prof_sample:{s},lg_prof_interval:{i}{junk}")
+            }
+            (Allocator::JemallocNonprof, None) => format!("prof:false{junk}"),
+            (Allocator::GlibcArenas2, None) => "MALLOC_ARENA_MAX=2".into(),
+            _ => "glibc malloc".into(),
         }
     }
 
@@ -233,7 +261,15 @@ fn config_env(config: Config, setup: &Setup) -> Vec<(String, String)> {
         plan.lg_prof_sample = sample;
         plan.lg_prof_interval = interval;
     }
-    allocator_env(config.allocator(), &plan, setup.jemalloc.as_deref())
+    let mut env = allocator_env(config.allocator(), &plan, setup.jemalloc.as_deref());
+    if config.no_junk() {
+        for (k, v) in &mut env {
+            if k == "MALLOC_CONF" {
+                v.push_str(",junk:false");
+            }
+        }
+    }
+    env
 }
 
 /// A cluster for `config`, the job submitted unthrottled and without failures, the
@@ -446,6 +482,24 @@ mod tests {
         );
         assert_eq!(parse_cpu_probe("3000000000\n"), Some(3.0));
         assert_eq!(parse_cpu_probe(""), None);
+    }
+
+    #[test]
+    fn configurations_say_their_malloc_conf() {
+        assert_eq!(
+            Config::JemallocSample19Nojunk.malloc_conf(),
+            "prof:true,lg_prof_sample:19,lg_prof_interval:32,junk:false"
+        );
+        assert_eq!(Config::JemallocNonprof.malloc_conf(), "prof:false");
+        assert_eq!(
+            Config::JemallocNonprofNojunk.name(),
+            "jemalloc-nonprof-nojunk"
+        );
+        assert_eq!(
+            Config::JemallocNonprofNojunk.allocator(),
+            Allocator::JemallocNonprof
+        );
+        assert_eq!(Config::GlibcArenas2.malloc_conf(), "MALLOC_ARENA_MAX=2");
     }
 
     #[test]

@@ -9,7 +9,6 @@ use std::path::Path;
 
 use super::cost::{Config, RunRecord};
 use super::stats::{self, Estimate, Window};
-use crate::e2e::cluster::Allocator;
 use crate::e2e::plot;
 use crate::provenance::Provenance;
 
@@ -69,12 +68,7 @@ fn row(c: Config, runs: &[RunRecord]) -> Row {
     let mib = |kb: f64| kb / 1024.0;
     Row {
         config: c,
-        malloc_conf: match (c.allocator(), c.sampling()) {
-            (_, Some((s, i))) => format!("prof:true,lg_prof_sample:{s},lg_prof_interval:{i}"),
-            (Allocator::JemallocNonprof, None) => "prof:false".into(),
-            (Allocator::GlibcArenas2, None) => "MALLOC_ARENA_MAX=2".into(),
-            _ => "glibc malloc".into(),
-        },
+        malloc_conf: c.malloc_conf(),
         runs: of.len(),
         throughput: windowed(|w| w.throughput),
         cpu_per_million: windowed(|w| w.cpu_per_million),
@@ -180,8 +174,8 @@ fn summary(report: &CostReport) -> String {
 
 /// Throughput per window, one line per configuration (the mean over its runs per window).
 fn throughput_svg(report: &CostReport) -> String {
-    const COLORS: [&str; 6] = [
-        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+    const COLORS: [&str; 8] = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
     ];
     let series: Vec<plot::Series> = report
         .rows
