@@ -39,7 +39,9 @@ pub struct DeployArgs {
     /// How densely jemalloc samples: `production` (jemalloc's default, one sample per
     /// 512 KiB allocated on average, a dump per 4 GiB allocated) or `dense` (one per
     /// 128 KiB as the e2e scenarios do, a dump per 1 GiB; more dumps, finer sites).
-    /// Their cost is not measured here yet; jemalloc's maintainers put the default's below 1%.
+    /// Measured on a RocksDB job that allocates as fast as it can (README "What profiling
+    /// costs"): beside the same jemalloc without profiling, production costs 13% of its
+    /// throughput (15% more CPU per record), dense 16% (19%); RSS within 2%.
     #[arg(long, value_enum, default_value_t = Sampling::Production)]
     pub sampling: Sampling,
     /// A dump every 2^N bytes allocated, instead of the sampling's.

@@ -4,12 +4,12 @@
 //! as glibc counts them (`/sys/devices/system/cpu/online`), which the e2e drivers read in a
 //! TaskManager container too.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use xshell::{cmd, Shell};
 
 /// The code and the machine behind a report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provenance {
     /// `git rev-parse HEAD` of the checkout, when it is one.
     pub commit: Option<String>,
@@ -20,14 +20,14 @@ pub struct Provenance {
 }
 
 /// The host a measurement ran on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Machine {
     /// `/sys/devices/system/cpu/online`, counted.
     pub cpus_online: Option<u32>,
     /// `MemTotal` of `/proc/meminfo`, MiB.
     pub memory_mib: Option<u64>,
     /// `v2` where `/sys/fs/cgroup` is the unified hierarchy, else `v1`.
-    pub cgroup: &'static str,
+    pub cgroup: String,
     /// `/proc/sys/kernel/osrelease`.
     pub kernel: Option<String>,
     /// The engine that ran the containers, e.g. `docker 20.10.24`, `runc 1.1.5`.
@@ -62,7 +62,8 @@ impl Provenance {
                     "v2"
                 } else {
                     "v1"
-                },
+                }
+                .to_string(),
                 kernel: read("/proc/sys/kernel/osrelease").map(|k| k.trim().to_string()),
                 engine,
             },

@@ -525,7 +525,7 @@ fn deploy_operator_patch_fits_the_operators_crd() {
     assert!(env.contains(&("DISABLE_JEMALLOC", "true")));
     assert!(env.contains(&(
         "MALLOC_CONF",
-        "prof:true,lg_prof_sample:19,lg_prof_interval:32,prof_prefix:/jeprof/jeprof.out"
+        "prof:true,lg_prof_sample:19,lg_prof_interval:32,junk:false,prof_prefix:/jeprof/jeprof.out"
     )));
     assert_eq!(c["volumeMounts"][0]["mountPath"], "/jeprof");
     let vol = &basic["spec"]["taskManager"]["podTemplate"]["spec"]["volumes"][0];

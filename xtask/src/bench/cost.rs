@@ -10,7 +10,7 @@
 //! `jemalloc-nonprof` and `glibc` with ± error) and `throughput.svg`.
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,9 @@ use crate::progress::{self, Step};
 use crate::provenance::Provenance;
 
 /// An allocator configuration of the measurement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize, Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Config {
     Glibc,
@@ -119,7 +121,7 @@ pub struct CostRequest {
 }
 
 /// One run of one configuration.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
     pub config: Config,
     pub round: u32,
@@ -403,6 +405,46 @@ fn measure(
     Ok(samples)
 }
 
+/// Re-cuts a recorded report's windows to start `skip` seconds into its measurement (the
+/// samples before count as warm-up; the windows that fit after), recomputes its figures
+/// and rewrites the report in place.
+pub fn recut(dir: &Path, skip: Duration) -> Result<CostReport> {
+    let path = dir.join("cost.json");
+    let mut report: CostReport = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("{}: not a bench --profiling-cost report", path.display()))?;
+    let skip = skip.as_secs_f64();
+    let measured = report.window_seconds * report.windows as f64;
+    let windows = ((measured - skip) / report.window_seconds).floor();
+    if skip <= 0.0 || windows < 1.0 {
+        bail!(
+            "--skip-seconds {skip}: give more than 0 and leave at least one {} s window of the {measured} s measured",
+            report.window_seconds
+        );
+    }
+    for run in &mut report.runs {
+        run.samples.retain(|s| s.t >= skip - 1e-9);
+        for s in &mut run.samples {
+            s.t -= skip;
+        }
+        run.windows = stats::windows(&run.samples, report.window_seconds, windows as usize);
+    }
+    report.warm_up_seconds += skip;
+    report.windows = windows as u32;
+    let configs: Vec<Config> = report.rows.iter().map(|r| r.config).collect();
+    report.rows = rows(&configs, &report.runs);
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let work = tempfile::Builder::new()
+        .prefix(".cost-")
+        .tempdir_in(parent)?;
+    write_report(&report, dir, work.path())?;
+    Ok(report)
+}
+
 /// The TaskManager container's CPU seconds: cgroup v2 `cpu.stat`, else v1 `cpuacct.usage`.
 pub const CPU_PROBE: &str = "cat /sys/fs/cgroup/cpu.stat 2>/dev/null || \
 cat /sys/fs/cgroup/cpuacct/cpuacct.usage 2>/dev/null || \
@@ -500,6 +542,70 @@ mod tests {
             Allocator::JemallocNonprof
         );
         assert_eq!(Config::GlibcArenas2.malloc_conf(), "MALLOC_ARENA_MAX=2");
+    }
+
+    #[test]
+    fn recut_moves_the_windows_past_a_slow_start() {
+        // A run twice as fast in its first 30 s as after.
+        let samples: Vec<Sample> = (0..=40)
+            .map(|i| {
+                let t = 3.0 * i as f64;
+                let records = if t <= 30.0 {
+                    2000.0 * t
+                } else {
+                    60_000.0 + 1000.0 * (t - 30.0)
+                };
+                Sample {
+                    t,
+                    records,
+                    cpu_seconds: t,
+                    rss_kb: Some(1024),
+                    native_kb: None,
+                    dumps: 0,
+                    dump_bytes: 0,
+                }
+            })
+            .collect();
+        let run = RunRecord {
+            config: Config::Glibc,
+            round: 0,
+            windows: stats::windows(&samples, 30.0, 4),
+            samples,
+        };
+        assert!((run.windows[0].throughput - 2000.0).abs() < 1e-6);
+        let report = CostReport {
+            image: "i".into(),
+            flink: "2.2.1".into(),
+            keys: 1,
+            taskmanager_limit_mib: 1,
+            warm_up_seconds: 90.0,
+            window_seconds: 30.0,
+            windows: 4,
+            rows: rows(&[Config::Glibc], std::slice::from_ref(&run)),
+            runs: vec![run],
+            made_by: Provenance::here(Path::new("/nonexistent"), None),
+        };
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("cost");
+        write_report(&report, &dir, &d.path().join("w")).unwrap();
+        let cut = recut(&dir, Duration::from_secs(30)).unwrap();
+        assert_eq!((cut.windows, cut.warm_up_seconds), (3, 120.0));
+        assert_eq!(cut.runs[0].windows.len(), 3);
+        let t = cut.rows[0].throughput.unwrap();
+        assert!((t.mean - 1000.0).abs() < 1e-6, "{t:?}");
+        let again: CostReport =
+            serde_json::from_slice(&std::fs::read(dir.join("cost.json")).unwrap()).unwrap();
+        assert_eq!(again.windows, 3);
+        assert!(
+            recut(&dir, Duration::from_secs(90)).is_err(),
+            "no window left"
+        );
+        let work_dirs: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".cost-"))
+            .collect();
+        assert!(work_dirs.is_empty(), "{work_dirs:?}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! report directory written whole.
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 use super::cost::{Config, RunRecord};
@@ -13,7 +13,7 @@ use crate::e2e::plot;
 use crate::provenance::Provenance;
 
 /// One configuration's figures over its runs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub config: Config,
     pub malloc_conf: String,
@@ -32,7 +32,7 @@ pub struct Row {
     pub rss_vs_nonprof: Option<Estimate>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CostReport {
     pub image: String,
     pub flink: String,

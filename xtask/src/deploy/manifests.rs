@@ -101,11 +101,15 @@ pub struct File {
 }
 
 /// `MALLOC_CONF` for these parameters; `prefix` is jemalloc's `prof_prefix` (None: the start
-/// script appends it).
+/// script appends it). `junk:false`: the image's jemalloc is the recipe's
+/// `--enable-debug --enable-fill` build, which fills every allocation and every freed
+/// region with junk bytes unless told not to; profiling needs none of it, and it costs
+/// (`bench --profiling-cost`, README "What profiling costs").
 pub fn malloc_conf(p: &Params, prefix: Option<&str>) -> String {
     let (sample, interval) = p.sampling.rates();
     let interval = p.lg_prof_interval.unwrap_or(interval);
-    let mut conf = format!("prof:true,lg_prof_sample:{sample},lg_prof_interval:{interval}");
+    let mut conf =
+        format!("prof:true,lg_prof_sample:{sample},lg_prof_interval:{interval},junk:false");
     if let Some(prefix) = prefix {
         conf.push_str(&format!(",prof_prefix:{prefix}"));
     }
@@ -334,13 +338,13 @@ mod tests {
         let mut p = params(Target::Native);
         assert_eq!(
             malloc_conf(&p, Some("/jeprof/jeprof.out")),
-            "prof:true,lg_prof_sample:19,lg_prof_interval:32,prof_prefix:/jeprof/jeprof.out"
+            "prof:true,lg_prof_sample:19,lg_prof_interval:32,junk:false,prof_prefix:/jeprof/jeprof.out"
         );
         p.sampling = Sampling::Dense;
         p.lg_prof_interval = Some(25);
         assert_eq!(
             malloc_conf(&p, None),
-            "prof:true,lg_prof_sample:17,lg_prof_interval:25"
+            "prof:true,lg_prof_sample:17,lg_prof_interval:25,junk:false"
         );
     }
 
