@@ -38,16 +38,7 @@ pub fn run(args: JobArgs) -> Result<()> {
 pub fn job(image: &Path, out: &Path) -> Result<PathBuf> {
     crate::oci::check_image(image)?;
     // The work (the unpacked image) beside `out`, which is made only for the jar.
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let work = tempfile::Builder::new()
-        .prefix(".job-")
-        .tempdir_in(parent)
-        .with_context(|| format!("a work directory in {}", parent.display()))?;
-    let _work_teardown = crate::teardown::remove_on_interrupt(work.path());
+    let (work, _work_teardown) = crate::project::work_dir_beside(out, ".job-")?;
     let layout = crate::oci::open_image(image, work.path())?;
     let bundle = Bundle::unpack(&layout, &work.path().join("bundle"))?;
     let compiled = flink_job::compile_for(&bundle, work.path())?;

@@ -130,3 +130,24 @@ impl Drop for EntryLock {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// A work directory (`<prefix>XXXXXX`) beside `out`, in its parent (made if missing; `.`
+/// for a bare name), so that what is made there can be renamed into `out` whole. Removed
+/// when dropped, and when the process is interrupted while the guard lives.
+pub fn work_dir_beside(
+    out: &Path,
+    prefix: &str,
+) -> anyhow::Result<(tempfile::TempDir, crate::teardown::Guard)> {
+    use anyhow::Context;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(parent)
+        .with_context(|| format!("a work directory in {}", parent.display()))?;
+    let guard = crate::teardown::remove_on_interrupt(work.path());
+    Ok((work, guard))
+}

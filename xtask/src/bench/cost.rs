@@ -133,15 +133,7 @@ pub struct RunRecord {
 pub fn profiling_cost(req: &CostRequest) -> Result<CostReport> {
     check(req)?;
     crate::docker::require("bench --profiling-cost")?;
-    let parent = match req.report.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent)?;
-    let work = tempfile::Builder::new()
-        .prefix(".cost-")
-        .tempdir_in(&parent)?;
-    let _work_teardown = crate::teardown::remove_on_interrupt(work.path());
+    let (work, _work_teardown) = crate::project::work_dir_beside(&req.report, ".cost-")?;
     let setup = setup(req, work.path())?;
     let runs = rounds(req, &setup, work.path())?;
     let report = CostReport {
@@ -434,13 +426,7 @@ pub fn recut(dir: &Path, skip: Duration) -> Result<CostReport> {
     report.windows = windows as u32;
     let configs: Vec<Config> = report.rows.iter().map(|r| r.config).collect();
     report.rows = rows(&configs, &report.runs);
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let work = tempfile::Builder::new()
-        .prefix(".cost-")
-        .tempdir_in(parent)?;
+    let (work, _work_teardown) = crate::project::work_dir_beside(dir, ".cost-")?;
     write_report(&report, dir, work.path())?;
     Ok(report)
 }
