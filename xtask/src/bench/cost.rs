@@ -277,8 +277,12 @@ fn run_one(
 ) -> Result<RunRecord> {
     let cluster = start_cluster(req, setup, config, dir)?;
     let job = submit(&cluster, req, setup)?;
-    warm_up(&cluster, &job, req, config)?;
-    let samples = measure(&cluster, &job, req, config)?;
+    let state = Vertex {
+        job: &job,
+        id: cluster.rest().vertex_id(&job, "rocksdb-state")?,
+    };
+    warm_up(&cluster, &state, req, config)?;
+    let samples = measure(&cluster, &state, req, config)?;
     let _ = cluster.rest().cancel(&job);
     Ok(RunRecord {
         config,
@@ -336,9 +340,29 @@ fn submit(cluster: &DockerCluster, req: &CostRequest, setup: &Setup) -> Result<S
     Ok(job)
 }
 
+/// The job's state operator (and what is chained to it), whose records are counted.
+struct Vertex<'a> {
+    job: &'a str,
+    id: String,
+}
+
+impl Vertex<'_> {
+    /// Flink's `numRecordsIn` of the vertex, over its subtasks.
+    fn records(&self, cluster: &DockerCluster) -> Result<Option<f64>> {
+        cluster
+            .rest()
+            .vertex_metric_sum(self.job, &self.id, "numRecordsIn")
+    }
+}
+
 /// Waits out the warm-up, asking for the record count early: the JobManager fetches a
 /// metric on the first request for it.
-fn warm_up(cluster: &DockerCluster, job: &str, req: &CostRequest, config: Config) -> Result<()> {
+fn warm_up(
+    cluster: &DockerCluster,
+    state: &Vertex,
+    req: &CostRequest,
+    config: Config,
+) -> Result<()> {
     let step = Step::start(format!(
         "{}: warm-up, {} s",
         config.name(),
@@ -346,13 +370,12 @@ fn warm_up(cluster: &DockerCluster, job: &str, req: &CostRequest, config: Config
     ));
     let warm = Instant::now();
     let reported = warm + req.warm_up.max(Duration::from_secs(30));
-    while cluster
-        .rest()
-        .vertex_metric_sum(job, "rocksdb-state", "numRecordsIn")?
-        .is_none()
-    {
+    while state.records(cluster)?.is_none() {
         if Instant::now() > reported {
-            bail!("the state operator reports no numRecordsIn (Flink's REST API, job {job})");
+            bail!(
+                "the state operator reports no numRecordsIn (Flink's REST API, job {})",
+                state.job
+            );
         }
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -366,7 +389,7 @@ fn warm_up(cluster: &DockerCluster, job: &str, req: &CostRequest, config: Config
 /// A sample every `sample_every` until the windows are covered.
 fn measure(
     cluster: &DockerCluster,
-    job: &str,
+    state: &Vertex,
     req: &CostRequest,
     config: Config,
 ) -> Result<Vec<Sample>> {
@@ -383,7 +406,7 @@ fn measure(
         if let Some(wait) = next.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        samples.push(sample(cluster, job, start.elapsed().as_secs_f64())?);
+        samples.push(sample(cluster, state, start.elapsed().as_secs_f64())?);
         if start.elapsed() >= req.window * req.windows {
             break;
         }
@@ -451,11 +474,11 @@ pub fn parse_cpu_probe(text: &str) -> Option<f64> {
 const HEAP_COMMITTED: &str = "Status.JVM.Memory.Heap.Committed";
 const NONHEAP_COMMITTED: &str = "Status.JVM.Memory.NonHeap.Committed";
 
-fn sample(cluster: &DockerCluster, job: &str, t: f64) -> Result<Sample> {
+fn sample(cluster: &DockerCluster, state: &Vertex, t: f64) -> Result<Sample> {
     let rest = cluster.rest();
-    let records = rest
-        .vertex_metric_sum(job, "rocksdb-state", "numRecordsIn")?
-        .context("the state operator reports no numRecordsIn yet")?;
+    let records = state
+        .records(cluster)?
+        .context("the state operator reports no numRecordsIn")?;
     let tm = cluster.taskmanager_container().context("no TaskManager")?;
     let cpu = docker_text(&["exec", tm, "sh", "-c", CPU_PROBE])
         .ok()

@@ -241,21 +241,24 @@ impl FlinkRest {
             .collect())
     }
 
-    /// The sum over its subtasks of `metric` of the job's vertex whose name contains `vertex`
-    /// (`GET /jobs/<id>` for the vertex id, then its aggregated subtask metrics); None while
-    /// the metric is not reported yet.
-    pub fn vertex_metric_sum(&self, job: &str, vertex: &str, metric: &str) -> Result<Option<f64>> {
+    /// The id of the job's vertex whose name contains `name` (`GET /jobs/<id>`).
+    pub fn vertex_id(&self, job: &str, name: &str) -> Result<String> {
         let j = self.get(&format!("/jobs/{job}"))?;
-        let id = j["vertices"]
+        Ok(j["vertices"]
             .as_array()
             .into_iter()
             .flatten()
-            .find(|v| v["name"].as_str().is_some_and(|n| n.contains(vertex)))
+            .find(|v| v["name"].as_str().is_some_and(|n| n.contains(name)))
             .and_then(|v| v["id"].as_str())
-            .with_context(|| format!("job {job} has no vertex named like {vertex}"))?
-            .to_string();
+            .with_context(|| format!("job {job} has no vertex named like {name}"))?
+            .to_string())
+    }
+
+    /// The sum of `metric` over the subtasks of a job's vertex (its aggregated subtask
+    /// metrics); None while the metric is not reported yet.
+    pub fn vertex_metric_sum(&self, job: &str, vertex: &str, metric: &str) -> Result<Option<f64>> {
         let m = self.get(&format!(
-            "/jobs/{job}/vertices/{id}/subtasks/metrics?get={metric}&agg=sum"
+            "/jobs/{job}/vertices/{vertex}/subtasks/metrics?get={metric}&agg=sum"
         ))?;
         Ok(aggregated_sum(&m, metric))
     }
