@@ -251,3 +251,39 @@ fn a_lock_that_does_not_parse() {
         "the user's file is left as it is"
     );
 }
+
+#[test]
+fn profiling_cost_refuses_before_any_work() {
+    let t = tempfile::tempdir().unwrap();
+    let report = t.path().join("cost");
+    let run = |image: &str, extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--profiling-cost",
+            "--image",
+            image,
+            "--report",
+            report.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        xtask(&args)
+    };
+    let err = one_line_error(&run("/nonexistent/layout", &[]));
+    assert!(
+        err.contains("/nonexistent/layout does not exist") && err.contains("cargo xtask image"),
+        "{err}"
+    );
+    let err = one_line_error(&run("/nonexistent/layout", &["--window", "5"]));
+    assert!(err.contains("fewer than three samples"), "{err}");
+    // clap's own message for a value it does not know, with the choices.
+    let out = run("/nonexistent/layout", &["--configs", "jemalloc"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("possible values: glibc, glibc-arenas2, jemalloc-nonprof"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!report.exists(), "nothing written");
+    let left: Vec<_> = std::fs::read_dir(t.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
