@@ -20,6 +20,7 @@ use crate::bundle::Bundle;
 use crate::docker::{docker_text, LoadedImage};
 use crate::e2e::cluster::{Allocator, Cluster, ClusterSpec};
 use crate::e2e::docker_cluster::{DockerCluster, DockerOptions};
+use crate::e2e::restarts::{HEAP_COMMITTED, NONHEAP_COMMITTED};
 use crate::e2e::{allocator_env, flag, flink_job, run_conf, scenario};
 use crate::progress::{self, Step};
 use crate::provenance::Provenance;
@@ -471,9 +472,6 @@ pub fn parse_cpu_probe(text: &str) -> Option<f64> {
     text.trim().parse::<f64>().ok().map(|ns| ns / 1e9)
 }
 
-const HEAP_COMMITTED: &str = "Status.JVM.Memory.Heap.Committed";
-const NONHEAP_COMMITTED: &str = "Status.JVM.Memory.NonHeap.Committed";
-
 fn sample(cluster: &DockerCluster, state: &Vertex, t: f64) -> Result<Sample> {
     let rest = cluster.rest();
     let records = state
@@ -511,14 +509,12 @@ fn sample(cluster: &DockerCluster, state: &Vertex, t: f64) -> Result<Sample> {
 
 /// The heap dumps in `dir` (the TaskManager's bind-mounted dump directory) and their bytes.
 fn dumps_written(dir: &Path) -> (u64, u64) {
-    let mut n = (0, 0);
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_name().to_string_lossy().ends_with(".heap") {
-            n.0 += 1;
-            n.1 += e.metadata().map_or(0, |m| m.len());
-        }
-    }
-    n
+    let names = crate::heap_profile::dumps_in(dir).unwrap_or_default();
+    let bytes = names
+        .iter()
+        .map(|n| std::fs::metadata(dir.join(n)).map_or(0, |m| m.len()))
+        .sum();
+    (names.len() as u64, bytes)
 }
 
 #[cfg(test)]

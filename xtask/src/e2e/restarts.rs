@@ -190,8 +190,8 @@ fn kill_restart(
     Ok(lp.restarts + 1)
 }
 
-const HEAP_COMMITTED: &str = "Status.JVM.Memory.Heap.Committed";
-const NONHEAP_COMMITTED: &str = "Status.JVM.Memory.NonHeap.Committed";
+pub const HEAP_COMMITTED: &str = "Status.JVM.Memory.Heap.Committed";
+pub const NONHEAP_COMMITTED: &str = "Status.JVM.Memory.NonHeap.Committed";
 const DIRECT_USED: &str = "Status.JVM.Memory.Direct.MemoryUsed";
 
 /// When the restarts happened and when the job ran, as times since the epoch.
