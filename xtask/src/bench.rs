@@ -31,7 +31,7 @@ use xshell::{cmd, Shell};
 use crate::build::{self, BuildArgs};
 use crate::fetch::SourceArgs;
 use crate::fixtures;
-use crate::image::{self, Format, ImageArgs};
+use crate::image;
 use crate::oci;
 use crate::unpack::{self, AbsoluteLinks};
 
@@ -289,33 +289,19 @@ fn images(
     let registry = fixtures::registry::Registry::start()?;
     let addr = registry.url().trim_start_matches("http://").to_string();
     fixtures::flink_base::push_flink_base(&addr, "bench/flink:1.10.3")?;
-    let image_args = ImageArgs {
-        flink: Some("1.10.3".into()),
-        list: false,
-        json: false,
-        specs: None,
+    let request = image::Request {
         base: Some(format!("{addr}/bench/flink:1.10.3")),
         plain_http: true,
-        registry_user: None,
         mirror: Some(mirror.to_string()),
-        preload: false,
-        malloc_conf: image::DEFAULT_MALLOC_CONF.into(),
-        labels: Vec::new(),
         output: Some(w.join("layout")),
-        format: Format::Oci,
-        push: None,
-        load: None,
-        archive_keyring: false,
-        locked: false,
-        lock_only: false,
         lock_file: Some(w.join("flink.lock")),
-        source_date_epoch: 0,
         source,
         cache_dir: Some(w.join("image-cache")),
         keyring: Some(repo.keyring.clone()),
+        ..image::Request::new("1.10.3")
     };
     let t = Instant::now();
-    image::image(&image_args)?;
+    image::image(&request)?;
     let cold = t.elapsed().as_secs_f64();
     rows.push((
         "cold `cargo xtask image` (pull 250 MB base, build, layer, write)".into(),
@@ -323,10 +309,10 @@ fn images(
     ));
     tools_layer_size(&w.join("layout"), rows)?;
     let t = Instant::now();
-    image::image(&ImageArgs {
+    image::image(&image::Request {
         locked: true,
         output: Some(w.join("layout-warm")),
-        ..image_args
+        ..request
     })?;
     let warm = t.elapsed().as_secs_f64();
     rows.push((

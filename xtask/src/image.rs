@@ -8,40 +8,32 @@
 //! (`lock`).
 
 pub mod base;
+pub mod cache;
 pub mod config;
 pub mod deps;
 pub mod inspect;
 pub mod lock;
 pub mod output;
+pub mod request;
+pub mod run;
 pub mod tools_layer;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 use crate::build::sysroot;
-use crate::build::{self, BuildArgs, BuildInfo};
-use crate::digest::Sha256Hex;
-use crate::download::Downloader;
+use crate::build::{self, BuildArgs};
 use crate::fetch::SourceArgs;
-use crate::oci::{self, Blob, BlobSource};
 use crate::progress;
-use crate::project::{self, Cache};
-use crate::registry::{Auths, Credentials, Reference, RegistryClient};
-use crate::spec::{DebianSpec, FlinkSpec, JemallocSpec};
+use crate::project;
+use crate::spec::{FlinkSpec, JemallocSpec};
 use base::{Base, Target};
+use config::Jemalloc;
 use lock::{BaseLock, JemallocLock, Lock, SysrootLock};
-pub use output::LoadTarget;
+pub use output::{Format, LoadTarget};
+pub use request::{Request, DEFAULT_MALLOC_CONF};
+use run::Run;
 use tools_layer::DebPin;
-
-/// The seed recipe's profiling settings, baked in with `--preload`.
-pub const DEFAULT_MALLOC_CONF: &str =
-    "prof:true,lg_prof_interval:30,lg_prof_sample:17,prof_prefix:/tmp/jeprof.out";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Oci,
-    DockerArchive,
-}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImageArgs {
@@ -128,17 +120,53 @@ pub struct ImageArgs {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// What `image` made.
+impl ImageArgs {
+    /// The request these flags make (`--flink` given: `--list` is answered before).
+    pub fn into_request(self) -> Result<Request> {
+        Ok(Request {
+            flink: self.flink.context("--flink is required")?,
+            specs: self.specs,
+            base: self.base,
+            plain_http: self.plain_http,
+            registry_user: self.registry_user,
+            mirror: self.mirror,
+            preload: self.preload,
+            malloc_conf: self.malloc_conf,
+            labels: self.labels,
+            output: self.output,
+            format: self.format,
+            push: self.push,
+            load: self.load,
+            keyring: self.keyring,
+            archive_keyring: self.archive_keyring,
+            lock_only: self.lock_only,
+            locked: self.locked,
+            lock_file: self.lock_file,
+            source_date_epoch: self.source_date_epoch,
+            source: self.source,
+            cache_dir: self.cache_dir,
+        })
+    }
+}
+
+/// What `image` made: the image (or, for `lock`, the base) and its lock.
 #[derive(Debug, Clone)]
 pub struct Built {
+    /// The image's manifest digest (`lock`: the base's).
     pub manifest_digest: String,
+    /// The layout or tarball written (`lock`: the lock file).
     pub output: PathBuf,
     pub pushed: Option<String>,
+    /// The lock of the image's inputs, as written.
+    pub lock: Lock,
 }
 
 pub fn run(args: ImageArgs) -> Result<()> {
     if args.list {
-        let dir = specs_dir(&args);
+        let dir = args
+            .specs
+            .clone()
+            .unwrap_or_else(|| FlinkSpec::default_dir(&project::root()));
         if args.json {
             println!(
                 "{}",
@@ -153,20 +181,14 @@ pub fn run(args: ImageArgs) -> Result<()> {
         // Before any work: what the load needs.
         target.require()?;
     }
-    let built = image(&args)?;
-    if args.lock_only {
+    let req = args.into_request()?;
+    let built = image(&req)?;
+    if req.lock_only {
         println!("{}", built.output.display());
     } else {
         println!("{}", built.manifest_digest);
     }
     Ok(())
-}
-
-/// The spec directory: `--specs`, else `images/`.
-pub fn specs_dir(args: &ImageArgs) -> PathBuf {
-    args.specs
-        .clone()
-        .unwrap_or_else(|| FlinkSpec::default_dir(&project::root()))
 }
 
 /// The Markdown table of the specs in `dir` (`--list`).
@@ -189,149 +211,24 @@ pub fn list_table(dir: &Path) -> Result<String> {
     Ok(out)
 }
 
-/// The cache as the source of an image's blobs.
-pub struct CacheBlobs<'a>(pub &'a Cache);
-
-impl BlobSource for CacheBlobs<'_> {
-    fn path_of(&self, digest: &str) -> Result<PathBuf> {
-        let p = self.0.blob(oci::hex_of(digest));
-        if !p.is_file() {
-            bail!("blob {digest} is not in the cache {}", self.0.dir.display());
-        }
-        Ok(p)
-    }
-}
-
-/// Puts bytes into the content-addressed cache and returns the blob.
-pub fn cache_blob(cache: &Cache, media_type: &str, data: Vec<u8>) -> Result<Blob> {
-    let blob = Blob::new(media_type, data);
-    let hex = Sha256Hex::parse(&blob.digest)?;
-    let _lock = cache.lock("blob", hex.as_str())?;
-    if !cache.blob(hex.as_str()).is_file() {
-        crate::download::save_verified(cache, &hex, &blob.digest, |out| {
-            crate::download::copy_hashing(
-                &blob.data[..],
-                out,
-                Some(blob.data.len() as u64),
-                &blob.digest,
-            )
-        })?;
-    }
-    Ok(blob)
-}
-
-/// The layer `name` made by `make`, cached by `key` (what determines its bytes): a record
-/// `layers/<name>-<key>.json` beside the blob, so that a warm build reads a few bytes
-/// instead of tarring and compressing again. A record whose blob is gone is made afresh.
-pub fn cached_layer(
-    cache: &Cache,
-    name: &str,
-    key: &Sha256Hex,
-    make: impl FnOnce() -> Result<oci::Layer>,
-) -> Result<(oci::LayerRef, bool)> {
-    let dir = cache.dir.join("layers");
-    let record = dir.join(format!("{name}-{}.json", &key.as_str()[..16]));
-    let _lock = cache.lock("layer", &format!("{name}-{}", key.as_str()))?;
-    if let Some(r) = std::fs::read(&record)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<oci::LayerRef>(&b).ok())
-    {
-        let blob = cache.blob(oci::hex_of(&r.digest));
-        if std::fs::metadata(&blob).is_ok_and(|m| m.len() == r.size) {
-            return Ok((r, true));
-        }
-    }
-    let layer = make()?;
-    cache_blob(cache, &layer.blob.media_type, layer.blob.data.clone())?;
-    let r = oci::LayerRef::of(&layer);
-    std::fs::create_dir_all(&dir)?;
-    let tmp = tempfile::NamedTempFile::new_in(&dir)?;
-    std::fs::write(tmp.path(), serde_json::to_vec(&r)?)?;
-    tmp.persist(&record)?;
-    Ok((r, false))
-}
-
-/// The cached blob of `digest`, if the cache holds it intact.
-pub fn read_cached(cache: &Cache, digest: &str) -> Option<Vec<u8>> {
-    let p = cache.blob(oci::hex_of(digest));
-    let data = std::fs::read(p).ok()?;
-    (format!("sha256:{}", Sha256Hex::of_bytes(&data)) == digest).then_some(data)
-}
-
 /// The upstream part of a Debian version: `2.31-13+deb11u5` → `2.31`.
 pub fn upstream_version(v: &str) -> &str {
     let v = v.split_once(':').map_or(v, |(_, r)| r);
     v.rsplit_once('-').map_or(v, |(u, _)| u)
 }
 
-/// The credentials of a run: the user's Docker config, and `--registry-user` with
-/// `$REGISTRY_PASSWORD` for the registry it is meant for: the `--push` target's, else the
-/// base's. No registry sees another's credentials.
-pub fn auths(args: &ImageArgs, base: &Reference) -> Result<Auths> {
-    let mut auths = Auths::from_docker_config()?;
-    if let Some(user) = &args.registry_user {
-        let host = match &args.push {
-            Some(p) => p.parse::<Reference>()?.registry,
-            None => base.registry.clone(),
-        };
-        auths = auths.with(
-            &host,
-            Credentials {
-                username: user.clone(),
-                password: std::env::var("REGISTRY_PASSWORD").unwrap_or_default(),
-            },
-        );
-    }
-    Ok(auths)
-}
-
-/// What every stage of one `image` run reads: the arguments, the specs, the cache, the base
-/// reference, the lock (as found, and when it still fits the request, as usable), and the
-/// clients.
-pub struct Run<'a> {
-    pub args: &'a ImageArgs,
-    pub spec: FlinkSpec,
-    pub jspec: JemallocSpec,
-    pub debian: DebianSpec,
-    pub cache: Cache,
-    pub base_text: String,
-    pub base_ref: Reference,
-    pub lock_path: PathBuf,
-    pub jemalloc_url: String,
-    pub jemalloc_sha: String,
-    pub existing: Option<Lock>,
-    pub usable: Option<Lock>,
-    pub client: RegistryClient,
-    pub dl: Downloader,
-}
-
-/// The jemalloc build for the target, and the sysroot's libc6 version.
-pub struct Jemalloc {
-    pub tree: PathBuf,
-    pub info: BuildInfo,
-    pub sys_libc: String,
-    /// Whether this run compiled it.
-    pub compiled: bool,
-}
-
-/// The jeprof tools layer and the packages in it.
-pub struct Tools {
-    pub pins: Vec<DebPin>,
-    pub layer: oci::LayerRef,
-}
-
 /// `image` (and `lock`): spec and lock → pull the base → inspect it → build jemalloc →
 /// tools layer → assemble → write outputs → lock.
-pub fn image(args: &ImageArgs) -> Result<Built> {
-    if !args.lock_only && !crate::rootless::is_root() {
+pub fn image(req: &Request) -> Result<Built> {
+    if !req.lock_only && !crate::rootless::is_root() {
         // Before any work: the in-image steps (ldconfig, `dot -c`) need a user namespace.
         crate::rootless::require_userns()?;
     }
     let requests_before = crate::download::requests();
-    let run = resolve(args)?;
+    let run = run::resolve(req)?;
     let base = base::pull(&run)?;
     let target = base::inspect(&run, &base)?;
-    if args.lock_only {
+    if req.lock_only {
         return lock_afresh(&run, &base, &target);
     }
     let jemalloc = build_jemalloc(&run, &target)?;
@@ -346,7 +243,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
         jemalloc.info.sysroot_packages,
         tools.pins,
     );
-    keep_lock(&run, lock)?;
+    keep_lock(&run, &lock)?;
     let requests = crate::download::requests() - requests_before;
     if requests == 0 && !compiled {
         progress::note("warm: every input from the cache and the lock (no network, no compile)");
@@ -360,70 +257,7 @@ pub fn image(args: &ImageArgs) -> Result<Built> {
         manifest_digest: image.manifest.digest,
         output: outputs.path,
         pushed: outputs.pushed,
-    })
-}
-
-/// Stage 0: the spec, the base reference, the lock and what it still pins.
-fn resolve(args: &ImageArgs) -> Result<Run<'_>> {
-    let root = project::root();
-    let version = args.flink.as_deref().context("--flink is required")?;
-    let specs = specs_dir(args);
-    let spec = FlinkSpec::load_in(&specs, version)?;
-    let jspec = JemallocSpec::load(&root)?;
-    let debian = DebianSpec::load(&root)?;
-    let cache = Cache::new(
-        args.cache_dir
-            .clone()
-            .unwrap_or_else(project::default_cache_dir),
-    );
-    let base_text = args.base.clone().unwrap_or_else(|| spec.base.clone());
-    let base_ref: Reference = base_text.parse()?;
-    let lock_path = args
-        .lock_file
-        .clone()
-        .unwrap_or_else(|| specs.join(format!("flink-{version}.lock")));
-    let jemalloc_url = args.source.url.clone().unwrap_or_else(|| jspec.url.clone());
-    let jemalloc_sha = match &args.source.sha256 {
-        Some(s) => Sha256Hex::parse(s)?.to_string(),
-        None => jspec.sha256.clone(),
-    };
-    let request = lock::Request {
-        base: &base_text,
-        jemalloc_url: &jemalloc_url,
-        jemalloc_sha256: &jemalloc_sha,
-        mirror: args.mirror.as_deref(),
-        source_date_epoch: args.source_date_epoch,
-    };
-    let existing = Lock::read(&lock_path)?;
-    if args.locked {
-        lock::require(&lock_path, existing.as_ref(), &request)?;
-    }
-    let usable = existing
-        .clone()
-        .filter(|l| !args.lock_only && lock::differences(l, &request).is_empty());
-    if let (Some(l), None) = (&existing, &usable) {
-        progress::note(format!(
-            "{} will be updated: {}",
-            lock_path.display(),
-            lock::differences(l, &request).join("; ")
-        ));
-    }
-    let client = RegistryClient::new(args.plain_http, auths(args, &base_ref)?);
-    Ok(Run {
-        args,
-        spec,
-        jspec,
-        debian,
-        cache,
-        base_text,
-        base_ref,
-        lock_path,
-        jemalloc_url,
-        jemalloc_sha,
-        existing,
-        usable,
-        client,
-        dl: Downloader::new(),
+        lock,
     })
 }
 
@@ -444,6 +278,7 @@ fn lock_afresh(run: &Run, base: &Base, target: &Target) -> Result<Built> {
         manifest_digest: base.digest.clone(),
         output: run.lock_path.clone(),
         pushed: None,
+        lock,
     })
 }
 
@@ -517,7 +352,7 @@ fn new_lock(
     Lock {
         version: 1,
         flink: run.spec.flink.clone(),
-        source_date_epoch: run.args.source_date_epoch,
+        source_date_epoch: run.req.source_date_epoch,
         base: BaseLock {
             reference: run.base_text.clone(),
             index_digest: base.index_digest.clone(),
@@ -540,9 +375,9 @@ fn new_lock(
 
 /// Stage 7: the lock, written on first resolution and unchanged afterwards (`--locked`
 /// refuses a change).
-fn keep_lock(run: &Run, lock: Lock) -> Result<()> {
-    if run.existing.as_ref() != Some(&lock) {
-        if run.args.locked {
+fn keep_lock(run: &Run, lock: &Lock) -> Result<()> {
+    if run.existing.as_ref() != Some(lock) {
+        if run.req.locked {
             bail!("--locked: {} would change", run.lock_path.display());
         }
         lock.write(&run.lock_path)?;

@@ -12,7 +12,6 @@
 pub mod sbom;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -21,7 +20,7 @@ use crate::build::PatchInfo;
 use crate::digest::Sha256Hex;
 use crate::fetch::SourceArgs;
 use crate::image::lock::Lock;
-use crate::image::{self, ImageArgs};
+use crate::image;
 use crate::oci::{self, Blob, BlobSource, LayoutBlobs};
 use crate::progress::{self, Step};
 use crate::project;
@@ -228,49 +227,22 @@ pub fn run(args: PublishArgs) -> Result<()> {
     Ok(())
 }
 
-/// The `image` arguments for one spec: the same flags `cargo xtask image` parses, so every
-/// default stays the image command's.
-pub fn image_args(args: &PublishArgs, spec: &str, output: &Path) -> Result<ImageArgs> {
-    #[derive(Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        image: ImageArgs,
+/// The image request of spec `spec`: publish's shared flags, written to `output`.
+pub fn image_request(args: &PublishArgs, spec: &str, output: &Path) -> image::Request {
+    image::Request {
+        specs: args.specs.clone(),
+        mirror: args.mirror.clone(),
+        keyring: args.keyring.clone(),
+        archive_keyring: args.archive_keyring,
+        source: args.source.clone(),
+        cache_dir: args.cache_dir.clone(),
+        output: Some(output.to_path_buf()),
+        source_date_epoch: args.source_date_epoch,
+        locked: args.locked,
+        plain_http: args.plain_http,
+        labels: args.labels.clone(),
+        ..image::Request::new(spec)
     }
-    let mut argv: Vec<String> = vec!["image".into(), "--flink".into(), spec.into()];
-    let mut opt = |flag: &str, v: Option<String>| {
-        if let Some(v) = v {
-            argv.push(flag.into());
-            argv.push(v);
-        }
-    };
-    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-    opt("--specs", path(&args.specs));
-    opt("--mirror", args.mirror.clone());
-    opt("--keyring", path(&args.keyring));
-    opt("--url", args.source.url.clone());
-    opt("--sha256", args.source.sha256.clone());
-    opt("--cache-dir", path(&args.cache_dir));
-    opt("--output", Some(output.display().to_string()));
-    opt(
-        "--source-date-epoch",
-        Some(args.source_date_epoch.to_string()),
-    );
-    if args.locked {
-        argv.push("--locked".into());
-    }
-    if args.archive_keyring {
-        argv.push("--archive-keyring".into());
-    }
-    if args.plain_http {
-        argv.push("--plain-http".into());
-    }
-    for (k, v) in &args.labels {
-        argv.push("--label".into());
-        argv.push(format!("{k}={v}"));
-    }
-    Ok(Wrapper::try_parse_from(argv)
-        .context("the image arguments of publish")?
-        .image)
 }
 
 /// Builds, pushes and tags every spec of `plan`, with its SBOM; writes `--report`.
@@ -314,13 +286,11 @@ pub fn publish(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Publis
             spec.base, target.registry, target.repository
         ));
         let layout = work.path().join(name);
-        let built = image::image(&image_args(args, name, &layout)?)
+        let built = image::image(&image_request(args, name, &layout))
             .with_context(|| format!("building spec `{name}`"))?;
         let pushed = push_image(&client, &target, &built, &tag)?;
-        let lock_path = dir.join(format!("flink-{name}.lock"));
-        let lock = Lock::read(&lock_path)?
-            .with_context(|| format!("{} is missing after the build", lock_path.display()))?;
-        let sbom = push_sbom(args, &client, &target, &pushed, &lock, &jemalloc)?;
+        let lock = &built.lock;
+        let sbom = push_sbom(args, &client, &target, &pushed, lock, &jemalloc)?;
         published.push(Published {
             spec: name.clone(),
             flink: spec.flink.clone(),
@@ -491,6 +461,7 @@ pub fn write_report(path: &Path, plan: &Plan, published: &[Published]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     fn args(extra: &[&str]) -> PublishArgs {
         #[derive(Parser)]
@@ -605,7 +576,7 @@ mod tests {
     }
 
     #[test]
-    fn image_args_pass_the_shared_flags() {
+    fn image_request_passes_the_shared_flags() {
         let a = args(&[
             "--registry",
             "r.example",
@@ -620,8 +591,8 @@ mod tests {
             "--specs",
             "/s",
         ]);
-        let i = image_args(&a, "1.10.3", Path::new("/out")).unwrap();
-        assert_eq!(i.flink.as_deref(), Some("1.10.3"));
+        let i = image_request(&a, "1.10.3", Path::new("/out"));
+        assert_eq!(i.flink, "1.10.3");
         assert!(i.locked && i.plain_http && i.push.is_none());
         assert_eq!(i.mirror.as_deref(), Some("http://m"));
         assert_eq!(i.output.as_deref(), Some(Path::new("/out")));

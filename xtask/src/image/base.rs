@@ -7,7 +7,8 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 use super::inspect::{self, BaseFacts};
-use super::{cache_blob, read_cached, Run};
+use super::cache::{cache_blob, read_cached};
+use super::run::Run;
 use crate::debian::repo::Repo;
 use crate::oci;
 use crate::progress::{self, Step};
@@ -202,7 +203,7 @@ pub fn inspect(run: &Run, base: &Base) -> Result<Target> {
         }
     }
     let mirror = mirror(run, &facts, &suite, &suite_spec);
-    let keyring = match (&run.args.keyring, run.args.archive_keyring) {
+    let keyring = match (&run.req.keyring, run.req.archive_keyring) {
         (Some(k), _) => Some(k.clone()),
         (None, true) => Some(suite_spec.archive_keyring(&suite, &run.cache.dir.join("keyrings"))?),
         (None, false) => None,
@@ -241,7 +242,7 @@ fn base_facts(run: &Run, base: &Base) -> Result<BaseFacts> {
 /// `--mirror`, else the lock's, else the base's own apt source for the suite (not for an
 /// archived suite: its sources no longer serve it), else the suite's in images/debian.toml.
 fn mirror(run: &Run, facts: &BaseFacts, suite: &str, suite_spec: &SuiteSpec) -> String {
-    run.args
+    run.req
         .mirror
         .clone()
         .or(run.usable.as_ref().map(|l| l.sysroot.mirror.clone()))

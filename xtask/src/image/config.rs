@@ -6,9 +6,22 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::base::{Base, Target};
-use super::{cache_blob, cached_layer, Jemalloc, Run, Tools};
+use super::cache::{cache_blob, cached_layer};
+use super::run::Run;
+use super::tools_layer::Tools;
 use crate::oci::{self, Blob, ConfigChanges};
+use crate::build::BuildInfo;
 use crate::progress::Step;
+use std::path::PathBuf;
+
+/// The jemalloc build for the target, and the sysroot's libc6 version.
+pub struct Jemalloc {
+    pub tree: PathBuf,
+    pub info: BuildInfo,
+    pub sys_libc: String,
+    /// Whether this run compiled it.
+    pub compiled: bool,
+}
 
 /// The new image: its config and manifest blobs, its layer descriptors, every blob it
 /// names (config first), and the tag its layout gets.
@@ -42,7 +55,7 @@ pub fn assemble(
             info.configure_flags.join(" "),
             patches.join(",")
         ),
-        created: time::OffsetDateTime::from_unix_timestamp(run.args.source_date_epoch as i64)?
+        created: time::OffsetDateTime::from_unix_timestamp(run.req.source_date_epoch as i64)?
             .format(&time::format_description::well_known::Rfc3339)?,
     };
     let mut config = oci::config(&base.config, &layer.diff_id, &changes);
@@ -61,7 +74,7 @@ pub fn assemble(
     layers.push(layer.descriptor());
     layers.push(tools.layer.descriptor());
     let mut annotations = base_annotations(run, base);
-    annotations.extend(run.args.labels.iter().cloned());
+    annotations.extend(run.req.labels.iter().cloned());
     let manifest = cache_blob(
         &run.cache,
         crate::registry::OCI_MANIFEST,
@@ -90,14 +103,14 @@ fn jemalloc_layer(run: &Run, jemalloc: &Jemalloc) -> Result<oci::LayerRef> {
     let key = crate::digest::key_of([
         crate::digest::Sha256Hex::of_bytes(&info).to_string(),
         run.jspec.prefix.clone(),
-        run.args.source_date_epoch.to_string(),
+        run.req.source_date_epoch.to_string(),
         crate::oci::LAYER_FORMAT.to_string(),
     ]);
     let (layer, cached) = cached_layer(&run.cache, "jemalloc", &key, || {
         Ok(oci::layer(oci::layer_tar(
             &jemalloc.tree,
             &run.jspec.prefix,
-            run.args.source_date_epoch,
+            run.req.source_date_epoch,
         )?))
     })?;
     step.done(format!(
@@ -121,9 +134,9 @@ fn env(run: &Run) -> Vec<(String, String)> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     env.push(("JEMALLOC_PATH".to_string(), lib.clone()));
-    if run.args.preload {
+    if run.req.preload {
         env.push(("LD_PRELOAD".into(), lib));
-        env.push(("MALLOC_CONF".into(), run.args.malloc_conf.clone()));
+        env.push(("MALLOC_CONF".into(), run.req.malloc_conf.clone()));
     }
     env
 }
@@ -187,7 +200,7 @@ fn labels(
                 target.facts.os_id, target.suite, jemalloc.sys_libc
             ),
         ),
-        ours("preload", run.args.preload.to_string()),
+        ours("preload", run.req.preload.to_string()),
         ours(
             "packages",
             package_list(tools.pins.iter().map(|p| (&p.name, &p.version))),
@@ -202,6 +215,6 @@ fn labels(
         ),
     ]);
     // The caller's (`--label`), last: a key given twice keeps its last value.
-    labels.extend(run.args.labels.iter().cloned());
+    labels.extend(run.req.labels.iter().cloned());
     labels
 }

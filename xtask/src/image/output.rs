@@ -7,10 +7,18 @@ use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
 
 use super::config::Assembled;
-use super::{CacheBlobs, Format, Run};
+use super::cache::CacheBlobs;
+use super::run::Run;
 use crate::oci::{self, BlobSource};
 use crate::progress::{self, Step};
 use crate::registry::Reference;
+
+/// The form of a `.tar` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Oci,
+    DockerArchive,
+}
 
 /// Where the image went.
 pub struct Outputs {
@@ -21,7 +29,7 @@ pub struct Outputs {
 
 /// Stage 6: the files, then the push and the load asked for.
 pub fn write(run: &Run, image: &Assembled) -> Result<Outputs> {
-    let path = run.args.output.clone().unwrap_or_else(|| {
+    let path = run.req.output.clone().unwrap_or_else(|| {
         run.cache
             .dir
             .join("images")
@@ -33,11 +41,11 @@ pub fn write(run: &Run, image: &Assembled) -> Result<Outputs> {
         image.manifest.digest,
         path.display()
     ));
-    let pushed = match &run.args.push {
+    let pushed = match &run.req.push {
         Some(target) => Some(push(run, image, &target.parse()?)?),
         None => None,
     };
-    if let Some(target) = &run.args.load {
+    if let Some(target) = &run.req.load {
         load(run, image, target, &path)?;
     }
     Ok(Outputs { path, pushed })
@@ -46,11 +54,11 @@ pub fn write(run: &Run, image: &Assembled) -> Result<Outputs> {
 /// An OCI layout directory, or a `.tar` of one (`--format oci`) or a docker-archive.
 fn write_files(run: &Run, image: &Assembled, path: &Path) -> Result<()> {
     let src = CacheBlobs(&run.cache);
-    let epoch = run.args.source_date_epoch;
+    let epoch = run.req.source_date_epoch;
     if path.extension().is_none_or(|e| e != "tar") {
         return oci::write_layout(path, &image.manifest, &image.blobs, &src, &image.tag);
     }
-    if run.args.format == Format::DockerArchive {
+    if run.req.format == Format::DockerArchive {
         return oci::write_docker_archive(
             path,
             &image.config,
@@ -149,7 +157,7 @@ fn load(run: &Run, image: &Assembled, target: &LoadTarget, output: &Path) -> Res
         &image.blobs[1..],
         &CacheBlobs(&run.cache),
         &name,
-        run.args.source_date_epoch,
+        run.req.source_date_epoch,
     )?;
     let step = Step::start(format!("loading {name}"));
     match target {

@@ -14,7 +14,8 @@ use xshell::{cmd, Shell};
 
 use super::base::{Base, Target};
 use super::inspect::{excluded, BaseFacts, PathFilter};
-use super::{cached_layer, CacheBlobs, Run, Tools};
+use super::cache::{cached_layer, CacheBlobs};
+use super::run::Run;
 use crate::oci::{self, Blob};
 
 use crate::debian;
@@ -26,6 +27,12 @@ use crate::progress::{self, Step};
 use crate::project::Cache;
 use crate::rootless;
 use crate::unpack::{self, AbsoluteLinks};
+
+/// The jeprof tools layer and the packages in it.
+pub struct Tools {
+    pub pins: Vec<DebPin>,
+    pub layer: oci::LayerRef,
+}
 
 /// One `.deb` of the tools layer, as the lock records it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -250,14 +257,14 @@ pub fn stage(run: &Run, base: &Base, target: &Target) -> Result<Tools> {
     let step = Step::start("the jeprof tools layer");
     let key = crate::digest::key_of([
         key.to_string(),
-        run.args.source_date_epoch.to_string(),
+        run.req.source_date_epoch.to_string(),
         oci::LAYER_FORMAT.to_string(),
     ]);
     let (layer, cached) = cached_layer(&run.cache, "tools", &key, || {
         Ok(oci::layer(oci::layer_tar(
             &tree,
             "",
-            run.args.source_date_epoch,
+            run.req.source_date_epoch,
         )?))
     })?;
     step.done(format!(
