@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::Path;
 use xshell::{cmd, Shell};
 
-use crate::collect::ContainerFiles;
+use crate::heap_profile::ContainerFiles;
 use crate::kubectl::{error_text, on_path};
 use crate::progress::Step;
 use crate::teardown;

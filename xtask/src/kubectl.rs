@@ -6,6 +6,8 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
 
+use crate::heap_profile::ContainerFiles;
+
 /// Where to get kubectl, for error messages.
 pub const KUBECTL_INSTALL: &str = "install kubectl: https://kubernetes.io/docs/tasks/tools/ \
      (a release binary, or the `kubectl` package from pkgs.k8s.io's apt repository)";
@@ -158,6 +160,39 @@ impl Kubectl {
             bail!("`kubectl cp {from} {to}` left no file at {to}");
         }
         Ok(())
+    }
+}
+
+/// A container of a pod, through kubectl.
+pub struct PodContainer<'a> {
+    pub kubectl: &'a Kubectl,
+    pub pod: &'a str,
+    /// None: kubectl's choice, the pod's first container.
+    pub container: Option<&'a str>,
+}
+
+impl ContainerFiles for PodContainer<'_> {
+    fn describe(&self) -> String {
+        format!("pod {}/{}", self.kubectl.namespace, self.pod)
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>> {
+        let ls = self
+            .kubectl
+            .exec_in(self.pod, self.container, &["ls", "-1", "--", dir])
+            .with_context(|| {
+                format!(
+                    "listing the heap dumps in {dir} of {} (is the cluster reachable, `kubectl cluster-info`, and \
+                     the pod running, `kubectl get pods -n {}`?)",
+                    self.describe(),
+                    self.kubectl.namespace
+                )
+            })?;
+        Ok(ls.lines().map(|l| l.trim().to_string()).collect())
+    }
+
+    fn copy_file(&self, src: &str, dest: &Path) -> Result<()> {
+        self.kubectl.cp_from(self.pod, self.container, src, dest)
     }
 }
 

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::sources::{Death, Source, TaskManager};
-use super::ContainerFiles;
 use crate::e2e::cluster::{parse_memory_probe, MEMORY_PROBE};
 use crate::e2e::flink_rest::FlinkRest;
+use crate::heap_profile::ContainerFiles;
 use crate::heap_profile::{self, dump_pid, dump_seq, libraries_to_copy, mapped_libraries};
 use crate::progress;
 use crate::timeline::{self, Event};

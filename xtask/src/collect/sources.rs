@@ -16,9 +16,10 @@
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::collect::{ContainerFiles, PodContainer};
 use crate::docker::{docker, docker_text, Container};
+use crate::heap_profile::ContainerFiles;
 use crate::kubectl::Kubectl;
+use crate::kubectl::PodContainer;
 
 /// A TaskManager container as one poll sees it.
 #[derive(Debug, Clone, PartialEq)]

@@ -47,9 +47,6 @@ impl Allocator {
     }
 }
 
-/// Where the TaskManager writes its heap dumps, inside its container (a volume).
-pub const DUMP_DIR: &str = "/jeprof";
-
 /// What one cluster runs: Flink configuration over the image's own, the TaskManager's extra
 /// environment and its memory limit.
 #[derive(Debug, Clone)]

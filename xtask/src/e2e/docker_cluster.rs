@@ -18,13 +18,13 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::collect::ContainerFiles;
 use crate::docker::{self, docker, docker_text, Container};
 use crate::e2e::cluster::{
-    parse_memory_probe, probe_while_running, Cluster, ClusterSpec, ContainerMemory, DUMP_DIR,
-    MEMORY_PROBE,
+    parse_memory_probe, probe_while_running, Cluster, ClusterSpec, ContainerMemory, MEMORY_PROBE,
 };
 use crate::e2e::flink_rest::FlinkRest;
+use crate::heap_profile::ContainerFiles;
+use crate::heap_profile::{self, DUMP_DIR};
 
 use crate::e2e::kube;
 use crate::progress;
@@ -384,7 +384,7 @@ impl Cluster for DockerCluster {
     fn collect(&self, out: &Path) -> Result<()> {
         let (name, _) = self.taskmanager.as_ref().context("no TaskManager")?;
         let c = Container(name.clone());
-        let got = crate::collect::collect(&c, DUMP_DIR, out)?;
+        let got = heap_profile::collect(&c, DUMP_DIR, out)?;
         if !got.missing.is_empty() {
             progress::note(format!(
                 "mapped but gone from {}: {}",

@@ -20,13 +20,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xshell::{cmd, Shell};
 
-use crate::collect::ContainerFiles;
 use crate::e2e::cluster::{
     dump_times_probe, parse_dump_times, parse_memory_probe, probe_while_running, Allocator,
-    Cluster, ClusterSpec, ContainerMemory, DUMP_DIR, MEMORY_PROBE,
+    Cluster, ClusterSpec, ContainerMemory, MEMORY_PROBE,
 };
 use crate::e2e::flink_rest::FlinkRest;
 use crate::e2e::kube::{self, KubeParams, JOBMANAGER, TASKMANAGER, TASKMANAGER_SELECTOR};
+use crate::heap_profile::ContainerFiles;
+use crate::heap_profile::{self, DUMP_DIR};
 use crate::kubectl::{error_text, on_path, Kubectl, KUBECTL_INSTALL};
 use crate::progress::{self, Step};
 use crate::project;
@@ -769,7 +770,7 @@ impl Cluster for KindCluster {
     /// `<out>-<start dir>`; the libraries are read from the running container.
     fn collect(&self, out: &Path) -> Result<()> {
         let pod = self.taskmanager_pod_name()?;
-        let c = crate::collect::PodContainer {
+        let c = crate::kubectl::PodContainer {
             kubectl: &self.kubectl,
             pod: &pod,
             container: Some(TASKMANAGER),
@@ -784,10 +785,10 @@ impl Cluster for KindCluster {
                 continue;
             }
             let dest = PathBuf::from(format!("{}-{start}", out.display()));
-            crate::collect::collect(&c, &format!("{DUMP_DIR}/{start}"), &dest)?;
+            heap_profile::collect(&c, &format!("{DUMP_DIR}/{start}"), &dest)?;
             collected.insert(start.clone());
         }
-        let got = crate::collect::collect(&c, &format!("{DUMP_DIR}/{current}"), out)?;
+        let got = heap_profile::collect(&c, &format!("{DUMP_DIR}/{current}"), out)?;
         collected.insert(current.clone());
         if !got.missing.is_empty() {
             progress::note(format!(
@@ -800,7 +801,7 @@ impl Cluster for KindCluster {
 
     fn dump_times(&self) -> Result<Vec<(String, f64)>> {
         let pod = self.taskmanager_pod_name()?;
-        let c = crate::collect::PodContainer {
+        let c = crate::kubectl::PodContainer {
             kubectl: &self.kubectl,
             pod: &pod,
             container: Some(TASKMANAGER),

@@ -23,7 +23,7 @@
 //! PID 1 of the TaskManager container is then the JVM itself (the entrypoint, `taskmanager.sh
 //! start-foreground` and `flink-console.sh` all `exec`), which is what the memory probe reads.
 //!
-//! The heap dumps go to an `emptyDir` on the node's disk at [`cluster::DUMP_DIR`] (not
+//! The heap dumps go to an `emptyDir` on the node's disk at [`heap_profile::DUMP_DIR`] (not
 //! `medium: Memory`: a tmpfs would be charged to the container's memory limit). An emptyDir
 //! lives as long as the pod: it survives container restarts (an OOM kill) but not a deleted
 //! pod, so collect the dumps before deleting one.
@@ -31,7 +31,8 @@
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-use crate::e2e::cluster::{Allocator, ClusterSpec, DUMP_DIR};
+use crate::e2e::cluster::{Allocator, ClusterSpec};
+use crate::heap_profile::DUMP_DIR;
 pub use crate::heap_profile::{start_dirs, start_script};
 
 /// The `flink` user of the official images (and of the fixture image).

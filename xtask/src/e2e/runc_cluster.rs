@@ -12,11 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use xshell::{cmd, Shell};
 
-use crate::e2e::cluster::{
-    oom_kill_count, vm_rss_kb, Cluster, ClusterSpec, ContainerMemory, DUMP_DIR,
-};
+use crate::e2e::cluster::{oom_kill_count, vm_rss_kb, Cluster, ClusterSpec, ContainerMemory};
 use crate::e2e::flink_rest::FlinkRest;
-use crate::heap_profile;
+use crate::heap_profile::{self, DUMP_DIR};
 use crate::teardown;
 
 /// The capabilities a Docker container gets by default: the entrypoint needs SETUID/SETGID

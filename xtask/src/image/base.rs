@@ -6,8 +6,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::PathBuf;
 
-use super::inspect::{self, BaseFacts};
 use super::cache::{cache_blob, read_cached};
+use super::inspect::{self, BaseFacts};
 use super::run::Run;
 use crate::debian::repo::Repo;
 use crate::oci;

@@ -76,4 +76,3 @@ pub fn read_cached(cache: &Cache, digest: &str) -> Option<Vec<u8>> {
     let data = std::fs::read(p).ok()?;
     (format!("sha256:{}", Sha256Hex::of_bytes(&data)) == digest).then_some(data)
 }
-

@@ -9,8 +9,8 @@ use super::base::{Base, Target};
 use super::cache::{cache_blob, cached_layer};
 use super::run::Run;
 use super::tools_layer::Tools;
-use crate::oci::{self, Blob, ConfigChanges};
 use crate::build::BuildInfo;
+use crate::oci::{self, Blob, ConfigChanges};
 use crate::progress::Step;
 use std::path::PathBuf;
 

@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
 
-use super::config::Assembled;
 use super::cache::CacheBlobs;
+use super::config::Assembled;
 use super::run::Run;
 use crate::oci::{self, BlobSource};
 use crate::progress::{self, Step};

@@ -124,4 +124,3 @@ pub fn auths(req: &Request, base: &Reference) -> Result<Auths> {
     }
     Ok(auths)
 }
-

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
 
 use super::base::{Base, Target};
-use super::inspect::{excluded, BaseFacts, PathFilter};
 use super::cache::{cached_layer, CacheBlobs};
+use super::inspect::{excluded, BaseFacts, PathFilter};
 use super::run::Run;
 use crate::oci::{self, Blob};
 
