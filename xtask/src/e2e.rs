@@ -15,70 +15,32 @@
 //! the profiling run shows what the scenario expects.
 
 pub mod cluster;
-pub mod docker_cluster;
+pub mod context;
+pub mod driver;
 pub mod flink_job;
 pub mod flink_rest;
-pub mod kind_cluster;
-pub mod kube;
-pub mod plot;
 pub mod report;
 pub mod restarts;
-pub mod runc_cluster;
 pub mod scenario;
-pub mod summary;
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::analyze::{self, Analysis};
 use crate::bundle::Bundle;
-use crate::docker::{self, LoadedImage};
-use crate::heap_profile::{self, DUMP_DIR};
-use crate::progress::{self, Step};
+use crate::heap_profile;
+use crate::progress::{self, flag, Step};
 use crate::teardown;
-use cluster::{Allocator, Cluster, ClusterSpec};
-use docker_cluster::{DockerCluster, DockerOptions};
-use kind_cluster::{KindCluster, KindOptions, KindSession};
+pub use cluster::{allocator_env, cluster_spec, run_conf};
+use cluster::{Allocator, ClusterSpec};
+use context::RunContext;
+pub use driver::Driver;
 pub use report::{growth, memory_plot, verdict, Growth, Report, Run, Sample};
 use restarts::{restart_loop, Job};
-use runc_cluster::RuncCluster;
+pub use scenario::Mode;
 use scenario::Plan;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Driver {
-    /// JobManager and TaskManager as containers of a Docker engine (needs access to it).
-    Docker,
-    /// JobManager and TaskManager as runc containers on this machine (needs root, no engine).
-    Runc,
-    /// Standalone JobManager/TaskManager deployments on a kind cluster.
-    Kind,
-}
-
-impl Driver {
-    /// The driver when none is asked for: docker when a Docker engine answers, else runc.
-    pub fn default_here() -> Driver {
-        if docker::engine_answers() {
-            Driver::Docker
-        } else {
-            Driver::Runc
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// The job throws every --fail-every-ms; Flink restarts it in the same TaskManager.
-    Injected,
-    /// Every --fail-every-ms the job is cancelled over REST and submitted again.
-    CancelResubmit,
-    /// Every --fail-every-ms the TaskManager is killed (SIGKILL) and replaced.
-    TmKill,
-}
 
 /// What `--allocator` takes: an allocator, or a set of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -182,78 +144,6 @@ pub struct E2eArgs {
     pub docker_network: Option<String>,
 }
 
-/// The command-line name of a value (`runc`, `cancel-resubmit`).
-pub fn flag<T: clap::ValueEnum>(v: &T) -> String {
-    v.to_possible_value()
-        .map(|p| p.get_name().to_string())
-        .unwrap_or_default()
-}
-
-/// The Flink configuration of every run: the scenario's (RocksDB state, restart strategy,
-/// its options), REST on loopback, metrics fresh each second, the TaskManager heap
-/// pre-touched (so heap RSS = committed heap, and RSS minus committed heap/non-heap is the
-/// native part), heartbeats that notice a dead TaskManager within 10 s. The TaskManager's
-/// environment selects the allocator.
-pub fn cluster_spec(
-    allocator: Allocator,
-    plan: &Plan,
-    args: &E2eArgs,
-    jemalloc: Option<&str>,
-) -> ClusterSpec {
-    ClusterSpec {
-        conf: run_conf(plan, args.rest_port),
-        taskmanager_env: allocator_env(allocator, plan, jemalloc),
-        taskmanager_memory_limit: args.memory_limit_mb << 20,
-        rest_port: args.rest_port,
-    }
-}
-
-/// The plan's Flink configuration, then what every run sets: REST on loopback at
-/// `rest_port`, metrics fetched every second, the TaskManager's heap pre-touched (its
-/// resident size is then its committed size), a dead TaskManager noticed in 10 s.
-pub fn run_conf(plan: &Plan, rest_port: u16) -> Vec<(String, String)> {
-    let run = [
-        ("rest.address", "127.0.0.1".to_string()),
-        ("rest.port", rest_port.to_string()),
-        ("metrics.fetcher.update-interval", "1000".into()),
-        ("env.java.opts.taskmanager", "-XX:+AlwaysPreTouch".into()),
-        // A killed or OOM-killed TaskManager is noticed in 10 s, not Flink's default 50 s.
-        ("heartbeat.interval", "2000".into()),
-        ("heartbeat.timeout", "10000".into()),
-    ];
-    plan.conf
-        .iter()
-        .cloned()
-        .chain(run.iter().map(|(k, v)| (k.to_string(), v.clone())))
-        .collect()
-}
-
-/// The TaskManager's environment for an allocator: jemalloc preloaded with profiling (a
-/// dump every 2^lg_prof_interval bytes, a sample every 2^lg_prof_sample) or without, glibc
-/// as it is or with two arenas.
-pub fn allocator_env(
-    allocator: Allocator,
-    plan: &Plan,
-    jemalloc: Option<&str>,
-) -> Vec<(String, String)> {
-    let preload = |conf: String| match jemalloc {
-        Some(lib) => vec![
-            ("LD_PRELOAD".to_string(), lib.to_string()),
-            ("MALLOC_CONF".to_string(), conf),
-        ],
-        None => Vec::new(),
-    };
-    match allocator {
-        Allocator::Jemalloc => preload(format!(
-            "prof:true,lg_prof_interval:{},lg_prof_sample:{},prof_prefix:{DUMP_DIR}/jeprof.out",
-            plan.lg_prof_interval, plan.lg_prof_sample
-        )),
-        Allocator::JemallocNonprof => preload("prof:false".into()),
-        Allocator::Glibc => Vec::new(),
-        Allocator::GlibcArenas2 => vec![("MALLOC_ARENA_MAX".to_string(), "2".to_string())],
-    }
-}
-
 pub fn run(args: E2eArgs) -> Result<()> {
     let report = e2e(&args)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -263,79 +153,11 @@ pub fn run(args: E2eArgs) -> Result<()> {
     Ok(())
 }
 
-/// What the driver needs, checked before any work: the error names what to do.
-fn require(driver: Driver) -> Result<()> {
-    match driver {
-        Driver::Docker => docker::require("--driver docker"),
-        Driver::Kind => crate::e2e::kind_cluster::require_tools(),
-        Driver::Runc => crate::e2e::runc_cluster::require(),
-    }
-}
-
-/// What a driver prepares once per run, for every allocator.
-enum Engine {
-    Runc,
-    /// The image loaded into the Docker engine.
-    Docker(LoadedImage),
-    /// The kind cluster with the image loaded, and the image's entrypoint.
-    Kind(KindSession, Vec<String>),
-}
-
-/// What the driver needs before the first cluster: the image loaded (docker, kind) and, for
-/// kind, the session, whose kubeconfig (the cluster's admin credentials) stays in the run's
-/// private `work` directory, never in the report a workflow uploads.
-fn prepare(driver: Driver, args: &E2eArgs, layout: &Path, work: &Path) -> Result<Engine> {
-    Ok(match driver {
-        Driver::Runc => Engine::Runc,
-        Driver::Docker => Engine::Docker(LoadedImage::from_layout(layout, work)?),
-        Driver::Kind => {
-            // kind loads docker-archives: the layout rewritten once, named as e2e names it.
-            let name = docker::image_name(&crate::oci::layout_ref(layout)?.ref_name);
-            let archive = work.join("image.docker.tar");
-            crate::oci::layout_to_docker_archive(layout, &archive, &name, 0)?;
-            let config = crate::oci::layout_config(layout)?;
-            let entrypoint = config["config"]["Entrypoint"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_else(|| vec!["/docker-entrypoint.sh".to_string()]);
-            let session = KindSession::start(&args.kind_cluster, &archive, &name, work, args.keep)?;
-            Engine::Kind(session, entrypoint)
-        }
-    })
-}
-
-/// The engine behind `driver` and its version for the report (`docker 20.10.24`,
-/// `runc 1.1.5+ds1`, `kind v0.27.0`); None when it does not answer.
-pub fn engine_version(driver: Driver) -> Option<String> {
-    let sh = xshell::Shell::new().ok()?;
-    let read = |c: xshell::Cmd| c.quiet().ignore_stderr().read().ok();
-    let v = match driver {
-        Driver::Docker => {
-            let format = "{{.Server.Version}}";
-            read(xshell::cmd!(sh, "docker version --format {format}"))?
-        }
-        Driver::Runc => read(xshell::cmd!(sh, "runc --version"))?
-            .lines()
-            .next()?
-            .trim_start_matches("runc version ")
-            .to_string(),
-        Driver::Kind => read(xshell::cmd!(sh, "kind version"))?
-            .split_whitespace()
-            .nth(1)?
-            .to_string(),
-    };
-    Some(format!("{} {}", flag(&driver), v.trim()))
-}
-
 /// Runs the scenario and writes the report; an `Ok` report may still have failed its verdict.
 pub fn e2e(args: &E2eArgs) -> Result<Report> {
     let started = Instant::now();
     let driver = args.driver.unwrap_or_else(Driver::default_here);
-    require(driver)?;
+    driver::require(driver)?;
     crate::oci::check_image(&args.image)?;
     let scenarios = scenario::load_default()?;
     scenarios.get(&args.scenario)?;
@@ -365,7 +187,12 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
         );
     }
     let (plan, jar) = plan_and_job(args, &scenarios, &bundle, work.path())?;
-    let engine = prepare(driver, args, &layout, work.path())?;
+    let options = driver::Options {
+        docker_network: args.docker_network.clone(),
+        kind_cluster: args.kind_cluster.clone(),
+        keep: args.keep,
+    };
+    let engine = driver::prepare(driver, &options, &layout, &bundle.dir, work.path())?;
     // An earlier report's dumps, analysis and logs give way only now, when this run has
     // everything it needs to replace them.
     for old in ["dumps", "analysis", "logs"] {
@@ -375,22 +202,38 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
         }
     }
     let ctx = RunContext {
-        args,
         plan: &plan,
         driver,
+        options: &options,
         engine: &engine,
         bundle: &bundle,
         jar: &jar,
+        keys: args.keys,
+        timeout_secs: args.timeout_secs,
+        memory_limit_mb: args.memory_limit_mb,
         work: work.path(),
         out: &out,
     };
     let mut runs = Vec::new();
     for allocator in allocators {
-        let spec = cluster_spec(allocator, &plan, args, jemalloc.as_deref());
+        let spec = cluster_spec(
+            allocator,
+            &plan,
+            args.rest_port,
+            args.memory_limit_mb,
+            jemalloc.as_deref(),
+        );
         runs.push(run_allocator(&ctx, allocator, &spec)?);
     }
     drop(engine);
-    let report = Report::new(&bundle.image, driver, &plan, args, runs, started);
+    let report = Report::new(
+        &bundle.image,
+        driver,
+        &plan,
+        args.memory_limit_mb,
+        runs,
+        started,
+    );
     report.write(&out)?;
     Ok(report)
 }
@@ -426,65 +269,26 @@ fn plan_and_job(
     Ok((plan, jar))
 }
 
-/// What every allocator's run shares.
-pub struct RunContext<'a> {
-    args: &'a E2eArgs,
-    plan: &'a Plan,
-    driver: Driver,
-    engine: &'a Engine,
-    bundle: &'a Bundle,
-    jar: &'a Path,
-    work: &'a Path,
-    out: &'a Path,
-}
-
-fn start_cluster(
-    ctx: &RunContext,
-    allocator: Allocator,
-    spec: &ClusterSpec,
-    work: &Path,
-    logs: &Path,
-) -> Result<Box<dyn Cluster>> {
-    Ok(match ctx.engine {
-        Engine::Runc => Box::new(RuncCluster::start(&ctx.bundle.dir, spec, work, logs)?),
-        Engine::Docker(image) => Box::new(DockerCluster::start(
-            &DockerOptions {
-                image: image.name.clone(),
-                network: ctx.args.docker_network.clone(),
-                dumps: work.join("dumps"),
-                logs: logs.to_path_buf(),
-            },
-            spec,
-        )?),
-        Engine::Kind(session, entrypoint) => Box::new(KindCluster::start(
-            &KindOptions {
-                cluster: session.cluster.clone(),
-                kubeconfig: session.kubeconfig.clone(),
-                image: session.image.clone(),
-                entrypoint: entrypoint.clone(),
-                namespace: format!("flink-jemalloc-e2e-{}", allocator.name()),
-                allocator,
-                keep: ctx.args.keep,
-                logs: logs.to_path_buf(),
-            },
-            spec,
-        )?),
-    })
-}
-
 /// One allocator's run: a cluster → the job submitted → restarts, sampled (`restart_loop`)
 /// → the last dumps collected, the cluster torn down → the dumps analysed.
 fn run_allocator(ctx: &RunContext, allocator: Allocator, spec: &ClusterSpec) -> Result<Run> {
-    let (args, out) = (ctx.args, ctx.out);
+    let out = ctx.out;
     let started = Instant::now();
     let name = allocator.name();
     let step = Step::start(format!(
         "{name}: starting JobManager and TaskManager (--driver {}, TaskManager limit {} MiB)",
         flag(&ctx.driver),
-        args.memory_limit_mb
+        ctx.memory_limit_mb
     ));
     let logs = out.join("logs").join(name);
-    let mut cluster = start_cluster(ctx, allocator, spec, &ctx.work.join(name), &logs)?;
+    let mut cluster = driver::start(
+        ctx.engine,
+        ctx.options,
+        allocator,
+        spec,
+        &ctx.work.join(name),
+        &logs,
+    )?;
     step.done("");
     let mut job = Job::submit(ctx, cluster.as_ref())?;
     let dumps = out.join("dumps").join(name);
@@ -632,26 +436,8 @@ mod tests {
 
     #[test]
     fn each_allocator_gets_its_environment() {
-        let args = E2eArgs {
-            image: "x".into(),
-            driver: Some(Driver::Runc),
-            scenario: "restart-growth".into(),
-            allocator: vec![Allocators::Both],
-            mode: None,
-            restarts: None,
-            fail_every_ms: None,
-            lg_prof_interval: Some(26),
-            memory_limit_mb: 2048,
-            keys: 1,
-            rest_port: 8081,
-            report: None,
-            timeout_secs: 1,
-            keep: false,
-            kind_cluster: "k".into(),
-            docker_network: None,
-        };
         let overrides = scenario::Overrides {
-            lg_prof_interval: args.lg_prof_interval,
+            lg_prof_interval: Some(26),
             ..Default::default()
         };
         let (plan, _) = scenario::resolve(
@@ -662,7 +448,7 @@ mod tests {
         )
         .unwrap();
         let lib = Some("/opt/jemalloc/lib/libjemalloc.so.2");
-        let j = cluster_spec(Allocator::Jemalloc, &plan, &args, lib);
+        let j = cluster_spec(Allocator::Jemalloc, &plan, 8081, 2048, lib);
         assert_eq!(j.taskmanager_env[0].1, "/opt/jemalloc/lib/libjemalloc.so.2");
         assert!(j.taskmanager_env[1]
             .1

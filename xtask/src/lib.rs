@@ -33,6 +33,7 @@ pub mod fit;
 pub mod heap_profile;
 pub mod kubectl;
 pub mod oci;
+pub mod plot;
 pub mod progress;
 pub mod project;
 pub mod provenance;

@@ -79,3 +79,10 @@ impl Drop for Step {
 pub fn note(msg: impl AsRef<str>) {
     eprintln!("    {}", msg.as_ref());
 }
+
+/// The command-line name of a value (`runc`, `cancel-resubmit`).
+pub fn flag<T: clap::ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}

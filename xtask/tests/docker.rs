@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use support::{stderr, stdout, xtask};
 use xtask::docker::{docker_text, image_name};
-use xtask::e2e::docker_cluster::RUN_LABEL;
+use xtask::e2e::driver::docker::RUN_LABEL;
 use xtask::fixtures::docker::engine;
 
 static SERIAL: Mutex<()> = Mutex::new(());

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 use xtask::e2e::cluster::{Allocator, ClusterSpec};
-use xtask::e2e::kube::{manifests, KubeParams};
+use xtask::e2e::driver::kube::{manifests, KubeParams};
 
 /// The Kubernetes version the manifests are checked against.
 const K8S_VERSION: &str = "1.33.0";
@@ -252,7 +252,7 @@ fn e2e_driver_kind_names_what_is_missing_before_any_work() {
 #[test]
 fn kind_session_creates_reuses_and_deletes_only_its_own_cluster() {
     use std::os::unix::fs::PermissionsExt;
-    use xtask::e2e::kind_cluster::KindSession;
+    use xtask::e2e::driver::kind::KindSession;
     let _engine = xtask::fixtures::docker::engine().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use xtask::bundle::Bundle;
 use xtask::e2e::cluster::{Cluster, ClusterSpec};
-use xtask::e2e::runc_cluster::RuncCluster;
+use xtask::e2e::driver::runc::RuncCluster;
 use xtask::fixtures::flink_base;
 
 fn spec(rest_port: u16, limit_mb: u64) -> ClusterSpec {
@@ -57,7 +57,7 @@ fn uid_of(pid: u32) -> String {
 
 fn memory_limit_of(pid: u32) -> u64 {
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let dir = xtask::e2e::runc_cluster::memory_cgroup_dir(&cg).unwrap();
+    let dir = xtask::e2e::driver::runc::memory_cgroup_dir(&cg).unwrap();
     let v = std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
         .or_else(|_| std::fs::read_to_string(dir.join("memory.max")))
         .unwrap();

@@ -19,9 +19,10 @@ use super::stats::{self, Sample, Window};
 use crate::bundle::Bundle;
 use crate::docker::{docker_text, LoadedImage};
 use crate::e2e::cluster::{Allocator, Cluster, ClusterSpec};
-use crate::e2e::docker_cluster::{DockerCluster, DockerOptions};
+use crate::e2e::driver::docker::{DockerCluster, DockerOptions};
 use crate::e2e::restarts::{HEAP_COMMITTED, NONHEAP_COMMITTED};
-use crate::e2e::{allocator_env, flag, flink_job, run_conf, scenario};
+use crate::e2e::{allocator_env, flink_job, run_conf, scenario};
+use crate::progress::flag;
 use crate::progress::{self, Step};
 use crate::provenance::Provenance;
 
@@ -149,7 +150,7 @@ pub fn profiling_cost(req: &CostRequest) -> Result<CostReport> {
         runs,
         made_by: Provenance::here(
             &crate::project::root(),
-            crate::e2e::engine_version(crate::e2e::Driver::Docker),
+            crate::e2e::driver::engine_version(crate::e2e::Driver::Docker),
         ),
     };
     write_report(&report, &req.report, work.path())?;

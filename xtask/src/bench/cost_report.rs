@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::cost::{Config, RunRecord};
 use super::stats::{self, Estimate, Window};
-use crate::e2e::plot;
+use crate::plot;
 use crate::provenance::Provenance;
 
 /// One configuration's figures over its runs.

@@ -8,6 +8,8 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::e2e::scenario::Plan;
+use crate::heap_profile::DUMP_DIR;
 use crate::progress;
 
 use crate::e2e::flink_rest::FlinkRest;
@@ -213,6 +215,72 @@ pub fn vm_rss_kb(status: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The Flink configuration of every run: the scenario's (RocksDB state, restart strategy,
+/// its options), REST on loopback, metrics fresh each second, the TaskManager heap
+/// pre-touched (so heap RSS = committed heap, and RSS minus committed heap/non-heap is the
+/// native part), heartbeats that notice a dead TaskManager within 10 s. The TaskManager's
+/// environment selects the allocator.
+pub fn cluster_spec(
+    allocator: Allocator,
+    plan: &Plan,
+    rest_port: u16,
+    memory_limit_mb: u64,
+    jemalloc: Option<&str>,
+) -> ClusterSpec {
+    ClusterSpec {
+        conf: run_conf(plan, rest_port),
+        taskmanager_env: allocator_env(allocator, plan, jemalloc),
+        taskmanager_memory_limit: memory_limit_mb << 20,
+        rest_port,
+    }
+}
+
+/// The plan's Flink configuration, then what every run sets: REST on loopback at
+/// `rest_port`, metrics fetched every second, the TaskManager's heap pre-touched (its
+/// resident size is then its committed size), a dead TaskManager noticed in 10 s.
+pub fn run_conf(plan: &Plan, rest_port: u16) -> Vec<(String, String)> {
+    let run = [
+        ("rest.address", "127.0.0.1".to_string()),
+        ("rest.port", rest_port.to_string()),
+        ("metrics.fetcher.update-interval", "1000".into()),
+        ("env.java.opts.taskmanager", "-XX:+AlwaysPreTouch".into()),
+        // A killed or OOM-killed TaskManager is noticed in 10 s, not Flink's default 50 s.
+        ("heartbeat.interval", "2000".into()),
+        ("heartbeat.timeout", "10000".into()),
+    ];
+    plan.conf
+        .iter()
+        .cloned()
+        .chain(run.iter().map(|(k, v)| (k.to_string(), v.clone())))
+        .collect()
+}
+
+/// The TaskManager's environment for an allocator: jemalloc preloaded with profiling (a
+/// dump every 2^lg_prof_interval bytes, a sample every 2^lg_prof_sample) or without, glibc
+/// as it is or with two arenas.
+pub fn allocator_env(
+    allocator: Allocator,
+    plan: &Plan,
+    jemalloc: Option<&str>,
+) -> Vec<(String, String)> {
+    let preload = |conf: String| match jemalloc {
+        Some(lib) => vec![
+            ("LD_PRELOAD".to_string(), lib.to_string()),
+            ("MALLOC_CONF".to_string(), conf),
+        ],
+        None => Vec::new(),
+    };
+    match allocator {
+        Allocator::Jemalloc => preload(format!(
+            "prof:true,lg_prof_interval:{},lg_prof_sample:{},prof_prefix:{DUMP_DIR}/jeprof.out",
+            plan.lg_prof_interval, plan.lg_prof_sample
+        )),
+        Allocator::JemallocNonprof => preload("prof:false".into()),
+        Allocator::Glibc => Vec::new(),
+        Allocator::GlibcArenas2 => vec![("MALLOC_ARENA_MAX".to_string(), "2".to_string())],
+    }
 }
 
 #[cfg(test)]

@@ -9,8 +9,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::cluster::{Allocator, Cluster};
+use super::context::RunContext;
+use super::flink_job;
 use super::report::{whole_mib, Sample};
-use super::{flag, flink_job, Mode, RunContext};
+use super::scenario::Mode;
+use crate::progress::flag;
 use crate::progress::{self, Step};
 
 /// The RocksDB job on a cluster: its jar uploaded once, submitted (again after a cancel).
@@ -33,7 +36,7 @@ impl Job {
                 "--fail-every-ms".to_string(),
                 fail_every.to_string(),
                 "--keys".into(),
-                ctx.args.keys.to_string(),
+                ctx.keys.to_string(),
             ],
             id: String::new(),
         };
@@ -73,9 +76,9 @@ pub fn restart_loop(
     dumps: &Path,
     started: Instant,
 ) -> Result<Loop> {
-    let (args, plan, name) = (ctx.args, ctx.plan, allocator.name());
+    let (plan, name) = (ctx.plan, allocator.name());
     let running = Instant::now();
-    let deadline = started + Duration::from_secs(args.timeout_secs);
+    let deadline = started + Duration::from_secs(ctx.timeout_secs);
     let step = Step::start(format!(
         "{name}: {} restarts (--mode {}, every {} ms)",
         plan.restarts,
@@ -93,7 +96,7 @@ pub fn restart_loop(
         if Instant::now() > deadline {
             progress::note(format!(
                 "{name}: only {} of {} restarts within {} s",
-                lp.restarts, plan.restarts, args.timeout_secs
+                lp.restarts, plan.restarts, ctx.timeout_secs
             ));
             break;
         }

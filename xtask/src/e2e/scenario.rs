@@ -10,7 +10,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::flink_job::FlinkVersion;
-use super::Mode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// The job throws every --fail-every-ms; Flink restarts it in the same TaskManager.
+    Injected,
+    /// Every --fail-every-ms the job is cancelled over REST and submitted again.
+    CancelResubmit,
+    /// Every --fail-every-ms the TaskManager is killed (SIGKILL) and replaced.
+    TmKill,
+}
 
 /// `e2e/scenarios.toml`.
 #[derive(Debug, Clone, Deserialize)]

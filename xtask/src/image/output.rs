@@ -125,7 +125,7 @@ impl LoadTarget {
     pub fn require(&self) -> Result<()> {
         match self {
             LoadTarget::Docker => crate::docker::require("--load"),
-            LoadTarget::Kind(_) => crate::e2e::kind_cluster::require_tools(),
+            LoadTarget::Kind(_) => crate::e2e::driver::kind::require_tools(),
         }
     }
 

@@ -6,11 +6,12 @@
 
 use std::fmt::Write;
 
-use super::flag;
-use super::report::{fastest_match, whole_mib, Report, Run};
+use super::model::{whole_mib, Report, Run};
+use super::verdict::fastest_match;
 use crate::analyze::sites::Site;
 use crate::analyze::Analysis;
 use crate::fit::Fit;
+use crate::progress::flag;
 
 /// KiB per restart as MiB: `+1.20 ± 0.30 [-0.10, +2.50] no trend shown`.
 fn mib(kb: Option<Fit>) -> String {

@@ -26,7 +26,7 @@ use crate::e2e::flink_rest::FlinkRest;
 use crate::heap_profile::ContainerFiles;
 use crate::heap_profile::{self, DUMP_DIR};
 
-use crate::e2e::kube;
+use super::flink_process;
 use crate::progress;
 use crate::teardown;
 
@@ -107,7 +107,7 @@ impl RunArgs {
 
 /// The environment of both containers: what a kind pod gets. On the host network Flink's
 /// configuration is the spec's as it is (REST on 127.0.0.1 at the spec's port); on a
-/// user-defined network it is the pods' ([`kube::flink_properties`]: the JobManager is
+/// user-defined network it is the pods' ([`flink_process::flink_properties`]: the JobManager is
 /// `jobmanager`, REST on 8081, published on 127.0.0.1 at the spec's port).
 pub fn common_env(spec: &ClusterSpec, network: Option<&str>) -> Vec<(String, String)> {
     let (address, props) = match network {
@@ -119,7 +119,10 @@ pub fn common_env(spec: &ClusterSpec, network: Option<&str>) -> Vec<(String, Str
             p.push_str("jobmanager.rpc.address: 127.0.0.1\n");
             ("127.0.0.1".to_string(), p)
         }
-        Some(_) => (kube::JOBMANAGER.to_string(), kube::flink_properties(spec)),
+        Some(_) => (
+            flink_process::JOBMANAGER.to_string(),
+            flink_process::flink_properties(spec),
+        ),
     };
     vec![
         ("JOB_MANAGER_RPC_ADDRESS".into(), address),
@@ -190,11 +193,16 @@ impl DockerCluster {
             memory_limit: None,
             binds: vec![],
             network: opts.network.clone(),
-            network_alias: opts.network.as_ref().map(|_| kube::JOBMANAGER.to_string()),
-            publish: opts
+            network_alias: opts
                 .network
                 .as_ref()
-                .map(|_| (format!("127.0.0.1:{rest_port}"), kube::REST_PORT as u16)),
+                .map(|_| flink_process::JOBMANAGER.to_string()),
+            publish: opts.network.as_ref().map(|_| {
+                (
+                    format!("127.0.0.1:{rest_port}"),
+                    flink_process::REST_PORT as u16,
+                )
+            }),
             labels: cluster.labels(),
         };
         cluster.run_container(&jm)?;
@@ -450,7 +458,7 @@ mod tests {
     fn user_network_configures_like_the_pods() {
         let env = common_env(&spec(), Some("flink"));
         assert_eq!(env[0].1, "jobmanager");
-        assert_eq!(env[1].1, kube::flink_properties(&spec()));
+        assert_eq!(env[1].1, flink_process::flink_properties(&spec()));
         assert!(env[1].1.contains("rest.port: 8081\n"));
     }
 

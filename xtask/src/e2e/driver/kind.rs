@@ -20,12 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use xshell::{cmd, Shell};
 
+use super::kube::{self, KubeParams, JOBMANAGER, TASKMANAGER, TASKMANAGER_SELECTOR};
 use crate::e2e::cluster::{
     dump_times_probe, parse_dump_times, parse_memory_probe, probe_while_running, Allocator,
     Cluster, ClusterSpec, ContainerMemory, MEMORY_PROBE,
 };
 use crate::e2e::flink_rest::FlinkRest;
-use crate::e2e::kube::{self, KubeParams, JOBMANAGER, TASKMANAGER, TASKMANAGER_SELECTOR};
 use crate::heap_profile::ContainerFiles;
 use crate::heap_profile::{self, DUMP_DIR};
 use crate::kubectl::{error_text, on_path, Kubectl, KUBECTL_INSTALL};

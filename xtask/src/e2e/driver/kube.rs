@@ -31,41 +31,22 @@
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
+pub use super::flink_process::{
+    flink_properties, BLOB_PORT, JOBMANAGER, OWNED_CONF_KEYS, REST_PORT, RPC_PORT,
+    TASKMANAGER_RPC_PORT,
+};
 use crate::e2e::cluster::{Allocator, ClusterSpec};
 use crate::heap_profile::DUMP_DIR;
 pub use crate::heap_profile::{start_dirs, start_script};
 
 /// The `flink` user of the official images (and of the fixture image).
 pub const FLINK_UID: i64 = 9999;
-/// Name of the JobManager's Service: the address TaskManagers and the port-forward use.
-pub const JOBMANAGER: &str = "jobmanager";
 /// Name of the TaskManager's Deployment and container.
 pub const TASKMANAGER: &str = "taskmanager";
 /// Label selecting the TaskManager's pods: `component=taskmanager` (with `app=flink`).
 pub const TASKMANAGER_SELECTOR: &str = "app=flink,component=taskmanager";
 /// Label selecting the JobManager's pods.
 pub const JOBMANAGER_SELECTOR: &str = "app=flink,component=jobmanager";
-pub const RPC_PORT: i32 = 6123;
-pub const BLOB_PORT: i32 = 6124;
-/// The REST API and web UI inside the cluster (the port-forward's remote side).
-pub const REST_PORT: i32 = 8081;
-/// The TaskManager's RPC port.
-pub const TASKMANAGER_RPC_PORT: i32 = 6122;
-
-/// `flink-conf.yaml` keys the manifests own: the cluster's addresses and ports inside
-/// Kubernetes. A [`ClusterSpec`] entry with one of these keys is dropped (`rest.port` there
-/// is the port on this machine, the local side of the port-forward).
-pub const OWNED_CONF_KEYS: &[&str] = &[
-    "jobmanager.rpc.address",
-    "jobmanager.rpc.port",
-    "blob.server.port",
-    "rest.address",
-    "rest.bind-address",
-    "rest.port",
-    "taskmanager.rpc.port",
-    "taskmanager.numberOfTaskSlots",
-];
-
 /// What the manifests are generated from.
 #[derive(Debug, Clone)]
 pub struct KubeParams<'a> {
@@ -124,28 +105,6 @@ pub fn quantity(bytes: u64) -> String {
     } else {
         bytes.to_string()
     }
-}
-
-/// The `FLINK_PROPERTIES` text: the spec's entries minus [`OWNED_CONF_KEYS`], then the
-/// cluster's own addresses and ports; one `key: value` per line.
-pub fn flink_properties(spec: &ClusterSpec) -> String {
-    let mut out = String::new();
-    for (k, v) in &spec.conf {
-        if !OWNED_CONF_KEYS.contains(&k.as_str()) {
-            out.push_str(&format!("{k}: {v}\n"));
-        }
-    }
-    for (k, v) in [
-        ("jobmanager.rpc.address", JOBMANAGER.to_string()),
-        ("jobmanager.rpc.port", RPC_PORT.to_string()),
-        ("blob.server.port", BLOB_PORT.to_string()),
-        ("rest.port", REST_PORT.to_string()),
-        ("taskmanager.rpc.port", TASKMANAGER_RPC_PORT.to_string()),
-        ("taskmanager.numberOfTaskSlots", "1".to_string()),
-    ] {
-        out.push_str(&format!("{k}: {v}\n"));
-    }
-    out
 }
 
 fn labels(component: &str) -> BTreeMap<String, String> {

@@ -1,0 +1,125 @@
+//! The verdict: every run saw the restarts asked for, and the profiling run shows what the
+//! scenario expects (a growing site named, or none for a control).
+
+use super::model::Run;
+use crate::analyze::sites::Site;
+use crate::analyze::Analysis;
+use crate::e2e::scenario::{Expect, Plan};
+
+pub fn verdict(runs: &[Run], plan: &Plan) -> Vec<String> {
+    let mut failures = Vec::new();
+    for r in runs {
+        let a = r.allocator.name();
+        if r.restarts < plan.restarts {
+            failures.push(format!("{a}: {} of {} restarts", r.restarts, plan.restarts));
+        }
+        if !r.allocator.profiles() {
+            continue;
+        }
+        match &r.analysis {
+            None => failures.push(format!("{a}: no heap dumps analysed")),
+            Some(an) if an.dumps.len() < 2 => {
+                failures.push(format!("{a}: only {} dump(s) analysed", an.dumps.len()))
+            }
+            Some(an) => failures.extend(expectations(
+                an,
+                &plan.expect,
+                r.expected_bytes_per_restart,
+                a,
+            )),
+        }
+    }
+    failures
+}
+
+fn kib(bytes: f64) -> String {
+    format!("{:.0} KiB", bytes / 1024.0)
+}
+
+/// The matching site that grows fastest.
+pub fn fastest_match<'a>(sites: &'a [Site], pattern: &str) -> Option<&'a Site> {
+    let re = regex::Regex::new(pattern).ok()?;
+    sites
+        .iter()
+        .filter(|s| re.is_match(&s.site))
+        .max_by(|a, b| a.slope().total_cmp(&b.slope()))
+}
+
+/// What the scenario expects of a profiling run's analysis, as failures; `expected` is the
+/// leak's bytes per restart on this run's TaskManager.
+pub fn expectations(an: &Analysis, e: &Expect, expected: Option<f64>, who: &str) -> Vec<String> {
+    let mut f = Vec::new();
+    if let Some(p) = &e.in_diff {
+        let re = regex::Regex::new(p).ok();
+        // Every growing line of the difference (the top ones where that is all there is).
+        let lines = if an.growing.is_empty() {
+            &an.top_diff
+        } else {
+            &an.growing
+        };
+        let named = lines
+            .iter()
+            .filter(|l| !l.starts_with('-'))
+            .any(|l| re.as_ref().is_some_and(|re| re.is_match(l)));
+        if !named {
+            f.push(format!(
+                "{who}: no frame matching {p} among the sites that hold more memory in {} than in {} \
+                 (is the profiler attributing the job's native memory?)",
+                an.last, an.base
+            ));
+        }
+    }
+    let (Some(p), Some(expected)) = (&e.site, expected) else {
+        return f;
+    };
+    if an.sites.is_empty() {
+        f.push(format!(
+            "{who}: no growth per site (the dumps carry no times)"
+        ));
+        return f;
+    }
+    let best = fastest_match(&an.sites, p);
+    match (e.grows, best) {
+        (true, None) => f.push(format!("{who}: no allocation site matches {p}")),
+        (true, Some(s)) => {
+            let r2 = s.growth.and_then(|g| g.r2).unwrap_or(0.0);
+            let points = s.growth.map_or(0, |g| g.n);
+            if points < 3 {
+                f.push(format!(
+                    "{who}: {} was read in {points} dump(s); a line needs 3 or more (run more restarts)",
+                    s.site
+                ));
+            } else if !s.grows() {
+                f.push(format!(
+                    "{who}: {} is not shown to grow: {} KiB per restart, 95% interval {} holds zero",
+                    s.site,
+                    s.growth.map_or("n/a".into(), |g| g.plus_minus(1024.0, 1)),
+                    s.growth.map_or("n/a".into(), |g| g.interval(1024.0, 1)),
+                ));
+            } else if r2 < e.min_r2 {
+                f.push(format!(
+                    "{who}: {} grows {} per restart with R² {r2:.2}, under {}: not linear",
+                    s.site,
+                    kib(s.slope()),
+                    e.min_r2
+                ));
+            }
+            if s.slope() < expected / 2.0 || s.slope() > expected * 2.0 {
+                f.push(format!(
+                    "{who}: {} grows {} per restart; expected {} (within a factor of 2)",
+                    s.site,
+                    kib(s.slope()),
+                    kib(expected)
+                ));
+            }
+        }
+        (false, Some(s)) if s.slope() >= expected / 4.0 => f.push(format!(
+            "{who}: {} grows {} per restart in the control; it must stay under {}",
+            s.site,
+            kib(s.slope()),
+            kib(expected / 4.0)
+        )),
+        (false, _) => {}
+    }
+    f
+}
