@@ -20,6 +20,7 @@
 //! its arithmetic in `bench/stats.rs`).
 
 pub mod cost;
+pub mod cost_model;
 pub mod cost_report;
 pub mod stats;
 
@@ -53,8 +54,8 @@ pub struct BenchArgs {
     pub image: Option<PathBuf>,
     /// The configurations to measure.
     #[arg(long, value_enum, value_delimiter = ',',
-          default_values_t = cost::Config::ALL)]
-    pub configs: Vec<cost::Config>,
+          default_values_t = cost_model::Config::ALL)]
+    pub configs: Vec<cost_model::Config>,
     /// Rounds: every configuration runs once per round, each round in a rotated order.
     #[arg(long, default_value_t = 2)]
     pub repeats: u32,

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-use super::cost::{Config, RunRecord};
+use super::cost_model::{Config, RunRecord};
 use super::stats::{self, Estimate, Window};
 use crate::plot;
 use crate::provenance::Provenance;
