@@ -169,12 +169,7 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
     if args.driver.is_none() {
         progress::note(format!("--driver {}", flag(&driver)));
     }
-    let out = args
-        .report
-        .clone()
-        .unwrap_or_else(|| crate::project::root().join("target/flink-jemalloc/e2e-report"));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let out = std::path::absolute(&out)?;
+    let out = report_dir(args)?;
     let work = tempfile::Builder::new().prefix(".e2e-").tempdir_in(&out)?;
     let _work_teardown = teardown::remove_on_interrupt(work.path());
     let layout = crate::oci::open_image(&args.image, work.path())?;
@@ -236,6 +231,16 @@ pub fn e2e(args: &E2eArgs) -> Result<Report> {
     );
     report.write(&out)?;
     Ok(report)
+}
+
+/// `--report`, made and absolute [default: target/flink-jemalloc/e2e-report].
+fn report_dir(args: &E2eArgs) -> Result<PathBuf> {
+    let out = args
+        .report
+        .clone()
+        .unwrap_or_else(|| crate::project::root().join("target/flink-jemalloc/e2e-report"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    Ok(std::path::absolute(&out)?)
 }
 
 /// The scenario resolved for the image's Flink, and the job compiled for it (the 2.x job

@@ -29,11 +29,10 @@ use crate::project;
 use crate::spec::{FlinkSpec, JemallocSpec};
 use base::{Base, Target};
 use config::Jemalloc;
+use lock::DebPin;
 use lock::{BaseLock, JemallocLock, Lock, SysrootLock};
-pub use output::{Format, LoadTarget};
-pub use request::{Request, DEFAULT_MALLOC_CONF};
+pub use request::{Format, LoadTarget, Request, DEFAULT_MALLOC_CONF};
 use run::Run;
-use tools_layer::DebPin;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImageArgs {

@@ -2,7 +2,7 @@
 //!
 //! `main.rs` only parses flags. Each subcommand is a module named for it (`fetch`, `build`,
 //! `image`, `e2e`, `deploy`, `analyze`, `collect`, `publish`, `bench`, `fixtures`), with its parts in
-//! a folder of the same name once it has parts (`build/sysroot.rs`, `e2e/kind_cluster.rs`).
+//! a folder of the same name once it has parts (`build/sysroot.rs`, `e2e/driver/kind.rs`).
 //! The rest is shared by several of them: HTTP downloads into the cache (`download`) and the
 //! registry client (`registry`), archives (`unpack`), OCI images (`oci`), Debian formats
 //! (`debian`), digests, progress, the project's layout and specs, the engines' CLIs

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::Path;
 use xshell::{cmd, Shell};
 
-use crate::debian::{self, PackageRecord};
+use super::format::{self as debian, PackageRecord};
 use crate::download::Downloader;
 use crate::progress;
 use crate::project::Cache;

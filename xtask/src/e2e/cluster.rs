@@ -1,7 +1,7 @@
 //! What the e2e scenario needs from a running Flink cluster, whatever runs it: the REST API,
 //! the TaskManager's memory, a way to kill the TaskManager (and get a new one), and the heap
-//! dumps with the libraries they map. `docker_cluster` (a Docker engine), `runc_cluster`
-//! (root and runc, no engine) and `kind_cluster` (a kind cluster) implement it.
+//! dumps with the libraries they map. The drivers in `e2e/driver/` implement it: `docker`
+//! (a Docker engine), `runc` (root and runc, no engine) and `kind` (a kind cluster).
 
 use anyhow::Result;
 use serde::Serialize;

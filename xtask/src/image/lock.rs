@@ -19,7 +19,7 @@ pub struct Lock {
     pub sysroot: SysrootLock,
     /// jeprof's tools (binutils, graphviz, perl, file and what they need) not in the base.
     #[serde(default)]
-    pub tools: Vec<crate::image::tools_layer::DebPin>,
+    pub tools: Vec<DebPin>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -152,6 +152,21 @@ pub fn require(path: &Path, lock: Option<&Lock>, req: &Request) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// One `.deb` of the tools layer, as the lock records it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DebPin {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub multi_arch: Option<String>,
+    pub filename: String,
+    pub size: u64,
+    pub sha256: String,
+    /// `<mirror> <suite>/<component>` the package came from.
+    pub repository: String,
 }
 
 #[cfg(test)]

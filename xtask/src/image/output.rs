@@ -8,17 +8,11 @@ use xshell::{cmd, Shell};
 
 use super::cache::CacheBlobs;
 use super::config::Assembled;
+use super::request::{Format, LoadTarget};
 use super::run::Run;
 use crate::oci::{self, BlobSource};
 use crate::progress::{self, Step};
 use crate::registry::Reference;
-
-/// The form of a `.tar` output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Oci,
-    DockerArchive,
-}
 
 /// Where the image went.
 pub struct Outputs {
@@ -109,37 +103,6 @@ fn push(run: &Run, image: &Assembled, target: &Reference) -> Result<String> {
         "{}/{}@{digest}",
         target.registry, target.repository
     ))
-}
-
-/// Where `--load` puts the image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LoadTarget {
-    /// The Docker engine (`docker load`).
-    Docker,
-    /// The node of the kind cluster of this name (`kind load image-archive --name`).
-    Kind(String),
-}
-
-impl LoadTarget {
-    /// A Docker engine that answers; `kind`, `kubectl` and `docker` for a kind cluster.
-    pub fn require(&self) -> Result<()> {
-        match self {
-            LoadTarget::Docker => crate::docker::require("--load"),
-            LoadTarget::Kind(_) => crate::e2e::driver::kind::require_tools(),
-        }
-    }
-
-    /// `docker`, or `kind=<cluster>`.
-    pub fn parse(s: &str) -> Result<LoadTarget, String> {
-        match s.split_once('=') {
-            None if s == "docker" => Ok(LoadTarget::Docker),
-            Some(("kind", name)) if !name.is_empty() => Ok(LoadTarget::Kind(name.to_string())),
-            _ => Err(format!(
-                "`{s}`: --load takes `docker` (the default) or `kind=<cluster>` \
-                 (e.g. --load kind=flink-jemalloc)"
-            )),
-        }
-    }
 }
 
 /// `--load`: the image as a docker-archive named [`crate::docker::image_name`] of its tag,

@@ -1,9 +1,9 @@
 //! What one `image` (or `lock`) run is asked for: the pipeline's input. `ImageArgs` converts
 //! into it; `publish` and `bench` build it directly.
 
+use anyhow::Result;
 use std::path::PathBuf;
 
-use super::output::{Format, LoadTarget};
 use crate::fetch::SourceArgs;
 
 /// The seed recipe's profiling settings, baked in with `--preload`.
@@ -62,6 +62,44 @@ impl Request {
             source_date_epoch: 0,
             source: SourceArgs::default(),
             cache_dir: None,
+        }
+    }
+}
+
+/// The form of a `.tar` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Oci,
+    DockerArchive,
+}
+
+/// Where `--load` puts the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadTarget {
+    /// The Docker engine (`docker load`).
+    Docker,
+    /// The node of the kind cluster of this name (`kind load image-archive --name`).
+    Kind(String),
+}
+
+impl LoadTarget {
+    /// A Docker engine that answers; `kind`, `kubectl` and `docker` for a kind cluster.
+    pub fn require(&self) -> Result<()> {
+        match self {
+            LoadTarget::Docker => crate::docker::require("--load"),
+            LoadTarget::Kind(_) => crate::e2e::driver::kind::require_tools(),
+        }
+    }
+
+    /// `docker`, or `kind=<cluster>`.
+    pub fn parse(s: &str) -> Result<LoadTarget, String> {
+        match s.split_once('=') {
+            None if s == "docker" => Ok(LoadTarget::Docker),
+            Some(("kind", name)) if !name.is_empty() => Ok(LoadTarget::Kind(name.to_string())),
+            _ => Err(format!(
+                "`{s}`: --load takes `docker` (the default) or `kind=<cluster>` \
+                 (e.g. --load kind=flink-jemalloc)"
+            )),
         }
     }
 }

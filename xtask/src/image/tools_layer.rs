@@ -7,7 +7,7 @@
 //! outputs (`/etc/ld.so.cache`, `config6a`) go into the layer.
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
@@ -15,6 +15,7 @@ use xshell::{cmd, Shell};
 use super::base::{Base, Target};
 use super::cache::{cached_layer, CacheBlobs};
 use super::inspect::{excluded, BaseFacts, PathFilter};
+use super::lock::DebPin;
 use super::run::Run;
 use crate::oci::{self, Blob};
 
@@ -32,21 +33,6 @@ use crate::unpack::{self, AbsoluteLinks};
 pub struct Tools {
     pub pins: Vec<DebPin>,
     pub layer: oci::LayerRef,
-}
-
-/// One `.deb` of the tools layer, as the lock records it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct DebPin {
-    pub name: String,
-    pub version: String,
-    pub arch: String,
-    pub multi_arch: Option<String>,
-    pub filename: String,
-    pub size: u64,
-    pub sha256: String,
-    /// `<mirror> <suite>/<component>` the package came from.
-    pub repository: String,
 }
 
 /// Resolves the tools against the repository's index and the base's dpkg status.

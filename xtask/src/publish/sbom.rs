@@ -409,8 +409,8 @@ pub fn to_bytes(input: &Input) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::build::sysroot::Pinned;
+    use crate::image::lock::DebPin;
     use crate::image::lock::{BaseLock, JemallocLock, SysrootLock};
-    use crate::image::tools_layer::DebPin;
 
     fn lock(os: &str, suite: &str) -> Lock {
         Lock {
