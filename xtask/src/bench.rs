@@ -224,7 +224,7 @@ fn builds(
         ..BuildArgs::new(source.clone(), "bullseye", mirror, &cache)
     };
     let t = Instant::now();
-    let tree = build::build(&build_args)?.dir;
+    let tree = build::jemalloc(&build_args)?.dir;
     let cold = t.elapsed().as_secs_f64();
     rows.push((
         "cold `cargo xtask build` (sysroot, patches, gates, smoke run)".into(),
@@ -239,7 +239,7 @@ fn builds(
         ),
     ));
     let t = Instant::now();
-    build::build(&build_args)?;
+    build::jemalloc(&build_args)?;
     rows.push((
         "warm `cargo xtask build` (up to date)".into(),
         format!("{:.2} s", t.elapsed().as_secs_f64()),
@@ -302,7 +302,7 @@ fn images(
         ..image::Request::new("1.10.3")
     };
     let t = Instant::now();
-    image::image(&request)?;
+    image::make(&request)?;
     let cold = t.elapsed().as_secs_f64();
     rows.push((
         "cold `cargo xtask image` (pull 250 MB base, build, layer, write)".into(),
@@ -310,7 +310,7 @@ fn images(
     ));
     tools_layer_size(&w.join("layout"), rows)?;
     let t = Instant::now();
-    image::image(&image::Request {
+    image::make(&image::Request {
         locked: true,
         output: Some(w.join("layout-warm")),
         ..request

@@ -113,11 +113,11 @@ pub struct PatchInfo {
 }
 
 pub fn run(args: BuildArgs) -> Result<()> {
-    println!("{}", build(&args)?.dir.display());
+    println!("{}", jemalloc(&args)?.dir.display());
     Ok(())
 }
 
-/// What [`build`] gives: the installed tree, what it holds, and whether this run compiled
+/// What [`jemalloc`] gives: the installed tree, what it holds, and whether this run compiled
 /// it (or found it up to date).
 pub struct Output {
     pub dir: PathBuf,
@@ -154,7 +154,7 @@ struct Configured {
 /// Builds (or finds up to date) and returns the output directory and what it holds:
 /// inputs → (up to date?) → tree with patches → configure [unwinder gate] → make → install
 /// → [library gates, smoke run] → output.
-pub fn build(args: &BuildArgs) -> Result<Output> {
+pub fn jemalloc(args: &BuildArgs) -> Result<Output> {
     let inputs = gather(args)?;
     // One build of this output at a time; a run that waited finds it up to date.
     let _lock = inputs

@@ -145,7 +145,7 @@ pub struct E2eArgs {
 }
 
 pub fn run(args: E2eArgs) -> Result<()> {
-    let report = e2e(&args)?;
+    let report = run_scenario(&args)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     if !report.passed {
         bail!("e2e verdict: {}", report.verdict.join("; "));
@@ -154,7 +154,7 @@ pub fn run(args: E2eArgs) -> Result<()> {
 }
 
 /// Runs the scenario and writes the report; an `Ok` report may still have failed its verdict.
-pub fn e2e(args: &E2eArgs) -> Result<Report> {
+pub fn run_scenario(args: &E2eArgs) -> Result<Report> {
     let started = Instant::now();
     let driver = args.driver.unwrap_or_else(Driver::default_here);
     driver::require(driver)?;

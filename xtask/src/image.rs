@@ -1,7 +1,7 @@
 //! `cargo xtask image --flink X`: the official Flink image plus a profiling jemalloc under
 //! `/opt/jemalloc`, built without a Docker daemon and bit-for-bit reproducibly.
 //!
-//! The pipeline, one stage each ([`image`]): resolve the spec and the lock → pull the base
+//! The pipeline, one stage each ([`make`]): resolve the spec and the lock → pull the base
 //! (`base`) → inspect it: suite, libc6, apt sources (`base`, `inspect`) → build jemalloc
 //! against that suite (`crate::build`) → the jeprof tools layer (`tools_layer`, `deps`) →
 //! layer, config and manifest (`config`) → layout, tarball, push, load (`output`) → lock
@@ -181,7 +181,7 @@ pub fn run(args: ImageArgs) -> Result<()> {
         target.require()?;
     }
     let req = args.into_request()?;
-    let built = image(&req)?;
+    let built = make(&req)?;
     if req.lock_only {
         println!("{}", built.output.display());
     } else {
@@ -218,7 +218,7 @@ pub fn upstream_version(v: &str) -> &str {
 
 /// `image` (and `lock`): spec and lock → pull the base → inspect it → build jemalloc →
 /// tools layer → assemble → write outputs → lock.
-pub fn image(req: &Request) -> Result<Built> {
+pub fn make(req: &Request) -> Result<Built> {
     if !req.lock_only && !crate::rootless::is_root() {
         // Before any work: the in-image steps (ldconfig, `dot -c`) need a user namespace.
         crate::rootless::require_userns()?;
@@ -298,7 +298,7 @@ fn sysroot_request(run: &Run, target: &Target) -> sysroot::Request {
 /// Stage 3: jemalloc built against the target's suite (as `cargo xtask build` does, gates
 /// included); a sysroot whose glibc differs from the base's is refused.
 fn build_jemalloc(run: &Run, target: &Target) -> Result<Jemalloc> {
-    let built = build::build(&BuildArgs {
+    let built = build::jemalloc(&BuildArgs {
         sysroot_pins: run.usable.as_ref().map(|l| l.sysroot.packages.clone()),
         keyring: target.keyring.clone(),
         ..BuildArgs::new(

@@ -23,7 +23,7 @@ pub struct JobArgs {
 }
 
 pub fn run(args: JobArgs) -> Result<()> {
-    let jar = job(&args.image, &args.out)?;
+    let jar = compile(&args.image, &args.out)?;
     progress::note(format!(
         "main class {} (the jar's Main-Class); arguments --fail-every-ms N (default 20000), \
          --keys N (100000), --value-bytes N (256), --records-per-second N (20000)",
@@ -35,7 +35,7 @@ pub fn run(args: JobArgs) -> Result<()> {
 
 /// Compiles the job against the flink-dist of `image` (a layout, or a tarball of one, or a
 /// docker-archive) into `out/rocksdb-restart-job.jar`.
-pub fn job(image: &Path, out: &Path) -> Result<PathBuf> {
+pub fn compile(image: &Path, out: &Path) -> Result<PathBuf> {
     crate::oci::check_image(image)?;
     // The work (the unpacked image) beside `out`, which is made only for the jar.
     let (work, _work_teardown) = crate::project::work_dir_beside(out, ".job-")?;

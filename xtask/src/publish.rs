@@ -220,7 +220,7 @@ pub fn run(args: PublishArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let published = publish(&args, &plan, &dir)?;
+    let published = all(&args, &plan, &dir)?;
     for p in &published {
         println!("{}@{} {} sbom {}", p.image, p.digest, p.tag, p.sbom_digest);
     }
@@ -246,7 +246,7 @@ pub fn image_request(args: &PublishArgs, spec: &str, output: &Path) -> image::Re
 }
 
 /// Builds, pushes and tags every spec of `plan`, with its SBOM; writes `--report`.
-pub fn publish(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Published>> {
+pub fn all(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Published>> {
     let root = project::root();
     let jspec = JemallocSpec::load(&root)?;
     let jemalloc = sbom::Jemalloc {
@@ -286,7 +286,7 @@ pub fn publish(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Publis
             spec.base, target.registry, target.repository
         ));
         let layout = work.path().join(name);
-        let built = image::image(&image_request(args, name, &layout))
+        let built = image::make(&image_request(args, name, &layout))
             .with_context(|| format!("building spec `{name}`"))?;
         let pushed = push_image(&client, &target, &built, &tag)?;
         let lock = &built.lock;
