@@ -12,27 +12,23 @@ pub mod cache;
 pub mod config;
 pub mod deps;
 pub mod inspect;
+pub mod jemalloc;
 pub mod lock;
+pub mod locking;
 pub mod output;
 pub mod request;
 pub mod run;
 pub mod tools_layer;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-use crate::build::sysroot;
-use crate::build::{self, BuildArgs};
 use crate::fetch::SourceArgs;
 use crate::progress;
 use crate::project;
 use crate::spec::{FlinkSpec, JemallocSpec};
-use base::{Base, Target};
-use config::Jemalloc;
-use lock::DebPin;
-use lock::{BaseLock, JemallocLock, Lock, SysrootLock};
+use lock::Lock;
 pub use request::{Format, LoadTarget, Request, DEFAULT_MALLOC_CONF};
-use run::Run;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImageArgs {
@@ -210,12 +206,6 @@ pub fn list_table(dir: &Path) -> Result<String> {
     Ok(out)
 }
 
-/// The upstream part of a Debian version: `2.31-13+deb11u5` → `2.31`.
-pub fn upstream_version(v: &str) -> &str {
-    let v = v.split_once(':').map_or(v, |(_, r)| r);
-    v.rsplit_once('-').map_or(v, |(u, _)| u)
-}
-
 /// `image` (and `lock`): spec and lock → pull the base → inspect it → build jemalloc →
 /// tools layer → assemble → write outputs → lock.
 pub fn make(req: &Request) -> Result<Built> {
@@ -228,21 +218,27 @@ pub fn make(req: &Request) -> Result<Built> {
     let base = base::pull(&run)?;
     let target = base::inspect(&run, &base)?;
     if req.lock_only {
-        return lock_afresh(&run, &base, &target);
+        let lock = locking::afresh(&run, &base, &target)?;
+        return Ok(Built {
+            manifest_digest: base.digest.clone(),
+            output: run.lock_path.clone(),
+            pushed: None,
+            lock,
+        });
     }
-    let jemalloc = build_jemalloc(&run, &target)?;
+    let jemalloc = jemalloc::build(&run, &target)?;
     let tools = tools_layer::stage(&run, &base, &target)?;
     let image = config::assemble(&run, &base, &target, &jemalloc, &tools)?;
     let outputs = output::write(&run, &image)?;
     let compiled = jemalloc.compiled;
-    let lock = new_lock(
+    let lock = locking::of_run(
         &run,
         &base,
         &target,
         jemalloc.info.sysroot_packages,
         tools.pins,
     );
-    keep_lock(&run, &lock)?;
+    locking::keep(&run, &lock)?;
     let requests = crate::download::requests() - requests_before;
     if requests == 0 && !compiled {
         progress::note("warm: every input from the cache and the lock (no network, no compile)");
@@ -260,131 +256,6 @@ pub fn make(req: &Request) -> Result<Built> {
     })
 }
 
-/// `cargo xtask lock`: the sysroot and tools packages resolved afresh and the lock written;
-/// nothing is built.
-fn lock_afresh(run: &Run, base: &Base, target: &Target) -> Result<Built> {
-    let sysroot_pins = sysroot::resolve(&run.dl, &run.cache, &sysroot_request(run, target))?;
-    let repo = target.repo(&run.debian.arch);
-    let tools = tools_layer::resolve(&run.dl, &run.cache, &repo, &target.facts.dpkg_status)?;
-    let lock = new_lock(run, base, target, sysroot_pins, tools);
-    if run.existing.as_ref() == Some(&lock) {
-        progress::note(format!("{} is up to date", run.lock_path.display()));
-    } else {
-        lock.write(&run.lock_path)?;
-        progress::note(format!("wrote {}", run.lock_path.display()));
-    }
-    Ok(Built {
-        manifest_digest: base.digest.clone(),
-        output: run.lock_path.clone(),
-        pushed: None,
-        lock,
-    })
-}
-
-/// The sysroot the target's suite gets.
-fn sysroot_request(run: &Run, target: &Target) -> sysroot::Request {
-    sysroot::Request {
-        mirror: target.mirror.clone(),
-        suite: target.suite.clone(),
-        component: target.suite_spec.component.clone(),
-        arch: run.debian.arch.clone(),
-        packages: target.suite_spec.packages.clone(),
-        dev_links: run.debian.dev_links.clone(),
-        pins: None,
-        keyring: target.keyring.clone(),
-    }
-}
-
-/// Stage 3: jemalloc built against the target's suite (as `cargo xtask build` does, gates
-/// included); a sysroot whose glibc differs from the base's is refused.
-fn build_jemalloc(run: &Run, target: &Target) -> Result<Jemalloc> {
-    let built = build::jemalloc(&BuildArgs {
-        sysroot_pins: run.usable.as_ref().map(|l| l.sysroot.packages.clone()),
-        keyring: target.keyring.clone(),
-        ..BuildArgs::new(
-            SourceArgs {
-                url: Some(run.jemalloc_url.clone()),
-                sha256: Some(run.jemalloc_sha.clone()),
-            },
-            &target.suite,
-            &target.mirror,
-            &run.cache.dir,
-        )
-    })?;
-    let info = built.info;
-    let libc6 = &target.libc6;
-    let sys_libc = info
-        .sysroot_packages
-        .iter()
-        .find(|p| p.name == "libc6")
-        .map(|p| p.version.clone())
-        .context("the sysroot has no libc6")?;
-    if upstream_version(&sys_libc) != upstream_version(libc6) {
-        bail!(
-            "the {} sysroot has libc6 {sys_libc}, the base has {libc6}: a library built \
-             against a newer glibc may not load. Point --mirror at a repository with the base's version",
-            target.suite
-        );
-    }
-    if sys_libc != *libc6 {
-        progress::note(format!(
-            "libc6 {sys_libc} in the sysroot, {libc6} in the base: same glibc {}",
-            upstream_version(libc6)
-        ));
-    }
-    Ok(Jemalloc {
-        tree: built.dir,
-        info,
-        sys_libc,
-        compiled: built.compiled,
-    })
-}
-
-/// The lock of this run's inputs.
-fn new_lock(
-    run: &Run,
-    base: &Base,
-    target: &Target,
-    sysroot_packages: Vec<sysroot::Pinned>,
-    tools: Vec<DebPin>,
-) -> Lock {
-    Lock {
-        version: 1,
-        flink: run.spec.flink.clone(),
-        source_date_epoch: run.req.source_date_epoch,
-        base: BaseLock {
-            reference: run.base_text.clone(),
-            index_digest: base.index_digest.clone(),
-            manifest_digest: base.digest.clone(),
-            os: target.facts.os_id.clone(),
-            suite: target.suite.clone(),
-            libc6: target.libc6.clone(),
-        },
-        jemalloc: JemallocLock {
-            url: run.jemalloc_url.clone(),
-            sha256: run.jemalloc_sha.clone(),
-        },
-        sysroot: SysrootLock {
-            mirror: target.mirror.clone(),
-            packages: sysroot_packages,
-        },
-        tools,
-    }
-}
-
-/// Stage 7: the lock, written on first resolution and unchanged afterwards (`--locked`
-/// refuses a change).
-fn keep_lock(run: &Run, lock: &Lock) -> Result<()> {
-    if run.existing.as_ref() != Some(lock) {
-        if run.req.locked {
-            bail!("--locked: {} would change", run.lock_path.display());
-        }
-        lock.write(&run.lock_path)?;
-        progress::note(format!("wrote {}", run.lock_path.display()));
-    }
-    Ok(())
-}
-
 /// `--label KEY=VALUE`: a key that is not empty and has no space, and its value.
 pub fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -400,13 +271,6 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn upstream_versions() {
-        assert_eq!(upstream_version("2.31-13+deb11u5"), "2.31");
-        assert_eq!(upstream_version("1:4.4.18-4"), "4.4.18");
-        assert_eq!(upstream_version("2.28"), "2.28");
-    }
 
     #[test]
     fn list_names_every_spec() {

@@ -7,21 +7,11 @@ use serde_json::Value;
 
 use super::base::{Base, Target};
 use super::cache::{cache_blob, cached_layer};
+use super::jemalloc::Jemalloc;
 use super::run::Run;
 use super::tools_layer::Tools;
-use crate::build::BuildInfo;
 use crate::oci::{self, Blob, ConfigChanges};
 use crate::progress::Step;
-use std::path::PathBuf;
-
-/// The jemalloc build for the target, and the sysroot's libc6 version.
-pub struct Jemalloc {
-    pub tree: PathBuf,
-    pub info: BuildInfo,
-    pub sys_libc: String,
-    /// Whether this run compiled it.
-    pub compiled: bool,
-}
 
 /// The new image: its config and manifest blobs, its layer descriptors, every blob it
 /// names (config first), and the tag its layout gets.

@@ -1,0 +1,87 @@
+//! The last stage of `image`, and all of `lock`: the lock of a run's inputs made from what
+//! the stages resolved ([`of_run`]), written on first resolution and kept unchanged after
+//! ([`keep`]; `--locked` refuses a change), or resolved afresh without building ([`afresh`]).
+
+use anyhow::{bail, Result};
+
+use super::base::{Base, Target};
+use super::lock::{BaseLock, DebPin, JemallocLock, Lock, SysrootLock};
+use super::run::Run;
+use super::tools_layer;
+use crate::build::sysroot;
+use crate::progress;
+
+/// `cargo xtask lock`: the sysroot and tools packages resolved afresh and the lock written;
+/// nothing is built.
+pub fn afresh(run: &Run, base: &Base, target: &Target) -> Result<Lock> {
+    let sysroot_pins = sysroot::resolve(&run.dl, &run.cache, &sysroot_request(run, target))?;
+    let repo = target.repo(&run.debian.arch);
+    let tools = tools_layer::resolve(&run.dl, &run.cache, &repo, &target.facts.dpkg_status)?;
+    let lock = of_run(run, base, target, sysroot_pins, tools);
+    if run.existing.as_ref() == Some(&lock) {
+        progress::note(format!("{} is up to date", run.lock_path.display()));
+    } else {
+        lock.write(&run.lock_path)?;
+        progress::note(format!("wrote {}", run.lock_path.display()));
+    }
+    Ok(lock)
+}
+
+/// The sysroot the target's suite gets.
+fn sysroot_request(run: &Run, target: &Target) -> sysroot::Request {
+    sysroot::Request {
+        mirror: target.mirror.clone(),
+        suite: target.suite.clone(),
+        component: target.suite_spec.component.clone(),
+        arch: run.debian.arch.clone(),
+        packages: target.suite_spec.packages.clone(),
+        dev_links: run.debian.dev_links.clone(),
+        pins: None,
+        keyring: target.keyring.clone(),
+    }
+}
+
+/// The lock of this run's inputs.
+pub fn of_run(
+    run: &Run,
+    base: &Base,
+    target: &Target,
+    sysroot_packages: Vec<sysroot::Pinned>,
+    tools: Vec<DebPin>,
+) -> Lock {
+    Lock {
+        version: 1,
+        flink: run.spec.flink.clone(),
+        source_date_epoch: run.req.source_date_epoch,
+        base: BaseLock {
+            reference: run.base_text.clone(),
+            index_digest: base.index_digest.clone(),
+            manifest_digest: base.digest.clone(),
+            os: target.facts.os_id.clone(),
+            suite: target.suite.clone(),
+            libc6: target.libc6.clone(),
+        },
+        jemalloc: JemallocLock {
+            url: run.jemalloc_url.clone(),
+            sha256: run.jemalloc_sha.clone(),
+        },
+        sysroot: SysrootLock {
+            mirror: target.mirror.clone(),
+            packages: sysroot_packages,
+        },
+        tools,
+    }
+}
+
+/// Stage 7: the lock, written on first resolution and unchanged afterwards (`--locked`
+/// refuses a change).
+pub fn keep(run: &Run, lock: &Lock) -> Result<()> {
+    if run.existing.as_ref() != Some(lock) {
+        if run.req.locked {
+            bail!("--locked: {} would change", run.lock_path.display());
+        }
+        lock.write(&run.lock_path)?;
+        progress::note(format!("wrote {}", run.lock_path.display()));
+    }
+    Ok(())
+}
