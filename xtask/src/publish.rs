@@ -21,10 +21,11 @@ use crate::digest::Sha256Hex;
 use crate::fetch::SourceArgs;
 use crate::image;
 use crate::image::lock::Lock;
+use crate::oci::OCI_MANIFEST;
 use crate::oci::{self, Blob, BlobSource, LayoutBlobs};
 use crate::progress::{self, Step};
 use crate::project;
-use crate::registry::{Auths, Credentials, Reference, RegistryClient, OCI_MANIFEST};
+use crate::registry::{Auths, Credentials, Reference, RegistryClient};
 use crate::spec::{FlinkSpec, JemallocSpec};
 
 /// The OCI empty descriptor's media type and content (`{}`), the config of artifacts.

@@ -17,12 +17,8 @@ use std::time::Duration;
 use crate::digest::Sha256Hex;
 use crate::download;
 use crate::download::retry;
+use crate::oci::media::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use crate::project::Cache;
-
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 /// `registry/repository[:tag][@sha256:…]`. Docker Hub names get their implicit parts.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -235,7 +235,7 @@ fn push_with_basic_auth_to_a_real_registry() {
             .to_vec(),
     );
     let manifest = xtask::oci::Blob::new(
-        xtask::registry::OCI_MANIFEST,
+        xtask::oci::OCI_MANIFEST,
         xtask::oci::canonical(&xtask::oci::manifest(
             &config,
             &[layer.blob.descriptor()],
@@ -275,7 +275,7 @@ fn push_with_basic_auth_to_a_real_registry() {
         "skipped: already there"
     );
     let digest = client
-        .put_manifest(&r, "v1", &manifest.data, xtask::registry::OCI_MANIFEST)
+        .put_manifest(&r, "v1", &manifest.data, xtask::oci::OCI_MANIFEST)
         .unwrap();
     assert_eq!(digest, manifest.digest);
     let (back, _) = client.image_manifest(&r).unwrap();

@@ -21,11 +21,6 @@ const LONG_FILES: &[(&str, &str)] = &[
         "the kind driver: a session, a self-healing port-forward and the cluster, with the pod \
          status readers each behaviour needs and their unit tests",
     ),
-    (
-        "oci.rs",
-        "every OCI format the tool reads or writes (layer tars, configs, manifests, layouts, \
-         docker-archives) in one place, with its tests",
-    ),
 ];
 
 /// Functions allowed to be longer, and why.

@@ -67,7 +67,7 @@ pub fn assemble(
     annotations.extend(run.req.labels.iter().cloned());
     let manifest = cache_blob(
         &run.cache,
-        crate::registry::OCI_MANIFEST,
+        crate::oci::OCI_MANIFEST,
         oci::canonical(&oci::manifest(&config, &layers, &annotations)),
     )?;
     let mut blobs = vec![config.digest.clone()];

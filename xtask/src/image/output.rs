@@ -93,7 +93,7 @@ fn push(run: &Run, image: &Assembled, target: &Reference) -> Result<String> {
         target,
         target.reference(),
         &image.manifest.data,
-        crate::registry::OCI_MANIFEST,
+        crate::oci::OCI_MANIFEST,
     )?;
     step.done(format!(
         "{digest}; {uploaded} of {} blobs uploaded, the rest were there",

@@ -304,7 +304,7 @@ fn tools_tree(
     );
     let layers = base.oci_layers();
     let manifest = Blob::new(
-        crate::registry::OCI_MANIFEST,
+        crate::oci::OCI_MANIFEST,
         oci::canonical(&oci::manifest(&config, &layers, &[])),
     );
     let mut blobs = vec![config.digest.clone()];
