@@ -58,7 +58,7 @@ sudo_if_needed apt-get install -y -q --no-install-recommends \
 # A Docker engine (`e2e --driver docker`, `image --load`, kind's importer `ctr`): Debian's
 # docker.io brings dockerd, containerd and runc. Only where no engine is installed: a machine
 # with Docker's own packages (docker-ce, containerd.io) keeps them. The tests start dockerd
-# when none answers (xtask/src/fixtures/docker.rs) and stop what they started.
+# when none answers (harness/src/fixtures/docker.rs) and stop what they started.
 if ! command -v dockerd >/dev/null 2>&1; then
   sudo_if_needed apt-get install -y -q --no-install-recommends docker.io
 fi

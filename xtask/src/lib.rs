@@ -1,7 +1,7 @@
 //! flink-jemalloc's `cargo xtask`: a profiled jemalloc for Flink images, reproducibly.
 //!
 //! `main.rs` only parses flags. Each subcommand is a module named for it (`fetch`, `build`,
-//! `image`, `e2e`, `deploy`, `analyze`, `collect`, `publish`, `bench`, `fixtures`), with its parts in
+//! `image`, `e2e`, `deploy`, `analyze`, `collect`, `publish`, `bench`, `job`), with its parts in
 //! a folder of the same name once it has parts (`build/sysroot.rs`, `e2e/driver/kind.rs`).
 //! The rest is shared by several of them: HTTP downloads into the cache (`download`) and the
 //! registry client (`registry`), archives (`unpack`), OCI images (`oci`), Debian formats
@@ -18,7 +18,6 @@ pub mod collect;
 pub mod deploy;
 pub mod e2e;
 pub mod fetch;
-pub mod fixtures;
 pub mod image;
 pub mod job;
 pub mod publish;

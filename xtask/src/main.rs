@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use xtask::publish;
-use xtask::{analyze, bench, build, collect, deploy, e2e, fetch, fixtures, image, job};
+use xtask::{analyze, bench, build, collect, deploy, e2e, fetch, image, job};
 
 #[derive(Parser)]
 #[command(
@@ -48,10 +48,9 @@ enum Command {
     /// Build every spec, push each image by digest to the configured registry, tag it
     /// `<tag>-jemalloc-<v>-prof`, and push its SPDX SBOM next to it; prints the digests.
     Publish(publish::PublishArgs),
-    /// Measure build, image and layer speed and sizes on the test fixtures (see README).
+    /// Measure what profiling costs a TaskManager with RocksDB per allocator configuration
+    /// (`--profiling-cost`), or re-cut a recorded report (`--recut`).
     Bench(bench::BenchArgs),
-    /// Prepare the cached test fixtures (local Debian repository, jemalloc stand-in tarball).
-    Fixtures(fixtures::FixturesArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -72,7 +71,6 @@ fn main() -> std::process::ExitCode {
         Command::Collect(args) => collect::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Bench(args) => bench::run(args),
-        Command::Fixtures(args) => fixtures::run(args),
     };
     // An interruption's teardown may be under way (and the error above its consequence):
     // it ends the process itself, with 130, once everything is taken down.

@@ -283,6 +283,12 @@ fn profiling_cost_refuses_before_any_work() {
         "{}",
         stderr(&out)
     );
+    // Without --profiling-cost or --recut: what it measures, and where the speed figures are.
+    let err = one_line_error(&xtask(&["bench"]));
+    assert!(
+        err.contains("--profiling-cost") && err.contains("cargo harness bench"),
+        "{err}"
+    );
     assert!(!report.exists(), "nothing written");
     let left: Vec<_> = std::fs::read_dir(t.path()).unwrap().flatten().collect();
     assert!(left.is_empty(), "{left:?}");

@@ -1,7 +1,7 @@
 //! A real build: jemalloc 5.2.1 source from the `tikv-jemalloc-sys` crate served over
 //! loopback, built against a Debian bullseye sysroot from a local repository on loopback,
 //! then checked independently of the build's own gates (readelf, a profiled perl, jeprof
-//! with `/usr/bin/file` hidden). Fixtures are prepared by `xtask::fixtures` (apt-get
+//! with `/usr/bin/file` hidden). Fixtures are prepared by `harness::fixtures` (apt-get
 //! download, dpkg-scanpackages, cargo fetch) into a cache outside the repository.
 
 mod support;
@@ -19,8 +19,8 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let repo = xtask::fixtures::debian_repo("bullseye").expect("fixture Debian repository");
-    let standin = xtask::fixtures::jemalloc_standin().expect("fixture jemalloc source");
+    let repo = harness::fixtures::debian_repo("bullseye").expect("fixture Debian repository");
+    let standin = harness::fixtures::jemalloc_standin().expect("fixture jemalloc source");
     let server = Server::serve(vec![
         ("/debian", repo),
         ("/jemalloc-5.2.1.tar.bz2", standin.tarball.clone()),

@@ -10,6 +10,7 @@
 
 mod support;
 
+use harness::fixtures::docker::engine;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
@@ -17,7 +18,6 @@ use std::time::{Duration, Instant};
 use support::{stderr, stdout, xtask};
 use xtask::docker::{docker_text, LoadedImage};
 use xtask::e2e::flink_rest::FlinkRest;
-use xtask::fixtures::docker::engine;
 
 /// The JobManager's REST port on this machine.
 const REST_PORT: u16 = 18096;

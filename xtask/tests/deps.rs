@@ -4,12 +4,12 @@
 
 mod support;
 
+use harness::fixtures::{self, flink_base};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use xtask::debian::repo::{self, Repo};
 use xtask::download::Downloader;
-use xtask::fixtures::{self, flink_base};
 use xtask::image::deps::{self, Installed};
 use xtask::project::Cache;
 

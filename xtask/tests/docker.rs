@@ -15,6 +15,7 @@
 
 mod support;
 
+use harness::fixtures::docker::engine;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -22,7 +23,6 @@ use std::time::{Duration, Instant};
 use support::{stderr, stdout, xtask};
 use xtask::docker::{docker_text, image_name};
 use xtask::e2e::driver::docker::RUN_LABEL;
-use xtask::fixtures::docker::engine;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 

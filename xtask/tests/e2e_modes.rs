@@ -5,10 +5,10 @@
 
 mod support;
 
+use harness::fixtures::flink_base;
 use serde_json::Value;
 use std::sync::Mutex;
 use support::{stderr, stdout, xtask};
-use xtask::fixtures::flink_base;
 
 /// The runc clusters use the host network (the JobManager's RPC port is Flink's 6123): one
 /// at a time.

@@ -2,9 +2,9 @@
 //! (the 1.x job with `--release 8`, the 2.x job with the image's Java, 17), and each jar
 //! holds the entry class the REST submission will name.
 
+use harness::fixtures::{flink2_base, flink_base};
 use std::path::Path;
 use xtask::e2e::flink_job::{self, FlinkVersion};
-use xtask::fixtures::{flink2_base, flink_base};
 
 /// The class file major version of the job's main class in `classes/`.
 fn main_class_major(work: &Path, jar: &Path) -> u16 {

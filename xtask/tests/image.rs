@@ -6,11 +6,11 @@
 
 mod support;
 
+use harness::fixtures::{flink_base, registry::Registry};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use support::{stderr, stdout, xtask, Server};
-use xtask::fixtures::{flink_base, registry::Registry};
 
 struct Env {
     registry: Registry,
@@ -22,8 +22,8 @@ struct Env {
 
 fn env() -> Env {
     let repo =
-        xtask::fixtures::debian_repo_with_tools("bullseye").expect("fixture Debian repository");
-    let standin = xtask::fixtures::jemalloc_standin().expect("fixture jemalloc source");
+        harness::fixtures::debian_repo_with_tools("bullseye").expect("fixture Debian repository");
+    let standin = harness::fixtures::jemalloc_standin().expect("fixture jemalloc source");
     let registry = Registry::start().expect("a loopback registry");
     let addr = registry.url().trim_start_matches("http://").to_string();
     let base = format!("{addr}/fixtures/flink:1.10.3");

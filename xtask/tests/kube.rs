@@ -253,7 +253,7 @@ fn e2e_driver_kind_names_what_is_missing_before_any_work() {
 fn kind_session_creates_reuses_and_deletes_only_its_own_cluster() {
     use std::os::unix::fs::PermissionsExt;
     use xtask::e2e::driver::kind::KindSession;
-    let _engine = xtask::fixtures::docker::engine().unwrap();
+    let _engine = harness::fixtures::docker::engine().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();

@@ -14,11 +14,11 @@
 
 mod support;
 
+use harness::fixtures::docker::engine;
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Mutex;
 use support::{stderr, stdout, xtask};
-use xtask::fixtures::docker::engine;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 

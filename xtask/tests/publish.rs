@@ -8,11 +8,11 @@
 
 mod support;
 
+use harness::fixtures::{flink_base, registry::Registry};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use support::{stderr, stdout, xtask, Server};
-use xtask::fixtures::{flink_base, registry::Registry};
 use xtask::image::lock::Lock;
 use xtask::registry::{Reference, RegistryClient};
 
@@ -48,9 +48,9 @@ fn publish_dry_run_two_suites_stable_digests_and_sboms() {
     let started = std::time::Instant::now();
     let repos: Vec<_> = SUITES
         .iter()
-        .map(|s| xtask::fixtures::debian_repo_with_tools(s).expect("fixture Debian repository"))
+        .map(|s| harness::fixtures::debian_repo_with_tools(s).expect("fixture Debian repository"))
         .collect();
-    let standin = xtask::fixtures::jemalloc_standin().expect("fixture jemalloc source");
+    let standin = harness::fixtures::jemalloc_standin().expect("fixture jemalloc source");
     let registry = Registry::start().expect("a loopback registry");
     let addr = registry.addr.clone();
     let work = tempfile::tempdir().unwrap();

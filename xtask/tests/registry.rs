@@ -224,7 +224,7 @@ fn missing_image_names_the_reference() {
 /// and a second push skips the blobs the registry already has.
 #[test]
 fn push_with_basic_auth_to_a_real_registry() {
-    let reg = xtask::fixtures::registry::Registry::start_with_htpasswd("ci", "s3cret").unwrap();
+    let reg = harness::fixtures::registry::Registry::start_with_htpasswd("ci", "s3cret").unwrap();
     let r: Reference = format!("{}/pushed/img:v1", reg.url().trim_start_matches("http://"))
         .parse()
         .unwrap();

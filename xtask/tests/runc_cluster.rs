@@ -4,12 +4,12 @@
 //! failures restarting it inside the same TaskManager, the TaskManager killed and replaced,
 //! and a TaskManager over its memory limit OOM-killed and counted.
 
+use harness::fixtures::flink_base;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use xtask::bundle::Bundle;
 use xtask::e2e::cluster::{Cluster, ClusterSpec};
 use xtask::e2e::driver::runc::RuncCluster;
-use xtask::fixtures::flink_base;
 
 fn spec(rest_port: u16, limit_mb: u64) -> ClusterSpec {
     let conf = [

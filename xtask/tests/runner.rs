@@ -19,11 +19,11 @@
 mod support;
 
 use base64::Engine;
+use harness::fixtures::{flink_base, registry::Registry};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::{run_scripts, stderr, stdout, xtask_commands, BearerAuth, Server};
-use xtask::fixtures::{flink_base, registry::Registry};
 use xtask::registry::{Auths, Credentials, Reference, RegistryClient};
 
 const USER: &str = "fj-runner";
@@ -232,8 +232,8 @@ fn assert_no_credentials(base: &Server) {
 fn the_workflows_commands_as_an_unprivileged_runner() {
     let u = user();
     let _remove = RemoveUser;
-    let repo = xtask::fixtures::debian_repo_with_tools("bullseye").unwrap();
-    let standin = xtask::fixtures::jemalloc_standin().unwrap();
+    let repo = harness::fixtures::debian_repo_with_tools("bullseye").unwrap();
+    let standin = harness::fixtures::jemalloc_standin().unwrap();
     let files = Server::serve(vec![
         ("/debian", repo.dir.clone()),
         ("/jemalloc-5.2.1.tar.bz2", standin.tarball.clone()),

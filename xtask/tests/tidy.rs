@@ -37,7 +37,7 @@ const LONG_FNS: &[(&str, &str, &str)] = &[
          the policy",
     ),
     (
-        "fixtures.rs",
+        "harness/src/fixtures.rs",
         "debian_repo_with_tools",
         "a test fixture's recipe: a linear script of apt-get, dpkg-scanpackages and gpg commands",
     ),
@@ -45,6 +45,32 @@ const LONG_FNS: &[(&str, &str, &str)] = &[
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// Every shipped source file of the workspace: xtask's by their path in `xtask/src`
+/// (`e2e/driver/kind.rs`), the harness crate's by their path from the root
+/// (`harness/src/fixtures.rs`); with where each is.
+fn sources() -> Vec<(String, PathBuf)> {
+    let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("../harness/src");
+    let mut out: Vec<(String, PathBuf)> = files(&src(), "rs")
+        .into_iter()
+        .map(|f| (f.clone(), src().join(f)))
+        .collect();
+    out.extend(
+        files(&harness, "rs")
+            .into_iter()
+            .map(|f| (format!("harness/src/{f}"), harness.join(f))),
+    );
+    out
+}
+
+/// How a message names a source of [`sources`].
+fn shown(label: &str) -> String {
+    if label.starts_with("harness/") {
+        label.to_string()
+    } else {
+        format!("xtask/src/{label}")
+    }
 }
 
 /// Every file below `dir` with extension `ext`, relative to `dir`, sorted.
@@ -73,14 +99,16 @@ fn shipped(text: &str) -> &str {
 #[test]
 fn every_module_says_what_it_holds() {
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    for (dir, name) in [(src(), "src"), (tests, "tests")] {
-        for f in files(&dir, "rs") {
-            let text = std::fs::read_to_string(dir.join(&f)).unwrap();
-            assert!(
-                text.starts_with("//! "),
-                "xtask/{name}/{f} does not start with a `//!` line saying what it holds"
-            );
-        }
+    let test_files = files(&tests, "rs")
+        .into_iter()
+        .map(|f| (format!("tests/{f}"), tests.join(f)));
+    for (label, path) in sources().into_iter().chain(test_files) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("//! "),
+            "{} does not start with a `//!` line saying what it holds",
+            shown(&label)
+        );
     }
 }
 
@@ -95,7 +123,7 @@ fn architecture_lists_exactly_the_modules() {
         .filter_map(|l| l.split_once('`').map(|(m, _)| m.to_string()))
         .filter(|m| m.ends_with(".rs"))
         .collect();
-    let existing: BTreeSet<String> = files(&src(), "rs").into_iter().collect();
+    let existing: BTreeSet<String> = sources().into_iter().map(|(label, _)| label).collect();
     let missing: Vec<_> = existing.difference(&listed).collect();
     let stale: Vec<_> = listed.difference(&existing).collect();
     assert!(
@@ -106,20 +134,21 @@ fn architecture_lists_exactly_the_modules() {
 
 #[test]
 fn no_file_is_longer_than_its_reason() {
-    for f in files(&src(), "rs") {
-        let lines = std::fs::read_to_string(src().join(&f))
-            .unwrap()
-            .lines()
-            .count();
+    for (f, path) in sources() {
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
         let allowed = LONG_FILES.iter().any(|(name, _)| *name == f);
         assert!(
             lines <= FILE_LINES || allowed,
-            "xtask/src/{f} has {lines} lines (more than {FILE_LINES}): split it into parts \
-             beside it, or add it to LONG_FILES with the reason"
+            "{} has {lines} lines (more than {FILE_LINES}): split it into parts beside it, or \
+             add it to LONG_FILES with the reason",
+            shown(&f)
         );
     }
     for (name, why) in LONG_FILES {
-        assert!(src().join(name).is_file() && !why.is_empty(), "{name}");
+        assert!(
+            sources().iter().any(|(f, _)| f == name) && !why.is_empty(),
+            "{name}"
+        );
     }
 }
 
@@ -170,14 +199,14 @@ fn functions(text: &str) -> Vec<(String, usize, usize)> {
 #[test]
 fn no_function_is_longer_than_its_reason() {
     let mut long = Vec::new();
-    for f in files(&src(), "rs") {
-        let text = std::fs::read_to_string(src().join(&f)).unwrap();
+    for (f, path) in sources() {
+        let text = std::fs::read_to_string(&path).unwrap();
         for (name, line, n) in functions(&text) {
             let allowed = LONG_FNS
                 .iter()
                 .any(|(file, fun, _)| *file == f && *fun == name);
             if n > FN_LINES && !allowed {
-                long.push(format!("xtask/src/{f}:{line} fn {name}: {n} lines"));
+                long.push(format!("{}:{line} fn {name}: {n} lines", shown(&f)));
             }
         }
     }
@@ -188,7 +217,12 @@ fn no_function_is_longer_than_its_reason() {
         long.join("\n")
     );
     for (file, fun, why) in LONG_FNS {
-        let text = std::fs::read_to_string(src().join(file)).unwrap();
+        let path = sources()
+            .into_iter()
+            .find(|(f, _)| f == file)
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| panic!("LONG_FNS names {file}, which is gone: remove the entry"));
+        let text = std::fs::read_to_string(path).unwrap();
         assert!(
             functions(&text)
                 .iter()
@@ -202,11 +236,11 @@ fn no_function_is_longer_than_its_reason() {
 #[test]
 fn text_for_people_is_not_debug_output() {
     let mut found = Vec::new();
-    for f in files(&src(), "rs") {
-        let text = std::fs::read_to_string(src().join(&f)).unwrap();
+    for (f, path) in sources() {
+        let text = std::fs::read_to_string(&path).unwrap();
         for (n, line) in shipped(&text).lines().enumerate() {
             if line.contains(":?}") || line.contains("{:?") || line.contains(":#?}") {
-                found.push(format!("xtask/src/{f}:{}: {}", n + 1, line.trim()));
+                found.push(format!("{}:{}: {}", shown(&f), n + 1, line.trim()));
             }
         }
     }

@@ -489,7 +489,7 @@ impl Base {
 
 fn profiled_dir(base: Base) -> PathBuf {
     let bin = std::fs::read(env!("CARGO_BIN_EXE_xtask")).expect("reading the xtask binary");
-    let fixtures = xtask::fixtures::fixtures_dir();
+    let fixtures = harness::fixtures::fixtures_dir();
     std::fs::create_dir_all(&fixtures).unwrap();
     let prefix = base.cache_prefix();
     let dir = fixtures.join(format!("{prefix}{}", &sha256_hex(&bin)[..16]));
@@ -550,7 +550,7 @@ pub fn rebuild_profiled_image(extra: &[&str]) -> Output {
 /// the fixture Flink base in a real registry, the signed Debian fixture repository and the
 /// jemalloc stand-in; `args` are the `image` arguments naming them (no paths of a run).
 pub struct ImageInputs {
-    pub registry: xtask::fixtures::registry::Registry,
+    pub registry: harness::fixtures::registry::Registry,
     pub files: Server,
     pub args: Vec<String>,
 }
@@ -563,17 +563,17 @@ impl ImageInputs {
     pub fn start_for(base: Base) -> ImageInputs {
         let (suite, flink) = match base {
             Base::Flink1 => ("bullseye", "1.10.3"),
-            Base::Flink2 => ("bookworm", xtask::fixtures::flink2_base::FLINK_VERSION),
+            Base::Flink2 => ("bookworm", harness::fixtures::flink2_base::FLINK_VERSION),
         };
         let repo =
-            xtask::fixtures::debian_repo_with_tools(suite).expect("fixture Debian repository");
-        let standin = xtask::fixtures::jemalloc_standin().expect("fixture jemalloc source");
-        let registry = xtask::fixtures::registry::Registry::start().expect("a loopback registry");
+            harness::fixtures::debian_repo_with_tools(suite).expect("fixture Debian repository");
+        let standin = harness::fixtures::jemalloc_standin().expect("fixture jemalloc source");
+        let registry = harness::fixtures::registry::Registry::start().expect("a loopback registry");
         let addr = registry.url().trim_start_matches("http://").to_string();
         let repo_tag = format!("fixtures/flink:{flink}");
         match base {
-            Base::Flink1 => xtask::fixtures::flink_base::push_flink_base(&addr, &repo_tag),
-            Base::Flink2 => xtask::fixtures::flink2_base::push_flink2_base(&addr, &repo_tag),
+            Base::Flink1 => harness::fixtures::flink_base::push_flink_base(&addr, &repo_tag),
+            Base::Flink2 => harness::fixtures::flink2_base::push_flink2_base(&addr, &repo_tag),
         }
         .expect("pushing the fixture base");
         let files = Server::serve(vec![
