@@ -3,10 +3,8 @@
 //! transient faults (429 with Retry-After, a body that breaks off, a server that keeps
 //! answering 503, a 404 that is not retried) and four concurrent fetches of one URL.
 
-mod support;
-
+use crate::support::{files_below, sha256_hex, stderr, stdout, xtask, Fault, Server, TarBuilder};
 use std::path::Path;
-use support::{files_below, sha256_hex, stderr, stdout, xtask, Fault, Server, TarBuilder};
 use tar::EntryType;
 
 fn good_tarball() -> Vec<u8> {

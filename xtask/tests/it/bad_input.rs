@@ -3,10 +3,8 @@
 //! stays as it was). (A `--base` whose pinned digest the registry does not serve is in
 //! tests/registry.rs and tests/image.rs.)
 
-mod support;
-
+use crate::support::{stderr, xtask};
 use std::path::{Path, PathBuf};
-use support::{stderr, xtask};
 
 /// The one `error:` line, the last line of stderr.
 fn one_line_error(out: &std::process::Output) -> String {
@@ -112,7 +110,7 @@ fn a_layout_with_a_corrupted_blob() {
     let layout = t.path().join("layout");
     let ok = std::process::Command::new("cp")
         .arg("-a")
-        .arg(support::profiled_image())
+        .arg(crate::support::profiled_image())
         .arg(&layout)
         .status()
         .unwrap();
@@ -184,7 +182,7 @@ fn an_image_without_flink() {
 #[test]
 fn analyze_on_a_directory_without_dumps() {
     let t = tempfile::tempdir().unwrap();
-    let image = support::profiled_image();
+    let image = crate::support::profiled_image();
     let empty = t.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let err = one_line_error(&xtask(&[
@@ -212,7 +210,7 @@ fn analyze_with_a_truncated_dump() {
     std::fs::create_dir(&dumps).unwrap();
     std::fs::write(dumps.join("jeprof.out.1.0.i0.heap"), heap(true)).unwrap();
     std::fs::write(dumps.join("jeprof.out.1.1.i1.heap"), heap(false)).unwrap();
-    let image = support::profiled_image();
+    let image = crate::support::profiled_image();
     let err = one_line_error(&xtask(&[
         "analyze",
         dumps.to_str().unwrap(),
@@ -232,7 +230,7 @@ fn a_lock_that_does_not_parse() {
     let lock = t.path().join("flink.lock");
     std::fs::write(&lock, "version = 1\n[base\nreference = \"x\"\n").unwrap();
     let out_dir = t.path().join("out");
-    let out = support::rebuild_profiled_image(&[
+    let out = crate::support::rebuild_profiled_image(&[
         "--lock-file",
         lock.to_str().unwrap(),
         "--output",

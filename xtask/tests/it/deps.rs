@@ -2,8 +2,6 @@
 //! would install (`apt-get -s install --no-install-recommends` over the same signed
 //! repository and the same dpkg status), a bad signature and a tampered `.deb` refused.
 
-mod support;
-
 use harness::fixtures::{self, flink_base};
 use std::collections::BTreeSet;
 use std::path::Path;

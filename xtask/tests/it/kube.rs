@@ -474,7 +474,7 @@ fn deploy_operator_patch_fits_the_operators_crd() {
     );
     let patch = yaml(text);
     let crd: serde_json::Value =
-        serde_json::from_str(include_str!("data/flinkdeployment-v1beta1.schema.json")).unwrap();
+        serde_json::from_str(include_str!("../data/flinkdeployment-v1beta1.schema.json")).unwrap();
     let schema = &crd["openAPIV3Schema"];
     assert_eq!(check_schema(&patch, schema, ""), Vec::<String>::new());
     // The checker refuses what the API server would prune.

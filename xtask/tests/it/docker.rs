@@ -13,22 +13,13 @@
 //! The tests share the host network's ports and the machine's two cores: they run one at
 //! a time.
 
-mod support;
-
+use crate::support::{stderr, stdout, xtask};
 use harness::fixtures::docker::engine;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use support::{stderr, stdout, xtask};
 use xtask::docker::{docker_text, image_name};
 use xtask::e2e::driver::docker::RUN_LABEL;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn sh(script: &str) -> (bool, String, String) {
     let o = std::process::Command::new("sh")
@@ -83,13 +74,13 @@ fn e2e_args<'a>(layout: &'a str, report: &'a str, port: &'a str) -> Vec<&'a str>
 
 #[test]
 fn image_load_runs_java_with_jemalloc_and_kinds_importer_takes_it() {
-    let _serial = serial();
+    let _serial = crate::support::serial();
     let _engine = engine().unwrap();
-    let layout = support::profiled_image();
+    let layout = crate::support::profiled_image();
     let name = loaded_name(&layout);
     let _ = docker_text(&["image", "rm", "--force", &name]);
 
-    let out = support::rebuild_profiled_image(&["--load"]);
+    let out = crate::support::rebuild_profiled_image(&["--load"]);
     assert!(out.status.success(), "image --load: {}", stderr(&out));
     assert!(
         stderr(&out).contains("from the cache (no network)"),
@@ -203,9 +194,9 @@ fn image_load_runs_java_with_jemalloc_and_kinds_importer_takes_it() {
 
 #[test]
 fn e2e_docker_attributes_native_memory_to_rocksdb_for_both_allocators() {
-    let _serial = serial();
+    let _serial = crate::support::serial();
     let _engine = engine().unwrap();
-    let layout = support::profiled_image();
+    let layout = crate::support::profiled_image();
     let work = tempfile::tempdir().unwrap();
     let report = work.path().join("report");
     let (l, r) = (layout.to_str().unwrap(), report.to_str().unwrap());
@@ -292,9 +283,9 @@ fn e2e_docker_attributes_native_memory_to_rocksdb_for_both_allocators() {
 
 #[test]
 fn e2e_docker_kills_the_taskmanager_and_sees_an_oom_kill() {
-    let _serial = serial();
+    let _serial = crate::support::serial();
     let _engine = engine().unwrap();
-    let layout = support::profiled_image();
+    let layout = crate::support::profiled_image();
     let work = tempfile::tempdir().unwrap();
     let (l, report) = (layout.to_str().unwrap(), work.path().join("kill"));
     let r = report.to_str().unwrap();
@@ -386,9 +377,9 @@ fn e2e_docker_kills_the_taskmanager_and_sees_an_oom_kill() {
 /// work directory; then a run on the same report directory works.
 #[test]
 fn e2e_docker_leaves_nothing_when_it_fails_or_is_interrupted() {
-    let _serial = serial();
+    let _serial = crate::support::serial();
     let _engine = engine().unwrap();
-    let layout = support::profiled_image();
+    let layout = crate::support::profiled_image();
     let name = loaded_name(&layout);
     let work = tempfile::tempdir().unwrap();
     let report = work.path().join("r");
@@ -487,9 +478,9 @@ fn e2e_docker_leaves_nothing_when_it_fails_or_is_interrupted() {
 /// dumps and the other none, and nothing of the runs is left.
 #[test]
 fn profiling_cost_reports_every_column() {
-    let _serial = serial();
+    let _serial = crate::support::serial();
     let _engine = engine().unwrap();
-    let layout = support::profiled_image_flink2();
+    let layout = crate::support::profiled_image_flink2();
     let work = tempfile::tempdir().unwrap();
     let report = work.path().join("cost");
     let out = xtask(&[

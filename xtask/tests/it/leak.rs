@@ -12,21 +12,16 @@
 //!
 //! The runs share the host network's ports and the two cores: one at a time.
 
-mod support;
-
+use crate::support::{stderr, stdout, xtask};
 use harness::fixtures::docker::engine;
 use serde_json::Value;
 use std::path::Path;
-use std::sync::Mutex;
-use support::{stderr, stdout, xtask};
-
-static SERIAL: Mutex<()> = Mutex::new(());
 
 const SITE: &str = "rocksdb::port::cacheline_aligned_alloc";
 
 /// `e2e --driver docker` of the Flink 2.2.1 profiled fixture with `extra`; the report.
 fn e2e(report: &Path, extra: &[&str]) -> Value {
-    let layout = support::profiled_image_flink2();
+    let layout = crate::support::profiled_image_flink2();
     let mut args = vec![
         "e2e",
         "--driver",
@@ -43,7 +38,7 @@ fn e2e(report: &Path, extra: &[&str]) -> Value {
     args.extend(extra);
     let out = xtask(&args);
     let r: Value = serde_json::from_str(&stdout(&out)).unwrap_or(Value::Null);
-    // The output is above (support::xtask prints it); the verdict stays next to the panic,
+    // The output is above (crate::support::xtask prints it); the verdict stays next to the panic,
     // which a CI log's tail keeps.
     assert!(
         out.status.success(),
@@ -63,7 +58,7 @@ fn site<'a>(run: &'a Value, name: &str) -> Option<&'a Value> {
 
 #[test]
 fn flink_39923_is_found_and_its_control_is_clean() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = crate::support::serial();
     let _engine = engine().unwrap();
     let work = tempfile::tempdir().unwrap();
 
@@ -190,7 +185,7 @@ fn analyze_kept(report: &Path, work: &Path) -> Value {
         "analyze-{}",
         report.file_name().unwrap().to_string_lossy()
     ));
-    let layout = support::profiled_image_flink2();
+    let layout = crate::support::profiled_image_flink2();
     let o = xtask(&[
         "analyze",
         dumps.to_str().unwrap(),
@@ -205,7 +200,7 @@ fn analyze_kept(report: &Path, work: &Path) -> Value {
 
 #[test]
 fn the_allocator_matrix_reports_each_allocators_growth_with_its_interval() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = crate::support::serial();
     let _engine = engine().unwrap();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("matrix");

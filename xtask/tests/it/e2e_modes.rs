@@ -3,21 +3,12 @@
 //! replaced; a glibc-only run passes on restarts alone (it writes no dumps). And a runc run
 //! interrupted with Ctrl-C leaves nothing behind.
 
-mod support;
-
+use crate::support::{stderr, stdout, xtask};
 use harness::fixtures::flink_base;
 use serde_json::Value;
-use std::sync::Mutex;
-use support::{stderr, stdout, xtask};
 
 /// The runc clusters use the host network (the JobManager's RPC port is Flink's 6123): one
 /// at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn e2e(mode: &str, port: &str, report: &std::path::Path) -> Value {
     let layout = flink_base::flink_base_oci().unwrap();
     let out = xtask(&[
@@ -49,7 +40,7 @@ fn e2e(mode: &str, port: &str, report: &std::path::Path) -> Value {
 
 #[test]
 fn cancel_resubmit_and_taskmanager_kill() {
-    let _serial = serial();
+    let _serial = crate::support::serial();
     let work = tempfile::tempdir().unwrap();
     let r = e2e("cancel-resubmit", "18084", &work.path().join("cancel"));
     assert_eq!(r["plan"]["mode"], "cancel-resubmit");
@@ -78,6 +69,7 @@ fn cancel_resubmit_and_taskmanager_kill() {
 /// back with the same layers.
 #[test]
 fn layout_becomes_a_docker_archive() {
+    let _serial = crate::support::serial();
     let layout = flink_base::flink_base_oci().unwrap();
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("image.tar");
@@ -104,7 +96,7 @@ fn layout_becomes_a_docker_archive() {
 /// mount or work directory is left, the command exits with 130; a run afterwards works.
 #[test]
 fn an_interrupted_runc_run_leaves_nothing_and_a_rerun_works() {
-    let _serial = serial();
+    let _serial = crate::support::serial();
     let layout = flink_base::flink_base_oci().unwrap();
     let work = tempfile::tempdir().unwrap();
     let report = work.path().join("r");

@@ -2,11 +2,9 @@
 //! with basic credentials at the token service), manifest lists resolved to linux/amd64,
 //! digest verification of manifests and blobs, and the cache by digest.
 
-mod support;
-
+use crate::support::{sha256_hex, BearerAuth, Fault, Server};
 use serde_json::json;
 use std::path::Path;
-use support::{sha256_hex, BearerAuth, Fault, Server};
 use xtask::project::Cache;
 use xtask::registry::{Auths, Credentials, Reference, RegistryClient};
 
@@ -196,7 +194,7 @@ fn digest_mismatches_are_refused_and_nothing_is_cached() {
         "{err}"
     );
     assert!(!cache.blob(&f.layer_digest[7..]).exists());
-    assert!(support::files_below(cache_dir.path()).is_empty());
+    assert!(crate::support::files_below(cache_dir.path()).is_empty());
     let err = client
         .manifest(&r, &f.image_digest)
         .unwrap_err()

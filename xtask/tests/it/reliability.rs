@@ -4,13 +4,11 @@
 //! next run on that cache succeeds with the same digest; a lock whose pinned digests were
 //! edited is refused with the package named, and nothing is written.
 
-mod support;
-
+use crate::support::{stderr, stdout, xtask, ImageInputs};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{stderr, stdout, xtask, ImageInputs};
 
 fn args(a: &[String]) -> Vec<&str> {
     a.iter().map(String::as_str).collect()
@@ -72,6 +70,7 @@ fn processes_naming(needle: &str) -> Vec<String> {
 
 #[test]
 fn concurrent_and_interrupted_runs_on_one_cache_give_the_same_digest() {
+    let _serial = crate::support::serial();
     let inputs = ImageInputs::start();
     let work = tempfile::tempdir().unwrap();
     let w = work.path();

@@ -5,15 +5,14 @@
 //! profiler sees RocksDB, not that it grows: the growth per restart is reported as measured). Then `cargo xtask analyze` reads
 //! the same dump directory the way a user would read dumps copied from a cluster.
 
-mod support;
-
+use crate::support::{stderr, stdout, xtask};
 use serde_json::Value;
-use support::{stderr, stdout, xtask};
 
 #[test]
 fn e2e_runc_attributes_native_memory_to_rocksdb_for_both_allocators() {
+    let _serial = crate::support::serial();
     let work = tempfile::tempdir().unwrap();
-    let layout = support::profiled_image();
+    let layout = crate::support::profiled_image();
     // Kept after the test (cargo's per-target scratch directory) for a look at the report.
     let report = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-report");
     let out = xtask(&[

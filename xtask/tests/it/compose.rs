@@ -8,14 +8,12 @@
 //! kill are there, and the verdict names `rocksdb::StatisticsImpl`'s site growing per
 //! restart.
 
-mod support;
-
+use crate::support::{stderr, stdout, xtask};
 use harness::fixtures::docker::engine;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
-use support::{stderr, stdout, xtask};
 use xtask::docker::{docker_text, LoadedImage};
 use xtask::e2e::flink_rest::FlinkRest;
 
@@ -161,9 +159,10 @@ fn spawn_collect(project: &str, out: &Path) -> Collecting {
 
 #[test]
 fn compose_deploy_follow_and_a_verdict_across_an_oom_kill() {
+    let _serial = crate::support::serial();
     let _engine = engine().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let layout = support::profiled_image_flink2();
+    let layout = crate::support::profiled_image_flink2();
     let image = LoadedImage::from_layout(&layout, work.path()).unwrap();
     let jar = job_jar(&layout, work.path());
 
@@ -283,7 +282,7 @@ fn compose_deploy_follow_and_a_verdict_across_an_oom_kill() {
     unsafe { libc::kill(collect.0.id() as i32, libc::SIGINT) };
     let status = collect.0.wait().unwrap();
     assert_eq!(status.code(), Some(130), "interrupted");
-    let partials: Vec<PathBuf> = support::files_below(&out)
+    let partials: Vec<PathBuf> = crate::support::files_below(&out)
         .into_iter()
         .filter(|p| {
             p.file_name()
@@ -328,7 +327,7 @@ fn compose_deploy_follow_and_a_verdict_across_an_oom_kill() {
         "a directory per container start: {starts:?}"
     );
     assert!(xtask::timeline::failure_times(&events).len() as u64 >= before_oom);
-    let libs: Vec<PathBuf> = support::files_below(&out)
+    let libs: Vec<PathBuf> = crate::support::files_below(&out)
         .into_iter()
         .filter(|p| p.to_string_lossy().contains("/root/tmp/"))
         .collect();

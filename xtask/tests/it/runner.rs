@@ -16,14 +16,12 @@
 //! - where user namespaces are forbidden (`user.max_user_namespaces=0`, set in a user
 //!   namespace of the test's own), `image` and `analyze` stop at once naming the sysctl.
 
-mod support;
-
+use crate::support::{run_scripts, stderr, stdout, xtask_commands, BearerAuth, Server};
 use base64::Engine;
 use harness::fixtures::{flink_base, registry::Registry};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use support::{run_scripts, stderr, stdout, xtask_commands, BearerAuth, Server};
 use xtask::registry::{Auths, Credentials, Reference, RegistryClient};
 
 const USER: &str = "fj-runner";
@@ -209,7 +207,7 @@ fn layer_files(layout: &Path, digest: &str) -> Vec<(String, u32, String)> {
         let mode = e.header().mode().unwrap();
         let mut data = Vec::new();
         std::io::Read::read_to_end(&mut e, &mut data).unwrap();
-        out.push((path, mode, support::sha256_hex(&data)));
+        out.push((path, mode, crate::support::sha256_hex(&data)));
     }
     out
 }
@@ -230,6 +228,7 @@ fn assert_no_credentials(base: &Server) {
 
 #[test]
 fn the_workflows_commands_as_an_unprivileged_runner() {
+    let _serial = crate::support::serial();
     let u = user();
     let _remove = RemoveUser;
     let repo = harness::fixtures::debian_repo_with_tools("bullseye").unwrap();
@@ -357,7 +356,7 @@ fn the_workflows_commands_as_an_unprivileged_runner() {
     // layer file for file (its build-info.json records the loopback URLs, which differ).
     let (mine, roots) = (
         manifest_layers(&layout),
-        manifest_layers(&support::profiled_image()),
+        manifest_layers(&crate::support::profiled_image()),
     );
     assert_eq!(
         (&mine[0], &mine[2]),
@@ -366,7 +365,7 @@ fn the_workflows_commands_as_an_unprivileged_runner() {
     );
     assert_eq!(
         layer_files(&layout, &mine[1]),
-        layer_files(&support::profiled_image(), &roots[1]),
+        layer_files(&crate::support::profiled_image(), &roots[1]),
         "the jemalloc layer's files"
     );
     assert_no_credentials(&base);

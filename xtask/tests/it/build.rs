@@ -4,11 +4,9 @@
 //! with `/usr/bin/file` hidden). Fixtures are prepared by `harness::fixtures` (apt-get
 //! download, dpkg-scanpackages, cargo fetch) into a cache outside the repository.
 
-mod support;
-
+use crate::support::{stderr, stdout, xtask, Server};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{stderr, stdout, xtask, Server};
 
 struct Setup {
     server: Server,
@@ -98,6 +96,7 @@ fn needed(lib: &Path) -> Vec<String> {
 
 #[test]
 fn builds_a_profiling_jemalloc_for_bullseye() {
+    let _serial = crate::support::serial();
     let s = setup();
     let out = build(&s, &[]);
     assert!(out.status.success(), "build failed:\n{}", stderr(&out));
@@ -237,6 +236,7 @@ fn builds_a_profiling_jemalloc_for_bullseye() {
 /// and leaves no output behind.
 #[test]
 fn refuses_prof_gcc_when_the_sysroot_lacks_libgcc() {
+    let _serial = crate::support::serial();
     let s = setup();
     let out = build(
         &s,
@@ -263,6 +263,7 @@ fn refuses_prof_gcc_when_the_sysroot_lacks_libgcc() {
 /// versions that bullseye's libc does not define.
 #[test]
 fn glibc_gate_refuses_a_library_linked_against_the_host() {
+    let _serial = crate::support::serial();
     let s = setup();
     let cache = xtask::project::Cache::new(&s.cache);
     let debian = xtask::spec::DebianSpec::load(&xtask::project::root()).unwrap();

@@ -6,13 +6,11 @@
 //! them `<tag>-jemalloc-5.2.1-prof`, and put an SPDX SBOM beside each image that names
 //! jemalloc 5.2.1 and every package of the lock, and that the SPDX reference tools accept.
 
-mod support;
-
+use crate::support::{stderr, stdout, xtask, Server};
 use harness::fixtures::{flink_base, registry::Registry};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
-use support::{stderr, stdout, xtask, Server};
 use xtask::image::lock::Lock;
 use xtask::registry::{Reference, RegistryClient};
 
@@ -45,6 +43,7 @@ fn report(path: &Path) -> Vec<Value> {
 
 #[test]
 fn publish_dry_run_two_suites_stable_digests_and_sboms() {
+    let _serial = crate::support::serial();
     let started = std::time::Instant::now();
     let repos: Vec<_> = SUITES
         .iter()

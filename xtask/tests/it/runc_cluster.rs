@@ -66,6 +66,7 @@ fn memory_limit_of(pid: u32) -> u64 {
 
 #[test]
 fn rocksdb_job_on_runc_containers_restarts_survives_a_kill_and_records_oom() {
+    let _serial = crate::support::serial();
     let layout = flink_base::flink_base_oci().unwrap();
     let work = tempfile::tempdir().unwrap();
     let bundle = Bundle::unpack(&layout, &work.path().join("bundle")).unwrap();

@@ -5,11 +5,9 @@
 //! fails where the plan fails and names the locks a first run resolves and hands to the
 //! build jobs.
 
-mod support;
-
+use crate::support::{run_scripts, xtask_commands};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{run_scripts, xtask_commands};
 
 const WORKFLOWS: [&str; 2] = ["publish.yml", "lock-refresh.yml"];
 

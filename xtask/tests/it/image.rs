@@ -4,13 +4,11 @@
 //! `skopeo inspect`, `umoci unpack`, a JVM inside the unpacked rootfs writing a heap profile
 //! through the image's jemalloc, and a second build elsewhere giving the same digest.
 
-mod support;
-
+use crate::support::{stderr, stdout, xtask, Server};
 use harness::fixtures::{flink_base, registry::Registry};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
-use support::{stderr, stdout, xtask, Server};
 
 struct Env {
     registry: Registry,
@@ -81,7 +79,7 @@ fn subcommand_with_env(
         e.keyring.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    support::xtask_with_env(&args, env)
+    crate::support::xtask_with_env(&args, env)
 }
 
 fn run(cmd: &str) -> (bool, String, String) {
@@ -95,6 +93,7 @@ fn run(cmd: &str) -> (bool, String, String) {
 
 #[test]
 fn profiled_image_from_a_loopback_registry() {
+    let _serial = crate::support::serial();
     let e = env();
     let addr = e.registry.url().trim_start_matches("http://").to_string();
     let w1 = tempfile::tempdir().unwrap();
@@ -290,7 +289,7 @@ fn profiled_image_from_a_loopback_registry() {
         .filter(|n| n != "copyright")
         .collect();
     assert!(left_out.is_empty(), "docs are left out: {left_out:?}");
-    let locales = support::files_below(&rootfs.join("usr/share/locale"));
+    let locales = crate::support::files_below(&rootfs.join("usr/share/locale"));
     assert!(locales.is_empty(), "locales are left out: {locales:?}");
     let list = std::fs::read_to_string(rootfs.join("var/lib/dpkg/info/binutils.list")).unwrap();
     assert!(
@@ -373,7 +372,7 @@ fn profiled_image_from_a_loopback_registry() {
     assert!(stderr(&bad).contains("kind=<cluster>"), "{}", stderr(&bad));
     // On a PATH without kind (where this machine has it, it is hidden).
     let no_kind = tempfile::tempdir().unwrap();
-    let path = support::path_without(&["kind"], no_kind.path());
+    let path = crate::support::path_without(&["kind"], no_kind.path());
     let out = w1.path().join("k");
     let k = subcommand_with_env(
         &e,
@@ -428,6 +427,7 @@ fn profiled_image_from_a_loopback_registry() {
 
 #[test]
 fn unknown_flink_version_lists_the_known_ones() {
+    let _serial = crate::support::serial();
     let out = xtask(&["image", "--flink", "0.1"]);
     assert!(!out.status.success());
     assert!(
@@ -442,10 +442,11 @@ fn unknown_flink_version_lists_the_known_ones() {
 /// inputs otherwise; a malformed label is one line naming the form, before any work.
 #[test]
 fn labels_given_are_in_the_config_and_the_manifest() {
+    let _serial = crate::support::serial();
     let t = tempfile::tempdir().unwrap();
     let out_dir = t.path().join("labelled");
     let source = "org.opencontainers.image.source=https://github.com/acme/flink-jemalloc";
-    let out = support::rebuild_profiled_image(&[
+    let out = crate::support::rebuild_profiled_image(&[
         "--output",
         out_dir.to_str().unwrap(),
         "--label",
@@ -469,11 +470,11 @@ fn labels_given_are_in_the_config_and_the_manifest() {
         "0123abc"
     );
     // Without labels the image is the one the tests share (its digest is the golden one).
-    let plain = xtask::oci::layout_ref(&support::profiled_image()).unwrap();
+    let plain = xtask::oci::layout_ref(&crate::support::profiled_image()).unwrap();
     assert_ne!(plain.manifest_digest, r.manifest_digest);
 
     let bad_dir = t.path().join("bad");
-    let bad = support::rebuild_profiled_image(&[
+    let bad = crate::support::rebuild_profiled_image(&[
         "--output",
         bad_dir.to_str().unwrap(),
         "--label",
