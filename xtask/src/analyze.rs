@@ -8,11 +8,11 @@
 //! of the restarts (`e2e`), else per dump (a user's dumps); the call chains of the fastest
 //! growing, and a flame graph of what grew (`flame`).
 
-pub mod flame;
-pub mod memory;
-pub mod sites;
-pub mod story;
-pub mod verdict;
+pub(crate) mod flame;
+pub(crate) mod memory;
+pub(crate) mod sites;
+pub(crate) mod story;
+pub(crate) mod verdict;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -22,10 +22,10 @@ use std::path::{Path, PathBuf};
 use crate::bundle::Bundle;
 use crate::heap_profile;
 use crate::progress::{self, Step};
-pub use sites::Per;
+pub(crate) use sites::Per;
 use sites::{DumpPoint, Site};
-pub use story::{Story, DUMP_TIMES};
-pub use verdict::{material, verdict};
+pub(crate) use story::{Story, DUMP_TIMES};
+pub(crate) use verdict::verdict;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AnalyzeArgs {
@@ -49,7 +49,7 @@ pub struct AnalyzeArgs {
 const INSIDE: &str = "/tmp/flink-jemalloc-dumps";
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Analysis {
+pub(crate) struct Analysis {
     pub dumps: Vec<String>,
     pub base: String,
     pub last: String,
@@ -86,7 +86,7 @@ pub struct Analysis {
 }
 
 /// How `analyze_in_rootfs` measures the growth of each site.
-pub enum Growth<'a> {
+pub(crate) enum Growth<'a> {
     /// Not at all (an `e2e` run whose dumps have no times).
     No,
     /// Per restart.
@@ -98,7 +98,7 @@ pub enum Growth<'a> {
 }
 
 /// When the dumps and the restarts happened, for the growth per restart of each site.
-pub struct Series<'a> {
+pub(crate) struct Series<'a> {
     /// `(restart, seen at)`, seconds since the epoch, in order.
     pub restarts: &'a [(u64, f64)],
     /// Each dump's modification time, seconds since the epoch.
@@ -122,13 +122,13 @@ impl Series<'_> {
 }
 
 /// Dumps read per site at most (each a jeprof run of a few seconds), evenly spread.
-pub const MAX_SITE_DUMPS: usize = 12;
+const MAX_SITE_DUMPS: usize = 12;
 
 /// Sites kept in `analysis.json` and the report besides the focused ones.
 const TOP_SITES: usize = 15;
 
 /// The allocation lines of a `jeprof --text` report (after `Total:`), at most `n`.
-pub fn top_lines(report: &str, n: usize) -> Vec<String> {
+fn top_lines(report: &str, n: usize) -> Vec<String> {
     report
         .lines()
         .skip_while(|l| !l.starts_with("Total:"))
@@ -140,7 +140,7 @@ pub fn top_lines(report: &str, n: usize) -> Vec<String> {
 }
 
 /// Whether a line with growth (not a negative one) names a RocksDB frame.
-pub fn names_rocksdb(lines: &[String]) -> bool {
+fn names_rocksdb(lines: &[String]) -> bool {
     lines
         .iter()
         .filter(|l| !l.starts_with('-'))
@@ -240,7 +240,7 @@ fn attribution(a: &Analysis, story: &Story) -> Option<memory::Attribution> {
 
 /// Per restart with three or more restarts placed among the dumps, else per hour with
 /// the dumps' times, else per dump.
-pub fn growth_of<'a>(story: &'a Story, series: &'a Series<'a>, dumps: &[String]) -> Growth<'a> {
+fn growth_of<'a>(story: &'a Story, series: &'a Series<'a>, dumps: &[String]) -> Growth<'a> {
     if !story.restarts.is_empty() {
         let main = heap_profile::main_process(dumps).0;
         if restart_points(&main, series).len() >= 3 {
@@ -313,7 +313,7 @@ fn base_dump(base: Option<&str>, dumps: &[String], dir: &Path) -> Result<String>
 /// Stages `dir` into `rootfs` and runs the rootfs's jeprof (chrooted) over the dumps;
 /// writes `top.txt`, `diff.txt`, `diff.svg` (jeprof's call graph), `diff.collapsed` and
 /// `flame.svg` (what grew), unless `growth` is `No` `sites.json`, and `analysis.json` to `out`.
-pub fn analyze_in_rootfs(
+pub(crate) fn analyze_in_rootfs(
     rootfs: &Path,
     java: &str,
     dir: &Path,
@@ -499,7 +499,7 @@ fn points<'a>(dumps: &[String], growth: &Growth<'a>) -> Option<Picked<'a>> {
 /// The warm-up of a series of dumps without restarts, seconds: the first fifth of its
 /// span, at most five minutes (the JVM's class loading and compilation, RocksDB's first
 /// block-cache fill).
-pub fn warm_up(span: f64) -> f64 {
+pub(crate) fn warm_up(span: f64) -> f64 {
     (span / 5.0).min(300.0)
 }
 

@@ -5,10 +5,10 @@
 //! figures are measured on the test fixtures by `cargo harness bench` (the `harness`
 //! crate), which users do not build.
 
-pub mod cost;
-pub mod cost_model;
-pub mod cost_report;
-pub mod stats;
+pub(crate) mod cost;
+pub(crate) mod cost_model;
+pub(crate) mod cost_report;
+pub(crate) mod stats;
 
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;

@@ -7,7 +7,7 @@
 //! Work happens in `<cache>/build/<key>`; the installed tree is staged beside the output
 //! and renamed over it only after every gate passed.
 
-pub mod elf;
+pub(crate) mod elf;
 pub mod gates;
 pub mod sysroot;
 
@@ -489,7 +489,7 @@ fn gate(inputs: &Inputs, work: &Workspace, installed: &Path) -> Result<elf::ElfF
 }
 
 /// Reads `build-info.json` of an output directory.
-pub fn read_info(out: &Path) -> Result<BuildInfo> {
+fn read_info(out: &Path) -> Result<BuildInfo> {
     let path = out.join("build-info.json");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;

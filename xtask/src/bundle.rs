@@ -31,7 +31,7 @@ impl Bundle {
     }
 
     /// The `process.env` of a bundle's `config.json`.
-    pub fn env_of(dir: &Path) -> Result<Vec<String>> {
+    pub(crate) fn env_of(dir: &Path) -> Result<Vec<String>> {
         let path = dir.join("config.json");
         let cfg: Value = serde_json::from_slice(
             &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
@@ -43,14 +43,14 @@ impl Bundle {
         self.dir.join("rootfs")
     }
 
-    pub fn env_var(&self, name: &str) -> Option<&str> {
+    pub(crate) fn env_var(&self, name: &str) -> Option<&str> {
         self.env
             .iter()
             .find_map(|e| e.strip_prefix(name)?.strip_prefix('='))
     }
 
     /// The JVM binary jeprof is given as the program (JAVA_HOME's, else /usr/bin/java).
-    pub fn java(&self) -> String {
+    pub(crate) fn java(&self) -> String {
         self.env_var("JAVA_HOME")
             .map(|j| format!("{j}/bin/java"))
             .unwrap_or_else(|| "/usr/bin/java".into())
@@ -80,7 +80,7 @@ impl Bundle {
 }
 
 /// The `process.env` of a runtime config (`config.json`).
-pub fn config_env(config: &Value) -> Vec<String> {
+pub(crate) fn config_env(config: &Value) -> Vec<String> {
     config["process"]["env"]
         .as_array()
         .into_iter()

@@ -13,8 +13,8 @@ use crate::heap_profile::collect;
 use crate::kubectl::{Kubectl, PodContainer};
 use crate::progress;
 
-pub mod follow;
-pub mod sources;
+pub(crate) mod follow;
+pub(crate) mod sources;
 use sources::Source;
 
 #[derive(Debug, clap::Args)]

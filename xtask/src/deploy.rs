@@ -6,13 +6,13 @@
 //! service (Docker Compose). Printed, or written with `--out DIR`; nothing is applied.
 //! The files themselves are made by the pure functions of `deploy/manifests.rs`.
 
-pub mod manifests;
+pub(crate) mod manifests;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 use crate::progress;
-pub use manifests::{render, File, Params, Sampling, Target};
+pub(crate) use manifests::{render, File, Params, Sampling, Target};
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).multiple(false)
@@ -74,7 +74,7 @@ impl DeployArgs {
     }
 
     /// The request the flags make (checked).
-    pub fn params(&self) -> Result<Params> {
+    pub(crate) fn params(&self) -> Result<Params> {
         let image = self.image.trim();
         if image.is_empty() || image.contains(char::is_whitespace) {
             bail!(
@@ -125,7 +125,7 @@ pub fn run(args: DeployArgs) -> Result<()> {
 
 /// Writes every file into `dir` (made if missing), each through a temporary file renamed
 /// into place; refuses, before writing any, when one exists and `force` is not given.
-pub fn write_all(dir: &Path, files: &[File], force: bool) -> Result<()> {
+pub(crate) fn write_all(dir: &Path, files: &[File], force: bool) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     if !force {
         if let Some(f) = files.iter().find(|f| dir.join(&f.name).exists()) {

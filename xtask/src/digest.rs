@@ -11,7 +11,7 @@ use std::path::Path;
 pub struct Sha256Hex(String);
 
 impl Sha256Hex {
-    pub fn parse(s: &str) -> Result<Sha256Hex> {
+    pub(crate) fn parse(s: &str) -> Result<Sha256Hex> {
         let s = s.trim().strip_prefix("sha256:").unwrap_or(s.trim());
         if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             bail!("`{s}` is not a sha256 digest (64 hex characters)");
@@ -23,7 +23,7 @@ impl Sha256Hex {
         Sha256Hex(hex::encode(Sha256::digest(data)))
     }
 
-    pub fn of_reader(mut r: impl Read) -> std::io::Result<Sha256Hex> {
+    fn of_reader(mut r: impl Read) -> std::io::Result<Sha256Hex> {
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 16];
         loop {
@@ -42,7 +42,7 @@ impl Sha256Hex {
             .with_context(|| format!("reading {}", path.display()))
     }
 
-    pub fn from_hasher(h: Sha256) -> Sha256Hex {
+    pub(crate) fn from_hasher(h: Sha256) -> Sha256Hex {
         Sha256Hex(hex::encode(h.finalize()))
     }
 
@@ -58,7 +58,7 @@ impl fmt::Display for Sha256Hex {
 }
 
 /// A stable key over several strings (cache keys for builds and sysroots).
-pub fn key_of<I, S>(parts: I) -> Sha256Hex
+pub(crate) fn key_of<I, S>(parts: I) -> Sha256Hex
 where
     I: IntoIterator<Item = S>,
     S: AsRef<[u8]>,

@@ -13,13 +13,13 @@ use crate::progress::Step;
 use crate::teardown;
 
 /// Where to get Docker, for error messages.
-pub const DOCKER_INSTALL: &str =
+const DOCKER_INSTALL: &str =
     "install Docker: `apt-get install docker.io`, or https://docs.docker.com/engine/install/";
 
 /// The repository profiled images get in a Docker engine or a kind node:
 /// `localhost/flink-jemalloc:<the layout's tag>`. A real tag (never `latest`), so that
 /// Kubernetes' `IfNotPresent` uses the loaded image instead of pulling.
-pub const LOCAL_REPOSITORY: &str = "localhost/flink-jemalloc";
+const LOCAL_REPOSITORY: &str = "localhost/flink-jemalloc";
 
 /// The name of the image whose OCI layout is tagged `ref_name`, once loaded.
 pub fn image_name(ref_name: &str) -> String {
@@ -43,7 +43,7 @@ pub fn image_name(ref_name: &str) -> String {
 }
 
 /// What to do about a Docker engine that does not answer, from `docker version`'s stderr.
-pub fn engine_advice(stderr: &str) -> String {
+fn engine_advice(stderr: &str) -> String {
     let text = error_text(stderr);
     if stderr.contains("permission denied") {
         format!(
@@ -78,7 +78,7 @@ fn engine_check() -> Result<()> {
 
 /// Ok when `docker` is on the PATH and its engine answers; `why` says what needs it
 /// (`--driver docker`).
-pub fn require(why: &str) -> Result<()> {
+pub(crate) fn require(why: &str) -> Result<()> {
     if !on_path("docker", &std::env::var_os("PATH").unwrap_or_default()) {
         bail!("{why} needs `docker` on the PATH; {DOCKER_INSTALL}");
     }
@@ -176,7 +176,7 @@ impl Drop for LoadedImage {
 
 /// A container's state, as `docker inspect` gives it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ContainerState {
+pub(crate) struct ContainerState {
     pub running: bool,
     /// The kernel's OOM killer killed a process of the container.
     pub oom_killed: bool,
@@ -184,7 +184,7 @@ pub struct ContainerState {
 }
 
 /// `State` of a `docker inspect` answer (an array of one container).
-pub fn parse_state(inspect: &Value) -> Option<ContainerState> {
+fn parse_state(inspect: &Value) -> Option<ContainerState> {
     let s = &inspect.get(0)?["State"];
     Some(ContainerState {
         running: s["Running"].as_bool()?,
@@ -194,7 +194,7 @@ pub fn parse_state(inspect: &Value) -> Option<ContainerState> {
 }
 
 /// The state of container `name`.
-pub fn container_state(name: &str) -> Result<ContainerState> {
+pub(crate) fn container_state(name: &str) -> Result<ContainerState> {
     let out = docker(&["container", "inspect", name])?;
     let v: Value = serde_json::from_slice(&out)
         .with_context(|| format!("docker container inspect {name}: not JSON"))?;
@@ -203,7 +203,7 @@ pub fn container_state(name: &str) -> Result<ContainerState> {
 
 /// Removes every container and network labelled `label` (`key=value`); best effort, for
 /// teardown.
-pub fn remove_labelled(label: &str) {
+pub(crate) fn remove_labelled(label: &str) {
     let filter = format!("label={label}");
     if let Ok(ids) = docker_text(&["ps", "--all", "--quiet", "--filter", &filter]) {
         let ids: Vec<&str> = ids.split_whitespace().collect();
@@ -223,7 +223,7 @@ pub fn remove_labelled(label: &str) {
 /// A Docker container, by name. Its files are listed with `docker exec ls` while it runs
 /// and read from `docker cp`'s tar stream otherwise: `docker cp` also reads a stopped
 /// container (an OOM-killed JVM's dumps and the JNI library it never got to delete).
-pub struct Container(pub String);
+pub(crate) struct Container(pub String);
 
 impl ContainerFiles for Container {
     fn describe(&self) -> String {

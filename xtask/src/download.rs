@@ -4,7 +4,7 @@
 //! entry is written under its cache lock (concurrent runs download it once), and every GET
 //! is retried as `retry` says.
 
-pub mod retry;
+pub(crate) mod retry;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -22,12 +22,12 @@ use retry::Sink;
 static REQUESTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Counts one HTTP request about to be sent.
-pub fn count_request() {
+pub(crate) fn count_request() {
     REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// HTTP requests sent so far.
-pub fn requests() -> usize {
+pub(crate) fn requests() -> usize {
     REQUESTS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
@@ -54,7 +54,7 @@ impl Downloader {
 
     /// Returns the cache path of the blob with digest `expected`, downloading it from `url`
     /// only when the cache does not already hold it.
-    pub fn fetch(&self, cache: &Cache, url: &str, expected: &Sha256Hex) -> Result<PathBuf> {
+    pub(crate) fn fetch(&self, cache: &Cache, url: &str, expected: &Sha256Hex) -> Result<PathBuf> {
         let _lock = cache.lock("blob", expected.as_str())?;
         let dest = cache.blob(expected.as_str());
         if dest.is_file() {
@@ -69,14 +69,14 @@ impl Downloader {
     }
 
     /// Downloads `url` into memory (small index files whose digest is not known beforehand).
-    pub fn get(&self, url: &str) -> Result<Vec<u8>> {
+    pub(crate) fn get(&self, url: &str) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
         self.stream(url, &mut buf)?;
         Ok(buf)
     }
 
     /// Whether `url` answers a HEAD with success (used to probe optional index files).
-    pub fn exists(&self, url: &str) -> Result<bool> {
+    pub(crate) fn exists(&self, url: &str) -> Result<bool> {
         if let Some(path) = url.strip_prefix("file://") {
             return Ok(Path::new(path).is_file());
         }
@@ -119,7 +119,7 @@ impl Downloader {
 /// Writes a blob into the cache under its digest: `write` fills a temporary file beside the
 /// entry and returns the digest it saw; only a match is renamed into place. The caller holds
 /// the blob's [`Cache::lock`].
-pub fn save_verified(
+pub(crate) fn save_verified(
     cache: &Cache,
     expected: &Sha256Hex,
     url: &str,
@@ -153,7 +153,7 @@ pub fn save_verified(
 }
 
 /// Copies `body` into `out` while hashing; a body shorter than `len` is an error.
-pub fn copy_hashing(
+pub(crate) fn copy_hashing(
     mut body: impl Read,
     out: &mut dyn Write,
     len: Option<u64>,

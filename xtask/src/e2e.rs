@@ -15,13 +15,13 @@
 //! the profiling run shows what the scenario expects.
 
 pub mod cluster;
-pub mod context;
+pub(crate) mod context;
 pub mod driver;
 pub mod flink_job;
 pub mod flink_rest;
-pub mod report;
-pub mod restarts;
-pub mod scenario;
+pub(crate) mod report;
+pub(crate) mod restarts;
+pub(crate) mod scenario;
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -33,13 +33,13 @@ use crate::bundle::Bundle;
 use crate::heap_profile;
 use crate::progress::{self, flag, Step};
 use crate::teardown;
-pub use cluster::{allocator_env, cluster_spec, run_conf};
+pub(crate) use cluster::{allocator_env, cluster_spec, run_conf};
 use cluster::{Allocator, ClusterSpec};
 use context::RunContext;
-pub use driver::Driver;
-pub use report::{growth, memory_plot, verdict, Growth, Report, Run, Sample};
+pub(crate) use driver::Driver;
+pub(crate) use report::{growth, Report, Run};
 use restarts::{restart_loop, Job};
-pub use scenario::Mode;
+pub(crate) use scenario::Mode;
 use scenario::Plan;
 
 /// What `--allocator` takes: an allocator, or a set of them.
@@ -77,7 +77,7 @@ impl Allocators {
     }
 
     /// The allocators of a `--allocator` list, each once, in the order given.
-    pub fn expand(list: &[Allocators]) -> Vec<Allocator> {
+    pub(crate) fn expand(list: &[Allocators]) -> Vec<Allocator> {
         let mut out = Vec::new();
         for a in list.iter().flat_map(|a| a.members()) {
             if !out.contains(&a) {
@@ -135,7 +135,7 @@ pub struct E2eArgs {
     #[arg(long)]
     pub keep: bool,
     /// kind: the cluster's name (created from ci/kind.yaml unless it exists).
-    #[arg(long, default_value = "flink-jemalloc")]
+    #[arg(long, default_value = driver::kind::tools::DEFAULT_CLUSTER)]
     pub kind_cluster: String,
     /// docker: a user-defined network (created if missing) where the containers find the
     /// JobManager by name, for engines with a bridge (Docker Desktop) [default: the host
@@ -154,7 +154,7 @@ pub fn run(args: E2eArgs) -> Result<()> {
 }
 
 /// Runs the scenario and writes the report; an `Ok` report may still have failed its verdict.
-pub fn run_scenario(args: &E2eArgs) -> Result<Report> {
+fn run_scenario(args: &E2eArgs) -> Result<Report> {
     let started = Instant::now();
     let driver = args.driver.unwrap_or_else(Driver::default_here);
     driver::require(driver)?;

@@ -33,10 +33,9 @@ pub struct FetchArgs {
 
 /// A verified, unpacked source tree.
 #[derive(Debug, Clone)]
-pub struct FetchedSource {
+pub(crate) struct FetchedSource {
     pub url: String,
     pub sha256: Sha256Hex,
-    pub tarball: PathBuf,
     /// The top directory of the unpacked tree (the one holding `configure`).
     pub dir: PathBuf,
 }
@@ -50,7 +49,7 @@ pub fn run(args: FetchArgs) -> Result<()> {
 }
 
 /// Resolves the URL and digest, downloads (or reuses the cached tarball), and unpacks.
-pub fn fetch_source(
+pub(crate) fn fetch_source(
     dl: &Downloader,
     cache: &Cache,
     spec: &JemallocSpec,
@@ -93,12 +92,7 @@ pub fn fetch_source(
     }
     let dir = source_root(&unpacked)?;
     progress::note(format!("source tree: {}", dir.display()));
-    Ok(FetchedSource {
-        url,
-        sha256,
-        tarball,
-        dir,
-    })
+    Ok(FetchedSource { url, sha256, dir })
 }
 
 /// The directory holding `configure`: the tree itself or its single top directory.

@@ -21,13 +21,13 @@
 use serde::Serialize;
 
 /// What the error bars of a [`Fit`] are, for people and reports.
-pub const ERROR_METHOD: &str =
+pub(crate) const ERROR_METHOD: &str =
     "least-squares slope ± an autocorrelation-robust standard error (equal-weighted cosine, ν degrees of freedom); \
      grows = the 95% interval lies above zero";
 
 /// A straight line fitted to points.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Fit {
+pub(crate) struct Fit {
     /// dy/dx, least squares.
     pub slope: f64,
     /// The slope's standard error, robust to autocorrelated residuals (EWC); None with two
@@ -50,7 +50,7 @@ pub struct Fit {
 
 /// What a fit says of growth, by its 95% interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trend {
+pub(crate) enum Trend {
     /// The whole interval is above zero.
     Grows,
     /// The whole interval is below zero.
@@ -61,7 +61,7 @@ pub enum Trend {
 
 impl Trend {
     /// For people: `grows`, `shrinks`, `no trend shown`.
-    pub fn words(self) -> &'static str {
+    pub(crate) fn words(self) -> &'static str {
         match self {
             Trend::Grows => "grows",
             Trend::Shrinks => "shrinks",
@@ -73,7 +73,7 @@ impl Trend {
 impl Fit {
     /// The same fit with x in units `k` times larger (slope, errors and interval times `k`):
     /// a slope per millisecond to one per hour.
-    pub fn scaled(self, k: f64) -> Fit {
+    pub(crate) fn scaled(self, k: f64) -> Fit {
         Fit {
             slope: self.slope * k,
             stderr: self.stderr.map(|e| e * k),
@@ -85,7 +85,7 @@ impl Fit {
 
     /// The slope divided by `scale`, signed, with its standard error when it has one, to
     /// `decimals` places: `+1.25 ± 0.30`.
-    pub fn plus_minus(&self, scale: f64, decimals: usize) -> String {
+    pub(crate) fn plus_minus(&self, scale: f64, decimals: usize) -> String {
         let slope = format!("{:+.decimals$}", self.slope / scale);
         match self.stderr {
             Some(se) => format!("{slope} ± {:.decimals$}", se / scale),
@@ -94,7 +94,7 @@ impl Fit {
     }
 
     /// The 95% interval divided by `scale`: `[-0.95, +1.87]`, or `n/a` without one.
-    pub fn interval(&self, scale: f64, decimals: usize) -> String {
+    pub(crate) fn interval(&self, scale: f64, decimals: usize) -> String {
         match self.ci95 {
             Some((lo, hi)) => format!("[{:+.decimals$}, {:+.decimals$}]", lo / scale, hi / scale),
             None => "n/a".into(),
@@ -102,7 +102,7 @@ impl Fit {
     }
 
     /// Whether the slope is above zero, below it, or neither, at 95%.
-    pub fn trend(&self) -> Trend {
+    pub(crate) fn trend(&self) -> Trend {
         match self.ci95 {
             Some((lo, _)) if lo > 0.0 => Trend::Grows,
             Some((_, hi)) if hi < 0.0 => Trend::Shrinks,
@@ -111,14 +111,14 @@ impl Fit {
     }
 
     /// The lower end of the 95% interval is above zero.
-    pub fn grows(&self) -> bool {
+    pub(crate) fn grows(&self) -> bool {
         self.trend() == Trend::Grows
     }
 }
 
 /// The least-squares line through `points` (in the order they were taken: the error bars
 /// read that order as time); None for fewer than two points or a constant x.
-pub fn fit(points: &[(f64, f64)]) -> Option<Fit> {
+pub(crate) fn fit(points: &[(f64, f64)]) -> Option<Fit> {
     if points.len() < 2 {
         return None;
     }

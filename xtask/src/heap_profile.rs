@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 use crate::progress::{self, Step};
 
 /// Where mapped files that are not in the image are kept, inside a dump directory.
-pub const ROOT: &str = "root";
+pub(crate) const ROOT: &str = "root";
 
 /// Where the TaskManager writes its heap dumps, inside its container (a volume).
-pub const DUMP_DIR: &str = "/jeprof";
+pub(crate) const DUMP_DIR: &str = "/jeprof";
 
 /// What [`collect`] copied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Collected {
+pub(crate) struct Collected {
     /// `out/<name>.heap`, in dump order (pid, then sequence number).
     pub dumps: Vec<PathBuf>,
     /// `out/root/<path>` of each library copied.
@@ -28,7 +28,7 @@ pub struct Collected {
 
 /// A container whose files can be listed and copied out: a pod's container (through
 /// kubectl, `kubectl::PodContainer`) or a Docker container (`docker::Container`).
-pub trait ContainerFiles {
+pub(crate) trait ContainerFiles {
     /// How messages name it: `pod flink/taskmanager-…`, `container flink-jemalloc-…`.
     fn describe(&self) -> String;
     /// The names in directory `dir` of the container (one level, no `.` entries).
@@ -40,7 +40,7 @@ pub trait ContainerFiles {
 /// Copies the dumps in `dumps_dir` of the container to `out/` and the libraries they map
 /// under /tmp to `out/root/<path>`. No dumps is not an error here (the caller decides); a
 /// library that is gone is listed in [`Collected::missing`].
-pub fn collect(c: &dyn ContainerFiles, dumps_dir: &str, out: &Path) -> Result<Collected> {
+pub(crate) fn collect(c: &dyn ContainerFiles, dumps_dir: &str, out: &Path) -> Result<Collected> {
     let where_ = c.describe();
     let names = heap_files(&c.list(dumps_dir)?.join("\n"));
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -83,7 +83,7 @@ pub fn collect(c: &dyn ContainerFiles, dumps_dir: &str, out: &Path) -> Result<Co
 
 /// Checks, before any work, that `dir` holds at least two dumps (a difference needs two)
 /// and that none is cut short: jemalloc writes a dump's `MAPPED_LIBRARIES:` section last.
-pub fn check_dumps(dir: &Path) -> Result<Vec<String>> {
+pub(crate) fn check_dumps(dir: &Path) -> Result<Vec<String>> {
     if !dir.is_dir() {
         bail!(
             "{} is not a directory of heap dumps: pass what `cargo xtask collect --out` wrote",
@@ -116,14 +116,14 @@ pub fn check_dumps(dir: &Path) -> Result<Vec<String>> {
 
 /// Whether `dump` is a whole jemalloc heap dump: it begins with `heap_v2/` and ends with its
 /// `MAPPED_LIBRARIES:` section (written last) and a newline.
-pub fn is_complete(dump: &[u8]) -> bool {
+pub(crate) fn is_complete(dump: &[u8]) -> bool {
     dump.starts_with(b"heap_v2/")
         && dump.windows(18).any(|w| w == b"\nMAPPED_LIBRARIES:")
         && dump.ends_with(b"\n")
 }
 
 /// The dumps in `dir` with their modification times (seconds since the epoch), in order.
-pub fn dump_times_in(dir: &Path) -> Result<Vec<(String, f64)>> {
+pub(crate) fn dump_times_in(dir: &Path) -> Result<Vec<(String, f64)>> {
     let mut out = Vec::new();
     for name in dumps_in(dir)? {
         let path = dir.join(&name);
@@ -165,7 +165,7 @@ pub fn start_script(dumps: &str) -> String {
 
 /// Where [`start_script`] puts the dumps of the container starts, in the order they
 /// started, from an `ls -1` of the dump volume.
-pub fn start_dirs(ls: &[String]) -> Vec<String> {
+pub(crate) fn start_dirs(ls: &[String]) -> Vec<String> {
     let mut dirs: Vec<String> = ls
         .iter()
         .map(|l| l.trim().trim_end_matches('/').to_string())
@@ -177,7 +177,7 @@ pub fn start_dirs(ls: &[String]) -> Vec<String> {
 
 /// The dump directories of a collection (`OUT/<tm>/<start>` or `OUT/<tm>`), by name, with
 /// their dumps.
-pub fn dump_directories(
+pub(crate) fn dump_directories(
     out: &Path,
 ) -> Result<std::collections::BTreeMap<std::path::PathBuf, usize>> {
     let mut found = std::collections::BTreeMap::new();
@@ -203,7 +203,7 @@ pub fn dump_directories(
 /// `/proc/self/maps`; each line's sixth field onwards is the path. Absolute paths only
 /// (`[heap]`, `[stack]`, anonymous maps are not files), a ` (deleted)` suffix removed, each
 /// path once, in the order of first appearance.
-pub fn mapped_libraries(dump: &str) -> Vec<String> {
+pub(crate) fn mapped_libraries(dump: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let Some(start) = dump.find("MAPPED_LIBRARIES:") else {
         return out;
@@ -232,20 +232,20 @@ fn maps_path(line: &str) -> Option<&str> {
 }
 
 /// Whether a mapped path names a shared library (`*.so`, `*.so.N`).
-pub fn is_library(path: &str) -> bool {
+fn is_library(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or("");
     name.ends_with(".so") || name.contains(".so.")
 }
 
 /// Whether a mapped file under `/tmp` is data, not code (the JVM's `hsperfdata` counters):
 /// no frame can be in it, so its absence names nothing.
-pub fn is_tmp_data(path: &str) -> bool {
+pub(crate) fn is_tmp_data(path: &str) -> bool {
     path.starts_with("/tmp/") && !is_library(path)
 }
 
 /// The mapped files to copy: the shared libraries under `/tmp` (everything else is part of
 /// the image; the JVM's `/tmp/hsperfdata_*` counters are mapped too, and are no library).
-pub fn libraries_to_copy(mapped: &[String]) -> Vec<String> {
+pub(crate) fn libraries_to_copy(mapped: &[String]) -> Vec<String> {
     mapped
         .iter()
         .filter(|p| p.starts_with("/tmp/") && !p.contains("/../") && is_library(p))
@@ -255,7 +255,7 @@ pub fn libraries_to_copy(mapped: &[String]) -> Vec<String> {
 
 /// The `*.heap` names in `ls -1` output, in dump order: numbers compared as numbers, so
 /// `jeprof.out.7.10.i10.heap` comes after `jeprof.out.7.9.i9.heap`.
-pub fn heap_files(ls: &str) -> Vec<String> {
+fn heap_files(ls: &str) -> Vec<String> {
     let mut names: Vec<String> = ls
         .lines()
         .map(str::trim)
@@ -279,19 +279,19 @@ fn pid_and_seq(name: &str) -> Option<(&str, &str)> {
 }
 
 /// The process id in a dump's name.
-pub fn dump_pid(name: &str) -> Option<u64> {
+pub(crate) fn dump_pid(name: &str) -> Option<u64> {
     pid_and_seq(name)?.0.parse().ok()
 }
 
 /// jemalloc's sequence number of a dump: its place among all the dumps its process wrote.
-pub fn dump_seq(name: &str) -> Option<u64> {
+pub(crate) fn dump_seq(name: &str) -> Option<u64> {
     pid_and_seq(name)?.1.parse().ok()
 }
 
 /// The dumps of the process that wrote the most (a directory may also hold a dump of a
 /// short-lived helper JVM, such as the one Flink's scripts run to size the TaskManager's
 /// memory), in order, and the others left out.
-pub fn main_process(dumps: &[String]) -> (Vec<String>, Vec<String>) {
+pub(crate) fn main_process(dumps: &[String]) -> (Vec<String>, Vec<String>) {
     let mut count: std::collections::BTreeMap<Option<u64>, usize> = Default::default();
     for d in dumps {
         *count.entry(dump_pid(d)).or_insert(0) += 1;
@@ -336,7 +336,7 @@ fn natural_key(s: &str) -> Vec<Chunk> {
 
 /// Copies the dumps of `volume` to `out/` and the run-time files they map, read from
 /// `rootfs`, to `out/root/<path>`.
-pub fn collect_from_dir(volume: &Path, rootfs: &Path, out: &Path) -> Result<()> {
+pub(crate) fn collect_from_dir(volume: &Path, rootfs: &Path, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out)?;
     let mut wanted: Vec<String> = Vec::new();
     for d in dumps_in(volume)? {
@@ -365,7 +365,7 @@ pub fn collect_from_dir(volume: &Path, rootfs: &Path, out: &Path) -> Result<()> 
 /// Puts a dump directory's `root/` files over `rootfs` and its dumps into
 /// `rootfs/<inside>`, so that jeprof run in the rootfs finds both. Only files are copied:
 /// directories that exist keep their modes (the image's /tmp stays 1777).
-pub fn stage_into_rootfs(dir: &Path, rootfs: &Path, inside: &str) -> Result<Vec<String>> {
+pub(crate) fn stage_into_rootfs(dir: &Path, rootfs: &Path, inside: &str) -> Result<Vec<String>> {
     let root = dir.join(ROOT);
     if root.is_dir() {
         copy_files(&root, rootfs)?;

@@ -7,17 +7,17 @@
 //! layer, config and manifest (`config`) → layout, tarball, push, load (`output`) → lock
 //! (`lock`).
 
-pub mod base;
-pub mod cache;
-pub mod config;
+pub(crate) mod base;
+pub(crate) mod cache;
+pub(crate) mod config;
 pub mod deps;
 pub mod inspect;
-pub mod jemalloc;
+pub(crate) mod jemalloc;
 pub mod lock;
-pub mod locking;
-pub mod output;
-pub mod request;
-pub mod run;
+pub(crate) mod locking;
+pub(crate) mod output;
+pub(crate) mod request;
+pub(crate) mod run;
 pub mod tools_layer;
 
 use anyhow::{Context, Result};
@@ -117,7 +117,7 @@ pub struct ImageArgs {
 
 impl ImageArgs {
     /// The request these flags make (`--flink` given: `--list` is answered before).
-    pub fn into_request(self) -> Result<Request> {
+    fn into_request(self) -> Result<Request> {
         Ok(Request {
             flink: self.flink.context("--flink is required")?,
             specs: self.specs,
@@ -187,7 +187,7 @@ pub fn run(args: ImageArgs) -> Result<()> {
 }
 
 /// The Markdown table of the specs in `dir` (`--list`).
-pub fn list_table(dir: &Path) -> Result<String> {
+fn list_table(dir: &Path) -> Result<String> {
     let mut out = String::from(
         "| `--flink` | Flink | base image | distribution | Java | profiled image tag |\n|---|---|---|---|---|---|\n",
     );
@@ -257,7 +257,7 @@ pub fn make(req: &Request) -> Result<Built> {
 }
 
 /// `--label KEY=VALUE`: a key that is not empty and has no space, and its value.
-pub fn parse_label(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
             Ok((k.to_string(), v.to_string()))

@@ -35,7 +35,7 @@ pub fn run(args: JobArgs) -> Result<()> {
 
 /// Compiles the job against the flink-dist of `image` (a layout, or a tarball of one, or a
 /// docker-archive) into `out/rocksdb-restart-job.jar`.
-pub fn compile(image: &Path, out: &Path) -> Result<PathBuf> {
+pub(crate) fn compile(image: &Path, out: &Path) -> Result<PathBuf> {
     crate::oci::check_image(image)?;
     // The work (the unpacked image) beside `out`, which is made only for the jar.
     let (work, _work_teardown) = crate::project::work_dir_beside(out, ".job-")?;

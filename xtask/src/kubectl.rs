@@ -9,7 +9,8 @@ use xshell::{cmd, Shell};
 use crate::heap_profile::ContainerFiles;
 
 /// Where to get kubectl, for error messages.
-pub const KUBECTL_INSTALL: &str = "install kubectl: https://kubernetes.io/docs/tasks/tools/ \
+pub(crate) const KUBECTL_INSTALL: &str =
+    "install kubectl: https://kubernetes.io/docs/tasks/tools/ \
      (a release binary, or the `kubectl` package from pkgs.k8s.io's apt repository)";
 
 /// Whether `tool` is an executable file in one of `path`'s directories (a `$PATH` value).
@@ -24,7 +25,7 @@ pub fn on_path(tool: &str, path: &OsStr) -> bool {
 
 /// The useful part of kubectl's stderr: klog lines (`E1127 02:54:03.19 … memcache.go:265]`)
 /// dropped when anything else is left; at most the last five lines.
-pub fn error_text(stderr: &str) -> String {
+pub(crate) fn error_text(stderr: &str) -> String {
     let is_klog = |l: &str| {
         let b = l.as_bytes();
         b.len() > 5 && matches!(b[0], b'E' | b'W' | b'I') && b[1..5].iter().all(u8::is_ascii_digit)
@@ -38,7 +39,7 @@ pub fn error_text(stderr: &str) -> String {
 
 /// kubectl bound to a namespace, and to a kubeconfig file and context or the user's.
 #[derive(Debug, Clone)]
-pub struct Kubectl {
+pub(crate) struct Kubectl {
     pub namespace: String,
     pub context: Option<String>,
     /// An explicit kubeconfig (`--kubeconfig`): the kind driver writes its cluster's, so
@@ -48,7 +49,7 @@ pub struct Kubectl {
 
 impl Kubectl {
     /// In the kubeconfig's current context.
-    pub fn new(namespace: &str) -> Kubectl {
+    pub(crate) fn new(namespace: &str) -> Kubectl {
         Kubectl {
             namespace: namespace.to_string(),
             context: None,
@@ -57,7 +58,7 @@ impl Kubectl {
     }
 
     /// In `context` (kind names its clusters' contexts `kind-<name>`).
-    pub fn with_context(namespace: &str, context: &str) -> Kubectl {
+    pub(crate) fn with_context(namespace: &str, context: &str) -> Kubectl {
         Kubectl {
             context: Some(context.to_string()),
             ..Kubectl::new(namespace)
@@ -65,7 +66,7 @@ impl Kubectl {
     }
 
     /// With the kubeconfig file `kubeconfig` (its current context).
-    pub fn with_kubeconfig(namespace: &str, kubeconfig: &Path) -> Kubectl {
+    pub(crate) fn with_kubeconfig(namespace: &str, kubeconfig: &Path) -> Kubectl {
         Kubectl {
             kubeconfig: Some(kubeconfig.to_path_buf()),
             ..Kubectl::new(namespace)
@@ -73,7 +74,7 @@ impl Kubectl {
     }
 
     /// The global flags every call gets: `--kubeconfig F`, `--context C`, `--namespace N`.
-    pub fn global_args(&self) -> Vec<String> {
+    pub(crate) fn global_args(&self) -> Vec<String> {
         let mut a = Vec::new();
         if let Some(k) = &self.kubeconfig {
             a.extend(["--kubeconfig".to_string(), k.display().to_string()]);
@@ -86,7 +87,7 @@ impl Kubectl {
     }
 
     /// Fails with [`KUBECTL_INSTALL`] when kubectl is not on the PATH.
-    pub fn require() -> Result<()> {
+    pub(crate) fn require() -> Result<()> {
         if !on_path("kubectl", &std::env::var_os("PATH").unwrap_or_default()) {
             bail!("`kubectl` was not found on the PATH; {KUBECTL_INSTALL}");
         }
@@ -117,17 +118,22 @@ impl Kubectl {
     }
 
     /// Runs `kubectl --namespace N ARGS…`; its stdout.
-    pub fn run(&self, args: &[&str]) -> Result<String> {
+    pub(crate) fn run(&self, args: &[&str]) -> Result<String> {
         Ok(String::from_utf8_lossy(&self.exec(args, None)?).into_owned())
     }
 
     /// Like [`Kubectl::run`], with `input` on stdin (`apply -f -`).
-    pub fn run_with_input(&self, args: &[&str], input: &[u8]) -> Result<String> {
+    pub(crate) fn run_with_input(&self, args: &[&str], input: &[u8]) -> Result<String> {
         Ok(String::from_utf8_lossy(&self.exec(args, Some(input))?).into_owned())
     }
 
     /// `kubectl exec POD [-c C] -- ARGV…`; its stdout.
-    pub fn exec_in(&self, pod: &str, container: Option<&str>, argv: &[&str]) -> Result<String> {
+    pub(crate) fn exec_in(
+        &self,
+        pod: &str,
+        container: Option<&str>,
+        argv: &[&str],
+    ) -> Result<String> {
         let mut args = vec!["exec", pod];
         if let Some(c) = container {
             args.extend(["-c", c]);
@@ -139,13 +145,7 @@ impl Kubectl {
 
     /// `kubectl cp NS/POD:SRC DEST [-c C]`, then checks that `dest` arrived (kubectl cp
     /// can exit 0 having copied nothing).
-    pub fn cp_from(
-        &self,
-        pod: &str,
-        container: Option<&str>,
-        src: &str,
-        dest: &Path,
-    ) -> Result<()> {
+    fn cp_from(&self, pod: &str, container: Option<&str>, src: &str, dest: &Path) -> Result<()> {
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -164,7 +164,7 @@ impl Kubectl {
 }
 
 /// A container of a pod, through kubectl.
-pub struct PodContainer<'a> {
+pub(crate) struct PodContainer<'a> {
     pub kubectl: &'a Kubectl,
     pub pod: &'a str,
     /// None: kubectl's choice, the pod's first container.

@@ -3,29 +3,29 @@
 //! forms, an OCI image layout (`layout`) and a docker-archive (`docker_archive`); and here,
 //! what `--image` may be, checked before any work and opened as a layout.
 
-pub mod blob;
-pub mod config;
-pub mod docker_archive;
-pub mod layer;
-pub mod layout;
-pub mod media;
+pub(crate) mod blob;
+pub(crate) mod config;
+pub(crate) mod docker_archive;
+pub(crate) mod layer;
+pub(crate) mod layout;
+pub(crate) mod media;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-pub use blob::{canonical, hex_of, Blob, BlobSource};
-pub use config::{add_layer, config, manifest, ConfigChanges};
-use docker_archive::docker_archive_dir_to_layout;
-pub use docker_archive::{layout_to_docker_archive, write_docker_archive};
-pub use layer::{gzip, layer, layer_tar, tar_dir, Layer, LayerRef, LAYER_FORMAT};
-pub use layout::{
-    layout_config, layout_config_digest, layout_manifest, layout_ref, verify_layout, write_layout,
-    LayoutBlobs, LayoutRef,
-};
-pub use media::{
-    is_manifest_type, oci_layer_type, DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX,
-    OCI_LAYER_GZIP, OCI_MANIFEST,
-};
+pub(crate) use blob::BlobSource;
+pub use blob::{canonical, hex_of, Blob};
+pub use config::manifest;
+pub(crate) use config::{add_layer, config, ConfigChanges};
+pub(crate) use docker_archive::docker_archive_dir_to_layout;
+pub use docker_archive::layout_to_docker_archive;
+pub(crate) use docker_archive::write_docker_archive;
+pub use layer::{layer, layer_tar, Layer};
+pub(crate) use layer::{tar_dir, LayerRef, LAYER_FORMAT};
+pub use layout::{layout_config, layout_config_digest, layout_manifest, layout_ref, LayoutRef};
+pub(crate) use layout::{verify_layout, write_layout, LayoutBlobs};
+pub(crate) use media::{is_manifest_type, oci_layer_type, OCI_LAYER_GZIP};
+pub use media::{OCI_CONFIG, OCI_MANIFEST};
 
 fn not_an_image(path: &Path) -> anyhow::Error {
     anyhow::anyhow!(
@@ -37,7 +37,7 @@ fn not_an_image(path: &Path) -> anyhow::Error {
 
 /// A quick look, before any work, at whether `path` can be an image [`open_image`] opens:
 /// a directory with `index.json`, or a tarball holding `index.json` or `manifest.json`.
-pub fn check_image(path: &Path) -> Result<()> {
+pub(crate) fn check_image(path: &Path) -> Result<()> {
     if path.is_dir() {
         return match path.join("index.json").is_file() {
             true => Ok(()),
@@ -75,7 +75,7 @@ pub fn check_image(path: &Path) -> Result<()> {
 /// --output x.tar`), or a docker-archive (`--format docker-archive`, `docker save`). Returns
 /// the layout directory, extracting or converting a tarball into `work`, with every blob
 /// checked against its digest.
-pub fn open_image(path: &Path, work: &Path) -> Result<PathBuf> {
+pub(crate) fn open_image(path: &Path, work: &Path) -> Result<PathBuf> {
     check_image(path)?;
     let not_an_image = || not_an_image(path);
     let layout = if path.is_dir() {

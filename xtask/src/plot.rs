@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-pub struct Series {
+pub(crate) struct Series {
     pub label: String,
     /// CSS colour.
     pub color: &'static str,
@@ -15,7 +15,7 @@ pub struct Series {
 }
 
 /// "Nice" tick step for a range: 1, 2 or 5 times a power of ten, about `n` ticks.
-pub fn tick_step(range: f64, n: f64) -> f64 {
+fn tick_step(range: f64, n: f64) -> f64 {
     if range <= 0.0 || !range.is_finite() {
         return 1.0;
     }
@@ -41,7 +41,7 @@ fn esc(s: &str) -> String {
 }
 
 /// The chart as an SVG document.
-pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+pub(crate) fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
     // Text is measured by an average glyph width (sans-serif at 12 px is about 6.6 px a
     // character, at 15 px about 8.3): the legend's column and the title fit their text.
     let longest = series

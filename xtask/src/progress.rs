@@ -9,7 +9,7 @@ fn interactive() -> bool {
 }
 
 /// A byte-count bar for a download of `len` bytes (unknown: a spinner). Hidden off-terminal.
-pub fn bytes(len: Option<u64>, what: &str) -> ProgressBar {
+pub(crate) fn bytes(len: Option<u64>, what: &str) -> ProgressBar {
     if !interactive() {
         return ProgressBar::hidden();
     }
@@ -81,7 +81,7 @@ pub fn note(msg: impl AsRef<str>) {
 }
 
 /// The command-line name of a value (`runc`, `cancel-resubmit`).
-pub fn flag<T: clap::ValueEnum>(v: &T) -> String {
+pub(crate) fn flag<T: clap::ValueEnum>(v: &T) -> String {
     v.to_possible_value()
         .map(|p| p.get_name().to_string())
         .unwrap_or_default()

@@ -17,7 +17,7 @@ pub fn root() -> PathBuf {
 
 /// Default cache and work area: `target/flink-jemalloc` under the root, or
 /// `$FLINK_JEMALLOC_CACHE` when set.
-pub fn default_cache_dir() -> PathBuf {
+pub(crate) fn default_cache_dir() -> PathBuf {
     match std::env::var_os("FLINK_JEMALLOC_CACHE") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => root().join("target").join("flink-jemalloc"),
@@ -41,21 +41,21 @@ impl Cache {
     }
 
     /// Unpacked sources, keyed by the tarball digest.
-    pub fn source_dir(&self, sha256_hex: &str) -> PathBuf {
+    pub(crate) fn source_dir(&self, sha256_hex: &str) -> PathBuf {
         self.dir.join("src").join(&sha256_hex[..16])
     }
 
-    pub fn sysroot_dir(&self, suite: &str, key: &str) -> PathBuf {
+    pub(crate) fn sysroot_dir(&self, suite: &str, key: &str) -> PathBuf {
         self.dir
             .join("sysroot")
             .join(format!("{suite}-{}", &key[..16]))
     }
 
-    pub fn build_dir(&self, key: &str) -> PathBuf {
+    pub(crate) fn build_dir(&self, key: &str) -> PathBuf {
         self.dir.join("build").join(&key[..16])
     }
 
-    pub fn dist_dir(&self, version: &str, suite: &str) -> PathBuf {
+    pub(crate) fn dist_dir(&self, version: &str, suite: &str) -> PathBuf {
         self.dir
             .join("dist")
             .join(format!("jemalloc-{version}-{suite}"))
@@ -67,7 +67,7 @@ impl Cache {
     /// done and reuses it. The lock is the kernel's (flock): a process that dies, even by
     /// SIGKILL, releases it, so a lock left behind never blocks. The file is removed when
     /// the lock is released; a waiter that finds its file removed meanwhile locks afresh.
-    pub fn lock(&self, kind: &str, name: &str) -> anyhow::Result<EntryLock> {
+    pub(crate) fn lock(&self, kind: &str, name: &str) -> anyhow::Result<EntryLock> {
         use anyhow::Context;
         use std::os::unix::fs::MetadataExt;
         let dir = self.dir.join("locks");
@@ -120,7 +120,7 @@ impl Cache {
 }
 
 /// A held [`Cache::lock`]; dropping it removes the lock file and releases the lock.
-pub struct EntryLock {
+pub(crate) struct EntryLock {
     path: PathBuf,
     _file: std::fs::File,
 }
@@ -134,7 +134,7 @@ impl Drop for EntryLock {
 /// A work directory (`<prefix>XXXXXX`) beside `out`, in its parent (made if missing; `.`
 /// for a bare name), so that what is made there can be renamed into `out` whole. Removed
 /// when dropped, and when the process is interrupted while the guard lives.
-pub fn work_dir_beside(
+pub(crate) fn work_dir_beside(
     out: &Path,
     prefix: &str,
 ) -> anyhow::Result<(tempfile::TempDir, crate::teardown::Guard)> {

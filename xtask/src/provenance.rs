@@ -10,7 +10,7 @@ use xshell::{cmd, Shell};
 
 /// The code and the machine behind a report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Provenance {
+pub(crate) struct Provenance {
     /// `git rev-parse HEAD` of the checkout, when it is one.
     pub commit: Option<String>,
     /// Whether tracked files differed from that commit (`git status --porcelain
@@ -21,7 +21,7 @@ pub struct Provenance {
 
 /// The host a measurement ran on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Machine {
+pub(crate) struct Machine {
     /// `/sys/devices/system/cpu/online`, counted.
     pub cpus_online: Option<u32>,
     /// `MemTotal` of `/proc/meminfo`, MiB.
@@ -36,7 +36,7 @@ pub struct Machine {
 
 impl Provenance {
     /// The checkout at `root` and this machine, with `engine` as given.
-    pub fn here(root: &Path, engine: Option<String>) -> Provenance {
+    pub(crate) fn here(root: &Path, engine: Option<String>) -> Provenance {
         let sh = Shell::new().ok();
         let git = |args: &[&str]| -> Option<String> {
             let sh = sh.as_ref()?;
@@ -72,7 +72,7 @@ impl Provenance {
 
     /// One line for people: `commit 1a2b3c4d (uncommitted changes), 2 CPUs, 23 GiB, cgroup
     /// v1, kernel 6.1.0, docker 20.10.24`.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let mut parts = vec![match (&self.commit, self.dirty) {
             (Some(c), Some(true)) => format!("commit {} with uncommitted changes", short(c)),
             (Some(c), _) => format!("commit {}", short(c)),
@@ -98,7 +98,7 @@ impl Provenance {
 
 /// The number of CPUs in a kernel CPU list (`0-3,8,10-11` → 7), as in
 /// `/sys/devices/system/cpu/online`; None for anything else.
-pub fn cpu_count(list: &str) -> Option<u32> {
+pub(crate) fn cpu_count(list: &str) -> Option<u32> {
     let list = list.trim();
     if list.is_empty() {
         return None;
@@ -112,7 +112,7 @@ pub fn cpu_count(list: &str) -> Option<u32> {
 
 /// The CPUs online on this machine: what a container here sees too (the file is not
 /// namespaced).
-pub fn host_cpus_online() -> Option<u32> {
+pub(crate) fn host_cpus_online() -> Option<u32> {
     cpu_count(&std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?)
 }
 

@@ -9,7 +9,7 @@
 //! repository, headline spec, which specs), each overridable by a flag. A JSON report
 //! (`--report`) lists what was pushed: spec, tag, digest, SBOM digest.
 
-pub mod sbom;
+pub(crate) mod sbom;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -29,8 +29,8 @@ use crate::registry::{Auths, Credentials, Reference, RegistryClient};
 use crate::spec::{FlinkSpec, JemallocSpec};
 
 /// The OCI empty descriptor's media type and content (`{}`), the config of artifacts.
-pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
-pub const DEFAULT_REPOSITORY: &str = "flink-jemalloc";
+const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+const DEFAULT_REPOSITORY: &str = "flink-jemalloc";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PublishArgs {
@@ -108,7 +108,7 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Config> {
+    pub(crate) fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the publish configuration {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
@@ -117,7 +117,7 @@ impl Config {
 
 /// What one run publishes, after the configuration and the flags are merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub registry: String,
     pub repository: String,
     pub headline: Option<String>,
@@ -129,7 +129,7 @@ pub struct Plan {
 }
 
 /// Merges flags over the configuration and checks the result against the specs in `dir`.
-pub fn plan(args: &PublishArgs, config: &Config, dir: &Path) -> Result<Plan> {
+pub(crate) fn plan(args: &PublishArgs, config: &Config, dir: &Path) -> Result<Plan> {
     let all: Vec<String> = FlinkSpec::all_in(dir)?
         .into_iter()
         .map(|s| s.name)
@@ -187,7 +187,7 @@ pub fn plan(args: &PublishArgs, config: &Config, dir: &Path) -> Result<Plan> {
 
 /// One published image.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Published {
+pub(crate) struct Published {
     pub spec: String,
     pub flink: String,
     pub tag: String,
@@ -229,7 +229,7 @@ pub fn run(args: PublishArgs) -> Result<()> {
 }
 
 /// The image request of spec `spec`: publish's shared flags, written to `output`.
-pub fn image_request(args: &PublishArgs, spec: &str, output: &Path) -> image::Request {
+fn image_request(args: &PublishArgs, spec: &str, output: &Path) -> image::Request {
     image::Request {
         specs: args.specs.clone(),
         mirror: args.mirror.clone(),
@@ -247,7 +247,7 @@ pub fn image_request(args: &PublishArgs, spec: &str, output: &Path) -> image::Re
 }
 
 /// Builds, pushes and tags every spec of `plan`, with its SBOM; writes `--report`.
-pub fn all(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Published>> {
+pub(crate) fn all(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Published>> {
     let root = project::root();
     let jspec = JemallocSpec::load(&root)?;
     let jemalloc = sbom::Jemalloc {
@@ -418,7 +418,7 @@ fn push_sbom(
 }
 
 /// The cosign-style tag of an image's SBOM: `sha256-<hex>.sbom`.
-pub fn sbom_tag(image_digest: &str) -> Result<String> {
+pub(crate) fn sbom_tag(image_digest: &str) -> Result<String> {
     let hex = Sha256Hex::parse(image_digest)?;
     Ok(format!("sha256-{hex}.sbom"))
 }
@@ -426,7 +426,7 @@ pub fn sbom_tag(image_digest: &str) -> Result<String> {
 /// The SBOM as an OCI artifact: an image manifest with `artifactType`
 /// `application/spdx+json`, the empty config `{}`, one layer (the SPDX JSON) and `subject`
 /// = the image. Returns the manifest and the blobs it needs (config, layer).
-pub fn sbom_artifact(sbom: Vec<u8>, subject: &Value) -> (Blob, Vec<Blob>) {
+fn sbom_artifact(sbom: Vec<u8>, subject: &Value) -> (Blob, Vec<Blob>) {
     let config = Blob::new(OCI_EMPTY, b"{}".to_vec());
     let layer = Blob::new(sbom::SPDX_MEDIA_TYPE, sbom);
     let mut layer_desc = layer.descriptor();
@@ -446,7 +446,7 @@ pub fn sbom_artifact(sbom: Vec<u8>, subject: &Value) -> (Blob, Vec<Blob>) {
 }
 
 /// The publish report: canonical JSON, images in publishing order.
-pub fn write_report(path: &Path, plan: &Plan, published: &[Published]) -> Result<()> {
+pub(crate) fn write_report(path: &Path, plan: &Plan, published: &[Published]) -> Result<()> {
     let v = json!({
         "registry": plan.registry,
         "repository": plan.repository,

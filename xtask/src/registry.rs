@@ -3,7 +3,7 @@
 //! types with platform selection, blobs verified against their digest and cached by it, and
 //! push (skip blobs the registry has, upload the rest, put the manifest).
 
-pub mod credentials;
+pub(crate) mod credentials;
 
 use anyhow::{bail, Context, Result};
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -97,14 +97,14 @@ impl std::fmt::Display for Reference {
 
 impl Reference {
     /// The digest if pinned, else the tag.
-    pub fn reference(&self) -> &str {
+    pub(crate) fn reference(&self) -> &str {
         self.digest
             .as_deref()
             .or(self.tag.as_deref())
             .unwrap_or("latest")
     }
 
-    pub fn with_digest(&self, digest: &str) -> Reference {
+    pub(crate) fn with_digest(&self, digest: &str) -> Reference {
         Reference {
             digest: Some(digest.to_string()),
             ..self.clone()
@@ -123,7 +123,7 @@ impl Reference {
 
 /// A parsed `WWW-Authenticate` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Challenge {
+enum Challenge {
     Basic {
         realm: String,
     },
@@ -135,7 +135,7 @@ pub enum Challenge {
 }
 
 /// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"`.
-pub fn parse_challenge(header: &str) -> Result<Challenge> {
+fn parse_challenge(header: &str) -> Result<Challenge> {
     let header = header.trim();
     let (scheme, params) = header.split_once(' ').unwrap_or((header, ""));
     let mut map = HashMap::new();
@@ -173,7 +173,7 @@ pub fn parse_challenge(header: &str) -> Result<Challenge> {
 }
 
 /// Picks the `os/arch` manifest from an image index or Docker manifest list.
-pub fn select_platform(index: &Value, os: &str, arch: &str) -> Result<Value> {
+fn select_platform(index: &Value, os: &str, arch: &str) -> Result<Value> {
     let manifests = index["manifests"]
         .as_array()
         .context("index without `manifests`")?;
@@ -215,7 +215,7 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    pub fn is_index(&self) -> bool {
+    fn is_index(&self) -> bool {
         self.media_type == OCI_INDEX
             || self.media_type == DOCKER_LIST
             || self.json.get("manifests").is_some()
@@ -470,7 +470,7 @@ impl RegistryClient {
         .with_context(|| format!("blob {digest} of {r}"))
     }
 
-    pub fn has_blob(&self, r: &Reference, digest: &str) -> Result<bool> {
+    fn has_blob(&self, r: &Reference, digest: &str) -> Result<bool> {
         let url = self.url(r, &format!("blobs/{digest}"));
         let resp = self.send(r, true, |c| c.head(&url))?;
         Ok(resp.status().is_success())

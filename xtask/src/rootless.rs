@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use xshell::{cmd, Shell};
 
 /// The effective uid of this process, from `/proc/self/status`.
-pub fn effective_uid() -> Option<u32> {
+fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
@@ -53,7 +53,7 @@ const USERNS_SYSCTLS: &[(&str, &str, &str, &str)] = &[
 
 /// What to do when `unshare --map-root-user` failed with `stderr`; `read` gives a sysctl's
 /// value by its file under /proc/sys (None when the kernel has no such file).
-pub fn userns_advice(stderr: &str, read: impl Fn(&str) -> Option<String>) -> String {
+fn userns_advice(stderr: &str, read: impl Fn(&str) -> Option<String>) -> String {
     let culprit = USERNS_SYSCTLS
         .iter()
         .find(|(file, _, forbids, _)| read(file).is_some_and(|v| v.trim() == *forbids));
@@ -73,7 +73,7 @@ pub fn userns_advice(stderr: &str, read: impl Fn(&str) -> Option<String>) -> Str
 }
 
 /// Ok when this process may make a user namespace in which it is root (checked once).
-pub fn require_userns() -> Result<()> {
+pub(crate) fn require_userns() -> Result<()> {
     static CHECKED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     CHECKED
         .get_or_init(|| {
@@ -96,7 +96,7 @@ pub fn require_userns() -> Result<()> {
 
 /// The command line that runs `argv` chrooted in `rootfs`: `chroot ROOTFS …` as root,
 /// `unshare --map-root-user chroot ROOTFS …` otherwise (after [`require_userns`]).
-pub fn chroot_argv(rootfs: &Path, argv: &[&str]) -> Result<Vec<OsString>> {
+fn chroot_argv(rootfs: &Path, argv: &[&str]) -> Result<Vec<OsString>> {
     let mut a: Vec<OsString> = Vec::new();
     if !is_root() {
         require_userns()?;
@@ -110,7 +110,7 @@ pub fn chroot_argv(rootfs: &Path, argv: &[&str]) -> Result<Vec<OsString>> {
 
 /// Runs `argv` chrooted in `rootfs` (see [`chroot_argv`]); its stdout. `what` names the
 /// step in errors.
-pub fn run_in(rootfs: &Path, argv: &[&str], what: &str) -> Result<String> {
+pub(crate) fn run_in(rootfs: &Path, argv: &[&str], what: &str) -> Result<String> {
     let a = chroot_argv(rootfs, argv)?;
     let (program, rest) = a.split_first().expect("a program");
     let sh = Shell::new()?;
@@ -122,7 +122,7 @@ pub fn run_in(rootfs: &Path, argv: &[&str], what: &str) -> Result<String> {
 }
 
 /// `umoci unpack` of `image` (`layout:tag`) into `dest`, `--rootless` unless root.
-pub fn umoci_unpack(image: &str, dest: &Path) -> Result<()> {
+pub(crate) fn umoci_unpack(image: &str, dest: &Path) -> Result<()> {
     let sh = Shell::new()?;
     let rootless: &[&str] = if is_root() { &[] } else { &["--rootless"] };
     cmd!(sh, "umoci unpack {rootless...} --image {image} {dest}")

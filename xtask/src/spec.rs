@@ -10,7 +10,7 @@ use crate::digest::Sha256Hex;
 /// `images/jemalloc.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct JemallocSpec {
+pub(crate) struct JemallocSpec {
     pub version: String,
     pub url: String,
     pub sha256: String,
@@ -21,14 +21,14 @@ pub struct JemallocSpec {
 }
 
 impl JemallocSpec {
-    pub fn load(root: &Path) -> Result<JemallocSpec> {
+    pub(crate) fn load(root: &Path) -> Result<JemallocSpec> {
         let spec: JemallocSpec = load_toml(&root.join("images/jemalloc.toml"))?;
         Sha256Hex::parse(&spec.sha256).context("images/jemalloc.toml: field `sha256`")?;
         Ok(spec)
     }
 
     /// The patch files, in the order they are applied (file name order).
-    pub fn patch_files(&self, root: &Path) -> Result<Vec<PathBuf>> {
+    pub(crate) fn patch_files(&self, root: &Path) -> Result<Vec<PathBuf>> {
         let dir = root.join(&self.patches);
         let mut files = Vec::new();
         for entry in std::fs::read_dir(&dir)
@@ -91,7 +91,7 @@ fn debian() -> String {
 impl SuiteSpec {
     /// The suite's archive keyrings as one keyring file in `dir` (named by their digest);
     /// an error names the package to install when one is missing.
-    pub fn archive_keyring(&self, suite: &str, dir: &Path) -> Result<std::path::PathBuf> {
+    pub(crate) fn archive_keyring(&self, suite: &str, dir: &Path) -> Result<std::path::PathBuf> {
         if self.keyrings.is_empty() {
             anyhow::bail!("images/debian.toml names no archive keyring for {suite}");
         }
@@ -141,7 +141,7 @@ impl DebianSpec {
 /// stem (`--flink <name>`), usually the Flink version.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct FlinkSpec {
+pub(crate) struct FlinkSpec {
     #[serde(skip_deserializing)]
     pub name: String,
     pub flink: String,
@@ -164,21 +164,16 @@ pub struct FlinkSpec {
 
 impl FlinkSpec {
     /// The default spec directory: `images/`.
-    pub fn default_dir(root: &Path) -> PathBuf {
+    pub(crate) fn default_dir(root: &Path) -> PathBuf {
         root.join("images")
     }
 
-    pub fn path_in(dir: &Path, name: &str) -> PathBuf {
+    fn path_in(dir: &Path, name: &str) -> PathBuf {
         dir.join(format!("flink-{name}.toml"))
     }
 
-    /// The spec `name` in `images/`, or an error listing the known ones.
-    pub fn load(root: &Path, name: &str) -> Result<FlinkSpec> {
-        FlinkSpec::load_in(&FlinkSpec::default_dir(root), name)
-    }
-
     /// The spec `name` in `dir`, or an error listing the known ones.
-    pub fn load_in(dir: &Path, name: &str) -> Result<FlinkSpec> {
+    pub(crate) fn load_in(dir: &Path, name: &str) -> Result<FlinkSpec> {
         let path = FlinkSpec::path_in(dir, name);
         if !path.is_file() {
             let known: Vec<String> = FlinkSpec::all_in(dir)?
@@ -201,13 +196,8 @@ impl FlinkSpec {
         Ok(spec)
     }
 
-    /// All specs under `images/`, by Flink version.
-    pub fn all(root: &Path) -> Result<Vec<FlinkSpec>> {
-        FlinkSpec::all_in(&FlinkSpec::default_dir(root))
-    }
-
     /// All specs in `dir`, by Flink version, then name.
-    pub fn all_in(dir: &Path) -> Result<Vec<FlinkSpec>> {
+    pub(crate) fn all_in(dir: &Path) -> Result<Vec<FlinkSpec>> {
         let mut out = Vec::new();
         for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
             let p = e?.path();
@@ -236,7 +226,7 @@ impl FlinkSpec {
     }
 
     /// The profiled image's tag.
-    pub fn output_tag(&self, jemalloc_version: &str) -> String {
+    pub(crate) fn output_tag(&self, jemalloc_version: &str) -> String {
         format!("{}-jemalloc-{jemalloc_version}-prof", self.tag)
     }
 }
@@ -309,16 +299,18 @@ mod tests {
         let err = d.suite("sid").unwrap_err().to_string();
         assert!(err.contains("bullseye") && err.contains("buster"), "{err}");
         assert!(d.suite("buster").unwrap().archived && !d.suite("bullseye").unwrap().archived);
-        let f = FlinkSpec::load(&root, "1.10.1").unwrap();
+        let f = FlinkSpec::load_in(&FlinkSpec::default_dir(&root), "1.10.1").unwrap();
         assert_eq!(f.base, "docker.io/library/flink:1.10.1-scala_2.12");
         assert_eq!((f.uid, f.flink_home.as_str()), (9999, "/opt/flink"));
         assert_eq!(
             f.output_tag("5.2.1"),
             "1.10.1-scala_2.12-jemalloc-5.2.1-prof"
         );
-        let err = FlinkSpec::load(&root, "0.9").unwrap_err().to_string();
+        let err = FlinkSpec::load_in(&FlinkSpec::default_dir(&root), "0.9")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("known: 1.10.1, 1.10.3"), "{err}");
-        for s in FlinkSpec::all(&root).unwrap() {
+        for s in FlinkSpec::all_in(&FlinkSpec::default_dir(&root)).unwrap() {
             assert!(
                 s.base.ends_with(&format!(":{}", s.tag)),
                 "{}: the tag is the base's tag",

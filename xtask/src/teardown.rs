@@ -29,7 +29,7 @@ static INSTALL: Once = Once::new();
 
 /// A registered teardown; dropping it forgets the action (its owner has done it).
 #[must_use = "dropping the guard forgets the teardown at once"]
-pub struct Guard {
+pub(crate) struct Guard {
     id: u64,
 }
 
@@ -43,7 +43,10 @@ impl Drop for Guard {
 
 /// Registers `action` (described as `what`, e.g. "docker containers of this run") to run if
 /// the process is interrupted before the guard is dropped.
-pub fn on_interrupt(what: impl Into<String>, action: impl FnOnce() + Send + 'static) -> Guard {
+pub(crate) fn on_interrupt(
+    what: impl Into<String>,
+    action: impl FnOnce() + Send + 'static,
+) -> Guard {
     install();
     let mut r = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
     let id = r.next;
@@ -53,7 +56,7 @@ pub fn on_interrupt(what: impl Into<String>, action: impl FnOnce() + Send + 'sta
 }
 
 /// Registers the removal of a run's work directory `dir` if the process is interrupted.
-pub fn remove_on_interrupt(dir: &std::path::Path) -> Guard {
+pub(crate) fn remove_on_interrupt(dir: &std::path::Path) -> Guard {
     let d = dir.to_path_buf();
     on_interrupt(dir.display().to_string(), move || {
         let _ = std::fs::remove_dir_all(&d);
@@ -97,7 +100,7 @@ pub fn install_handler() {
 
 /// The pids below `pid` in the process tree, from `/proc/<pid>/stat` (`ppid` is the fourth
 /// field, after the parenthesised command name, which may itself hold spaces).
-pub fn descendants(pid: u32, stats: &[(u32, String)]) -> Vec<u32> {
+fn descendants(pid: u32, stats: &[(u32, String)]) -> Vec<u32> {
     let parent_of = |stat: &str| -> Option<u32> {
         let after = &stat[stat.rfind(')')? + 1..];
         after.split_whitespace().nth(1)?.parse().ok()

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The file's name in a collection's directory.
-pub const FILE: &str = "timeline.jsonl";
+pub(crate) const FILE: &str = "timeline.jsonl";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -66,20 +66,20 @@ pub fn read(dir: &Path) -> Result<Vec<Event>> {
 }
 
 /// The events of a timeline's text.
-pub fn parse(text: &str) -> Vec<Event> {
+pub(crate) fn parse(text: &str) -> Vec<Event> {
     text.lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
 
 /// Appends events to a timeline file, one line each, flushed per event.
-pub struct Writer {
+pub(crate) struct Writer {
     path: PathBuf,
     file: std::fs::File,
 }
 
 impl Writer {
-    pub fn open(dir: &Path) -> Result<Writer> {
+    pub(crate) fn open(dir: &Path) -> Result<Writer> {
         let path = dir.join(FILE);
         // A cut last line of an interrupted run ends here, so the next event starts a line.
         let ends_cut = std::fs::read(&path)
@@ -96,7 +96,7 @@ impl Writer {
         Ok(Writer { path, file })
     }
 
-    pub fn push(&mut self, e: &Event) -> Result<()> {
+    pub(crate) fn push(&mut self, e: &Event) -> Result<()> {
         let mut line = serde_json::to_vec(e)?;
         line.push(b'\n');
         self.file

@@ -43,7 +43,7 @@ pub fn decompressed(reader: impl Read + 'static) -> Result<Box<dyn Read>> {
 
 /// The normalised relative path of an archive member, or an error for an unsafe one.
 /// `./a/./b` is `a/b`; the archive root (`./`) is `None`.
-pub fn member_path(raw: &Path) -> Result<Option<PathBuf>> {
+fn member_path(raw: &Path) -> Result<Option<PathBuf>> {
     let mut out = PathBuf::new();
     for c in raw.components() {
         match c {
@@ -65,7 +65,7 @@ pub fn member_path(raw: &Path) -> Result<Option<PathBuf>> {
 /// Checks a symlink at `link` (relative to the tree root) pointing at `target`, and returns
 /// the target to write. Relative targets must stay inside the tree once resolved from the
 /// link's directory; absolute ones are refused or rewritten relative, per `policy`.
-pub fn link_target(link: &Path, target: &Path, policy: AbsoluteLinks) -> Result<PathBuf> {
+fn link_target(link: &Path, target: &Path, policy: AbsoluteLinks) -> Result<PathBuf> {
     let parent = link.parent().unwrap_or(Path::new(""));
     if target.has_root() {
         if policy == AbsoluteLinks::Refuse {
@@ -131,7 +131,7 @@ pub struct Stats {
 }
 
 /// Unpacks the tar stream `archive` into the existing directory `dest`.
-pub fn unpack_into(archive: impl Read, dest: &Path, policy: AbsoluteLinks) -> Result<Stats> {
+pub(crate) fn unpack_into(archive: impl Read, dest: &Path, policy: AbsoluteLinks) -> Result<Stats> {
     let mut ar = tar::Archive::new(archive);
     ar.set_preserve_permissions(false);
     ar.set_preserve_mtime(true);

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use inferno::flamegraph::{self, color::BasicPalette, color::Palette, Options};
 
 /// The SVG of `lines` (`root;…;leaf bytes`, positive), titled `title`.
-pub fn flame_graph(title: &str, subtitle: &str, lines: &[String]) -> Result<Vec<u8>> {
+pub(crate) fn flame_graph(title: &str, subtitle: &str, lines: &[String]) -> Result<Vec<u8>> {
     let mut opts = Options::default();
     opts.title = title.to_string();
     opts.subtitle = Some(subtitle.to_string());

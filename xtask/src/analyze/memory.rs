@@ -14,7 +14,7 @@ use crate::fit::{fit, Fit};
 
 /// What grows, and what that says.
 #[derive(Debug, Clone, Serialize)]
-pub struct Attribution {
+pub(crate) struct Attribution {
     /// Live native bytes (the dumps' totals) per unit.
     pub native: Option<Fit>,
     /// The container's RSS per unit.
@@ -28,7 +28,7 @@ pub struct Attribution {
 
 /// Samples `(time, value)` as one point per restart: the last sample taken while that
 /// restart ran (before the next failure), those before the first failure left out.
-pub fn per_restart(samples: &[(f64, f64)], restarts: &[(u64, f64)]) -> Vec<(f64, f64)> {
+pub(crate) fn per_restart(samples: &[(f64, f64)], restarts: &[(u64, f64)]) -> Vec<(f64, f64)> {
     let Some(first) = restarts.first() else {
         return Vec::new();
     };
@@ -40,7 +40,7 @@ pub fn per_restart(samples: &[(f64, f64)], restarts: &[(u64, f64)]) -> Vec<(f64,
 }
 
 /// Samples from `t0` on, with x in hours since `t0`.
-pub fn per_hour(samples: &[(f64, f64)], t0: f64) -> Vec<(f64, f64)> {
+pub(crate) fn per_hour(samples: &[(f64, f64)], t0: f64) -> Vec<(f64, f64)> {
     samples
         .iter()
         .filter(|(t, _)| *t >= t0)
@@ -54,7 +54,7 @@ fn mib(f: &Fit) -> String {
 
 /// The attribution of the three series (points in the same unit, `unit` its word); None
 /// without RSS samples.
-pub fn attribute(
+pub(crate) fn attribute(
     native: &[(f64, f64)],
     rss: &[(f64, f64)],
     jvm: &[(f64, f64)],

@@ -12,7 +12,7 @@ use crate::fit::{fit, Fit};
 
 /// The flat bytes per allocation site of a `jeprof --text --show_bytes` report: the lines
 /// after `Total:`, `flat flat% sum% cum cum% name` (a name may contain spaces).
-pub fn flat_sites(report: &str) -> BTreeMap<String, i64> {
+pub(crate) fn flat_sites(report: &str) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     for line in report
         .lines()
@@ -42,7 +42,7 @@ pub fn flat_sites(report: &str) -> BTreeMap<String, i64> {
 
 /// The restart a dump written at `t` belongs to: the last restart seen at or before `t`
 /// (`restarts` are `(restart, seen at)` in order; before the first, restart 0).
-pub fn restart_at(restarts: &[(u64, f64)], t: f64) -> u64 {
+pub(crate) fn restart_at(restarts: &[(u64, f64)], t: f64) -> u64 {
     restarts
         .iter()
         .take_while(|(_, at)| *at <= t)
@@ -57,7 +57,7 @@ pub fn restart_at(restarts: &[(u64, f64)], t: f64) -> u64 {
 /// known), the last dump written before the next restart. Dumps from before the job ran
 /// (the first restart's time) are left out; `(dump, restart)` in order. `dumps` are
 /// `(name, written at)` in dump order.
-pub fn last_per_restart(
+pub(crate) fn last_per_restart(
     dumps: &[(String, f64)],
     restarts: &[(u64, f64)],
     live: &[(f64, f64)],
@@ -73,7 +73,11 @@ pub fn last_per_restart(
 
 /// The last dump written within one of `windows` (`(from, to)`) and after `base` in dump
 /// order, when there is one: `dumps` are `(name, written at)` in dump order.
-pub fn last_within(dumps: &[(String, f64)], base: &str, windows: &[(f64, f64)]) -> Option<String> {
+pub(crate) fn last_within(
+    dumps: &[(String, f64)],
+    base: &str,
+    windows: &[(f64, f64)],
+) -> Option<String> {
     let after_base = dumps.iter().skip_while(|(n, _)| n != base).skip(1);
     after_base
         .filter(|(_, t)| windows.iter().any(|(from, to)| from <= t && t < to))
@@ -84,7 +88,7 @@ pub fn last_within(dumps: &[(String, f64)], base: &str, windows: &[(f64, f64)]) 
 /// The unit of a site's growth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Per {
+pub(crate) enum Per {
     /// Restarts of the job, placed by the dumps' and the restarts' times (`e2e`).
     Restart,
     /// Dumps, by jemalloc's sequence number: with interval dumps, each
@@ -97,7 +101,7 @@ pub enum Per {
 
 impl Per {
     /// The unit in words: `restart`, `dump`, `hour`.
-    pub fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             Per::Restart => "restart",
             Per::Dump => "dump",
@@ -109,7 +113,7 @@ impl Per {
 /// A frame of jeprof's collapsed stacks as `--text` names it: jeprof's own
 /// `ShortFunctionName` (argument lists, template arguments and the `<address>` it appends
 /// removed, then a leading return type), an inlined frame's `[inline]` as ` (inline)`.
-pub fn short_name(frame: &str) -> String {
+fn short_name(frame: &str) -> String {
     static ARGS: std::sync::LazyLock<regex::Regex> =
         std::sync::LazyLock::new(|| regex::Regex::new(r"\([^()]*\)(\s*const)?").expect("a regex"));
     static TEMPLATE: std::sync::LazyLock<regex::Regex> =
@@ -131,7 +135,7 @@ pub fn short_name(frame: &str) -> String {
 }
 
 /// Up to `max` (at least 2) of `n` items, evenly spread, the first and last always in.
-pub fn pick(n: usize, max: usize) -> Vec<usize> {
+pub(crate) fn pick(n: usize, max: usize) -> Vec<usize> {
     let max = max.max(2);
     if n <= max {
         return (0..n).collect();
@@ -145,7 +149,7 @@ pub fn pick(n: usize, max: usize) -> Vec<usize> {
 
 /// One dump: when (its restart, or its sequence number) and its sites.
 #[derive(Debug, Clone)]
-pub struct DumpPoint {
+pub(crate) struct DumpPoint {
     pub dump: String,
     pub at: u64,
     pub sites: BTreeMap<String, i64>,
@@ -153,7 +157,7 @@ pub struct DumpPoint {
 
 /// An allocation site over the dumps.
 #[derive(Debug, Clone, Serialize)]
-pub struct Site {
+pub(crate) struct Site {
     pub site: String,
     pub first_bytes: i64,
     pub last_bytes: i64,
@@ -166,12 +170,12 @@ pub struct Site {
 }
 
 impl Site {
-    pub fn slope(&self) -> f64 {
+    pub(crate) fn slope(&self) -> f64 {
         self.growth.map_or(0.0, |g| g.slope)
     }
 
     /// Whether it grows: the whole 95% interval of its slope is above zero.
-    pub fn grows(&self) -> bool {
+    pub(crate) fn grows(&self) -> bool {
         self.growth.is_some_and(|g| g.grows())
     }
 
@@ -198,7 +202,7 @@ fn by_evidence(a: &Site, b: &Site) -> std::cmp::Ordering {
 
 /// A site's growth for people: `+516.7 ± 10.4 KiB per dump, 95% [+490.0, +543.4]: grows,
 /// R² 1.00` (the interval and R² from three dumps).
-pub fn growth_text(site: &Site, unit: &str) -> String {
+pub(crate) fn growth_text(site: &Site, unit: &str) -> String {
     let Some(g) = site.growth else {
         return "no line".into();
     };
@@ -221,7 +225,7 @@ pub fn growth_text(site: &Site, unit: &str) -> String {
 
 /// Every site of any dump with its growth: those that grow first, by what they grow by at
 /// least; then the others, by slope.
-pub fn site_table(points: &[DumpPoint]) -> Vec<Site> {
+pub(crate) fn site_table(points: &[DumpPoint]) -> Vec<Site> {
     let names: BTreeSet<&String> = points.iter().flat_map(|p| p.sites.keys()).collect();
     let bytes = |p: &DumpPoint, n: &str| p.sites.get(n).copied().unwrap_or(0);
     let mut out: Vec<Site> = names
@@ -245,12 +249,12 @@ pub fn site_table(points: &[DumpPoint]) -> Vec<Site> {
 }
 
 /// A collapsed stack: its frames, root first, and its bytes.
-pub type Stack = (Vec<String>, i64);
+pub(crate) type Stack = (Vec<String>, i64);
 
 /// Collapsed stacks (`root;…;leaf count` lines) as (frames root first, by their short
 /// names, count), stacks that are the same by those names summed, sorted by stack (jeprof
 /// prints them in hash order).
-pub fn parse_collapsed(text: &str) -> Vec<Stack> {
+pub(crate) fn parse_collapsed(text: &str) -> Vec<Stack> {
     let mut sum: BTreeMap<Vec<String>, i64> = BTreeMap::new();
     for l in text.lines() {
         let Some((stack, n)) = l.trim_end().rsplit_once(' ') else {
@@ -266,7 +270,7 @@ pub fn parse_collapsed(text: &str) -> Vec<Stack> {
 }
 
 /// The heaviest growing stack whose leaf is `site`, leaf first.
-pub fn chain_of(stacks: &[Stack], site: &str) -> Vec<String> {
+pub(crate) fn chain_of(stacks: &[Stack], site: &str) -> Vec<String> {
     stacks
         .iter()
         .filter(|(frames, n)| *n > 0 && frames.last().is_some_and(|f| f == site))
@@ -276,7 +280,7 @@ pub fn chain_of(stacks: &[Stack], site: &str) -> Vec<String> {
 }
 
 /// The collapsed lines that grew (a flame graph has no negative widths), sorted.
-pub fn growing_lines(stacks: &[Stack]) -> Vec<String> {
+pub(crate) fn growing_lines(stacks: &[Stack]) -> Vec<String> {
     stacks
         .iter()
         .filter(|(_, n)| *n > 0)

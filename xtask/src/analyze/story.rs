@@ -12,10 +12,10 @@ use crate::progress;
 use crate::timeline::Event;
 
 /// The dump times a dump directory records (`e2e` writes them beside the dumps).
-pub const DUMP_TIMES: &str = "dump-times.json";
+pub(crate) const DUMP_TIMES: &str = "dump-times.json";
 
 /// What a dump directory tells besides its dumps.
-pub struct Story {
+pub(crate) struct Story {
     pub dir: PathBuf,
     pub dump_times: BTreeMap<String, f64>,
     /// `(restart, failed at)`: the job's n-th failure starts restart n.
@@ -27,7 +27,7 @@ pub struct Story {
 }
 
 impl Story {
-    pub fn read(path: &Path) -> Result<Story> {
+    pub(crate) fn read(path: &Path) -> Result<Story> {
         let events = crate::timeline::read(path)?;
         let dir = if path.is_dir() && heap_profile::dumps_in(path)?.is_empty() {
             pick_dump_directory(path)?

@@ -28,7 +28,7 @@ use crate::provenance::Provenance;
 
 /// What the measurement is asked for.
 #[derive(Debug, Clone)]
-pub struct CostRequest {
+pub(crate) struct CostRequest {
     pub image: PathBuf,
     pub configs: Vec<Config>,
     pub repeats: u32,
@@ -43,7 +43,7 @@ pub struct CostRequest {
 }
 
 /// Runs the measurement and writes its report; returns it.
-pub fn profiling_cost(req: &CostRequest) -> Result<CostReport> {
+pub(crate) fn profiling_cost(req: &CostRequest) -> Result<CostReport> {
     check(req)?;
     crate::docker::require("bench --profiling-cost")?;
     let (work, _work_teardown) = crate::project::work_dir_beside(&req.report, ".cost-")?;
@@ -131,7 +131,7 @@ fn setup(req: &CostRequest, work: &Path) -> Result<Setup> {
 }
 
 /// Every configuration once per round, each round's order rotated by one.
-pub fn order(configs: &[Config], round: u32) -> Vec<Config> {
+pub(crate) fn order(configs: &[Config], round: u32) -> Vec<Config> {
     let mut v = configs.to_vec();
     if !v.is_empty() {
         let k = round as usize % v.len();
@@ -336,7 +336,7 @@ fn measure(
 /// Re-cuts a recorded report's windows to start `skip` seconds into its measurement (the
 /// samples before count as warm-up; the windows that fit after), recomputes its figures
 /// and rewrites the report in place.
-pub fn recut(dir: &Path, skip: Duration) -> Result<CostReport> {
+pub(crate) fn recut(dir: &Path, skip: Duration) -> Result<CostReport> {
     let path = dir.join("cost.json");
     let mut report: CostReport = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
@@ -368,12 +368,12 @@ pub fn recut(dir: &Path, skip: Duration) -> Result<CostReport> {
 }
 
 /// The TaskManager container's CPU seconds: cgroup v2 `cpu.stat`, else v1 `cpuacct.usage`.
-pub const CPU_PROBE: &str = "cat /sys/fs/cgroup/cpu.stat 2>/dev/null || \
+const CPU_PROBE: &str = "cat /sys/fs/cgroup/cpu.stat 2>/dev/null || \
 cat /sys/fs/cgroup/cpuacct/cpuacct.usage 2>/dev/null || \
 cat /sys/fs/cgroup/cpu,cpuacct/cpuacct.usage";
 
 /// [`CPU_PROBE`]'s output → seconds (`usage_usec` of cpu.stat, or nanoseconds).
-pub fn parse_cpu_probe(text: &str) -> Option<f64> {
+fn parse_cpu_probe(text: &str) -> Option<f64> {
     if let Some(l) = text.lines().find(|l| l.starts_with("usage_usec ")) {
         return l["usage_usec ".len()..]
             .trim()

@@ -31,7 +31,7 @@ pub enum Config {
 }
 
 impl Config {
-    pub const ALL: [Config; 8] = [
+    pub(crate) const ALL: [Config; 8] = [
         Config::Glibc,
         Config::GlibcArenas2,
         Config::JemallocNonprof,
@@ -42,7 +42,7 @@ impl Config {
         Config::JemallocSample19Nojunk,
     ];
 
-    pub fn allocator(self) -> Allocator {
+    pub(crate) fn allocator(self) -> Allocator {
         match self {
             Config::Glibc => Allocator::Glibc,
             Config::GlibcArenas2 => Allocator::GlibcArenas2,
@@ -52,7 +52,7 @@ impl Config {
     }
 
     /// `(lg_prof_sample, lg_prof_interval)` of a profiling configuration.
-    pub fn sampling(self) -> Option<(u32, u32)> {
+    pub(crate) fn sampling(self) -> Option<(u32, u32)> {
         match self {
             Config::JemallocSample21 => Some((21, 32)),
             Config::JemallocSample19 | Config::JemallocSample19Nojunk => Some((19, 32)),
@@ -62,7 +62,7 @@ impl Config {
     }
 
     /// Whether junk filling is turned off (`junk:false` added to MALLOC_CONF).
-    pub fn no_junk(self) -> bool {
+    pub(crate) fn no_junk(self) -> bool {
         matches!(
             self,
             Config::JemallocNonprofNojunk | Config::JemallocSample19Nojunk
@@ -70,7 +70,7 @@ impl Config {
     }
 
     /// What MALLOC_CONF (or the environment) says, for the report.
-    pub fn malloc_conf(self) -> String {
+    pub(crate) fn malloc_conf(self) -> String {
         let junk = if self.no_junk() { ",junk:false" } else { "" };
         match (self.allocator(), self.sampling()) {
             (_, Some((s, i))) => {
@@ -82,14 +82,14 @@ impl Config {
         }
     }
 
-    pub fn name(self) -> String {
+    pub(crate) fn name(self) -> String {
         flag(&self)
     }
 }
 
 /// One run of one configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRecord {
+pub(crate) struct RunRecord {
     pub config: Config,
     pub round: u32,
     pub samples: Vec<Sample>,

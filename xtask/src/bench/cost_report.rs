@@ -14,7 +14,7 @@ use crate::provenance::Provenance;
 
 /// One configuration's figures over its runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Row {
+pub(crate) struct Row {
     pub config: Config,
     pub malloc_conf: String,
     pub runs: usize,
@@ -33,7 +33,7 @@ pub struct Row {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CostReport {
+pub(crate) struct CostReport {
     pub image: String,
     pub flink: String,
     pub keys: u64,
@@ -48,7 +48,7 @@ pub struct CostReport {
 
 /// Each configuration's figures: per run, the mean over its windows (runs are the
 /// independent measurements); with one run, its windows. Then the ratios.
-pub fn rows(configs: &[Config], runs: &[RunRecord]) -> Vec<Row> {
+pub(crate) fn rows(configs: &[Config], runs: &[RunRecord]) -> Vec<Row> {
     let mut rows: Vec<Row> = configs.iter().map(|&c| row(c, runs)).collect();
     add_ratios(&mut rows);
     rows
@@ -118,7 +118,7 @@ fn add_ratios(rows: &mut [Row]) {
 }
 
 /// The table of `summary.md`.
-pub fn table(rows: &[Row]) -> String {
+pub(crate) fn table(rows: &[Row]) -> String {
     let e = |x: &Option<Estimate>, d: usize| x.map_or("–".to_string(), |x| x.plus_minus(d));
     let mut out = String::from(
         "| allocator | MALLOC_CONF | runs | records/s | ÷ jemalloc-nonprof | ÷ glibc | CPU s per M records | ÷ jemalloc-nonprof | ÷ glibc | RSS MiB | ÷ jemalloc-nonprof | native MiB | dumps/h | dump MiB/h |\n\

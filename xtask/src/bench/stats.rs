@@ -10,7 +10,7 @@ use crate::fit::{fit, t975};
 
 /// One sample of a run, taken every few seconds after its warm-up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// Seconds since the measurement began.
     pub t: f64,
     /// Records the state operator has taken in so far (Flink's `numRecordsIn`).
@@ -27,7 +27,7 @@ pub struct Sample {
 
 /// A window of a run: what the job did in it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Window {
+pub(crate) struct Window {
     /// Records per second.
     pub throughput: f64,
     /// CPU seconds per second (cores busy).
@@ -38,7 +38,7 @@ pub struct Window {
 
 /// `n` windows of `len` seconds from `t = 0`, each from the samples inside it (at least
 /// three, else it is left out).
-pub fn windows(samples: &[Sample], len: f64, n: usize) -> Vec<Window> {
+pub(crate) fn windows(samples: &[Sample], len: f64, n: usize) -> Vec<Window> {
     (0..n)
         .filter_map(|i| {
             let (from, to) = (i as f64 * len, (i + 1) as f64 * len);
@@ -65,7 +65,7 @@ pub fn windows(samples: &[Sample], len: f64, n: usize) -> Vec<Window> {
 
 /// A figure from repeated measurements.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Estimate {
+pub(crate) struct Estimate {
     pub mean: f64,
     /// Standard error of the mean (None from one value).
     pub stderr: Option<f64>,
@@ -76,7 +76,7 @@ pub struct Estimate {
 
 impl Estimate {
     /// `12.3 ± 0.4` with `decimals`.
-    pub fn plus_minus(&self, decimals: usize) -> String {
+    pub(crate) fn plus_minus(&self, decimals: usize) -> String {
         match self.stderr {
             Some(e) => format!("{:.decimals$} ± {:.decimals$}", self.mean, e),
             None => format!("{:.decimals$}", self.mean),
@@ -85,7 +85,7 @@ impl Estimate {
 }
 
 /// The mean of `values` with its standard error and 95% interval; None from none.
-pub fn estimate(values: &[f64]) -> Option<Estimate> {
+pub(crate) fn estimate(values: &[f64]) -> Option<Estimate> {
     let n = values.len();
     if n == 0 {
         return None;
@@ -112,7 +112,7 @@ pub fn estimate(values: &[f64]) -> Option<Estimate> {
 
 /// `a / b` with its error: relative errors in quadrature, the interval on the fewer
 /// runs' degrees of freedom.
-pub fn ratio(a: &Estimate, b: &Estimate) -> Option<Estimate> {
+pub(crate) fn ratio(a: &Estimate, b: &Estimate) -> Option<Estimate> {
     if b.mean == 0.0 {
         return None;
     }
@@ -135,13 +135,13 @@ pub fn ratio(a: &Estimate, b: &Estimate) -> Option<Estimate> {
 }
 
 /// Dumps (or bytes) per hour from the first and last samples.
-pub fn per_hour(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> Option<f64> {
+pub(crate) fn per_hour(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> Option<f64> {
     let (a, b) = (samples.first()?, samples.last()?);
     (b.t > a.t).then(|| (f(b) - f(a)) / (b.t - a.t) * 3600.0)
 }
 
 /// The mean of what `f` gives for the samples that have it.
-pub fn mean_of(samples: &[Sample], f: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {
+pub(crate) fn mean_of(samples: &[Sample], f: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {
     let v: Vec<f64> = samples.iter().filter_map(f).collect();
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }

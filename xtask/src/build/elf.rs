@@ -16,12 +16,12 @@ pub struct ElfFacts {
     pub version_defs: Vec<String>,
 }
 
-pub fn read(path: &Path) -> Result<ElfFacts> {
+pub(crate) fn read(path: &Path) -> Result<ElfFacts> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     parse(&data).with_context(|| format!("parsing ELF file {}", path.display()))
 }
 
-pub fn parse(data: &[u8]) -> Result<ElfFacts> {
+pub(crate) fn parse(data: &[u8]) -> Result<ElfFacts> {
     let header = FileHeader64::<Endianness>::parse(data)?;
     let endian = header.endian()?;
     let sections = header.sections(endian, data)?;

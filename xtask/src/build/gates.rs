@@ -27,7 +27,7 @@ impl std::fmt::Display for Unwinder {
 /// Reads configure's choice from `include/jemalloc/internal/jemalloc_internal_defs.h`.
 /// `prof-gcc` (frame-pointer walking via `__builtin_return_address`) is refused: under
 /// `prof:true` it segfaults bash and the JVM.
-pub fn unwinder(defs_h: &str) -> Result<Unwinder> {
+pub(crate) fn unwinder(defs_h: &str) -> Result<Unwinder> {
     let defined = |name: &str| {
         defs_h.lines().any(|l| {
             let mut words = l.split_whitespace();
@@ -70,7 +70,7 @@ pub fn max_glibc<'a>(needs: impl IntoIterator<Item = &'a (String, String)>) -> O
 
 /// The (file, version) needs that the providing libraries do not define. `provided` maps a
 /// library file name to the versions it defines; a file absent from it is reported too.
-pub fn missing_versions(
+pub(crate) fn missing_versions(
     needs: &[(String, String)],
     provided: &BTreeMap<String, Vec<String>>,
 ) -> Vec<(String, String)> {

@@ -55,7 +55,7 @@ pub struct Sysroot {
 }
 
 /// Directories searched for shared libraries, in the order the target's loader uses.
-pub const LIB_DIRS: &[&str] = &[
+pub(crate) const LIB_DIRS: &[&str] = &[
     "lib/x86_64-linux-gnu",
     "usr/lib/x86_64-linux-gnu",
     "lib64",
@@ -65,7 +65,7 @@ pub const LIB_DIRS: &[&str] = &[
 
 impl Sysroot {
     /// Finds a shared library by file name in the sysroot's library directories.
-    pub fn find_lib(&self, name: &str) -> Option<PathBuf> {
+    pub(crate) fn find_lib(&self, name: &str) -> Option<PathBuf> {
         LIB_DIRS
             .iter()
             .map(|d| self.dir.join(d).join(name))
@@ -73,7 +73,7 @@ impl Sysroot {
     }
 
     /// `lib64/ld-linux-x86-64.so.2`: the target's own dynamic loader.
-    pub fn loader(&self) -> PathBuf {
+    pub(crate) fn loader(&self) -> PathBuf {
         self.dir.join("lib64/ld-linux-x86-64.so.2")
     }
 
@@ -91,7 +91,7 @@ impl Sysroot {
         ]
     }
 
-    pub fn library_path(&self) -> String {
+    pub(crate) fn library_path(&self) -> String {
         LIB_DIRS
             .iter()
             .map(|d| self.dir.join(d).display().to_string())
@@ -99,7 +99,7 @@ impl Sysroot {
             .join(":")
     }
 
-    pub fn package_version(&self, name: &str) -> Option<&str> {
+    pub(crate) fn package_version(&self, name: &str) -> Option<&str> {
         self.packages
             .iter()
             .find(|p| p.name == name)
@@ -200,7 +200,7 @@ pub fn prepare(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Sysroot>
 }
 
 /// Resolves the requested packages in the suite's index (verified as `repo` does).
-pub fn resolve(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Vec<Pinned>> {
+pub(crate) fn resolve(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Vec<Pinned>> {
     let step = Step::start(format!(
         "resolving {} from {} {} ({})",
         req.packages.join(" "),
@@ -240,7 +240,7 @@ pub fn resolve(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Vec<Pinn
 
 /// Picks each requested package for `arch` (or `all`); when an index lists several
 /// versions, the last one listed wins (indexes list one version per suite).
-pub fn select<'a>(
+pub(crate) fn select<'a>(
     index: &'a [PackageRecord],
     names: &[String],
     arch: &str,

@@ -25,7 +25,7 @@ use crate::progress;
 use crate::timeline::{self, Event};
 
 /// What to follow and for how long.
-pub struct Options {
+pub(crate) struct Options {
     /// The dump directory inside the containers.
     pub dumps: String,
     pub out: PathBuf,
@@ -38,7 +38,7 @@ pub struct Options {
 
 /// When following ends.
 #[derive(Debug, Clone, Copy)]
-pub enum Until {
+pub(crate) enum Until {
     /// After this long.
     For(Duration),
     /// At Ctrl-C.
@@ -47,7 +47,7 @@ pub enum Until {
 
 /// A heap file a listing shows.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Relative to the dump directory: `name` or `start-…/name`.
     pub rel: String,
     pub size: u64,
@@ -57,7 +57,7 @@ pub struct Entry {
 
 /// The shell script of one poll in a TaskManager: the container's clock, its dumps (GNU
 /// find, as in every Debian or Ubuntu based Flink image) and [`MEMORY_PROBE`].
-pub fn poll_script(dir: &str) -> String {
+fn poll_script(dir: &str) -> String {
     format!(
         "date +%s.%N; echo @@dumps; find '{dir}' -maxdepth 2 -type f -name '*.heap' \
          -printf '%P\\t%s\\t%T@\\n' 2>/dev/null; echo @@memory; {MEMORY_PROBE}"
@@ -65,7 +65,7 @@ pub fn poll_script(dir: &str) -> String {
 }
 
 /// [`poll_script`]'s output → the container's time, the heap files, the memory text.
-pub fn parse_poll(text: &str) -> (Option<f64>, Vec<Entry>, &str) {
+fn parse_poll(text: &str) -> (Option<f64>, Vec<Entry>, &str) {
     let (head, rest) = text.split_once("@@dumps").unwrap_or((text, ""));
     let (listing, memory) = rest.split_once("@@memory").unwrap_or((rest, ""));
     let now = head.trim().parse().ok();
@@ -99,7 +99,7 @@ fn safe_rel(rel: &str) -> bool {
 /// The entries whole enough to copy: written a second or more before `now`, or followed
 /// by a later dump of the same process in the same directory (jemalloc writes one dump at
 /// a time). Without the container's time, only the second rule.
-pub fn ready(entries: &[Entry], now: Option<f64>) -> Vec<&Entry> {
+pub(crate) fn ready(entries: &[Entry], now: Option<f64>) -> Vec<&Entry> {
     let key = |e: &Entry| {
         let (dir, name) = e.rel.rsplit_once('/').unwrap_or(("", &e.rel));
         (dir.to_string(), dump_pid(name), dump_seq(name))
@@ -166,7 +166,7 @@ impl State {
 
 /// What a follow copied and saw, for the closing line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Totals {
+pub(crate) struct Totals {
     pub dumps: usize,
     pub libraries: usize,
     pub failures: usize,
@@ -175,7 +175,7 @@ pub struct Totals {
 }
 
 /// Follows `source` into `opts.out` until `opts.until` (one pass without it).
-pub fn follow(source: &Source, opts: &Options) -> Result<Totals> {
+pub(crate) fn follow(source: &Source, opts: &Options) -> Result<Totals> {
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     remove_partials(&opts.out);
@@ -480,7 +480,7 @@ fn partial_of(dest: &Path) -> PathBuf {
 /// (a native pod; the operator's standalone mode, whose containers restart in place and
 /// whose new JVM writes the same names again), into `start-<UTC time>` of the container
 /// start it was written after (`starts`: the container's starts seen, seconds).
-pub fn dest_rel(e: &Entry, starts: &[f64]) -> String {
+fn dest_rel(e: &Entry, starts: &[f64]) -> String {
     if e.rel.contains('/') {
         return e.rel.clone();
     }
@@ -550,7 +550,7 @@ fn remove_partials(dir: &Path) {
 }
 
 /// Parses `--for` (`90s`, `30m`, `2h`, `1h30m`).
-pub fn parse_duration(s: &str) -> Result<Duration> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration> {
     let d = humantime::parse_duration(s)
         .map_err(|e| anyhow::anyhow!("--for '{s}': {e}; give a duration such as 90s, 30m or 2h"))?;
     if d.is_zero() {

@@ -23,7 +23,7 @@ use crate::kubectl::PodContainer;
 
 /// A TaskManager container as one poll sees it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TaskManager {
+pub(crate) struct TaskManager {
     /// The container's name (Docker) or the pod's (Kubernetes).
     pub name: String,
     pub running: bool,
@@ -33,7 +33,7 @@ pub struct TaskManager {
 
 /// A TaskManager's end, as seen.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Death {
+pub(crate) struct Death {
     pub taskmanager: String,
     pub t: f64,
     pub oom_killed: bool,
@@ -42,25 +42,25 @@ pub struct Death {
 
 /// One poll: the TaskManagers and the deaths seen since the last poll (or still shown).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub taskmanagers: Vec<TaskManager>,
     pub deaths: Vec<Death>,
 }
 
 /// The compose labels of a project's service.
-pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
-pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 
 /// RFC 3339 time (Docker's and Kubernetes') as seconds since the epoch; Docker's zero
 /// time (`0001-01-01T00:00:00Z`, never started or finished) is None.
-pub fn epoch(s: &str) -> Option<f64> {
+pub(crate) fn epoch(s: &str) -> Option<f64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
     let secs = t.unix_timestamp_nanos() as f64 / 1e9;
     (secs > 0.0).then_some(secs)
 }
 
 /// `docker inspect` of containers → their state.
-pub fn parse_docker_inspect(v: &Value) -> Vec<TaskManager> {
+fn parse_docker_inspect(v: &Value) -> Vec<TaskManager> {
     v.as_array()
         .into_iter()
         .flatten()
@@ -76,7 +76,7 @@ pub fn parse_docker_inspect(v: &Value) -> Vec<TaskManager> {
 
 /// `docker events --format '{{json .}}'` lines → the deaths: each `die` with its exit code,
 /// OOM-killed when an `oom` of the same container came after its previous `die`.
-pub fn parse_docker_events(text: &str) -> Vec<Death> {
+fn parse_docker_events(text: &str) -> Vec<Death> {
     let mut oom_since_die: std::collections::BTreeSet<String> = Default::default();
     let mut out = Vec::new();
     for line in text.lines() {
@@ -113,7 +113,7 @@ pub fn parse_docker_events(text: &str) -> Vec<Death> {
 
 /// The TaskManager's container in a pod: `wanted`, else `flink-main-container` (operator,
 /// native Kubernetes), else `taskmanager` (standalone), else the first.
-pub fn pod_container(pod: &Value, wanted: Option<&str>) -> Option<String> {
+fn pod_container(pod: &Value, wanted: Option<&str>) -> Option<String> {
     let names: Vec<&str> = pod["spec"]["containers"]
         .as_array()?
         .iter()
@@ -132,7 +132,7 @@ pub fn pod_container(pod: &Value, wanted: Option<&str>) -> Option<String> {
 /// `kubectl get pods -o json` → the TaskManagers and every death their container statuses
 /// show: `lastState.terminated` (restarted in place) and `state.terminated` (a pod that is
 /// not restarted, as native Kubernetes' are).
-pub fn parse_pods(list: &Value, container: Option<&str>) -> Seen {
+fn parse_pods(list: &Value, container: Option<&str>) -> Seen {
     let mut seen = Seen::default();
     for pod in list["items"].as_array().into_iter().flatten() {
         let Some(name) = pod["metadata"]["name"].as_str() else {
@@ -177,7 +177,7 @@ pub fn parse_pods(list: &Value, container: Option<&str>) -> Seen {
 }
 
 /// Where the TaskManagers are.
-pub enum Source {
+pub(crate) enum Source {
     /// A container by name, or a compose project's service.
     Docker {
         target: String,
@@ -195,7 +195,7 @@ pub enum Source {
 
 impl Source {
     /// A Docker source: `target` is a container's name, else a compose project's.
-    pub fn docker(target: &str, service: &str) -> Result<Source> {
+    pub(crate) fn docker(target: &str, service: &str) -> Result<Source> {
         crate::docker::require("collect --docker")?;
         let project = docker(&["container", "inspect", target]).is_err();
         let s = Source::Docker {
@@ -213,7 +213,7 @@ impl Source {
         Ok(s)
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Source::Docker {
                 target,
@@ -244,7 +244,7 @@ impl Source {
 
     /// The TaskManagers now, and the deaths seen in `[since - 60 s, until]` (Docker's events) or
     /// still shown by the pods' statuses (Kubernetes; the caller drops those it saw).
-    pub fn poll(&self, since: f64, until: f64) -> Result<Seen> {
+    pub(crate) fn poll(&self, since: f64, until: f64) -> Result<Seen> {
         match self {
             Source::Docker { .. } => {
                 let names = self.docker_names()?;
@@ -307,7 +307,7 @@ impl Source {
     }
 
     /// The files of TaskManager `name`.
-    pub fn files<'a>(&'a self, name: &'a str) -> Box<dyn ContainerFiles + 'a> {
+    pub(crate) fn files<'a>(&'a self, name: &'a str) -> Box<dyn ContainerFiles + 'a> {
         match self {
             Source::Docker { .. } => Box::new(Container(name.to_string())),
             Source::Pods {
@@ -321,7 +321,7 @@ impl Source {
     }
 
     /// Runs `sh -c script` in TaskManager `name`; its stdout.
-    pub fn sh(&self, name: &str, script: &str) -> Result<String> {
+    pub(crate) fn sh(&self, name: &str, script: &str) -> Result<String> {
         match self {
             Source::Docker { .. } => docker_text(&["exec", name, "sh", "-c", script]),
             Source::Pods {
@@ -332,7 +332,7 @@ impl Source {
 
     /// The JobManager's REST address when it can be found: a compose project's
     /// `jobmanager` service's published 8081.
-    pub fn find_rest(&self) -> Option<String> {
+    pub(crate) fn find_rest(&self) -> Option<String> {
         let Source::Docker {
             target,
             project: true,
@@ -373,7 +373,7 @@ fn compose_containers(project: &str, service: &str, all: bool) -> Result<Vec<Str
 }
 
 /// `docker port` output (`0.0.0.0:18081`, `[::]:18081`) → a REST URL on loopback.
-pub fn rest_from_port(text: &str) -> Option<String> {
+fn rest_from_port(text: &str) -> Option<String> {
     let line = text.lines().next()?.trim();
     let port = line.rsplit_once(':')?.1;
     port.parse::<u16>().ok()?;

@@ -9,10 +9,10 @@ use crate::digest::Sha256Hex;
 
 /// One deb822 paragraph: field names as written, values with continuation lines joined
 /// by `\n`.
-pub type Paragraph = BTreeMap<String, String>;
+type Paragraph = BTreeMap<String, String>;
 
 /// Splits deb822 text (a `Packages` index, a `Release` file, a dpkg status) into paragraphs.
-pub fn paragraphs(text: &str) -> Vec<Paragraph> {
+pub(crate) fn paragraphs(text: &str) -> Vec<Paragraph> {
     let mut out = Vec::new();
     let mut cur = Paragraph::new();
     let mut last: Option<String> = None;
@@ -57,7 +57,7 @@ pub struct PackageRecord {
 
 /// Parses a `Packages` index. Paragraphs without a filename or sha256 are an error: every
 /// package this tool downloads is verified against the index.
-pub fn parse_packages(text: &str) -> Result<Vec<PackageRecord>> {
+pub(crate) fn parse_packages(text: &str) -> Result<Vec<PackageRecord>> {
     paragraphs(text)
         .into_iter()
         .map(|p| {
@@ -89,13 +89,13 @@ pub fn parse_packages(text: &str) -> Result<Vec<PackageRecord>> {
 
 /// One file listed in a `Release` file's `SHA256:` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReleaseEntry {
+pub(crate) struct ReleaseEntry {
     pub sha256: Sha256Hex,
     pub size: u64,
 }
 
 /// The `SHA256:` section of a `Release` file, by path relative to `dists/<suite>/`.
-pub fn parse_release(text: &str) -> Result<BTreeMap<String, ReleaseEntry>> {
+pub(crate) fn parse_release(text: &str) -> Result<BTreeMap<String, ReleaseEntry>> {
     let para = paragraphs(text)
         .into_iter()
         .next()
@@ -123,12 +123,12 @@ pub fn parse_release(text: &str) -> Result<BTreeMap<String, ReleaseEntry>> {
 }
 
 /// The `data.tar*` member of a `.deb` (an `ar` archive), decompressed.
-pub fn data_archive(deb: impl Read) -> Result<Box<dyn Read>> {
+pub(crate) fn data_archive(deb: impl Read) -> Result<Box<dyn Read>> {
     member(deb, "data.tar")
 }
 
 /// The `control` and `md5sums` files of a `.deb`'s `control.tar*` member.
-pub fn control_files(deb: impl Read) -> Result<(String, String)> {
+pub(crate) fn control_files(deb: impl Read) -> Result<(String, String)> {
     let mut ar = tar::Archive::new(member(deb, "control.tar")?);
     let (mut control, mut md5sums) = (None, String::new());
     for e in ar.entries()? {

@@ -29,7 +29,7 @@ pub struct Repo<'a> {
 
 /// The verified text of the suite's Release file, or `None` when the mirror has none (and no
 /// keyring asks for one).
-pub fn release(dl: &Downloader, repo: &Repo) -> Result<Option<String>> {
+pub(crate) fn release(dl: &Downloader, repo: &Repo) -> Result<Option<String>> {
     let base = format!("{}/dists/{}", repo.mirror.trim_end_matches('/'), repo.suite);
     let Some(keyring) = repo.keyring else {
         let url = format!("{base}/Release");

@@ -24,41 +24,29 @@ use serde_json::{json, Value};
 use crate::heap_profile::start_script;
 
 /// The preloaded library in the profiled image (`image`'s `/opt/jemalloc` layer).
-pub const PRELOAD: &str = "/opt/jemalloc/lib/libjemalloc.so.2";
+const PRELOAD: &str = "/opt/jemalloc/lib/libjemalloc.so.2";
 /// The dump directory in Kubernetes pods (an `emptyDir`).
-pub const POD_DUMPS: &str = "/jeprof";
+pub(crate) const POD_DUMPS: &str = "/jeprof";
 /// The dump directory of a compose TaskManager (its start directories inside).
-pub const COMPOSE_DUMPS: &str = "/tmp/jeprof";
+pub(crate) const COMPOSE_DUMPS: &str = "/tmp/jeprof";
 /// The volume's name in the pod templates and patches.
-pub const VOLUME: &str = "flink-jemalloc-dumps";
+const VOLUME: &str = "flink-jemalloc-dumps";
 /// The TaskManager's main container in the operator's and native Kubernetes' pods.
-pub const MAIN_CONTAINER: &str = "flink-main-container";
+const MAIN_CONTAINER: &str = "flink-main-container";
 /// The TaskManager Deployment of Flink's standalone Kubernetes docs.
-pub const STANDALONE_DEPLOYMENT: &str = "flink-taskmanager";
+const STANDALONE_DEPLOYMENT: &str = "flink-taskmanager";
 /// Its container, and the compose service, in Flink's docs.
-pub const TASKMANAGER: &str = "taskmanager";
+pub(crate) const TASKMANAGER: &str = "taskmanager";
 /// The official images' entrypoint (standalone's container command wraps it).
-pub const ENTRYPOINT: &str = "/docker-entrypoint.sh";
+pub(crate) const ENTRYPOINT: &str = "/docker-entrypoint.sh";
 
 /// Where the TaskManagers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     Operator,
     Native,
     Standalone,
     Compose,
-}
-
-impl Target {
-    /// The CLI's word for it.
-    pub fn flag(self) -> &'static str {
-        match self {
-            Target::Operator => "--operator",
-            Target::Native => "--native",
-            Target::Standalone => "--standalone",
-            Target::Compose => "--compose",
-        }
-    }
 }
 
 /// How densely jemalloc samples and how often it dumps.
@@ -72,7 +60,7 @@ pub enum Sampling {
 
 impl Sampling {
     /// `(lg_prof_sample, lg_prof_interval)`.
-    pub fn rates(self) -> (u32, u32) {
+    pub(crate) fn rates(self) -> (u32, u32) {
         match self {
             Sampling::Production => (19, 32),
             Sampling::Dense => (17, 30),
@@ -82,7 +70,7 @@ impl Sampling {
 
 /// What `deploy` makes its files from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Params {
+pub(crate) struct Params {
     pub target: Target,
     pub image: String,
     pub sampling: Sampling,
@@ -94,7 +82,7 @@ pub struct Params {
 
 /// One file to write: its name, text, and how to apply it (a line for people).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct File {
+pub(crate) struct File {
     pub name: String,
     pub text: String,
     pub how_to_apply: String,
@@ -105,7 +93,7 @@ pub struct File {
 /// `--enable-debug --enable-fill` build, which fills every allocation and every freed
 /// region with junk bytes unless told not to; profiling needs none of it, and it costs
 /// (`bench --profiling-cost`, README "What profiling costs").
-pub fn malloc_conf(p: &Params, prefix: Option<&str>) -> String {
+pub(crate) fn malloc_conf(p: &Params, prefix: Option<&str>) -> String {
     let (sample, interval) = p.sampling.rates();
     let interval = p.lg_prof_interval.unwrap_or(interval);
     let mut conf =
@@ -133,7 +121,7 @@ fn kube_env(p: &Params, prefix: Option<&str>) -> Value {
 }
 
 /// Whether `s` is a Kubernetes object name (an RFC 1123 label).
-pub fn is_dns_label(s: &str) -> bool {
+pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -143,7 +131,7 @@ pub fn is_dns_label(s: &str) -> bool {
 }
 
 /// The files for `p.target`.
-pub fn render(p: &Params) -> Result<Vec<File>> {
+pub(crate) fn render(p: &Params) -> Result<Vec<File>> {
     match p.target {
         Target::Operator => operator(p),
         Target::Native => native(p),
@@ -153,7 +141,7 @@ pub fn render(p: &Params) -> Result<Vec<File>> {
 }
 
 /// The TaskManager pod's part: the main container's environment and dump volume.
-pub fn pod_template(p: &Params, container: &str) -> Value {
+fn pod_template(p: &Params, container: &str) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -171,7 +159,7 @@ pub fn pod_template(p: &Params, container: &str) -> Value {
 
 /// The operator: a JSON merge patch of the FlinkDeployment (`spec.image` and the
 /// TaskManager's pod template).
-pub fn operator_patch(p: &Params) -> Value {
+fn operator_patch(p: &Params) -> Value {
     json!({
         "spec": {
             "image": p.image,
@@ -203,7 +191,7 @@ fn operator(p: &Params) -> Result<Vec<File>> {
 /// The `flink-conf.yaml` lines of native Kubernetes: the image (the key's name before and
 /// after Flink 1.17's rename: an unknown key is ignored, and the new one wins where both are
 /// known) and the TaskManager pod template.
-pub fn native_conf(p: &Params, template_path: &str) -> String {
+fn native_conf(p: &Params, template_path: &str) -> String {
     format!(
         "kubernetes.container.image.ref: {image}\n\
          kubernetes.container.image: {image}\n\
@@ -243,7 +231,7 @@ fn native(p: &Params) -> Result<Vec<File>> {
 
 /// Standalone Kubernetes: a strategic merge patch of the TaskManager Deployment (containers
 /// and volumes merge by name).
-pub fn standalone_patch(p: &Params) -> Value {
+fn standalone_patch(p: &Params) -> Value {
     json!({
         "spec": {"template": {"spec": {
             "containers": [{
@@ -277,7 +265,7 @@ fn standalone(p: &Params) -> Result<Vec<File>> {
 
 /// Docker Compose: the override of the `taskmanager` service (file format 2.2, that of
 /// Flink's docs, which Compose requires of files merged with it).
-pub fn compose_override(p: &Params) -> Value {
+fn compose_override(p: &Params) -> Value {
     let service = p.name.as_deref().unwrap_or(TASKMANAGER);
     // Compose interpolates `$NAME` in every value; `$$` is a literal `$`.
     let literal = |s: &str| s.replace('$', "$$");

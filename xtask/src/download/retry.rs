@@ -19,15 +19,15 @@ use crate::digest::Sha256Hex;
 use crate::progress;
 
 /// Attempts of one request, the first included.
-pub const ATTEMPTS: usize = 6;
+const ATTEMPTS: usize = 6;
 /// The longest all retries of one request may wait in total.
-pub const TOTAL: Duration = Duration::from_secs(180);
+const TOTAL: Duration = Duration::from_secs(180);
 /// The longest a `Retry-After` is waited for.
-pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 
 /// Why an attempt failed.
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// Worth another attempt: `why` for the progress line, `after` a server's `Retry-After`.
     Transient {
         why: String,
@@ -64,7 +64,7 @@ impl From<reqwest::Error> for Failure {
 }
 
 /// A transport error that another attempt may not meet: refused, reset, timed out.
-pub fn transient_error(e: &reqwest::Error) -> bool {
+fn transient_error(e: &reqwest::Error) -> bool {
     e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
 }
 
@@ -85,14 +85,14 @@ fn short(e: &reqwest::Error) -> String {
 }
 
 /// Whether an answer with `status` is worth another attempt: 408, 429 and 5xx.
-pub fn transient_status(status: StatusCode) -> bool {
+pub(crate) fn transient_status(status: StatusCode) -> bool {
     status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
         || status.is_server_error()
 }
 
 /// A `Retry-After` value: delta-seconds or an HTTP date, capped at [`RETRY_AFTER_CAP`].
-pub fn retry_after(value: &str) -> Option<Duration> {
+fn retry_after(value: &str) -> Option<Duration> {
     let v = value.trim();
     let d = match v.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),
@@ -107,7 +107,7 @@ pub fn retry_after(value: &str) -> Option<Duration> {
 }
 
 /// The failure an answer's status means: transient (with its `Retry-After`) or fatal.
-pub fn status_failure(what: &str, resp: &Response) -> Failure {
+pub(crate) fn status_failure(what: &str, resp: &Response) -> Failure {
     let status = resp.status();
     if transient_status(status) {
         Failure::Transient {
@@ -135,7 +135,10 @@ fn schedule() -> impl Iterator<Item = Duration> {
 
 /// Runs `attempt` (given its number, from 1) until it succeeds, fails fatally, or the
 /// attempts or the total time are spent; `what` names it in progress lines and errors.
-pub fn run<T>(what: &str, mut attempt: impl FnMut(usize) -> Result<T, Failure>) -> Result<T> {
+pub(crate) fn run<T>(
+    what: &str,
+    mut attempt: impl FnMut(usize) -> Result<T, Failure>,
+) -> Result<T> {
     let started = Instant::now();
     let mut delays = schedule();
     let mut n = 1;
@@ -166,7 +169,7 @@ pub fn run<T>(what: &str, mut attempt: impl FnMut(usize) -> Result<T, Failure>) 
 }
 
 /// Where a download goes: written in order, and started over when a server cannot resume.
-pub trait Sink: Write {
+pub(crate) trait Sink: Write {
     fn restart(&mut self) -> std::io::Result<()>;
 }
 
@@ -199,7 +202,7 @@ fn content_range_total(resp: &Response) -> Option<u64> {
 /// GETs a body into `out` with retries: `send(from)` sends the request, asking for the
 /// bytes from `from` on when it is Some (a `Range`). A body that broke off or came short
 /// is resumed where it stopped. Returns the body's sha256 and length.
-pub fn get_into(
+pub(crate) fn get_into(
     what: &str,
     send: impl Fn(Option<u64>) -> Result<Response>,
     out: &mut dyn Sink,

@@ -39,12 +39,12 @@ impl Allocator {
     }
 
     /// Whether it writes heap dumps (to be collected and analysed).
-    pub fn profiles(self) -> bool {
+    pub(crate) fn profiles(self) -> bool {
         self == Allocator::Jemalloc
     }
 
     /// Whether it needs the image's jemalloc.
-    pub fn preloads_jemalloc(self) -> bool {
+    pub(crate) fn preloads_jemalloc(self) -> bool {
         matches!(self, Allocator::Jemalloc | Allocator::JemallocNonprof)
     }
 }
@@ -105,7 +105,7 @@ pub trait Cluster {
 
 /// The command that lists the heap dumps of `dir` in a container with their modification
 /// times, for [`parse_dump_times`] (GNU find, in every Debian and Ubuntu image).
-pub fn dump_times_probe(dir: &str) -> Vec<String> {
+pub(crate) fn dump_times_probe(dir: &str) -> Vec<String> {
     [
         "find",
         dir,
@@ -122,7 +122,7 @@ pub fn dump_times_probe(dir: &str) -> Vec<String> {
 }
 
 /// Parses [`dump_times_probe`]'s output: `name seconds.fraction` lines.
-pub fn parse_dump_times(text: &str) -> Vec<(String, f64)> {
+pub(crate) fn parse_dump_times(text: &str) -> Vec<(String, f64)> {
     let mut out: Vec<(String, f64)> = text
         .lines()
         .filter_map(|l| {
@@ -136,14 +136,14 @@ pub fn parse_dump_times(text: &str) -> Vec<(String, f64)> {
 
 /// The memory probe run in the TaskManager container: PID 1's status (the JVM), then the
 /// container cgroup's usage and OOM-kill counter, v2 or v1, then the CPUs online.
-pub const MEMORY_PROBE: &str = "cat /proc/1/status; echo @@cgroup; \
+pub(crate) const MEMORY_PROBE: &str = "cat /proc/1/status; echo @@cgroup; \
 if [ -r /sys/fs/cgroup/memory.current ]; then cat /sys/fs/cgroup/memory.current /sys/fs/cgroup/memory.events; \
 elif [ -r /sys/fs/cgroup/memory/memory.usage_in_bytes ]; then cat /sys/fs/cgroup/memory/memory.usage_in_bytes /sys/fs/cgroup/memory/memory.oom_control; fi; \
 echo @@cpus; cat /sys/devices/system/cpu/online";
 
 /// Parses [`MEMORY_PROBE`]'s output: VmRSS, cgroup bytes, the cgroup's `oom_kill` count
 /// and the CPUs online.
-pub fn parse_memory_probe(text: &str) -> ContainerMemory {
+pub(crate) fn parse_memory_probe(text: &str) -> ContainerMemory {
     let (text, cpus) = text.split_once("@@cpus").unwrap_or((text, ""));
     let (status, cgroup) = text.split_once("@@cgroup").unwrap_or((text, ""));
     let mut lines = cgroup.lines().map(str::trim).filter(|l| !l.is_empty());
@@ -160,12 +160,12 @@ pub fn parse_memory_probe(text: &str) -> ContainerMemory {
 /// Attempts of the memory probe in a container that runs: an exec can fail for reasons of
 /// its own (an API server hiccup, a busy kubelet, a container at its memory limit where
 /// the exec'd shell cannot start).
-pub const PROBE_ATTEMPTS: u32 = 3;
+const PROBE_ATTEMPTS: u32 = 3;
 
 /// Runs `probe` while `running` says the container runs: None once it does not (a dead
 /// container has no memory to read), the probe's output once it succeeds, its last error
 /// after `attempts` failures. A failed exec is not taken for a death.
-pub fn probe_while_running(
+pub(crate) fn probe_while_running(
     running: impl FnMut() -> Result<bool>,
     probe: impl FnMut() -> Result<String>,
 ) -> Result<Option<String>> {
@@ -201,7 +201,7 @@ fn probe_while_running_with(
 }
 
 /// The `oom_kill N` counter of a v1 `memory.oom_control` or a v2 `memory.events`.
-pub fn oom_kill_count(text: &str) -> u64 {
+pub(crate) fn oom_kill_count(text: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix("oom_kill "))
         .and_then(|v| v.trim().parse().ok())
@@ -209,7 +209,7 @@ pub fn oom_kill_count(text: &str) -> u64 {
 }
 
 /// VmRSS of a `/proc/<pid>/status`, kB.
-pub fn vm_rss_kb(status: &str) -> Option<u64> {
+pub(crate) fn vm_rss_kb(status: &str) -> Option<u64> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -222,7 +222,7 @@ pub fn vm_rss_kb(status: &str) -> Option<u64> {
 /// pre-touched (so heap RSS = committed heap, and RSS minus committed heap/non-heap is the
 /// native part), heartbeats that notice a dead TaskManager within 10 s. The TaskManager's
 /// environment selects the allocator.
-pub fn cluster_spec(
+pub(crate) fn cluster_spec(
     allocator: Allocator,
     plan: &Plan,
     rest_port: u16,
@@ -240,7 +240,7 @@ pub fn cluster_spec(
 /// The plan's Flink configuration, then what every run sets: REST on loopback at
 /// `rest_port`, metrics fetched every second, the TaskManager's heap pre-touched (its
 /// resident size is then its committed size), a dead TaskManager noticed in 10 s.
-pub fn run_conf(plan: &Plan, rest_port: u16) -> Vec<(String, String)> {
+pub(crate) fn run_conf(plan: &Plan, rest_port: u16) -> Vec<(String, String)> {
     let run = [
         ("rest.address", "127.0.0.1".to_string()),
         ("rest.port", rest_port.to_string()),
@@ -260,7 +260,7 @@ pub fn run_conf(plan: &Plan, rest_port: u16) -> Vec<(String, String)> {
 /// The TaskManager's environment for an allocator: jemalloc preloaded with profiling (a
 /// dump every 2^lg_prof_interval bytes, a sample every 2^lg_prof_sample) or without, glibc
 /// as it is or with two arenas.
-pub fn allocator_env(
+pub(crate) fn allocator_env(
     allocator: Allocator,
     plan: &Plan,
     jemalloc: Option<&str>,

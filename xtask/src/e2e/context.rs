@@ -8,7 +8,7 @@ use super::scenario::Plan;
 use crate::bundle::Bundle;
 
 /// What every allocator's run shares.
-pub struct RunContext<'a> {
+pub(crate) struct RunContext<'a> {
     pub plan: &'a Plan,
     pub driver: Driver,
     pub options: &'a Options,

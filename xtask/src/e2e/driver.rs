@@ -3,7 +3,7 @@
 //! Flink process settings and ports they share (`flink_process`).
 
 pub mod docker;
-pub mod flink_process;
+pub(crate) mod flink_process;
 pub mod kind;
 pub mod kube;
 pub mod runc;
@@ -32,7 +32,7 @@ pub enum Driver {
 
 impl Driver {
     /// The driver when none is asked for: docker when a Docker engine answers, else runc.
-    pub fn default_here() -> Driver {
+    pub(crate) fn default_here() -> Driver {
         if engine::engine_answers() {
             Driver::Docker
         } else {
@@ -43,7 +43,7 @@ impl Driver {
 
 /// The drivers' flags of `e2e`.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// docker: a user-defined network instead of the host network.
     pub docker_network: Option<String>,
     /// kind: the cluster's name.
@@ -53,7 +53,7 @@ pub struct Options {
 }
 
 /// What the driver needs, checked before any work: the error names what to do.
-pub fn require(driver: Driver) -> Result<()> {
+pub(crate) fn require(driver: Driver) -> Result<()> {
     match driver {
         Driver::Docker => engine::require("--driver docker"),
         Driver::Kind => kind::require_tools(),
@@ -62,7 +62,7 @@ pub fn require(driver: Driver) -> Result<()> {
 }
 
 /// What a driver prepares once per run, for every allocator.
-pub enum Engine {
+pub(crate) enum Engine {
     /// runc runs the unpacked image: its bundle directory.
     Runc(PathBuf),
     /// The image loaded into the Docker engine.
@@ -74,7 +74,7 @@ pub enum Engine {
 /// What the driver needs before the first cluster: the image loaded (docker, kind) and, for
 /// kind, the session, whose kubeconfig (the cluster's admin credentials) stays in the run's
 /// private `work` directory, never in the report a workflow uploads.
-pub fn prepare(
+pub(crate) fn prepare(
     driver: Driver,
     options: &Options,
     layout: &Path,
@@ -107,7 +107,7 @@ pub fn prepare(
 
 /// The engine behind `driver` and its version for the report (`docker 20.10.24`,
 /// `runc 1.1.5+ds1`, `kind v0.27.0`); None when it does not answer.
-pub fn engine_version(driver: Driver) -> Option<String> {
+pub(crate) fn engine_version(driver: Driver) -> Option<String> {
     let sh = xshell::Shell::new().ok()?;
     let read = |c: xshell::Cmd| c.quiet().ignore_stderr().read().ok();
     let v = match driver {
@@ -130,7 +130,7 @@ pub fn engine_version(driver: Driver) -> Option<String> {
 
 /// A cluster of `engine` for one allocator's run, in the run's `work` directory with the
 /// containers' logs in `logs`.
-pub fn start(
+pub(crate) fn start(
     engine: &Engine,
     options: &Options,
     allocator: Allocator,

@@ -69,7 +69,7 @@ pub fn flink_version(flink_dist: &Path) -> Result<FlinkVersion> {
 
 /// The Java feature release of the JDK or JRE at `java_home` (its `release` file:
 /// `JAVA_VERSION="17.0.15"`, `"11.0.2"`, `"1.8.0_312"`).
-pub fn java_major(java_home: &Path) -> Result<u32> {
+fn java_major(java_home: &Path) -> Result<u32> {
     let path = java_home.join("release");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading {} (the image's JAVA_HOME)", path.display()))?;
@@ -90,13 +90,13 @@ fn parse_java_major(release: &str) -> Option<u32> {
 }
 
 /// The job's source directory for a Flink version.
-pub fn source_dir(flink: FlinkVersion) -> PathBuf {
+pub(crate) fn source_dir(flink: FlinkVersion) -> PathBuf {
     let tree = if flink.major >= 2 { "job2" } else { "job" };
     project::root().join("e2e").join(tree).join("src")
 }
 
 /// The job's Java sources for a Flink version, in a stable order.
-pub fn sources(flink: FlinkVersion) -> Result<Vec<PathBuf>> {
+pub(crate) fn sources(flink: FlinkVersion) -> Result<Vec<PathBuf>> {
     let dir = source_dir(flink).join("flinkjemalloc");
     let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| format!("reading {}", dir.display()))?
@@ -159,7 +159,7 @@ pub fn compile(
 }
 
 /// The job compiled for an image: its Flink, the `--release` and the jar.
-pub struct Compiled {
+pub(crate) struct Compiled {
     pub flink: FlinkVersion,
     pub release: u32,
     pub jar: PathBuf,
@@ -167,7 +167,7 @@ pub struct Compiled {
 
 /// Compiles the job for the image unpacked in `bundle` (its flink-dist, its Java) into
 /// `out_dir`.
-pub fn compile_for(bundle: &crate::bundle::Bundle, out_dir: &Path) -> Result<Compiled> {
+pub(crate) fn compile_for(bundle: &crate::bundle::Bundle, out_dir: &Path) -> Result<Compiled> {
     let flink_dist = bundle.flink_dist()?;
     let flink = flink_version(&flink_dist)?;
     let java = bundle

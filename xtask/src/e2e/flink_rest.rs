@@ -13,7 +13,7 @@ use crate::progress;
 
 /// Re-establishes the way to the REST API after a connection error (the kind driver's
 /// `kubectl port-forward`, which exits when a forwarded connection is reset).
-pub type Reconnect = Arc<dyn Fn() -> Result<()> + Send + Sync>;
+type Reconnect = Arc<dyn Fn() -> Result<()> + Send + Sync>;
 
 /// Attempts of a request whose connection failed, when there is a [`Reconnect`].
 const CONNECT_ATTEMPTS: u32 = 4;
@@ -39,7 +39,7 @@ impl FlinkRest {
     }
 
     /// A client that calls `reconnect` and tries again when a connection fails.
-    pub fn with_reconnect(mut self, reconnect: Reconnect) -> FlinkRest {
+    pub(crate) fn with_reconnect(mut self, reconnect: Reconnect) -> FlinkRest {
         self.reconnect = Some(reconnect);
         self
     }
@@ -120,7 +120,7 @@ impl FlinkRest {
 
     /// `GET /taskmanagers` → the registered TaskManagers' ids (a new TaskManager process
     /// registers with a new id).
-    pub fn taskmanager_ids(&self) -> Result<Vec<String>> {
+    pub(crate) fn taskmanager_ids(&self) -> Result<Vec<String>> {
         let t = self.get("/taskmanagers")?;
         Ok(t["taskmanagers"]
             .as_array()
@@ -133,7 +133,7 @@ impl FlinkRest {
     }
 
     /// `GET /taskmanagers/<id>/metrics?get=a,b` → the metrics that exist, parsed as numbers.
-    pub fn taskmanager_metrics(
+    pub(crate) fn taskmanager_metrics(
         &self,
         tm: &str,
         names: &[&str],
@@ -197,7 +197,7 @@ impl FlinkRest {
     }
 
     /// `GET /jobs/<id>` → `state` (`RUNNING`, `RESTARTING`, `CANCELED`, ...).
-    pub fn job_state(&self, job: &str) -> Result<String> {
+    fn job_state(&self, job: &str) -> Result<String> {
         let j = self.get(&format!("/jobs/{job}"))?;
         Ok(j["state"].as_str().unwrap_or("").to_string())
     }
@@ -231,7 +231,7 @@ impl FlinkRest {
     }
 
     /// `GET /jobs`: the ids of every job the JobManager knows (running or ended).
-    pub fn job_ids(&self) -> Result<Vec<String>> {
+    pub(crate) fn job_ids(&self) -> Result<Vec<String>> {
         let v = self.get("/jobs")?;
         Ok(v["jobs"]
             .as_array()
@@ -242,7 +242,7 @@ impl FlinkRest {
     }
 
     /// The id of the job's vertex whose name contains `name` (`GET /jobs/<id>`).
-    pub fn vertex_id(&self, job: &str, name: &str) -> Result<String> {
+    pub(crate) fn vertex_id(&self, job: &str, name: &str) -> Result<String> {
         let j = self.get(&format!("/jobs/{job}"))?;
         Ok(j["vertices"]
             .as_array()
@@ -256,7 +256,12 @@ impl FlinkRest {
 
     /// The sum of `metric` over the subtasks of a job's vertex (its aggregated subtask
     /// metrics); None while the metric is not reported yet.
-    pub fn vertex_metric_sum(&self, job: &str, vertex: &str, metric: &str) -> Result<Option<f64>> {
+    pub(crate) fn vertex_metric_sum(
+        &self,
+        job: &str,
+        vertex: &str,
+        metric: &str,
+    ) -> Result<Option<f64>> {
         let m = self.get(&format!(
             "/jobs/{job}/vertices/{vertex}/subtasks/metrics?get={metric}&agg=sum"
         ))?;
@@ -272,7 +277,7 @@ impl FlinkRest {
     /// When the job failed, seconds since the epoch, oldest first: the JobManager's
     /// exception history (`exceptionHistory.entries`, Flink 1.13 on; as long as
     /// `web.exception-history-size` allows), else the older `all-exceptions`.
-    pub fn failure_times(&self, job: &str) -> Result<Vec<f64>> {
+    pub(crate) fn failure_times(&self, job: &str) -> Result<Vec<f64>> {
         Ok(failure_times(
             &self.get(&format!("/jobs/{job}/exceptions"))?,
         ))
@@ -309,7 +314,7 @@ impl FlinkRest {
 }
 
 /// The failure timestamps of a `/jobs/<id>/exceptions` answer, seconds, oldest first.
-pub fn failure_times(answer: &Value) -> Vec<f64> {
+pub(crate) fn failure_times(answer: &Value) -> Vec<f64> {
     let history = answer["exceptionHistory"]["entries"].as_array();
     let entries = history.or(answer["all-exceptions"].as_array());
     let mut out: Vec<f64> = entries
@@ -323,7 +328,7 @@ pub fn failure_times(answer: &Value) -> Vec<f64> {
 }
 
 /// A metrics answer `[{"id": "numRestarts", "value": "12"}, ...]` (values are strings).
-pub fn metric_values(answer: &Value) -> std::collections::BTreeMap<String, f64> {
+fn metric_values(answer: &Value) -> std::collections::BTreeMap<String, f64> {
     answer
         .as_array()
         .into_iter()
@@ -336,7 +341,7 @@ pub fn metric_values(answer: &Value) -> std::collections::BTreeMap<String, f64> 
 }
 
 /// An aggregated metrics answer `[{"id": "numRecordsIn", "sum": 1234.0}]` → the sum.
-pub fn aggregated_sum(answer: &Value, metric: &str) -> Option<f64> {
+fn aggregated_sum(answer: &Value, metric: &str) -> Option<f64> {
     answer
         .as_array()?
         .iter()

@@ -5,10 +5,10 @@
 //! renderings, `summary.md` (`summary`) and `memory.svg` (`memory`); the flame graph and
 //! call graph are the analysis's.
 
-pub mod memory;
-pub mod model;
-pub mod summary;
-pub mod verdict;
+pub(crate) mod memory;
+pub(crate) mod model;
+pub(crate) mod summary;
+pub(crate) mod verdict;
 
 use anyhow::Result;
 use std::path::Path;
@@ -18,13 +18,13 @@ use crate::e2e::scenario::Plan;
 use crate::fit::ERROR_METHOD;
 use crate::progress;
 use crate::provenance::Provenance;
-pub use memory::memory_plot;
-pub use model::{growth, whole_mib, Growth, Report, Run, Sample};
-pub use verdict::{expectations, fastest_match, verdict};
+pub(crate) use memory::memory_plot;
+pub(crate) use model::{growth, whole_mib, Report, Run, Sample};
+pub(crate) use verdict::verdict;
 
 impl Report {
     /// The report of `runs`, with the verdict of the plan's expectation.
-    pub fn new(
+    pub(crate) fn new(
         image: &str,
         driver: Driver,
         plan: &Plan,
@@ -51,7 +51,7 @@ impl Report {
     }
 
     /// `report.json`, `summary.md` and `memory.svg` into `out`, and the verdict's line.
-    pub fn write(&self, out: &Path) -> Result<()> {
+    pub(crate) fn write(&self, out: &Path) -> Result<()> {
         std::fs::write(
             out.join("report.json"),
             serde_json::to_string_pretty(self)? + "\n",

@@ -17,7 +17,7 @@ use crate::progress::flag;
 use crate::progress::{self, Step};
 
 /// The RocksDB job on a cluster: its jar uploaded once, submitted (again after a cancel).
-pub struct Job {
+pub(crate) struct Job {
     jar: String,
     args: Vec<String>,
     pub id: String,
@@ -25,7 +25,7 @@ pub struct Job {
 
 impl Job {
     /// Uploads the jar and submits the job; the job fails on its own only in `injected` mode.
-    pub fn submit(ctx: &RunContext, cluster: &dyn Cluster) -> Result<Job> {
+    pub(crate) fn submit(ctx: &RunContext, cluster: &dyn Cluster) -> Result<Job> {
         let fail_every = match ctx.plan.mode {
             Mode::Injected => ctx.plan.fail_every_ms,
             _ => 0,
@@ -57,7 +57,7 @@ impl Job {
 }
 
 /// What the restart loop saw.
-pub struct Loop {
+pub(crate) struct Loop {
     pub restarts: u64,
     /// TaskManagers so far (the first is 1): their dumps go to `tm-<n>`.
     pub incarnation: u32,
@@ -68,7 +68,7 @@ pub struct Loop {
 }
 
 /// Restarts by mode until `--restarts` or the timeout, a sample at start and after each.
-pub fn restart_loop(
+pub(crate) fn restart_loop(
     ctx: &RunContext,
     allocator: Allocator,
     cluster: &mut dyn Cluster,
@@ -193,12 +193,12 @@ fn kill_restart(
     Ok(lp.restarts + 1)
 }
 
-pub const HEAP_COMMITTED: &str = "Status.JVM.Memory.Heap.Committed";
-pub const NONHEAP_COMMITTED: &str = "Status.JVM.Memory.NonHeap.Committed";
+pub(crate) const HEAP_COMMITTED: &str = "Status.JVM.Memory.Heap.Committed";
+pub(crate) const NONHEAP_COMMITTED: &str = "Status.JVM.Memory.NonHeap.Committed";
 const DIRECT_USED: &str = "Status.JVM.Memory.Direct.MemoryUsed";
 
 /// When the restarts happened and when the job ran, as times since the epoch.
-pub struct Timeline {
+pub(crate) struct Timeline {
     /// `(restart, seconds)` from restart 0 (the job running).
     pub restarts: Vec<(u64, f64)>,
     /// `(from, to)`: when the job ran with its state (and RocksDB) open; empty unless every
@@ -213,7 +213,7 @@ const ROCKSDB_CLOSED_BEFORE_FAILURE_SECS: f64 = 0.5;
 /// The run's [`Timeline`]: for injected failures the JobManager's failure times (the new
 /// attempt follows within the restart delay), else, or when its history is cut short, the
 /// times the loop saw them.
-pub fn timeline(
+pub(crate) fn timeline(
     ctx: &RunContext,
     cluster: &dyn Cluster,
     job: &Job,
@@ -271,7 +271,7 @@ fn live_windows(start: f64, failures: &[f64], fail_every: f64) -> Vec<(f64, f64)
 
 /// The current TaskManager's dumps and the libraries they map into `dir`, with the time
 /// each dump was written (`dump-times.json`), which places it between restarts.
-pub fn collect_dumps(cluster: &dyn Cluster, dir: &Path) -> Result<()> {
+pub(crate) fn collect_dumps(cluster: &dyn Cluster, dir: &Path) -> Result<()> {
     cluster.collect(dir)?;
     // Best effort: without times the dumps are still analysed, only not per restart.
     let times = match cluster.dump_times() {

@@ -25,7 +25,7 @@ pub enum Mode {
 /// `e2e/scenarios.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Scenarios {
+pub(crate) struct Scenarios {
     pub common: Common,
     pub scenario: BTreeMap<String, Scenario>,
 }
@@ -33,14 +33,14 @@ pub struct Scenarios {
 /// The Flink configuration of every run, per API generation.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Common {
+pub(crate) struct Common {
     pub flink1: BTreeMap<String, String>,
     pub flink2: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Scenario {
+pub(crate) struct Scenario {
     pub about: String,
     /// `[lowest, newest]` Flink version it applies to.
     pub flink: [String; 2],
@@ -57,7 +57,7 @@ pub struct Scenario {
 /// What the report must show.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Expect {
+pub(crate) struct Expect {
     /// A frame pattern among the growing sites of the first-to-last difference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_diff: Option<String>,
@@ -82,7 +82,7 @@ pub struct Expect {
 /// What a leak's size depends on besides the job.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Scale {
+pub(crate) enum Scale {
     /// Nothing: `bytes_per_restart` as it is.
     #[default]
     None,
@@ -100,14 +100,14 @@ impl Scale {
 
 /// RocksDB's core slots for `cpus` CPUs: the smallest power of two ≥ `cpus`, at least 8
 /// (`CoreLocalArray`'s constructor starts its size shift at 3).
-pub fn rocksdb_core_slots(cpus: u32) -> u32 {
+fn rocksdb_core_slots(cpus: u32) -> u32 {
     cpus.next_power_of_two().max(8)
 }
 
 impl Expect {
     /// The leak's expected bytes per restart on a TaskManager that sees `cpus` CPUs (8 core
     /// slots assumed when that is unknown).
-    pub fn expected_bytes(&self, cpus: Option<u32>) -> Option<f64> {
+    pub(crate) fn expected_bytes(&self, cpus: Option<u32>) -> Option<f64> {
         let bytes = self.bytes_per_restart? as f64;
         Some(match self.scale {
             Scale::None => bytes,
@@ -129,7 +129,7 @@ fn default_r2() -> f64 {
 impl Scenarios {
     /// Reads and checks `path`: every pattern compiles, every version parses, a site has
     /// its bytes per restart.
-    pub fn load(path: &Path) -> Result<Scenarios> {
+    pub(crate) fn load(path: &Path) -> Result<Scenarios> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the e2e scenarios {}", path.display()))?;
         let s: Scenarios = toml::from_str(&text).map_err(|e| {
@@ -159,7 +159,7 @@ impl Scenarios {
     }
 
     /// The scenario called `name`, or an error listing them.
-    pub fn get(&self, name: &str) -> Result<&Scenario> {
+    pub(crate) fn get(&self, name: &str) -> Result<&Scenario> {
         self.scenario.get(name).with_context(|| {
             format!(
                 "no e2e scenario `{name}`; the scenarios are: {}",
@@ -171,7 +171,7 @@ impl Scenarios {
 
 /// What the command line says, each `None` taken from the scenario.
 #[derive(Debug, Clone, Default)]
-pub struct Overrides {
+pub(crate) struct Overrides {
     pub mode: Option<Mode>,
     pub restarts: Option<u64>,
     pub fail_every_ms: Option<u64>,
@@ -180,7 +180,7 @@ pub struct Overrides {
 
 /// A run's scenario, resolved for its image.
 #[derive(Debug, Clone, Serialize)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub scenario: String,
     pub about: String,
     pub flink: String,
@@ -197,7 +197,7 @@ pub struct Plan {
 /// The plan of scenario `name` for an image of Flink `flink`; an image outside the
 /// scenario's versions is an error (below the lowest) or a warning (past the newest: the
 /// leak may be fixed there).
-pub fn resolve(
+pub(crate) fn resolve(
     all: &Scenarios,
     name: &str,
     flink: FlinkVersion,
@@ -248,7 +248,7 @@ pub fn resolve(
 }
 
 /// `e2e/scenarios.toml` of this checkout.
-pub fn load_default() -> Result<Scenarios> {
+pub(crate) fn load_default() -> Result<Scenarios> {
     Scenarios::load(&crate::project::root().join("e2e/scenarios.toml"))
 }
 

@@ -15,12 +15,11 @@ use crate::progress::{self, Step};
 use crate::spec::SuiteSpec;
 
 /// The base image as pulled.
-pub struct Base {
+pub(crate) struct Base {
     /// Its manifest's digest (the linux/amd64 image's) and, when it came from an index,
     /// the index's.
     pub digest: String,
     pub index_digest: Option<String>,
-    pub manifest: Value,
     pub config_digest: String,
     pub config: Value,
     /// The manifest's layer descriptors, and each layer's cached file.
@@ -29,7 +28,7 @@ pub struct Base {
 }
 
 /// What the base is, and what that decides.
-pub struct Target {
+pub(crate) struct Target {
     pub facts: BaseFacts,
     pub suite: String,
     pub libc6: String,
@@ -40,7 +39,7 @@ pub struct Target {
 
 impl Base {
     /// The layer descriptors with OCI media types (what umoci and an OCI manifest want).
-    pub fn oci_layers(&self) -> Vec<Value> {
+    pub(crate) fn oci_layers(&self) -> Vec<Value> {
         self.layers
             .iter()
             .map(|l| {
@@ -56,7 +55,7 @@ impl Base {
 
 impl Target {
     /// The Debian repository of the base's suite, for packages of `arch`.
-    pub fn repo<'a>(&'a self, arch: &'a str) -> Repo<'a> {
+    pub(crate) fn repo<'a>(&'a self, arch: &'a str) -> Repo<'a> {
         Repo {
             mirror: &self.mirror,
             suite: &self.suite,
@@ -69,7 +68,7 @@ impl Target {
 
 /// Stage 1: the base's manifest, config and layers, verified and cached; the network only
 /// for what the cache does not hold.
-pub fn pull(run: &Run) -> Result<Base> {
+pub(crate) fn pull(run: &Run) -> Result<Base> {
     let base_ref = &run.base_ref;
     let step = Step::start(format!("base image {base_ref}"));
     let mut network = false;
@@ -133,7 +132,6 @@ pub fn pull(run: &Run) -> Result<Base> {
     Ok(Base {
         digest,
         index_digest,
-        manifest,
         config_digest,
         config,
         layers,
@@ -145,7 +143,7 @@ pub fn pull(run: &Run) -> Result<Base> {
 /// pick the sysroot; the base's apt source for that suite the mirror (`--mirror`, the lock,
 /// or an archived suite's archive host win); the keyring is `--keyring` or, with
 /// `--archive-keyring`, the distribution's.
-pub fn inspect(run: &Run, base: &Base) -> Result<Target> {
+pub(crate) fn inspect(run: &Run, base: &Base) -> Result<Target> {
     let base_ref = &run.base_ref;
     let step = Step::start("inspecting the base's layers");
     let facts = base_facts(run, base)?;
@@ -255,7 +253,7 @@ fn mirror(run: &Run, facts: &BaseFacts, suite: &str, suite_spec: &SuiteSpec) -> 
 }
 
 /// The mirror for `suite` among the base's apt sources.
-pub fn mirror_for(facts: &BaseFacts, suite: &str) -> Option<String> {
+pub(crate) fn mirror_for(facts: &BaseFacts, suite: &str) -> Option<String> {
     facts
         .apt_sources
         .iter()

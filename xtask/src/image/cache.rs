@@ -9,7 +9,7 @@ use crate::oci::{self, Blob, BlobSource};
 use crate::project::Cache;
 
 /// The cache as the source of an image's blobs.
-pub struct CacheBlobs<'a>(pub &'a Cache);
+pub(crate) struct CacheBlobs<'a>(pub &'a Cache);
 
 impl BlobSource for CacheBlobs<'_> {
     fn path_of(&self, digest: &str) -> Result<PathBuf> {
@@ -22,7 +22,7 @@ impl BlobSource for CacheBlobs<'_> {
 }
 
 /// Puts bytes into the content-addressed cache and returns the blob.
-pub fn cache_blob(cache: &Cache, media_type: &str, data: Vec<u8>) -> Result<Blob> {
+pub(crate) fn cache_blob(cache: &Cache, media_type: &str, data: Vec<u8>) -> Result<Blob> {
     let blob = Blob::new(media_type, data);
     let hex = Sha256Hex::parse(&blob.digest)?;
     let _lock = cache.lock("blob", hex.as_str())?;
@@ -42,7 +42,7 @@ pub fn cache_blob(cache: &Cache, media_type: &str, data: Vec<u8>) -> Result<Blob
 /// The layer `name` made by `make`, cached by `key` (what determines its bytes): a record
 /// `layers/<name>-<key>.json` beside the blob, so that a warm build reads a few bytes
 /// instead of tarring and compressing again. A record whose blob is gone is made afresh.
-pub fn cached_layer(
+pub(crate) fn cached_layer(
     cache: &Cache,
     name: &str,
     key: &Sha256Hex,
@@ -71,7 +71,7 @@ pub fn cached_layer(
 }
 
 /// The cached blob of `digest`, if the cache holds it intact.
-pub fn read_cached(cache: &Cache, digest: &str) -> Option<Vec<u8>> {
+pub(crate) fn read_cached(cache: &Cache, digest: &str) -> Option<Vec<u8>> {
     let p = cache.blob(oci::hex_of(digest));
     let data = std::fs::read(p).ok()?;
     (format!("sha256:{}", Sha256Hex::of_bytes(&data)) == digest).then_some(data)

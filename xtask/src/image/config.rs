@@ -3,7 +3,6 @@
 //! over the base's layers, the jemalloc layer and the tools layer, each cached by digest.
 
 use anyhow::Result;
-use serde_json::Value;
 
 use super::base::{Base, Target};
 use super::cache::{cache_blob, cached_layer};
@@ -15,16 +14,15 @@ use crate::progress::Step;
 
 /// The new image: its config and manifest blobs, its layer descriptors, every blob it
 /// names (config first), and the tag its layout gets.
-pub struct Assembled {
+pub(crate) struct Assembled {
     pub config: Blob,
     pub manifest: Blob,
-    pub layers: Vec<Value>,
     pub blobs: Vec<String>,
     pub tag: String,
 }
 
 /// Stage 5: layer, config, manifest.
-pub fn assemble(
+pub(crate) fn assemble(
     run: &Run,
     base: &Base,
     target: &Target,
@@ -79,7 +77,6 @@ pub fn assemble(
     Ok(Assembled {
         config,
         manifest,
-        layers,
         blobs,
         tag: run.spec.output_tag(&info.jemalloc_version),
     })

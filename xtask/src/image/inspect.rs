@@ -13,7 +13,7 @@ use crate::debian;
 use crate::unpack;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Node {
+enum Node {
     Dir,
     /// A regular file; contents kept only for the paths `wanted` selects.
     File(Option<Vec<u8>>),
@@ -23,12 +23,12 @@ pub enum Node {
 
 /// The merged filesystem of the layers applied so far.
 #[derive(Debug, Default)]
-pub struct RootfsView {
+pub(crate) struct RootfsView {
     nodes: BTreeMap<PathBuf, Node>,
 }
 
 /// Paths whose contents inspection reads.
-pub fn wanted(p: &Path) -> bool {
+pub(crate) fn wanted(p: &Path) -> bool {
     let s = p.to_string_lossy();
     matches!(
         s.as_ref(),
@@ -75,7 +75,7 @@ impl RootfsView {
 
     /// Applies one layer (an uncompressed or compressed tar stream), honouring whiteouts:
     /// `.wh.NAME` deletes NAME and what is below it; `.wh..wh..opq` empties its directory.
-    pub fn apply_layer(&mut self, layer: impl Read) -> Result<()> {
+    fn apply_layer(&mut self, layer: impl Read) -> Result<()> {
         let mut ar = tar::Archive::new(layer);
         for entry in ar.entries().context("reading layer")? {
             let mut entry = entry.context("reading layer entry")?;
@@ -121,12 +121,13 @@ impl RootfsView {
         Ok(())
     }
 
-    pub fn node(&self, p: &str) -> Option<&Node> {
+    #[cfg(test)]
+    fn node(&self, p: &str) -> Option<&Node> {
         self.nodes.get(Path::new(p))
     }
 
     /// Reads a file, following symlinks (absolute ones relative to the image root).
-    pub fn read(&self, p: &str) -> Option<&[u8]> {
+    pub(crate) fn read(&self, p: &str) -> Option<&[u8]> {
         let mut path = PathBuf::from(p);
         for _ in 0..16 {
             match self.nodes.get(&path)? {
@@ -146,7 +147,7 @@ impl RootfsView {
     }
 
     /// Paths of existing entries directly below `dir`.
-    pub fn list(&self, dir: &str) -> Vec<PathBuf> {
+    pub(crate) fn list(&self, dir: &str) -> Vec<PathBuf> {
         let d = Path::new(dir);
         self.nodes
             .keys()
@@ -189,7 +190,7 @@ pub struct PathFilter {
 
 /// The path filters of dpkg configuration text (`path-exclude=GLOB`, `path-exclude GLOB`,
 /// optionally with the leading `--` of the command line; `#` comments).
-pub fn parse_dpkg_filters(text: &str) -> Vec<PathFilter> {
+fn parse_dpkg_filters(text: &str) -> Vec<PathFilter> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.starts_with('#'))
@@ -211,7 +212,7 @@ pub fn parse_dpkg_filters(text: &str) -> Vec<PathFilter> {
 
 /// Whether dpkg leaves `path` (absolute) out: the last filter that matches decides, and a
 /// path no filter matches is installed.
-pub fn excluded(filters: &[PathFilter], path: &str) -> bool {
+pub(crate) fn excluded(filters: &[PathFilter], path: &str) -> bool {
     let options = glob::MatchOptions {
         case_sensitive: true,
         require_literal_separator: false,
@@ -225,7 +226,7 @@ pub fn excluded(filters: &[PathFilter], path: &str) -> bool {
 }
 
 /// `KEY=value` / `KEY="value"` lines of os-release.
-pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
+fn parse_os_release(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| {
@@ -238,7 +239,7 @@ pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
 }
 
 /// One-line `deb [opts] uri suite comp…` sources; `deb-src` and comments are skipped.
-pub fn parse_sources_list(text: &str) -> Vec<AptSource> {
+fn parse_sources_list(text: &str) -> Vec<AptSource> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -262,7 +263,7 @@ pub fn parse_sources_list(text: &str) -> Vec<AptSource> {
 }
 
 /// deb822 `.sources` stanzas (`Types: deb`, `URIs`, `Suites`, `Components`).
-pub fn parse_deb822_sources(text: &str) -> Vec<AptSource> {
+fn parse_deb822_sources(text: &str) -> Vec<AptSource> {
     let mut out = Vec::new();
     for p in debian::paragraphs(text) {
         if !p
@@ -295,7 +296,7 @@ pub fn parse_deb822_sources(text: &str) -> Vec<AptSource> {
 }
 
 /// The installed version of `package` in a dpkg status file.
-pub fn installed_version(status: &str, package: &str) -> Option<String> {
+fn installed_version(status: &str, package: &str) -> Option<String> {
     debian::paragraphs(status)
         .into_iter()
         .find(|p| {
@@ -306,7 +307,7 @@ pub fn installed_version(status: &str, package: &str) -> Option<String> {
 }
 
 /// Reads the facts from a merged view.
-pub fn facts(view: &RootfsView) -> Result<BaseFacts> {
+pub(crate) fn facts(view: &RootfsView) -> Result<BaseFacts> {
     let os = view
         .read("etc/os-release")
         .or_else(|| view.read("usr/lib/os-release"))
@@ -362,7 +363,7 @@ pub fn facts(view: &RootfsView) -> Result<BaseFacts> {
 }
 
 /// Applies compressed layer files in order and reads the facts.
-pub fn inspect_layers(layers: &[PathBuf]) -> Result<BaseFacts> {
+pub(crate) fn inspect_layers(layers: &[PathBuf]) -> Result<BaseFacts> {
     let mut view = RootfsView::default();
     for l in layers {
         let f = std::fs::File::open(l).with_context(|| format!("opening layer {}", l.display()))?;

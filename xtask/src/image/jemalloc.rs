@@ -11,7 +11,7 @@ use crate::fetch::SourceArgs;
 use crate::progress;
 
 /// The jemalloc build for the target, and the sysroot's libc6 version.
-pub struct Jemalloc {
+pub(crate) struct Jemalloc {
     pub tree: PathBuf,
     pub info: BuildInfo,
     pub sys_libc: String,
@@ -21,7 +21,7 @@ pub struct Jemalloc {
 
 /// Stage 3: jemalloc built against the target's suite (as `cargo xtask build` does, gates
 /// included); a sysroot whose glibc differs from the base's is refused.
-pub fn build(run: &Run, target: &Target) -> Result<Jemalloc> {
+pub(crate) fn build(run: &Run, target: &Target) -> Result<Jemalloc> {
     let built = build::jemalloc(&BuildArgs {
         sysroot_pins: run.usable.as_ref().map(|l| l.sysroot.packages.clone()),
         keyring: target.keyring.clone(),
@@ -65,7 +65,7 @@ pub fn build(run: &Run, target: &Target) -> Result<Jemalloc> {
 }
 
 /// The upstream part of a Debian version: `2.31-13+deb11u5` → `2.31`.
-pub fn upstream_version(v: &str) -> &str {
+fn upstream_version(v: &str) -> &str {
     let v = v.split_once(':').map_or(v, |(_, r)| r);
     v.rsplit_once('-').map_or(v, |(u, _)| u)
 }

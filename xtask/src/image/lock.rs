@@ -75,12 +75,12 @@ impl Lock {
         }
     }
 
-    pub fn to_text(&self) -> Result<String> {
+    fn to_text(&self) -> Result<String> {
         Ok(format!("{HEADER}\n{}", toml::to_string_pretty(self)?))
     }
 
     /// Writes atomically (temporary file, rename).
-    pub fn write(&self, path: &Path) -> Result<()> {
+    pub(crate) fn write(&self, path: &Path) -> Result<()> {
         let dir = path.parent().context("lock path without parent")?;
         std::fs::create_dir_all(dir)?;
         let tmp = tempfile::Builder::new().prefix(".lock-").tempfile_in(dir)?;
@@ -93,7 +93,7 @@ impl Lock {
 
 /// What a build asks for, compared with a lock's request fields.
 #[derive(Debug, Clone)]
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     pub base: &'a str,
     pub jemalloc_url: &'a str,
     pub jemalloc_sha256: &'a str,
@@ -102,7 +102,7 @@ pub struct Request<'a> {
 }
 
 /// The ways `lock` does not answer `req` (empty: the lock can be used as it is).
-pub fn differences(lock: &Lock, req: &Request) -> Vec<String> {
+pub(crate) fn differences(lock: &Lock, req: &Request) -> Vec<String> {
     let mut d = Vec::new();
     if lock.base.reference != req.base {
         d.push(format!(
@@ -134,7 +134,7 @@ pub fn differences(lock: &Lock, req: &Request) -> Vec<String> {
 }
 
 /// `--locked` with no usable lock is an error naming what would change.
-pub fn require(path: &Path, lock: Option<&Lock>, req: &Request) -> Result<()> {
+pub(crate) fn require(path: &Path, lock: Option<&Lock>, req: &Request) -> Result<()> {
     match lock {
         None => bail!(
             "--locked: {} does not exist; run once without --locked (with network) to create it",

@@ -13,7 +13,7 @@ use crate::progress;
 
 /// `cargo xtask lock`: the sysroot and tools packages resolved afresh and the lock written;
 /// nothing is built.
-pub fn afresh(run: &Run, base: &Base, target: &Target) -> Result<Lock> {
+pub(crate) fn afresh(run: &Run, base: &Base, target: &Target) -> Result<Lock> {
     let sysroot_pins = sysroot::resolve(&run.dl, &run.cache, &sysroot_request(run, target))?;
     let repo = target.repo(&run.debian.arch);
     let tools = tools_layer::resolve(&run.dl, &run.cache, &repo, &target.facts.dpkg_status)?;
@@ -42,7 +42,7 @@ fn sysroot_request(run: &Run, target: &Target) -> sysroot::Request {
 }
 
 /// The lock of this run's inputs.
-pub fn of_run(
+pub(crate) fn of_run(
     run: &Run,
     base: &Base,
     target: &Target,
@@ -75,7 +75,7 @@ pub fn of_run(
 
 /// Stage 7: the lock, written on first resolution and unchanged afterwards (`--locked`
 /// refuses a change).
-pub fn keep(run: &Run, lock: &Lock) -> Result<()> {
+pub(crate) fn keep(run: &Run, lock: &Lock) -> Result<()> {
     if run.existing.as_ref() != Some(lock) {
         if run.req.locked {
             bail!("--locked: {} would change", run.lock_path.display());

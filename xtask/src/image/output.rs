@@ -15,14 +15,14 @@ use crate::progress::{self, Step};
 use crate::registry::Reference;
 
 /// Where the image went.
-pub struct Outputs {
+pub(crate) struct Outputs {
     pub path: PathBuf,
     /// `registry/repository@sha256:…` of a push.
     pub pushed: Option<String>,
 }
 
 /// Stage 6: the files, then the push and the load asked for.
-pub fn write(run: &Run, image: &Assembled) -> Result<Outputs> {
+pub(crate) fn write(run: &Run, image: &Assembled) -> Result<Outputs> {
     let path = run.req.output.clone().unwrap_or_else(|| {
         run.cache
             .dir

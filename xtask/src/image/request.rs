@@ -84,7 +84,7 @@ pub enum LoadTarget {
 
 impl LoadTarget {
     /// A Docker engine that answers; `kind`, `kubectl` and `docker` for a kind cluster.
-    pub fn require(&self) -> Result<()> {
+    pub(crate) fn require(&self) -> Result<()> {
         match self {
             LoadTarget::Docker => crate::docker::require("--load"),
             LoadTarget::Kind(_) => crate::e2e::driver::kind::require_tools(),
@@ -92,7 +92,7 @@ impl LoadTarget {
     }
 
     /// `docker`, or `kind=<cluster>`.
-    pub fn parse(s: &str) -> Result<LoadTarget, String> {
+    pub(crate) fn parse(s: &str) -> Result<LoadTarget, String> {
         match s.split_once('=') {
             None if s == "docker" => Ok(LoadTarget::Docker),
             Some(("kind", name)) if !name.is_empty() => Ok(LoadTarget::Kind(name.to_string())),

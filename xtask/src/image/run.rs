@@ -16,7 +16,7 @@ use crate::spec::{DebianSpec, FlinkSpec, JemallocSpec};
 /// What every stage of one `image` run reads: the arguments, the specs, the cache, the base
 /// reference, the lock (as found, and when it still fits the request, as usable), and the
 /// clients.
-pub struct Run<'a> {
+pub(crate) struct Run<'a> {
     pub req: &'a Request,
     pub spec: FlinkSpec,
     pub jspec: JemallocSpec,
@@ -34,14 +34,14 @@ pub struct Run<'a> {
 }
 
 /// The spec directory: `--specs`, else `images/`.
-pub fn specs_dir(req: &Request) -> PathBuf {
+fn specs_dir(req: &Request) -> PathBuf {
     req.specs
         .clone()
         .unwrap_or_else(|| FlinkSpec::default_dir(&project::root()))
 }
 
 /// Stage 0: the spec, the base reference, the lock and what it still pins.
-pub fn resolve(req: &Request) -> Result<Run<'_>> {
+pub(crate) fn resolve(req: &Request) -> Result<Run<'_>> {
     let root = project::root();
     let version = req.flink.as_str();
     let specs = specs_dir(req);
@@ -107,7 +107,7 @@ pub fn resolve(req: &Request) -> Result<Run<'_>> {
 /// The credentials of a run: the user's Docker config, and `--registry-user` with
 /// `$REGISTRY_PASSWORD` for the registry it is meant for: the `--push` target's, else the
 /// base's. No registry sees another's credentials.
-pub fn auths(req: &Request, base: &Reference) -> Result<Auths> {
+pub(crate) fn auths(req: &Request, base: &Reference) -> Result<Auths> {
     let mut auths = Auths::from_docker_config()?;
     if let Some(user) = &req.registry_user {
         let host = match &req.push {

@@ -30,13 +30,18 @@ use crate::rootless;
 use crate::unpack::{self, AbsoluteLinks};
 
 /// The jeprof tools layer and the packages in it.
-pub struct Tools {
+pub(crate) struct Tools {
     pub pins: Vec<DebPin>,
     pub layer: oci::LayerRef,
 }
 
 /// Resolves the tools against the repository's index and the base's dpkg status.
-pub fn resolve(dl: &Downloader, cache: &Cache, repo: &Repo, status: &str) -> Result<Vec<DebPin>> {
+pub(crate) fn resolve(
+    dl: &Downloader,
+    cache: &Cache,
+    repo: &Repo,
+    status: &str,
+) -> Result<Vec<DebPin>> {
     let step = Step::start(format!(
         "resolving {} against the base",
         deps::JEPROF_TOOLS.join(" ")
@@ -85,7 +90,7 @@ fn info_name(p: &DebPin) -> String {
 }
 
 /// A control paragraph as dpkg's status records it: `Status` after `Package`.
-pub fn status_paragraph(control: &str) -> String {
+fn status_paragraph(control: &str) -> String {
     let mut out = String::new();
     for line in control.trim_end().lines() {
         out.push_str(line);
@@ -200,7 +205,7 @@ fn list_files(tree: &Path) -> std::collections::BTreeSet<String> {
 
 /// Does the maintainer-script work that matters, in a chroot of the base (an OCI layout
 /// `base_layout:tag`) with `tree` on top, and copies the results into `tree`.
-pub fn finish_in_chroot(base_layout: &Path, tag: &str, tree: &Path, work: &Path) -> Result<()> {
+fn finish_in_chroot(base_layout: &Path, tag: &str, tree: &Path, work: &Path) -> Result<()> {
     let step = Step::start("ldconfig and `dot -c` in a chroot of the merged image");
     let sh = Shell::new()?;
     let bundle = work.join("bundle");
@@ -233,7 +238,7 @@ pub fn finish_in_chroot(base_layout: &Path, tag: &str, tree: &Path, work: &Path)
 /// Stage 4: jeprof's tools for this base (pinned by the lock, or resolved against the
 /// base's suite and dpkg status), unpacked, finished in a chroot of the merged image, and
 /// written as a layer; the tree is cached by the pins and the base.
-pub fn stage(run: &Run, base: &Base, target: &Target) -> Result<Tools> {
+pub(crate) fn stage(run: &Run, base: &Base, target: &Target) -> Result<Tools> {
     let repo = target.repo(&run.debian.arch);
     let pins = match &run.usable {
         Some(l) => l.tools.clone(),

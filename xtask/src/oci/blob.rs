@@ -36,7 +36,7 @@ impl Blob {
 }
 
 /// Where image blobs come from when writing outputs.
-pub trait BlobSource {
+pub(crate) trait BlobSource {
     fn path_of(&self, digest: &str) -> Result<PathBuf>;
 }
 

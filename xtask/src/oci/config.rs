@@ -8,7 +8,7 @@ use super::media::OCI_MANIFEST;
 
 /// What the jemalloc layer changes in the image config.
 #[derive(Debug, Clone)]
-pub struct ConfigChanges {
+pub(crate) struct ConfigChanges {
     pub path_dir: String,
     pub env: Vec<(String, String)>,
     pub labels: Vec<(String, String)>,
@@ -18,7 +18,7 @@ pub struct ConfigChanges {
 
 /// The base config with the layer's diff_id, env, labels and a history entry added; the
 /// base's entrypoint, cmd, user and other env stay as they are.
-pub fn config(base: &Value, diff_id: &str, c: &ConfigChanges) -> Value {
+pub(crate) fn config(base: &Value, diff_id: &str, c: &ConfigChanges) -> Value {
     let mut cfg = base.clone();
     cfg["created"] = json!(c.created);
     let inner = cfg
@@ -69,7 +69,7 @@ pub fn config(base: &Value, diff_id: &str, c: &ConfigChanges) -> Value {
 }
 
 /// Appends a layer's diff_id and a history entry to an image config.
-pub fn add_layer(cfg: &mut Value, diff_id: &str, created: &str, created_by: &str) {
+pub(crate) fn add_layer(cfg: &mut Value, diff_id: &str, created: &str, created_by: &str) {
     match cfg["rootfs"]["diff_ids"].as_array_mut() {
         Some(ids) => ids.push(json!(diff_id)),
         None => cfg["rootfs"] = json!({"type": "layers", "diff_ids": [diff_id]}),

@@ -13,7 +13,7 @@ use crate::digest::Sha256Hex;
 
 /// A docker-archive (`docker load` format): `manifest.json`, the config as `<hex>.json`,
 /// layers as `<hex>.tar.gz`, written as a tar with sorted entries.
-pub fn write_docker_archive(
+pub(crate) fn write_docker_archive(
     dest: &Path,
     config: &Blob,
     layers: &[String],
@@ -75,7 +75,7 @@ impl BlobSource for NamedFiles {
 
 /// An unpacked docker-archive (`manifest.json`, the config, the layers) as an OCI layout
 /// tagged with its first `RepoTags` entry's tag.
-pub fn docker_archive_dir_to_layout(dir: &Path, layout: &Path) -> Result<()> {
+pub(crate) fn docker_archive_dir_to_layout(dir: &Path, layout: &Path) -> Result<()> {
     let m: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json"))?)
         .context("manifest.json is not JSON")?;
     let entry = &m[0];

@@ -14,7 +14,7 @@ use crate::digest::Sha256Hex;
 
 /// The version of [`layer_tar`] and [`gzip`]'s output: part of every cached layer's key, so
 /// that a change of either makes the cached layers stale.
-pub const LAYER_FORMAT: &str = "tar1-gzip-zlib-rs";
+pub(crate) const LAYER_FORMAT: &str = "tar1-gzip-zlib-rs";
 
 /// A built layer: the compressed blob and the digest of the uncompressed tar (`diff_id`).
 #[derive(Debug, Clone)]
@@ -27,7 +27,7 @@ pub struct Layer {
 /// of its uncompressed tar (the config's `diff_id`). Cached beside the blob, so that a warm
 /// build neither tars nor compresses again.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LayerRef {
+pub(crate) struct LayerRef {
     pub media_type: String,
     pub digest: String,
     pub size: u64,
@@ -35,7 +35,7 @@ pub struct LayerRef {
 }
 
 impl LayerRef {
-    pub fn of(layer: &Layer) -> LayerRef {
+    pub(crate) fn of(layer: &Layer) -> LayerRef {
         LayerRef {
             media_type: layer.blob.media_type.clone(),
             digest: layer.blob.digest.clone(),
@@ -44,7 +44,7 @@ impl LayerRef {
         }
     }
 
-    pub fn descriptor(&self) -> Value {
+    pub(crate) fn descriptor(&self) -> Value {
         json!({"mediaType": self.media_type, "digest": self.digest, "size": self.size})
     }
 }
@@ -148,7 +148,7 @@ fn append(
 /// gzip at the default level with flate2's zlib-rs backend (pure Rust, zlib's algorithm,
 /// about twice as fast as miniz_oxide here; pinned in Cargo.lock, and the golden-digest test
 /// notices a change). The gzip header carries no name and mtime 0.
-pub fn gzip(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::GzBuilder::new()
         .mtime(0)
         .write(Vec::new(), flate2::Compression::default());
@@ -165,7 +165,7 @@ pub fn layer(tar: Vec<u8>) -> Layer {
 }
 
 /// A tar of a directory tree with sorted entries and fixed metadata (an OCI layout as one file).
-pub fn tar_dir(dir: &Path, epoch: u64) -> Result<Vec<u8>> {
+pub(crate) fn tar_dir(dir: &Path, epoch: u64) -> Result<Vec<u8>> {
     let mut entries: Vec<(String, PathBuf)> = Vec::new();
     collect(dir, Path::new(""), &mut entries)?;
     entries.sort();

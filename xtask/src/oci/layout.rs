@@ -10,7 +10,7 @@ use super::media::OCI_INDEX;
 use crate::digest::Sha256Hex;
 
 /// Writes an OCI image layout directory at `dest` (atomically: temp dir, then rename).
-pub fn write_layout(
+pub(crate) fn write_layout(
     dest: &Path,
     manifest: &Blob,
     blobs: &[String],
@@ -49,7 +49,7 @@ pub fn write_layout(
 }
 
 /// The blobs of an OCI image layout directory (`blobs/sha256/<hex>`).
-pub struct LayoutBlobs<'a>(pub &'a Path);
+pub(crate) struct LayoutBlobs<'a>(pub &'a Path);
 
 impl BlobSource for LayoutBlobs<'_> {
     fn path_of(&self, digest: &str) -> Result<PathBuf> {
@@ -133,7 +133,7 @@ pub fn layout_ref(layout: &Path) -> Result<LayoutRef> {
 
 /// Every blob of the (first) image of `layout` (manifest, config, layers) checked against its
 /// digest: a changed or damaged file is an error that names it.
-pub fn verify_layout(layout: &Path) -> Result<()> {
+pub(crate) fn verify_layout(layout: &Path) -> Result<()> {
     let digest = layout_ref(layout)?.manifest_digest;
     let (_, _, blobs) = layout_manifest(layout, &digest)?;
     for b in blobs {

@@ -33,11 +33,11 @@ use serde_json::{json, Value};
 use crate::build::PatchInfo;
 use crate::image::lock::Lock;
 
-pub const SPDX_MEDIA_TYPE: &str = "application/spdx+json";
+pub(crate) const SPDX_MEDIA_TYPE: &str = "application/spdx+json";
 
 /// The jemalloc build the image carries.
 #[derive(Debug, Clone)]
-pub struct Jemalloc {
+pub(crate) struct Jemalloc {
     pub version: String,
     pub configure_flags: Vec<String>,
     pub patches: Vec<PatchInfo>,
@@ -45,7 +45,7 @@ pub struct Jemalloc {
 
 /// Everything the SBOM is made from.
 #[derive(Debug, Clone)]
-pub struct Input<'a> {
+pub(crate) struct Input<'a> {
     pub lock: &'a Lock,
     pub jemalloc: &'a Jemalloc,
     /// The image manifest digest (`sha256:…`).
@@ -58,7 +58,7 @@ pub struct Input<'a> {
 }
 
 /// Percent-encodes a purl component: everything but `A-Za-z0-9.-_~`.
-pub fn purl_encode(s: &str) -> String {
+fn purl_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b".-_~".contains(&b) {
@@ -73,7 +73,7 @@ pub fn purl_encode(s: &str) -> String {
 /// An SPDX identifier part: letters, digits, `.` and `-` only; anything else as `-XX`
 /// (uppercase hex: `libstdc++6` → `libstdc-2B-2B6`), which cannot collide for Debian package
 /// names (lowercase by policy). [`document`] refuses duplicate identifiers anyway.
-pub fn spdx_id_part(s: &str) -> String {
+fn spdx_id_part(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' {
@@ -86,7 +86,7 @@ pub fn spdx_id_part(s: &str) -> String {
 }
 
 /// `pkg:deb/<os>/<name>@<version>?arch=<arch>&distro=<suite>`.
-pub fn deb_purl(os: &str, name: &str, version: &str, arch: &str, suite: &str) -> String {
+fn deb_purl(os: &str, name: &str, version: &str, arch: &str, suite: &str) -> String {
     format!(
         "pkg:deb/{}/{}@{}?arch={}&distro={}",
         purl_encode(os),
@@ -182,7 +182,7 @@ impl Parts {
 /// The SPDX 2.3 document as a JSON value (arrays sorted): the image, the base it descends
 /// from, jemalloc with its patches and the sysroot it was built against, and every layered
 /// package.
-pub fn document(input: &Input) -> Result<Value> {
+pub(crate) fn document(input: &Input) -> Result<Value> {
     let image_hex = hex(input.image_digest)?;
     let created = time::OffsetDateTime::from_unix_timestamp(input.source_date_epoch as i64)
         .context("SOURCE_DATE_EPOCH out of range")?
@@ -401,7 +401,7 @@ fn debian_packages(input: &Input, parts: &mut Parts) {
 }
 
 /// The document as canonical JSON bytes (the SBOM blob).
-pub fn to_bytes(input: &Input) -> Result<Vec<u8>> {
+pub(crate) fn to_bytes(input: &Input) -> Result<Vec<u8>> {
     Ok(crate::oci::canonical(&document(input)?))
 }
 

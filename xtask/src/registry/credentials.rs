@@ -24,7 +24,7 @@ pub struct Credentials {
 /// The host a registry name or a `config.json` key stands for: the scheme and any path
 /// dropped, lowercased, and Docker Hub's names (`index.docker.io`, `registry-1.docker.io`,
 /// `https://index.docker.io/v1/`) all `docker.io`.
-pub fn canonical_host(name: &str) -> String {
+fn canonical_host(name: &str) -> String {
     let s = name
         .trim()
         .trim_start_matches("https://")
@@ -71,7 +71,7 @@ impl Auths {
     }
 
     /// `$DOCKER_CONFIG/config.json`, else `$HOME/.docker/config.json`.
-    pub fn docker_config_path() -> Option<PathBuf> {
+    fn docker_config_path() -> Option<PathBuf> {
         match std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
             Some(d) => Some(PathBuf::from(d).join("config.json")),
             None => std::env::var_os("HOME")
@@ -81,7 +81,7 @@ impl Auths {
     }
 
     /// The user's Docker config ([`Auths::docker_config_path`]); none there is no error.
-    pub fn from_docker_config() -> Result<Auths> {
+    pub(crate) fn from_docker_config() -> Result<Auths> {
         match Auths::docker_config_path() {
             Some(p) if p.is_file() => Auths::read(&p),
             _ => Ok(Auths::anonymous()),
@@ -89,7 +89,7 @@ impl Auths {
     }
 
     /// A Docker `config.json`.
-    pub fn read(path: &Path) -> Result<Auths> {
+    pub(crate) fn read(path: &Path) -> Result<Auths> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut a = Auths::parse(&text).with_context(|| {
@@ -103,7 +103,7 @@ impl Auths {
     }
 
     /// The text of a Docker `config.json`.
-    pub fn parse(text: &str) -> Result<Auths> {
+    pub(crate) fn parse(text: &str) -> Result<Auths> {
         let v: Value = serde_json::from_str(text).context("not JSON")?;
         let mut a = Auths::anonymous();
         for (key, entry) in v["auths"].as_object().into_iter().flatten() {
@@ -157,7 +157,7 @@ impl Auths {
     /// The credentials of `registry`, if any: the command line's, the config's `auths`, its
     /// helper for that host, its `credsStore`. A helper that fails is noted and the registry
     /// asked anonymously.
-    pub fn for_registry(&self, registry: &str) -> Option<Credentials> {
+    pub(crate) fn for_registry(&self, registry: &str) -> Option<Credentials> {
         let host = canonical_host(registry);
         if let Some(c) = self.explicit.get(&host).or(self.stored.get(&host)) {
             return Some(c.clone());

@@ -38,7 +38,7 @@ static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::ne
 
 /// How to run the cluster.
 #[derive(Debug, Clone)]
-pub struct DockerOptions {
+pub(crate) struct DockerOptions {
     /// The image, loaded into the engine (`docker::image_name`).
     pub image: String,
     /// A user-defined network; None: the host network.
@@ -51,7 +51,7 @@ pub struct DockerOptions {
 
 /// The `docker run` arguments of one container (pure, so that they can be checked).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunArgs {
+struct RunArgs {
     pub name: String,
     pub role: &'static str,
     pub env: Vec<(String, String)>,
@@ -68,7 +68,7 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// `docker run --detach …` arguments, image and role last.
-    pub fn to_args(&self, image: &str) -> Vec<String> {
+    fn to_args(&self, image: &str) -> Vec<String> {
         let mut a: Vec<String> = vec!["run".into(), "--detach".into(), "--name".into()];
         a.push(self.name.clone());
         for (k, v) in &self.labels {
@@ -109,7 +109,7 @@ impl RunArgs {
 /// configuration is the spec's as it is (REST on 127.0.0.1 at the spec's port); on a
 /// user-defined network it is the pods' ([`flink_process::flink_properties`]: the JobManager is
 /// `jobmanager`, REST on 8081, published on 127.0.0.1 at the spec's port).
-pub fn common_env(spec: &ClusterSpec, network: Option<&str>) -> Vec<(String, String)> {
+pub(crate) fn common_env(spec: &ClusterSpec, network: Option<&str>) -> Vec<(String, String)> {
     let (address, props) = match network {
         None => {
             let mut p = String::new();
@@ -130,7 +130,7 @@ pub fn common_env(spec: &ClusterSpec, network: Option<&str>) -> Vec<(String, Str
     ]
 }
 
-pub struct DockerCluster {
+pub(crate) struct DockerCluster {
     opts: DockerOptions,
     spec: ClusterSpec,
     /// Prefix of the container names, and the value of [`RUN_LABEL`].
@@ -151,7 +151,7 @@ pub struct DockerCluster {
 impl DockerCluster {
     /// Starts the JobManager, waits for its REST API, starts a TaskManager and returns once
     /// it registered. On an error everything made so far is removed.
-    pub fn start(opts: &DockerOptions, spec: &ClusterSpec) -> Result<DockerCluster> {
+    pub(crate) fn start(opts: &DockerOptions, spec: &ClusterSpec) -> Result<DockerCluster> {
         docker::require("--driver docker")?;
         std::fs::create_dir_all(&opts.logs)?;
         std::fs::create_dir_all(&opts.dumps)?;
@@ -216,12 +216,12 @@ impl DockerCluster {
     }
 
     /// The host directory mounted at [`DUMP_DIR`] in TaskManager `n`.
-    pub fn dump_volume(&self, n: u32) -> PathBuf {
+    pub(crate) fn dump_volume(&self, n: u32) -> PathBuf {
         self.opts.dumps.join(format!("tm-{n}"))
     }
 
     /// The current TaskManager's container name.
-    pub fn taskmanager_container(&self) -> Option<&str> {
+    pub(crate) fn taskmanager_container(&self) -> Option<&str> {
         self.taskmanager.as_ref().map(|(c, _)| c.as_str())
     }
 

@@ -5,18 +5,18 @@
 use crate::e2e::cluster::ClusterSpec;
 
 /// Name of the JobManager's Service: the address TaskManagers and the port-forward use.
-pub const JOBMANAGER: &str = "jobmanager";
-pub const RPC_PORT: i32 = 6123;
-pub const BLOB_PORT: i32 = 6124;
+pub(crate) const JOBMANAGER: &str = "jobmanager";
+pub(crate) const RPC_PORT: i32 = 6123;
+pub(crate) const BLOB_PORT: i32 = 6124;
 /// The REST API and web UI inside the cluster (the port-forward's remote side).
-pub const REST_PORT: i32 = 8081;
+pub(crate) const REST_PORT: i32 = 8081;
 /// The TaskManager's RPC port.
-pub const TASKMANAGER_RPC_PORT: i32 = 6122;
+pub(crate) const TASKMANAGER_RPC_PORT: i32 = 6122;
 
 /// `flink-conf.yaml` keys the manifests own: the cluster's addresses and ports inside
 /// Kubernetes. A [`ClusterSpec`] entry with one of these keys is dropped (`rest.port` there
 /// is the port on this machine, the local side of the port-forward).
-pub const OWNED_CONF_KEYS: &[&str] = &[
+const OWNED_CONF_KEYS: &[&str] = &[
     "jobmanager.rpc.address",
     "jobmanager.rpc.port",
     "blob.server.port",
@@ -29,7 +29,7 @@ pub const OWNED_CONF_KEYS: &[&str] = &[
 
 /// The `FLINK_PROPERTIES` text: the spec's entries minus [`OWNED_CONF_KEYS`], then the
 /// cluster's own addresses and ports; one `key: value` per line.
-pub fn flink_properties(spec: &ClusterSpec) -> String {
+pub(crate) fn flink_properties(spec: &ClusterSpec) -> String {
     let mut out = String::new();
     for (k, v) in &spec.conf {
         if !OWNED_CONF_KEYS.contains(&k.as_str()) {

@@ -10,10 +10,10 @@
 //!
 //! Needs `kind`, `kubectl` and a running Docker engine ([`require_tools`]).
 
-pub mod pods;
-pub mod port_forward;
-pub mod session;
-pub mod tools;
+pub(crate) mod pods;
+pub(crate) mod port_forward;
+pub(crate) mod session;
+pub(crate) mod tools;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -40,11 +40,11 @@ use pods::{
 };
 use port_forward::PortForward;
 pub use session::KindSession;
-pub use tools::{check_tools, missing_tools, require_tools, DEFAULT_CLUSTER, KIND_CONFIG};
+pub(crate) use tools::require_tools;
 
 /// How to run one cluster (one allocator) on a [`KindSession`]'s cluster.
 #[derive(Debug, Clone)]
-pub struct KindOptions {
+pub(crate) struct KindOptions {
     /// The kind cluster's name.
     pub cluster: String,
     /// The kubeconfig of the kind cluster ([`KindSession::kubeconfig`]).
@@ -62,7 +62,7 @@ pub struct KindOptions {
     pub logs: PathBuf,
 }
 
-pub struct KindCluster {
+pub(crate) struct KindCluster {
     opts: KindOptions,
     kubectl: Kubectl,
     rest: FlinkRest,
@@ -82,7 +82,7 @@ impl KindCluster {
     /// Applies the manifests in a fresh namespace of the session's cluster, waits for the
     /// rollout, port-forwards the REST API to `spec.rest_port`, and returns once the
     /// TaskManager registered. On an error the namespace is deleted (unless `keep`).
-    pub fn start(opts: &KindOptions, spec: &ClusterSpec) -> Result<KindCluster> {
+    pub(crate) fn start(opts: &KindOptions, spec: &ClusterSpec) -> Result<KindCluster> {
         std::fs::create_dir_all(&opts.logs)?;
         let kubectl = Kubectl::with_kubeconfig(&opts.namespace, &opts.kubeconfig);
         let port_forward = Arc::new(PortForward::new(
@@ -201,13 +201,8 @@ impl KindCluster {
     }
 
     /// The TaskManager pod's name.
-    pub fn taskmanager_pod_name(&self) -> Result<String> {
+    fn taskmanager_pod_name(&self) -> Result<String> {
         Ok(self.taskmanager_pod()?.name().to_string())
-    }
-
-    /// The kubectl this cluster uses (its kubeconfig and namespace).
-    pub fn kubectl(&self) -> &Kubectl {
-        &self.kubectl
     }
 
     /// Waits until a TaskManager that is not in `before` registered, and makes it the
@@ -243,7 +238,7 @@ impl KindCluster {
 
     /// Writes `kubectl logs` of the JobManager and of the TaskManager pods (with the previous
     /// run of a restarted container) to the logs directory; best effort.
-    pub fn save_logs(&self) {
+    pub(crate) fn save_logs(&self) {
         let save = |pod: &str, previous: bool| {
             let mut args = vec!["logs", pod];
             if previous {

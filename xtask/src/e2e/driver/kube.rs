@@ -31,22 +31,19 @@
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-pub use super::flink_process::{
-    flink_properties, BLOB_PORT, JOBMANAGER, OWNED_CONF_KEYS, REST_PORT, RPC_PORT,
-    TASKMANAGER_RPC_PORT,
+pub(crate) use super::flink_process::{
+    flink_properties, BLOB_PORT, JOBMANAGER, REST_PORT, RPC_PORT, TASKMANAGER_RPC_PORT,
 };
 use crate::e2e::cluster::{Allocator, ClusterSpec};
 use crate::heap_profile::DUMP_DIR;
-pub use crate::heap_profile::{start_dirs, start_script};
+pub(crate) use crate::heap_profile::{start_dirs, start_script};
 
 /// The `flink` user of the official images (and of the fixture image).
-pub const FLINK_UID: i64 = 9999;
+pub(crate) const FLINK_UID: i64 = 9999;
 /// Name of the TaskManager's Deployment and container.
-pub const TASKMANAGER: &str = "taskmanager";
+pub(crate) const TASKMANAGER: &str = "taskmanager";
 /// Label selecting the TaskManager's pods: `component=taskmanager` (with `app=flink`).
-pub const TASKMANAGER_SELECTOR: &str = "app=flink,component=taskmanager";
-/// Label selecting the JobManager's pods.
-pub const JOBMANAGER_SELECTOR: &str = "app=flink,component=jobmanager";
+pub(crate) const TASKMANAGER_SELECTOR: &str = "app=flink,component=taskmanager";
 /// What the manifests are generated from.
 #[derive(Debug, Clone)]
 pub struct KubeParams<'a> {
@@ -84,7 +81,7 @@ impl Manifests {
     }
 
     /// One `v1 List` holding every object: what `kubectl apply -f -` reads.
-    pub fn to_list_json(&self) -> String {
+    pub(crate) fn to_list_json(&self) -> String {
         serde_json::to_string_pretty(&json!({
             "apiVersion": "v1",
             "kind": "List",
@@ -95,7 +92,7 @@ impl Manifests {
 }
 
 /// A byte count as a Kubernetes quantity: `2Gi`, `1536Mi`, or plain bytes.
-pub fn quantity(bytes: u64) -> String {
+pub(crate) fn quantity(bytes: u64) -> String {
     const MI: u64 = 1 << 20;
     const GI: u64 = 1 << 30;
     if bytes > 0 && bytes.is_multiple_of(GI) {

@@ -41,7 +41,7 @@ static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::ne
 
 /// `--driver runc` needs root (runc makes namespaces and cgroups; the rootfs keeps the
 /// image's owners) and the `runc` binary.
-pub fn require() -> Result<()> {
+pub(crate) fn require() -> Result<()> {
     if !crate::rootless::is_root() {
         bail!(
             "--driver runc needs root (runc makes the containers' namespaces and cgroups): \
@@ -73,7 +73,7 @@ fn delete_prefixed(prefix: &str) {
 
 /// One container of the cluster, as its bundle's `config.json` says.
 #[derive(Debug, Clone)]
-pub struct Container {
+pub(crate) struct Container {
     /// The shared rootfs, absolute.
     pub rootfs: PathBuf,
     pub args: Vec<String>,
@@ -88,7 +88,7 @@ pub struct Container {
 }
 
 /// This process's hard limit of open files, at most 65536 (Docker's usual default).
-pub fn open_files_limit(proc_limits: &str) -> u64 {
+fn open_files_limit(proc_limits: &str) -> u64 {
     proc_limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
@@ -100,7 +100,7 @@ pub fn open_files_limit(proc_limits: &str) -> u64 {
 /// The runtime config of `c`, from the one umoci wrote for the image: host network and UTS
 /// (so loopback and the host name work as on a pod's node), no terminal, Docker's default
 /// capabilities, the memory limit, bind mounts.
-pub fn container_config(image_config: &Value, c: &Container) -> Value {
+fn container_config(image_config: &Value, c: &Container) -> Value {
     let mut cfg = image_config.clone();
     cfg["root"] = json!({"path": c.rootfs, "readonly": false});
     if let Some(o) = cfg.as_object_mut() {
@@ -279,10 +279,6 @@ impl RuncCluster {
     /// The directory mounted at [`DUMP_DIR`] in the current TaskManager.
     pub fn dump_volume(&self) -> PathBuf {
         self.dumps.join(format!("tm-{}", self.incarnation))
-    }
-
-    pub fn rootfs(&self) -> &Path {
-        &self.rootfs
     }
 
     /// The TaskManager JVM's host pid.

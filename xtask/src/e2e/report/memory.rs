@@ -29,7 +29,7 @@ fn legend_growth(kb: Option<Fit>) -> String {
 
 /// TaskManager native memory (solid) and RSS (dashed) against restart, per allocator, each
 /// with its growth per restart ± its robust error in the legend.
-pub fn memory_plot(r: &Report) -> String {
+pub(crate) fn memory_plot(r: &Report) -> String {
     let mut series = Vec::new();
     for run in &r.runs {
         let mib = |kb: f64| (kb / 1024.0).round();

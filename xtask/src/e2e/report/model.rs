@@ -11,7 +11,7 @@ use crate::fit::{fit, Fit};
 use crate::provenance::Provenance;
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub restart: u64,
     /// When the restart was seen, seconds since the epoch (dumps are placed by it).
     pub seen_at: f64,
@@ -27,14 +27,14 @@ pub struct Sample {
 
 /// Growth per restart, kB, least squares over the samples, with robust errors.
 #[derive(Debug, Clone, Serialize)]
-pub struct Growth {
+pub(crate) struct Growth {
     pub rss_kb_per_restart: Option<Fit>,
     pub native_kb_per_restart: Option<Fit>,
     pub cgroup_kb_per_restart: Option<Fit>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Run {
+pub(crate) struct Run {
     pub allocator: Allocator,
     /// The CPUs the TaskManager saw (RocksDB's core slots follow them).
     pub taskmanager_cpus: Option<u32>,
@@ -54,7 +54,7 @@ pub struct Run {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub image: String,
     pub driver: Driver,
     /// The commit and the machine that made this report.
@@ -70,7 +70,7 @@ pub struct Report {
     pub seconds_to_verdict: f64,
 }
 
-pub fn growth(samples: &[Sample]) -> Growth {
+pub(crate) fn growth(samples: &[Sample]) -> Growth {
     let of = |f: &dyn Fn(&Sample) -> Option<f64>| {
         let pts: Vec<(f64, f64)> = samples
             .iter()
@@ -87,7 +87,7 @@ pub fn growth(samples: &[Sample]) -> Growth {
 
 /// What must hold for the e2e to pass; an empty list passes.
 /// KiB as whole MiB, or `missing`.
-pub fn whole_mib(kb: Option<i64>, missing: &str) -> String {
+pub(crate) fn whole_mib(kb: Option<i64>, missing: &str) -> String {
     kb.map(|v| (v / 1024).to_string())
         .unwrap_or_else(|| missing.to_string())
 }

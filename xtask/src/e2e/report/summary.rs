@@ -29,7 +29,7 @@ fn kib(bytes: i64) -> String {
     format!("{:.1}", bytes as f64 / 1024.0)
 }
 
-pub fn summary(r: &Report) -> String {
+pub(crate) fn summary(r: &Report) -> String {
     let p = &r.plan;
     let mut s = format!(
         "# flink-jemalloc e2e: {} — {}\n\n{}\n\nImage `{}` (Flink {}), driver {}, mode {}, {} restarts \

@@ -6,7 +6,7 @@ use crate::analyze::sites::Site;
 use crate::analyze::Analysis;
 use crate::e2e::scenario::{Expect, Plan};
 
-pub fn verdict(runs: &[Run], plan: &Plan) -> Vec<String> {
+pub(crate) fn verdict(runs: &[Run], plan: &Plan) -> Vec<String> {
     let mut failures = Vec::new();
     for r in runs {
         let a = r.allocator.name();
@@ -37,7 +37,7 @@ fn kib(bytes: f64) -> String {
 }
 
 /// The matching site that grows fastest.
-pub fn fastest_match<'a>(sites: &'a [Site], pattern: &str) -> Option<&'a Site> {
+pub(crate) fn fastest_match<'a>(sites: &'a [Site], pattern: &str) -> Option<&'a Site> {
     let re = regex::Regex::new(pattern).ok()?;
     sites
         .iter()
@@ -47,7 +47,7 @@ pub fn fastest_match<'a>(sites: &'a [Site], pattern: &str) -> Option<&'a Site> {
 
 /// What the scenario expects of a profiling run's analysis, as failures; `expected` is the
 /// leak's bytes per restart on this run's TaskManager.
-pub fn expectations(an: &Analysis, e: &Expect, expected: Option<f64>, who: &str) -> Vec<String> {
+fn expectations(an: &Analysis, e: &Expect, expected: Option<f64>, who: &str) -> Vec<String> {
     let mut f = Vec::new();
     if let Some(p) = &e.in_diff {
         let re = regex::Regex::new(p).ok();

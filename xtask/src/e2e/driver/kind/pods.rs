@@ -6,41 +6,41 @@ use serde_json::Value;
 
 /// A pod as `kubectl get pods -o json` shows it; only what the driver reads is looked at.
 #[derive(Debug, Clone)]
-pub struct Pod(pub Value);
+pub(crate) struct Pod(pub Value);
 
 impl Pod {
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         self.0["metadata"]["name"].as_str().unwrap_or("?")
     }
 
-    pub fn deleting(&self) -> bool {
+    pub(crate) fn deleting(&self) -> bool {
         !self.0["metadata"]["deletionTimestamp"].is_null()
     }
 
-    pub fn phase(&self) -> &str {
+    pub(crate) fn phase(&self) -> &str {
         self.0["status"]["phase"].as_str().unwrap_or("")
     }
 
-    pub fn statuses(&self) -> &[Value] {
+    pub(crate) fn statuses(&self) -> &[Value] {
         self.0["status"]["containerStatuses"]
             .as_array()
             .map_or(&[], Vec::as_slice)
     }
 
     /// The status of its container `name`.
-    pub fn status_of(&self, name: &str) -> Option<&Value> {
+    fn status_of(&self, name: &str) -> Option<&Value> {
         self.statuses().iter().find(|c| c["name"] == name)
     }
 }
 
 /// Text of a JSON string field, "" when absent.
-pub fn text(v: &Value) -> &str {
+pub(crate) fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
 
 /// Ids of the container's ended runs that the OOM killer ended, as far as the pod's status
 /// shows them (its current state and the last one: Kubernetes keeps no older history).
-pub fn oom_killed_runs(pod: &Pod, container: &str) -> Vec<String> {
+pub(crate) fn oom_killed_runs(pod: &Pod, container: &str) -> Vec<String> {
     let uid = text(&pod.0["metadata"]["uid"]);
     let Some(cs) = pod.status_of(container) else {
         return Vec::new();
@@ -57,7 +57,7 @@ pub fn oom_killed_runs(pod: &Pod, container: &str) -> Vec<String> {
 }
 
 /// The pod that is the TaskManager now: not being deleted, running if one is.
-pub fn current_pod(pods: &[Pod]) -> Option<&Pod> {
+pub(crate) fn current_pod(pods: &[Pod]) -> Option<&Pod> {
     let live: Vec<&Pod> = pods.iter().filter(|p| !p.deleting()).collect();
     live.iter()
         .find(|p| p.phase() == "Running")
@@ -66,7 +66,7 @@ pub fn current_pod(pods: &[Pod]) -> Option<&Pod> {
 }
 
 /// Why pods are not running, one line each (`taskmanager-…: ErrImageNeverPull: …`).
-pub fn pod_problems(pods: &[Pod]) -> Vec<String> {
+pub(crate) fn pod_problems(pods: &[Pod]) -> Vec<String> {
     let mut out = Vec::new();
     for p in pods {
         let name = p.name();
@@ -108,7 +108,7 @@ pub fn pod_problems(pods: &[Pod]) -> Vec<String> {
 
 /// Where a container of a pod runs: (node, container id), from the pod's spec and status
 /// (`containerd://<id>` → `<id>`). A kind node is a Docker container of the node's name.
-pub fn container_on_node(pod: &Pod, container: &str) -> Option<(String, String)> {
+fn container_on_node(pod: &Pod, container: &str) -> Option<(String, String)> {
     let node = pod.0["spec"]["nodeName"].as_str()?;
     let id = pod.status_of(container)?["containerID"].as_str()?;
     let id = id.split_once("://").map_or(id, |(_, i)| i);
@@ -117,14 +117,14 @@ pub fn container_on_node(pod: &Pod, container: &str) -> Option<(String, String)>
 
 /// Which run of a container a pod status shows: `<pod>/<container id>`, new for every start
 /// (a restart in place keeps the pod and changes the id; a new pod changes both).
-pub fn container_run(pod: &Pod, container: &str) -> Option<String> {
+pub(crate) fn container_run(pod: &Pod, container: &str) -> Option<String> {
     let id = pod.status_of(container)?["containerID"].as_str()?;
     Some(format!("{}/{id}", pod.name()))
 }
 
 /// Whether the container's run changed since `seen` without this driver asking: a death
 /// between two polls (the kubelet restarts at once the first time, faster than a poll).
-pub fn restarted_unseen(seen: Option<&str>, now: Option<&str>) -> bool {
+pub(crate) fn restarted_unseen(seen: Option<&str>, now: Option<&str>) -> bool {
     matches!((seen, now), (Some(a), Some(b)) if a != b)
 }
 
@@ -133,7 +133,7 @@ pub fn restarted_unseen(seen: Option<&str>, now: Option<&str>) -> bool {
 /// kubelet send SIGTERM, and Flink shuts down cleanly), then the pod deleted at once, so no
 /// restart in place meets the kubelet's crash back-off (0, 10, 20, 40 … 300 s, reset only
 /// after 10 minutes of running): a new pod starts without one.
-pub fn kill_commands(pod: &Pod, container: &str) -> Option<(Vec<String>, Vec<String>)> {
+pub(crate) fn kill_commands(pod: &Pod, container: &str) -> Option<(Vec<String>, Vec<String>)> {
     let (node, id) = container_on_node(pod, container)?;
     let crictl = ["exec", &node, "crictl", "stop", "--timeout", "0", &id];
     Some((
@@ -143,7 +143,7 @@ pub fn kill_commands(pod: &Pod, container: &str) -> Option<(Vec<String>, Vec<Str
 }
 
 /// `kubectl` arguments that delete pod `name` at once, without waiting for it to go.
-pub fn delete_pod(name: &str) -> Vec<String> {
+pub(crate) fn delete_pod(name: &str) -> Vec<String> {
     [
         "delete",
         "pod",
@@ -158,7 +158,7 @@ pub fn delete_pod(name: &str) -> Vec<String> {
 }
 
 /// Whether the pod's `container` is running now, as its status says.
-pub fn container_running(pod: &Pod, container: &str) -> bool {
+pub(crate) fn container_running(pod: &Pod, container: &str) -> bool {
     pod.status_of(container)
         .is_some_and(|c| c["state"]["running"].is_object())
 }

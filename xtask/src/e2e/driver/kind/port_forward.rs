@@ -15,7 +15,7 @@ use crate::teardown;
 
 /// `kubectl port-forward svc/jobmanager <local>:8081`, restarted when it is gone or no
 /// longer forwards (kubectl ≥ 1.23 exits when a forwarded connection is reset).
-pub struct PortForward {
+pub(crate) struct PortForward {
     args: Vec<String>,
     log: PathBuf,
     local_port: u16,
@@ -26,7 +26,7 @@ pub struct PortForward {
 }
 
 impl PortForward {
-    pub fn new(kubectl: &Kubectl, local_port: u16, log: PathBuf) -> PortForward {
+    pub(crate) fn new(kubectl: &Kubectl, local_port: u16, log: PathBuf) -> PortForward {
         let mut args = kubectl.global_args();
         args.extend([
             "port-forward".into(),
@@ -53,7 +53,7 @@ impl PortForward {
 
     /// Makes sure the REST API answers through a running forward: (re)starts it when it
     /// exited or when the API does not answer through it.
-    pub fn ensure(&self) -> Result<()> {
+    pub(crate) fn ensure(&self) -> Result<()> {
         let mut pf = self.child.lock().expect("port-forward lock");
         if let Some(child) = pf.as_mut() {
             if child.try_wait()?.is_none() && self.probe.overview().is_ok() {
@@ -101,7 +101,7 @@ impl PortForward {
         Ok(())
     }
 
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         if let Some(mut c) = self.child.lock().ok().and_then(|mut c| c.take()) {
             let _ = c.kill();
             let _ = c.wait();

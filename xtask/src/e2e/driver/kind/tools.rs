@@ -7,9 +7,9 @@ use std::ffi::OsStr;
 use crate::kubectl::{on_path, KUBECTL_INSTALL};
 
 /// The kind cluster's default name.
-pub const DEFAULT_CLUSTER: &str = "flink-jemalloc";
+pub(crate) const DEFAULT_CLUSTER: &str = "flink-jemalloc";
 /// The kind cluster configuration, relative to the project root.
-pub const KIND_CONFIG: &str = "ci/kind.yaml";
+pub(crate) const KIND_CONFIG: &str = "ci/kind.yaml";
 
 /// Each tool the driver runs, with how to get it.
 const TOOLS: &[(&str, &str)] = &[
@@ -27,7 +27,7 @@ const TOOLS: &[(&str, &str)] = &[
 ];
 
 /// The tools of [`TOOLS`] missing from `path` (a `$PATH` value).
-pub fn missing_tools(path: &OsStr) -> Vec<&'static str> {
+fn missing_tools(path: &OsStr) -> Vec<&'static str> {
     TOOLS
         .iter()
         .filter(|(t, _)| !on_path(t, path))
@@ -36,7 +36,7 @@ pub fn missing_tools(path: &OsStr) -> Vec<&'static str> {
 }
 
 /// The error for the tools missing from `path`, naming each and how to install it.
-pub fn check_tools(path: &OsStr) -> Result<()> {
+fn check_tools(path: &OsStr) -> Result<()> {
     let missing = missing_tools(path);
     if missing.is_empty() {
         return Ok(());
@@ -58,7 +58,7 @@ pub fn check_tools(path: &OsStr) -> Result<()> {
 }
 
 /// `kind`, `kubectl` and `docker` on the PATH, and the Docker engine answering.
-pub fn require_tools() -> Result<()> {
+pub(crate) fn require_tools() -> Result<()> {
     check_tools(&std::env::var_os("PATH").unwrap_or_default())?;
     crate::docker::require("--driver kind")
 }
