@@ -28,7 +28,8 @@ use crate::progress;
 use crate::project;
 use crate::spec::{FlinkSpec, JemallocSpec};
 use lock::Lock;
-pub use request::{Format, LoadTarget, Request, DEFAULT_MALLOC_CONF};
+pub(crate) use request::DEFAULT_MALLOC_CONF;
+pub use request::{Format, LoadTarget, Request};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImageArgs {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::fetch::SourceArgs;
 
 /// The seed recipe's profiling settings, baked in with `--preload`.
-pub const DEFAULT_MALLOC_CONF: &str =
+pub(crate) const DEFAULT_MALLOC_CONF: &str =
     "prof:true,lg_prof_interval:30,lg_prof_sample:17,prof_prefix:/tmp/jeprof.out";
 
 /// One image to build, or only to lock; `ImageArgs` documents each field as its flag.

@@ -4,7 +4,8 @@
 //! in the allow-lists below that says why; text for people uses Display, not Rust's `Debug`;
 //! the modules' imports run one way: a part never imports its parent (or any module above
 //! it), a shared module never imports a subcommand, and no modules import each other in a
-//! circle.
+//! circle; and visibility says the design: `pub(crate)` by default, `pub` only for what
+//! `main.rs`, the harness and the tests name, or what a public signature carries.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -526,4 +527,103 @@ fn import_paths_are_read_whole() {
         Some("image::cache")
     );
     assert_eq!(module_named("image::Run").as_deref(), Some("image"));
+}
+
+/// The words of `text`: identifiers and keywords.
+fn words(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The text from each line of `text` that starts (after indentation) with `start` to the
+/// first line that ends with one of `ends`.
+fn blocks<'a>(text: &'a str, start: &str, ends: &[&str]) -> Vec<&'a str> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if l.trim_start().starts_with(start) {
+            let end = (i..lines.len())
+                .find(|&j| ends.iter().any(|e| lines[j].trim_end().ends_with(e)))
+                .unwrap_or(i);
+            let from = l.as_ptr() as usize - text.as_ptr() as usize;
+            let to = lines[end].as_ptr() as usize - text.as_ptr() as usize + lines[end].len();
+            out.push(&text[from..to]);
+        }
+    }
+    out
+}
+
+#[test]
+fn only_what_others_use_is_pub() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // What the binary, the harness and the tests name.
+    let mut outside = std::fs::read_to_string(src().join("main.rs")).unwrap();
+    for (label, path) in sources() {
+        if label.starts_with("harness/") {
+            outside += &std::fs::read_to_string(path).unwrap();
+        }
+    }
+    let tests = root.join("tests");
+    for f in files(&tests, "rs") {
+        outside += &std::fs::read_to_string(tests.join(f)).unwrap();
+    }
+    let named = words(&outside);
+    // What the public signatures carry: their parameter and return types, public fields,
+    // the variants of public enums and the methods of public traits.
+    let mut carried = BTreeSet::new();
+    for f in files(&src(), "rs") {
+        let text = std::fs::read_to_string(src().join(&f)).unwrap();
+        let text = shipped(&text);
+        for b in blocks(text, "pub fn ", &["{", ";"])
+            .into_iter()
+            .chain(blocks(text, "pub enum ", &["}"]))
+            .chain(blocks(text, "pub trait ", &["}"]))
+        {
+            // Not the item's own name: `pub fn x` does not carry `x`.
+            let own = b.split_whitespace().nth(2).unwrap_or("");
+            let own: String = own
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            carried.extend(words(b).into_iter().filter(|w| *w != own));
+        }
+        for l in text.lines() {
+            let t = l.trim_start();
+            if t.starts_with("pub ") && t.contains(": ") && !t.starts_with("pub fn ") {
+                carried.extend(words(t));
+            }
+        }
+    }
+    let mut wider = Vec::new();
+    for f in files(&src(), "rs") {
+        if f == "main.rs" || f == "lib.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(src().join(&f)).unwrap();
+        for l in shipped(&text).lines() {
+            let t = l.trim_start();
+            let Some(rest) = [
+                "fn ", "struct ", "enum ", "const ", "static ", "type ", "trait ",
+            ]
+            .iter()
+            .find_map(|k| t.strip_prefix("pub ").and_then(|r| r.strip_prefix(k))) else {
+                continue;
+            };
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !named.contains(&name) && !carried.contains(&name) {
+                wider.push(format!("xtask/src/{f}: `{name}`"));
+            }
+        }
+    }
+    assert!(
+        wider.is_empty(),
+        "pub items that main.rs, the harness and the tests do not use and no public signature \
+         carries: make them pub(crate):\n{}",
+        wider.join("\n")
+    );
 }
