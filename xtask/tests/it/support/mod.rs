@@ -1,18 +1,21 @@
 //! Test support, by purpose: a loopback HTTP server with fault injection (`http`), the
 //! real `xtask` binary's runs (`cli`), test files and tarballs (`archive`), the profiled
-//! fixture images the heavy tests share (`images`), workflow scripts (`workflow`), and the
+//! fixture images the heavy tests share (`images`), the checks every driver's e2e report
+//! shares (`report`), workflow scripts (`workflow`), and the
 //! machine taken by one heavy test at a time ([`serial`]).
 
 pub mod archive;
 pub mod cli;
 pub mod http;
 pub mod images;
+pub mod report;
 pub mod workflow;
 
 pub use archive::{files_below, sha256_hex, TarBuilder};
 pub use cli::{path_without, stderr, stdout, xtask, xtask_with_env};
 pub use http::{BearerAuth, Fault, Server};
 pub use images::{profiled_image, profiled_image_flink2, rebuild_profiled_image, ImageInputs};
+pub use report::assert_both_allocators;
 pub use workflow::{run_scripts, xtask_commands};
 
 use std::sync::Mutex;
