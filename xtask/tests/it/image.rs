@@ -7,7 +7,7 @@
 use crate::support::{stderr, stdout, xtask, Server};
 use harness::fixtures::{flink_base, registry::Registry};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 struct Env {
@@ -116,13 +116,34 @@ fn profiled_image_from_a_loopback_registry() {
         "the base is inspected: {err}"
     );
 
+    pushed_image_carries_its_inputs(&target, &digest, w1.path());
+    let rootfs = rootfs_of_the_pushed_image(&target, w1.path());
+    let heap = java_writes_a_heap_profile_inside(&rootfs);
+    jeprofs_tools_run_inside(&rootfs, &heap);
+    same_inputs_elsewhere_give_the_same_digest(&e, &digest);
+    warm_and_locked_without_network(&e, w1.path(), &digest);
+    load_targets_refused_before_any_work(&e, w1.path());
+    lock_resolves_the_same_lock(&e, w1.path());
+    // --locked with a request the lock does not answer is refused.
+    let drift = image(&e, w1.path(), &["--locked", "--source-date-epoch", "1"]);
+    assert!(!drift.status.success());
+    assert!(
+        stderr(&drift).contains("would change"),
+        "{}",
+        stderr(&drift)
+    );
+}
+
+/// What skopeo reads of the pushed image: its digest, labels (the package lock among them)
+/// and environment.
+fn pushed_image_carries_its_inputs(target: &str, digest: &str, w1: &Path) {
     // skopeo reads what was pushed.
     let (ok, inspect, serr) = run(&format!(
         "skopeo inspect --tls-verify=false docker://{target}"
     ));
     assert!(ok, "skopeo inspect: {serr}");
     let inspect: Value = serde_json::from_str(&inspect).unwrap();
-    assert_eq!(inspect["Digest"], digest.as_str());
+    assert_eq!(inspect["Digest"], digest);
     let labels = &inspect["Labels"];
     assert_eq!(labels["io.github.flink-jemalloc.jemalloc.version"], "5.2.1");
     assert_eq!(
@@ -138,7 +159,7 @@ fn profiled_image_from_a_loopback_registry() {
         .unwrap()
         .contains("0001-jeprof"));
     // The package lock as labels: every layered package, every sysroot package.
-    let lock = std::fs::read_to_string(w1.path().join("flink-1.10.3.lock")).unwrap();
+    let lock = std::fs::read_to_string(w1.join("flink-1.10.3.lock")).unwrap();
     let packages = labels["io.github.flink-jemalloc.packages"]
         .as_str()
         .unwrap();
@@ -182,15 +203,19 @@ fn profiled_image_from_a_loopback_registry() {
         !env_list.iter().any(|e| e.starts_with("LD_PRELOAD=")),
         "no preload by default"
     );
+}
 
+/// The pushed image copied back with skopeo and unpacked by umoci: its root file system,
+/// with jemalloc owned by root and readable by the flink user.
+fn rootfs_of_the_pushed_image(target: &str, w1: &Path) -> PathBuf {
     // umoci unpacks what the registry holds (copied back with skopeo).
-    let pulled = w1.path().join("pulled");
+    let pulled = w1.join("pulled");
     let (ok, _, serr) = run(&format!(
         "skopeo --insecure-policy copy --src-tls-verify=false docker://{target} oci:{}:img",
         pulled.display()
     ));
     assert!(ok, "skopeo copy: {serr}");
-    let bundle = w1.path().join("bundle");
+    let bundle = w1.join("bundle");
     let (ok, _, serr) = run(&format!(
         "umoci unpack --image {}:img {}",
         pulled.display(),
@@ -212,7 +237,12 @@ fn profiled_image_from_a_loopback_registry() {
         rootfs.join("opt/flink").is_dir(),
         "the base's layers are there"
     );
+    rootfs
+}
 
+/// `java -version` with the image's jemalloc preloaded inside the image: the heap profile it
+/// wrote.
+fn java_writes_a_heap_profile_inside(rootfs: &Path) -> PathBuf {
     // Inside the image: java with the image's jemalloc preloaded writes a heap profile.
     let (ok, jout, jerr) = run(&format!(
         "unshare -m -p -f sh -c 'mount -t proc proc {r}/proc && mount --rbind /dev {r}/dev && \
@@ -239,7 +269,12 @@ fn profiled_image_from_a_loopback_registry() {
         "the profile maps the image's jemalloc"
     );
     assert!(heap_text.contains("libjvm.so"), "the profile maps the JVM");
+    heap
+}
 
+/// jeprof's tools inside the image (binutils, file, graphviz, perl), the docs and locales the
+/// base's dpkg configuration leaves out, and jeprof on the profile java wrote.
+fn jeprofs_tools_run_inside(rootfs: &Path, heap: &Path) {
     // jeprof's tools come with the image: run them inside it, on the profile it just wrote.
     let heap_in = format!("/tmp/{}", heap.file_name().unwrap().to_string_lossy());
     std::fs::write(rootfs.join("tmp/g.dot"), "digraph g { a -> b }\n").unwrap();
@@ -315,11 +350,14 @@ fn profiled_image_from_a_loopback_registry() {
         !err.contains("MSWin32") && !err.contains("isn't numeric"),
         "{err}"
     );
+}
 
+/// The same inputs in another directory, with a cold cache, give the same image.
+fn same_inputs_elsewhere_give_the_same_digest(e: &Env, digest: &str) {
     // The same inputs in another directory, with a cold cache, give the same image.
     let w2 = tempfile::tempdir().unwrap();
     let again = image(
-        &e,
+        e,
         w2.path(),
         &["--output", w2.path().join("layout").to_str().unwrap()],
     );
@@ -329,13 +367,16 @@ fn profiled_image_from_a_loopback_registry() {
         digest,
         "a second build elsewhere must give the same digest"
     );
+}
 
+/// Warm and locked: no network, no compile, the same digest; a docker-archive this time.
+fn warm_and_locked_without_network(e: &Env, w1: &Path, digest: &str) {
     // Warm and locked: no network, no compile, the same digest; a docker-archive this time.
     let before = e.files.requests();
-    let archive = w1.path().join("img.tar");
+    let archive = w1.join("img.tar");
     let warm = image(
-        &e,
-        w1.path(),
+        e,
+        w1,
         &[
             "--locked",
             "--output",
@@ -365,18 +406,21 @@ fn profiled_image_from_a_loopback_registry() {
         ai["Labels"]["io.github.flink-jemalloc.jemalloc.version"],
         "5.2.1"
     );
+}
 
+/// `--load` names its targets, and a kind cluster needs kind: refused before any work.
+fn load_targets_refused_before_any_work(e: &Env, w1: &Path) {
     // --load names its targets, and a kind cluster needs kind: refused before any work.
-    let bad = image(&e, w1.path(), &["--locked", "--load", "kind"]);
+    let bad = image(e, w1, &["--locked", "--load", "kind"]);
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("kind=<cluster>"), "{}", stderr(&bad));
     // On a PATH without kind (where this machine has it, it is hidden).
     let no_kind = tempfile::tempdir().unwrap();
     let path = crate::support::path_without(&["kind"], no_kind.path());
-    let out = w1.path().join("k");
+    let out = w1.join("k");
     let k = subcommand_with_env(
-        &e,
-        w1.path(),
+        e,
+        w1,
         "image",
         &[
             "--locked",
@@ -390,9 +434,12 @@ fn profiled_image_from_a_loopback_registry() {
     assert!(!k.status.success());
     assert!(stderr(&k).contains("`kind`"), "{}", stderr(&k));
     assert!(!out.exists(), "nothing written before the check");
+}
 
+/// The lock pins the tools; `cargo xtask lock` resolves the same lock from scratch.
+fn lock_resolves_the_same_lock(e: &Env, w1: &Path) {
     // The lock pins the tools; `cargo xtask lock` resolves the same lock from scratch.
-    let lock_text = std::fs::read_to_string(w1.path().join("flink-1.10.3.lock")).unwrap();
+    let lock_text = std::fs::read_to_string(w1.join("flink-1.10.3.lock")).unwrap();
     for p in [
         "name = \"graphviz\"",
         "name = \"binutils\"",
@@ -407,21 +454,12 @@ fn profiled_image_from_a_loopback_registry() {
         "libc6 is the base's, not a tool"
     );
     let w3 = tempfile::tempdir().unwrap();
-    let relock = subcommand(&e, w3.path(), "lock", &[]);
+    let relock = subcommand(e, w3.path(), "lock", &[]);
     assert!(relock.status.success(), "{}", stderr(&relock));
     assert!(!stderr(&relock).contains("make -j"), "lock builds nothing");
     assert_eq!(
         std::fs::read_to_string(w3.path().join("flink-1.10.3.lock")).unwrap(),
         lock_text
-    );
-
-    // --locked with a request the lock does not answer is refused.
-    let drift = image(&e, w1.path(), &["--locked", "--source-date-epoch", "1"]);
-    assert!(!drift.status.success());
-    assert!(
-        stderr(&drift).contains("would change"),
-        "{}",
-        stderr(&drift)
     );
 }
 
