@@ -7,6 +7,7 @@
 
 use crate::support::{assert_both_allocators, stderr, stdout, xtask};
 use serde_json::Value;
+use std::path::Path;
 
 #[test]
 fn e2e_runc_attributes_native_memory_to_rocksdb_for_both_allocators() {
@@ -58,11 +59,19 @@ fn e2e_runc_attributes_native_memory_to_rocksdb_for_both_allocators() {
     );
     let dumps = report.join("dumps/jemalloc/tm-1");
 
+    analyze_by_hand_grows_per_dump(&dumps, &layout, work.path());
+    analyze_with_the_runs_times_grows_per_hour(&dumps, &layout);
+    analyze_without_the_jni_library_says_why(&dumps, &layout, work.path());
+}
+
+/// analyze, as a user runs it on dumps copied by hand from a cluster: no times, so every
+/// site's growth per dump, the growing sites first.
+fn analyze_by_hand_grows_per_dump(dumps: &Path, layout: &Path, work: &Path) {
     // analyze, as a user runs it on dumps copied by hand from a cluster: no times.
-    let by_hand = work.path().join("by-hand");
-    copy_tree(&dumps, &by_hand);
+    let by_hand = work.join("by-hand");
+    copy_tree(dumps, &by_hand);
     std::fs::remove_file(by_hand.join("dump-times.json")).unwrap();
-    let out_dir = work.path().join("analysis");
+    let out_dir = work.join("analysis");
     let out = xtask(&[
         "analyze",
         by_hand.to_str().unwrap(),
@@ -133,7 +142,11 @@ fn e2e_runc_attributes_native_memory_to_rocksdb_for_both_allocators() {
                 .starts_with("no leak: no allocation site"),
         "per dump there is no size to judge a leak by: {a}"
     );
+}
 
+/// With the times the run recorded beside the dumps: growth per hour after the warm-up,
+/// and a verdict.
+fn analyze_with_the_runs_times_grows_per_hour(dumps: &Path, layout: &Path) {
     // With the times the run recorded beside the dumps: growth per hour after the warm-up,
     // and a verdict.
     let out = xtask(&[
@@ -165,11 +178,14 @@ fn e2e_runc_attributes_native_memory_to_rocksdb_for_both_allocators() {
         a["base"], sites["dumps"][0]["dump"],
         "the difference starts there too"
     );
+}
 
+/// Without the JNI library the rocksdb frames cannot be named, and analyze says why.
+fn analyze_without_the_jni_library_says_why(dumps: &Path, layout: &Path, work: &Path) {
     // Without the JNI library the rocksdb frames cannot be named, and analyze says why.
-    let bare = work.path().join("bare");
+    let bare = work.join("bare");
     std::fs::create_dir_all(&bare).unwrap();
-    for e in std::fs::read_dir(&dumps).unwrap().flatten() {
+    for e in std::fs::read_dir(dumps).unwrap().flatten() {
         if e.file_name().to_string_lossy().ends_with(".heap") {
             std::fs::copy(e.path(), bare.join(e.file_name())).unwrap();
         }
