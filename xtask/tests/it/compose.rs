@@ -282,7 +282,17 @@ fn compose_deploy_follow_and_a_verdict_across_an_oom_kill() {
     unsafe { libc::kill(collect.0.id() as i32, libc::SIGINT) };
     let status = collect.0.wait().unwrap();
     assert_eq!(status.code(), Some(130), "interrupted");
-    let partials: Vec<PathBuf> = crate::support::files_below(&out)
+    the_collection_holds_both_container_starts(&out, before_oom);
+    a_second_collect_copies_nothing_twice(&project, &out);
+    drop(_down);
+    analyze_names_the_leak_per_restart(&out, &layout);
+}
+
+/// What the interrupted collection holds: no partial file, the OOM kill (137) in the
+/// timeline with dumps before and after it, a dump directory per container start, the
+/// job's failures, and RocksDB's JNI library copied while its JVM ran.
+fn the_collection_holds_both_container_starts(out: &Path, before_oom: u64) {
+    let partials: Vec<PathBuf> = crate::support::files_below(out)
         .into_iter()
         .filter(|p| {
             p.file_name()
@@ -292,7 +302,7 @@ fn compose_deploy_follow_and_a_verdict_across_an_oom_kill() {
         })
         .collect();
     assert!(partials.is_empty(), "{partials:?}");
-    let events = xtask::timeline::read(&out).unwrap();
+    let events = xtask::timeline::read(out).unwrap();
     let death = events
         .iter()
         .find_map(|e| match e {
@@ -327,7 +337,7 @@ fn compose_deploy_follow_and_a_verdict_across_an_oom_kill() {
         "a directory per container start: {starts:?}"
     );
     assert!(xtask::timeline::failure_times(&events).len() as u64 >= before_oom);
-    let libs: Vec<PathBuf> = crate::support::files_below(&out)
+    let libs: Vec<PathBuf> = crate::support::files_below(out)
         .into_iter()
         .filter(|p| p.to_string_lossy().contains("/root/tmp/"))
         .collect();
@@ -335,23 +345,27 @@ fn compose_deploy_follow_and_a_verdict_across_an_oom_kill() {
         !libs.is_empty(),
         "RocksDB's JNI library copied while its JVM ran"
     );
+}
 
-    // A second collect continues the directory: nothing copied twice.
+/// A second collect continues the directory: nothing copied twice.
+fn a_second_collect_copies_nothing_twice(project: &str, out: &Path) {
     let o = xtask(&[
         "collect",
         "--docker",
-        &project,
+        project,
         "--out",
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let events = xtask::timeline::read(&out).unwrap();
+    let events = xtask::timeline::read(out).unwrap();
     let paths = xtask::timeline::dump_times(&events);
     let unique: std::collections::BTreeSet<&String> = paths.iter().map(|(p, _)| p).collect();
     assert_eq!(unique.len(), paths.len(), "a dump recorded twice");
-    drop(_down);
+}
 
-    // analyze: per restart (the failure times), the leak named.
+/// analyze: per restart (the failure times), the leak named, and what the RSS grew with,
+/// from the memory samples collect recorded.
+fn analyze_names_the_leak_per_restart(out: &Path, layout: &Path) {
     let o = xtask(&[
         "analyze",
         out.to_str().unwrap(),
