@@ -15,6 +15,28 @@ const FILE_LINES: usize = 700;
 /// Lines a function outside tests may have.
 const FN_LINES: usize = 80;
 
+/// Lines a test file may have.
+const TEST_FILE_LINES: usize = 700;
+/// Lines a test function (or test helper) may have: a test is a story, so more than code's,
+/// but one that a reader holds in mind.
+const TEST_FN_LINES: usize = 150;
+
+/// Test functions allowed to be longer, and why.
+const LONG_TEST_FNS: &[(&str, &str, &str)] = &[
+    (
+        "runner.rs",
+        "the_workflows_commands_as_an_unprivileged_runner",
+        "one unprivileged runner running the workflows' commands in their order, each step \
+         using what the one before made (the lock, the image, the job's jar, the push)",
+    ),
+    (
+        "publish.rs",
+        "publish_dry_run_two_suites_stable_digests_and_sboms",
+        "two publish runs compared, then per spec its tag, labels and SBOM read back from the \
+         one registry, the loop's checks sharing the spec's report entry and lock",
+    ),
+];
+
 /// Files allowed to be longer, and why.
 const LONG_FILES: &[(&str, &str)] = &[];
 
@@ -626,4 +648,43 @@ fn only_what_others_use_is_pub() {
          carries: make them pub(crate):\n{}",
         wider.join("\n")
     );
+}
+
+#[test]
+fn tests_stay_readable() {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it");
+    let mut long = Vec::new();
+    for f in files(&tests, "rs") {
+        let text = std::fs::read_to_string(tests.join(&f)).unwrap();
+        let lines = text.lines().count();
+        if lines > TEST_FILE_LINES {
+            long.push(format!(
+                "xtask/tests/it/{f}: {lines} lines (more than {TEST_FILE_LINES}): split it by area"
+            ));
+        }
+        // Test functions are in `#[cfg(test)]`-free files: all of the text counts.
+        let all = text.replace("#[cfg(test)]", "");
+        for (name, line, n) in functions(&all) {
+            let allowed = LONG_TEST_FNS
+                .iter()
+                .any(|(file, fun, _)| *file == f && *fun == name);
+            if n > TEST_FN_LINES && !allowed {
+                long.push(format!(
+                    "xtask/tests/it/{f}:{line} fn {name}: {n} lines (more than {TEST_FN_LINES}): \
+                     split it into named stages, as image.rs's end-to-end test is"
+                ));
+            }
+        }
+    }
+    assert!(long.is_empty(), "{}", long.join("\n"));
+    for (file, fun, why) in LONG_TEST_FNS {
+        let text = std::fs::read_to_string(tests.join(file)).unwrap();
+        assert!(
+            functions(&text)
+                .iter()
+                .any(|(n, _, len)| n == fun && *len > TEST_FN_LINES),
+            "LONG_TEST_FNS names {file}::{fun}, which is gone or short now: remove the entry"
+        );
+        assert!(!why.is_empty());
+    }
 }
