@@ -20,6 +20,7 @@ pub mod driver;
 pub mod flink_job;
 pub mod flink_rest;
 pub(crate) mod report;
+pub(crate) mod request;
 pub(crate) mod restarts;
 pub(crate) mod scenario;
 
@@ -38,6 +39,7 @@ use cluster::{Allocator, ClusterSpec};
 use context::RunContext;
 pub(crate) use driver::Driver;
 pub(crate) use report::{growth, Report, Run};
+use request::Request;
 use restarts::{restart_loop, Job};
 pub(crate) use scenario::Mode;
 use scenario::Plan;
@@ -144,8 +146,43 @@ pub struct E2eArgs {
     pub docker_network: Option<String>,
 }
 
+impl E2eArgs {
+    /// The request these flags make: the driver chosen (docker when an engine answers,
+    /// else runc), the allocators expanded, the scenario's overrides gathered.
+    fn into_request(self) -> Request {
+        Request {
+            driver: self.driver.unwrap_or_else(Driver::default_here),
+            allocators: Allocators::expand(&self.allocator),
+            overrides: scenario::Overrides {
+                mode: self.mode,
+                restarts: self.restarts,
+                fail_every_ms: self.fail_every_ms,
+                lg_prof_interval: self.lg_prof_interval,
+            },
+            image: self.image,
+            scenario: self.scenario,
+            memory_limit_mb: self.memory_limit_mb,
+            keys: self.keys,
+            rest_port: self.rest_port,
+            report: self.report,
+            timeout_secs: self.timeout_secs,
+            options: driver::Options {
+                docker_network: self.docker_network,
+                kind_cluster: self.kind_cluster,
+                keep: self.keep,
+            },
+        }
+    }
+}
+
+/// `cargo xtask e2e`: the report printed as JSON; a failed verdict is an error.
 pub fn run(args: E2eArgs) -> Result<()> {
-    let report = run_scenario(&args)?;
+    let chosen_here = args.driver.is_none();
+    let req = args.into_request();
+    if chosen_here {
+        progress::note(format!("--driver {}", flag(&req.driver)));
+    }
+    let report = run_scenario(&req)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     if !report.passed {
         bail!("e2e verdict: {}", report.verdict.join("; "));
@@ -154,40 +191,32 @@ pub fn run(args: E2eArgs) -> Result<()> {
 }
 
 /// Runs the scenario and writes the report; an `Ok` report may still have failed its verdict.
-fn run_scenario(args: &E2eArgs) -> Result<Report> {
+fn run_scenario(req: &Request) -> Result<Report> {
     let started = Instant::now();
-    let driver = args.driver.unwrap_or_else(Driver::default_here);
+    let driver = req.driver;
     driver::require(driver)?;
-    crate::oci::check_image(&args.image)?;
+    crate::oci::check_image(&req.image)?;
     let scenarios = scenario::load_default()?;
-    scenarios.get(&args.scenario)?;
-    let allocators = Allocators::expand(&args.allocator);
+    scenarios.get(&req.scenario)?;
+    let allocators = req.allocators.clone();
     if allocators.iter().any(|a| a.profiles()) && !crate::rootless::is_root() {
         // The dumps are read by the image's jeprof chrooted in it: a user namespace.
         crate::rootless::require_userns()?;
     }
-    if args.driver.is_none() {
-        progress::note(format!("--driver {}", flag(&driver)));
-    }
-    let out = report_dir(args)?;
+    let out = report_dir(req)?;
     let work = tempfile::Builder::new().prefix(".e2e-").tempdir_in(&out)?;
     let _work_teardown = teardown::remove_on_interrupt(work.path());
-    let layout = crate::oci::open_image(&args.image, work.path())?;
+    let layout = crate::oci::open_image(&req.image, work.path())?;
     let bundle = Bundle::unpack(&layout, &work.path().join("bundle"))?;
     let jemalloc = bundle.env_var("JEMALLOC_PATH").map(str::to_string);
     if allocators.iter().any(|a| a.preloads_jemalloc()) && jemalloc.is_none() {
         bail!(
             "{} has no JEMALLOC_PATH in its environment: is it a profiled image (cargo xtask image)?",
-            args.image.display()
+            req.image.display()
         );
     }
-    let (plan, jar) = plan_and_job(args, &scenarios, &bundle, work.path())?;
-    let options = driver::Options {
-        docker_network: args.docker_network.clone(),
-        kind_cluster: args.kind_cluster.clone(),
-        keep: args.keep,
-    };
-    let engine = driver::prepare(driver, &options, &layout, &bundle.dir, work.path())?;
+    let (plan, jar) = plan_and_job(req, &scenarios, &bundle, work.path())?;
+    let engine = driver::prepare(driver, &req.options, &layout, &bundle.dir, work.path())?;
     // An earlier report's dumps, analysis and logs give way only now, when this run has
     // everything it needs to replace them.
     for old in ["dumps", "analysis", "logs"] {
@@ -199,13 +228,13 @@ fn run_scenario(args: &E2eArgs) -> Result<Report> {
     let ctx = RunContext {
         plan: &plan,
         driver,
-        options: &options,
+        options: &req.options,
         engine: &engine,
         bundle: &bundle,
         jar: &jar,
-        keys: args.keys,
-        timeout_secs: args.timeout_secs,
-        memory_limit_mb: args.memory_limit_mb,
+        keys: req.keys,
+        timeout_secs: req.timeout_secs,
+        memory_limit_mb: req.memory_limit_mb,
         work: work.path(),
         out: &out,
     };
@@ -214,8 +243,8 @@ fn run_scenario(args: &E2eArgs) -> Result<Report> {
         let spec = cluster_spec(
             allocator,
             &plan,
-            args.rest_port,
-            args.memory_limit_mb,
+            req.rest_port,
+            req.memory_limit_mb,
             jemalloc.as_deref(),
         );
         runs.push(run_allocator(&ctx, allocator, &spec)?);
@@ -225,7 +254,7 @@ fn run_scenario(args: &E2eArgs) -> Result<Report> {
         &bundle.image,
         driver,
         &plan,
-        args.memory_limit_mb,
+        req.memory_limit_mb,
         runs,
         started,
     );
@@ -234,8 +263,8 @@ fn run_scenario(args: &E2eArgs) -> Result<Report> {
 }
 
 /// `--report`, made and absolute [default: target/flink-jemalloc/e2e-report].
-fn report_dir(args: &E2eArgs) -> Result<PathBuf> {
-    let out = args
+fn report_dir(req: &Request) -> Result<PathBuf> {
+    let out = req
         .report
         .clone()
         .unwrap_or_else(|| crate::project::root().join("target/flink-jemalloc/e2e-report"));
@@ -246,19 +275,13 @@ fn report_dir(args: &E2eArgs) -> Result<PathBuf> {
 /// The scenario resolved for the image's Flink, and the job compiled for it (the 2.x job
 /// with `--release` of the image's Java).
 fn plan_and_job(
-    args: &E2eArgs,
+    req: &Request,
     scenarios: &scenario::Scenarios,
     bundle: &Bundle,
     work: &Path,
 ) -> Result<(Plan, PathBuf)> {
     let flink = flink_job::flink_version(&bundle.flink_dist()?)?;
-    let overrides = scenario::Overrides {
-        mode: args.mode,
-        restarts: args.restarts,
-        fail_every_ms: args.fail_every_ms,
-        lg_prof_interval: args.lg_prof_interval,
-    };
-    let (plan, warning) = scenario::resolve(scenarios, &args.scenario, flink, &overrides)?;
+    let (plan, warning) = scenario::resolve(scenarios, &req.scenario, flink, &req.overrides)?;
     if let Some(w) = warning {
         progress::note(format!("warning: {w}"));
     }
