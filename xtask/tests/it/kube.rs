@@ -253,6 +253,18 @@ fn e2e_driver_kind_names_what_is_missing_before_any_work() {
 fn kind_session_creates_reuses_and_deletes_only_its_own_cluster() {
     use std::os::unix::fs::PermissionsExt;
     use xtask::e2e::driver::kind::KindSession;
+    // The engine and the process's PATH are shared with the other tests of this binary: one
+    // heavy test at a time, and PATH as it was afterwards, pass or fail.
+    let _serial = crate::support::serial();
+    struct RestorePath(Option<std::ffi::OsString>);
+    impl Drop for RestorePath {
+        fn drop(&mut self) {
+            if let Some(p) = self.0.take() {
+                std::env::set_var("PATH", p);
+            }
+        }
+    }
+    let _restore = RestorePath(std::env::var_os("PATH"));
     let _engine = harness::fixtures::docker::engine().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
