@@ -44,7 +44,7 @@ pub struct BenchArgs {
 /// The rows of the README's table, as they are measured.
 type Rows = Vec<(String, String)>;
 
-/// Every measurement, then the table printed.
+/// Runs every measurement, then prints the table.
 pub fn run(args: BenchArgs) -> Result<()> {
     let repo = fixtures::debian_repo_with_tools("bullseye")?;
     let standin = fixtures::jemalloc_standin()?;
@@ -75,7 +75,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// `./configure && make -j && make install` of the same source, by hand: the baseline.
+/// Runs `./configure && make -j && make install` of the same source by hand: the baseline.
 fn bare_build(w: &Path, standin: &fixtures::Standin, rows: &mut Rows) -> Result<f64> {
     let bare = w.join("bare");
     let file = std::fs::File::open(&standin.tarball)?;
@@ -118,7 +118,7 @@ fn bare_build(w: &Path, standin: &fixtures::Standin, rows: &mut Rows) -> Result<
     Ok(bare_secs)
 }
 
-/// `cargo xtask build`, cold with a fresh cache and warm; returns the installed tree.
+/// Runs `cargo xtask build`, cold with a fresh cache and warm; returns the installed tree.
 fn builds(
     w: &Path,
     repo: &fixtures::ToolsRepo,
@@ -157,7 +157,7 @@ fn builds(
     Ok(tree)
 }
 
-/// Tar + gzip of the installed tree, `rounds` times: throughput and size.
+/// Measures tar + gzip of the installed tree, `rounds` times: throughput and size.
 fn layer_write(tree: &Path, rounds: u32, rows: &mut Rows) -> Result<()> {
     let t = Instant::now();
     let mut layer = None;
@@ -187,8 +187,8 @@ fn layer_write(tree: &Path, rounds: u32, rows: &mut Rows) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask image`, cold and warm, against the fixture base in a loopback registry; the
-/// tools layer's size.
+/// Measures `cargo xtask image`, cold and warm, against the fixture base in a loopback
+/// registry, and the tools layer's size.
 fn images(
     w: &Path,
     repo: &fixtures::ToolsRepo,
@@ -232,7 +232,7 @@ fn images(
     Ok(cold)
 }
 
-/// The size of the jeprof tools layer: the last layer of the image in `layout`.
+/// Measures the size of the jeprof tools layer: the last layer of the image in `layout`.
 fn tools_layer_size(layout: &Path, rows: &mut Rows) -> Result<()> {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
@@ -280,8 +280,8 @@ COPY --from=build /opt/jemalloc /opt/jemalloc
 ENV JEMALLOC_PATH=/opt/jemalloc/lib/libjemalloc.so.2
 "#;
 
-/// `docker build` of [`DOCKERFILE`], cold (`--no-cache`) and warm, and the size of its apt
-/// layer; the images are removed afterwards.
+/// Measures `docker build` of [`DOCKERFILE`], cold (`--no-cache`) and warm, and the size of
+/// its apt layer; the images are removed afterwards.
 fn dockerfile_recipe(
     w: &Path,
     standin: &fixtures::Standin,
@@ -341,7 +341,8 @@ fn dockerfile_recipe(
     Ok(())
 }
 
-/// A cold `cargo build -p xtask` in a fresh target directory (crates already downloaded).
+/// Times a cold `cargo build -p xtask` in a fresh target directory (crates already
+/// downloaded).
 fn first_run(w: &Path, rows: &mut Rows) -> Result<()> {
     let sh = Shell::new()?;
     let target = w.join("first-run-target");

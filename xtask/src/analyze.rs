@@ -1,12 +1,12 @@
-//! `cargo xtask analyze <dump dir> --image <layout>`: the image's own jeprof and binutils
-//! over heap dumps, run inside the unpacked image (so symbols resolve against the very
-//! binaries that ran): the top allocation sites of the last dump, the difference from the
-//! first (or `--base`), and a call-graph SVG of that difference. The dump directory is what
-//! `collect` or `e2e` writes: `*.heap` plus `root/<path>` for the libraries loaded at run
-//! time (RocksDB's JNI library), which are put back where the dumps say they were.
-//! Every allocation site's growth (`sites`): per restart given the times of the dumps and
-//! of the restarts (`e2e`), else per dump (a user's dumps); the call chains of the fastest
-//! growing, and a flame graph of what grew (`flame`).
+//! `cargo xtask analyze <dump dir> --image <layout>`: runs the image's own jeprof and binutils over
+//! heap dumps inside the unpacked image (so symbols resolve against the very binaries that ran) and
+//! shows the top allocation sites of the last dump, the difference from the first (or `--base`),
+//! and a call-graph SVG of that difference. The dump directory is what `collect` or `e2e` writes:
+//! `*.heap` plus `root/<path>` for the libraries loaded at run time (RocksDB's JNI library), which
+//! are put back where the dumps say they were. It also measures every allocation site's growth
+//! (`sites`): per restart given the times of the dumps and of the restarts (`e2e`), else per dump
+//! (a user's dumps); and it shows the call chains of the fastest growing sites and a flame graph of
+//! what grew (`flame`).
 
 pub(crate) mod flame;
 pub(crate) mod memory;
@@ -61,7 +61,7 @@ pub(crate) struct Analysis {
     pub rocksdb_in_diff: bool,
     /// Files the last dump maps that the rootfs lacks (their frames stay unnamed).
     pub missing_files: Vec<String>,
-    /// What a site's growth is measured against (none: sites were not read).
+    /// What a site's growth is measured against (none when sites were not read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub growth_per: Option<Per>,
     /// The dumps read per site, with their restart (or their sequence number).
@@ -71,7 +71,7 @@ pub(crate) struct Analysis {
     /// per restart or per dump; sites.json has them all.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<Site>,
-    /// The verdict in one line (none: sites were not read).
+    /// The verdict in one line (none when sites were not read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<String>,
     /// What the RSS grows with (a followed collection's memory samples).
@@ -112,7 +112,8 @@ pub(crate) struct Series<'a> {
 }
 
 impl Series<'_> {
-    /// `dumps` with the time each was written, those without a time left out, in order.
+    /// Returns `dumps` with the time each was written, in order, leaving out those without
+    /// a time.
     fn timed(&self, dumps: &[String]) -> Vec<(String, f64)> {
         dumps
             .iter()
@@ -127,7 +128,7 @@ const MAX_SITE_DUMPS: usize = 12;
 /// Sites kept in `analysis.json` and the report besides the focused ones.
 const TOP_SITES: usize = 15;
 
-/// The allocation lines of a `jeprof --text` report (after `Total:`), at most `n`.
+/// Returns the allocation lines of a `jeprof --text` report (after `Total:`), at most `n`.
 fn top_lines(report: &str, n: usize) -> Vec<String> {
     report
         .lines()
@@ -139,7 +140,7 @@ fn top_lines(report: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// Whether a line with growth (not a negative one) names a RocksDB frame.
+/// Returns whether a line with growth (not a negative one) names a RocksDB frame.
 fn names_rocksdb(lines: &[String]) -> bool {
     lines
         .iter()
@@ -161,7 +162,8 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
         live: &[],
     };
     let growth = growth_of(&story, &series, &dumps);
-    // The difference and its flame graph start after the warm-up: what grows steadily.
+    // The difference and its flame graph start after the warm-up, to show what grows
+    // steadily.
     let base = match (&args.base, &growth) {
         (Some(b), _) => Some(b.clone()),
         (None, g) => points(&heap_profile::main_process(&dumps).0, g)
@@ -211,8 +213,8 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
     Ok(())
 }
 
-/// What the RSS grows with, from the dumps' totals and a collection's memory samples, in
-/// the analysis's unit (none per dump, or without samples).
+/// Returns what the RSS grows with, from the dumps' totals and a collection's memory
+/// samples, in the analysis's unit (none per dump, or without samples).
 fn attribution(a: &Analysis, story: &Story) -> Option<memory::Attribution> {
     let per = a.growth_per?;
     let native: Vec<(f64, f64)> = (a.site_dumps.iter().zip(&a.totals))
@@ -238,8 +240,8 @@ fn attribution(a: &Analysis, story: &Story) -> Option<memory::Attribution> {
     memory::attribute(&native, &rss, &jvm, per.word())
 }
 
-/// Per restart with three or more restarts placed among the dumps, else per hour with
-/// the dumps' times, else per dump.
+/// Returns how to measure growth: per restart with three or more restarts placed among the
+/// dumps, else per hour with the dumps' times, else per dump.
 fn growth_of<'a>(story: &'a Story, series: &'a Series<'a>, dumps: &[String]) -> Growth<'a> {
     if !story.restarts.is_empty() {
         let main = heap_profile::main_process(dumps).0;
@@ -257,8 +259,8 @@ fn growth_of<'a>(story: &'a Story, series: &'a Series<'a>, dumps: &[String]) -> 
     }
 }
 
-/// The files the last dump maps that neither the image nor the dump directory's `root/`
-/// has, each named in a warning: their frames stay unnamed.
+/// Returns the files the last dump maps that neither the image nor the dump directory's
+/// `root/` has, each named in a warning: their frames stay unnamed.
 fn missing_files(rootfs: &Path, dir: &Path, last: &str) -> Result<Vec<String>> {
     let mapped = heap_profile::mapped_libraries(&String::from_utf8_lossy(
         &std::fs::read(dir.join(last)).with_context(|| format!("reading {last}"))?,
@@ -279,7 +281,8 @@ fn missing_files(rootfs: &Path, dir: &Path, last: &str) -> Result<Vec<String>> {
     Ok(missing)
 }
 
-/// The image's jeprof, chrooted in `rootfs`, with `args`; its standard output.
+/// Runs the image's jeprof, chrooted in `rootfs`, with `args`, and returns its standard
+/// output.
 fn jeprof(rootfs: &Path, args: &[&str]) -> Result<String> {
     let mut argv = vec![
         "env",
@@ -295,7 +298,7 @@ fn jeprof(rootfs: &Path, args: &[&str]) -> Result<String> {
     )
 }
 
-/// The dump to subtract: `--base` (one of the dumps) or the first.
+/// Returns the dump to subtract: `--base` (one of the dumps) or the first.
 fn base_dump(base: Option<&str>, dumps: &[String], dir: &Path) -> Result<String> {
     let Some(b) = base else {
         return Ok(dumps[0].clone());
@@ -312,7 +315,7 @@ fn base_dump(base: Option<&str>, dumps: &[String], dir: &Path) -> Result<String>
 
 /// Stages `dir` into `rootfs` and runs the rootfs's jeprof (chrooted) over the dumps;
 /// writes `top.txt`, `diff.txt`, `diff.svg` (jeprof's call graph), `diff.collapsed` and
-/// `flame.svg` (what grew), unless `growth` is `No` `sites.json`, and `analysis.json` to `out`.
+/// `flame.svg` (what grew), `sites.json` unless `growth` is `No`, and `analysis.json` to `out`.
 pub(crate) fn analyze_in_rootfs(
     rootfs: &Path,
     java: &str,
@@ -381,8 +384,8 @@ pub(crate) fn analyze_in_rootfs(
     Ok(a)
 }
 
-/// The difference's last dump: the last one, or with a series that knows when the job ran
-/// the last written while it did (a note says how many later ones are left out).
+/// Returns the difference's last dump: the last one, or, with a series that knows when the
+/// job ran, the last one written while it did (a note says how many later ones are left out).
 fn diff_last(dumps: &[String], base: &str, growth: &Growth, dir: &Path) -> String {
     let last = dumps[dumps.len() - 1].clone();
     let Growth::PerRestart(series) = growth else {
@@ -407,9 +410,9 @@ fn write(out: &Path, name: &str, body: &[u8]) -> Result<()> {
     std::fs::write(&p, body).with_context(|| format!("writing {}", p.display()))
 }
 
-/// jeprof's views of `last` and of `last` minus `base`, written to `out`: `top.txt`,
+/// Writes jeprof's views of `last` and of `last` minus `base` to `out`: `top.txt`,
 /// `diff.txt`, `diff.svg` (the call graph), `diff.collapsed` and `flame.svg` (what grew);
-/// the two texts and the collapsed stacks.
+/// returns the two texts and the collapsed stacks.
 fn jeprof_outputs(
     rootfs: &Path,
     java: &str,
@@ -473,8 +476,8 @@ struct Picked<'a> {
     focus: Option<&'a regex::Regex>,
 }
 
-/// The dumps whose sites are read for `growth`, with their restart, sequence number or
-/// milliseconds since the first dump after the warm-up (per hour).
+/// Returns the dumps whose sites are read for `growth`, with their restart, sequence number
+/// or milliseconds since the first dump after the warm-up (per hour).
 fn points<'a>(dumps: &[String], growth: &Growth<'a>) -> Option<Picked<'a>> {
     match growth {
         Growth::No => None,
@@ -496,15 +499,15 @@ fn points<'a>(dumps: &[String], growth: &Growth<'a>) -> Option<Picked<'a>> {
     }
 }
 
-/// The warm-up of a series of dumps without restarts, seconds: the first fifth of its
-/// span, at most five minutes (the JVM's class loading and compilation, RocksDB's first
+/// Returns the warm-up of a series of dumps without restarts, in seconds: the first fifth of
+/// its span, at most five minutes (the JVM's class loading and compilation, RocksDB's first
 /// block-cache fill).
 pub(crate) fn warm_up(span: f64) -> f64 {
     (span / 5.0).min(300.0)
 }
 
-/// The dumps to read for the growth per hour: those written after the warm-up, up to
-/// [`MAX_SITE_DUMPS`] evenly spread, with the milliseconds since the first of them.
+/// Returns the dumps to read for the growth per hour: those written after the warm-up, up
+/// to [`MAX_SITE_DUMPS`] evenly spread, with the milliseconds since the first of them.
 fn hour_points(dumps: &[String], times: &BTreeMap<String, f64>) -> Vec<(String, u64)> {
     let timed: Vec<(&String, f64)> = dumps
         .iter()
@@ -527,7 +530,7 @@ fn hour_points(dumps: &[String], times: &BTreeMap<String, f64>) -> Vec<(String, 
         .collect()
 }
 
-/// The dumps to read for the growth per restart: the last dump written while each
+/// Returns the dumps to read for the growth per restart: the last dump written while each
 /// restart's job ran, up to [`MAX_SITE_DUMPS`] of them evenly spread, with their restart.
 fn restart_points(dumps: &[String], series: &Series) -> Vec<(String, u64)> {
     let per_restart = sites::last_per_restart(&series.timed(dumps), series.restarts, series.live);
@@ -537,8 +540,8 @@ fn restart_points(dumps: &[String], series: &Series) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// The dumps to read for the growth per dump: up to [`MAX_SITE_DUMPS`] of them evenly
-/// spread, with their sequence number (their place in the list where a name has none).
+/// Returns the dumps to read for the growth per dump: up to [`MAX_SITE_DUMPS`] of them
+/// evenly spread, with their sequence number (their place in the list where a name has none).
 fn dump_points(dumps: &[String]) -> Vec<(String, u64)> {
     sites::pick(dumps.len(), MAX_SITE_DUMPS)
         .into_iter()
@@ -549,9 +552,9 @@ fn dump_points(dumps: &[String]) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// The growth of every site over the `picked` dumps (of `total`), each read with
-/// `jeprof --text`, two at a time; `sites.json` gets the whole table, the result the
-/// fastest growing and the focused sites with their chains.
+/// Measures the growth of every site over the `picked` dumps (of `total`), each read with
+/// `jeprof --text`, two at a time; `sites.json` gets the whole table, and the result holds
+/// the fastest growing and the focused sites with their chains.
 fn site_growth(
     rootfs: &Path,
     java: &str,
@@ -584,7 +587,7 @@ fn site_growth(
     for s in table.iter_mut() {
         s.chain = sites::chain_of(stacks, &s.site);
         if per == Per::Hour {
-            // Fitted per millisecond.
+            // The fit was per millisecond.
             s.growth = s.growth.map(|g| g.scaled(3_600_000.0));
         }
     }
@@ -615,7 +618,7 @@ fn site_growth(
     Ok((site_dumps, kept, totals))
 }
 
-/// `jeprof --text --show_bytes` of each dump, two at a time (two cores; each is mostly
+/// Runs `jeprof --text --show_bytes` on each dump, two at a time (two cores; each is mostly
 /// symbol lookups of one process).
 fn read_dumps(rootfs: &Path, java: &str, dumps: &[&String]) -> Result<Vec<String>> {
     let one = |d: &String| {

@@ -89,7 +89,7 @@ impl BenchArgs {
     }
 }
 
-/// `--recut DIR`, or `--profiling-cost --image …`: the table printed, the report written.
+/// `--recut DIR`, or `--profiling-cost --image …`: prints the table and writes the report.
 pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(dir) = &args.recut {
         let skip = std::time::Duration::from_secs(args.skip_seconds.unwrap_or(0));

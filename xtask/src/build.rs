@@ -66,8 +66,8 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
-    /// A build of `source` for `suite` from `mirror` into the default output of `cache_dir`,
-    /// with every other option at its default.
+    /// Returns a build of `source` for `suite` from `mirror` into the default output of
+    /// `cache_dir`, with every other option at its default.
     pub fn new(source: SourceArgs, suite: &str, mirror: &str, cache_dir: &Path) -> BuildArgs {
         BuildArgs {
             source,
@@ -215,7 +215,8 @@ pub fn jemalloc(args: &BuildArgs) -> Result<Output> {
     })
 }
 
-/// The verified source, the sysroot, the compiler and the patches, and the key over them.
+/// Gathers the verified source, the sysroot, the compiler and the patches, and the key over
+/// them.
 fn gather(args: &BuildArgs) -> Result<Inputs> {
     let root = project::root();
     let spec = JemallocSpec::load(&root)?;
@@ -294,9 +295,9 @@ fn gather(args: &BuildArgs) -> Result<Inputs> {
     })
 }
 
-/// The logs at `build/<key>/logs`; the tree in a directory of this run's own beside them,
-/// so that a `make` left running by a killed run never writes into ours. Trees of runs that
-/// are gone are removed (the caller holds the lock).
+/// Makes the workspace: the logs at `build/<key>/logs`, and the tree in a directory of this
+/// run's own beside them, so that a `make` left running by a killed run never writes into
+/// ours. Trees of runs that are gone are removed (the caller holds the lock).
 fn workspace(inputs: &Inputs) -> Result<Workspace> {
     let work = inputs.cache.build_dir(inputs.key.as_str());
     std::fs::create_dir_all(&work)?;
@@ -322,7 +323,7 @@ fn workspace(inputs: &Inputs) -> Result<Workspace> {
     })
 }
 
-/// The source copied into the workspace, the carried patches applied in order.
+/// Copies the source into the workspace and applies the carried patches in order.
 fn patched_tree(inputs: &Inputs, work: &Workspace) -> Result<()> {
     let sh = Shell::new()?;
     let (src_dir, tree) = (&inputs.src.dir, &work.tree);
@@ -346,8 +347,8 @@ fn patched_tree(inputs: &Inputs, work: &Workspace) -> Result<()> {
     Ok(())
 }
 
-/// `./configure` with the sysroot's compiler flags, then the unwinder gate (never
-/// `prof-gcc`) and whether the C++ operators are built.
+/// Runs `./configure` with the sysroot's compiler flags, then the unwinder gate (never
+/// `prof-gcc`), and finds whether the C++ operators are built.
 fn configure(inputs: &Inputs, work: &Workspace) -> Result<Configured> {
     let sh = Shell::new()?;
     let tree = &work.tree;
@@ -395,8 +396,8 @@ fn configure(inputs: &Inputs, work: &Workspace) -> Result<Configured> {
     Ok(Configured { unwinder, cxx })
 }
 
-/// `make -jN`, with the build tree and the sysroot mapped to fixed names in debug info so the
-/// same inputs give the same bytes wherever the cache is.
+/// Runs `make -jN`, with the build tree and the sysroot mapped to fixed names in debug info
+/// so the same inputs give the same bytes wherever the cache is.
 fn make(args: &BuildArgs, inputs: &Inputs, work: &Workspace) -> Result<()> {
     let sh = Shell::new()?;
     let jobs = args
@@ -422,8 +423,8 @@ fn make(args: &BuildArgs, inputs: &Inputs, work: &Workspace) -> Result<()> {
     Ok(())
 }
 
-/// `make install` into a staging directory beside the output; `jemalloc-config`'s record
-/// of the compiler command gets `/sysroot` for the sysroot's path.
+/// Runs `make install` into a staging directory beside the output; `jemalloc-config`'s
+/// record of the compiler command gets `/sysroot` for the sysroot's path.
 fn install(args: &BuildArgs, inputs: &Inputs, work: &Workspace) -> Result<tempfile::TempDir> {
     let sh = Shell::new()?;
     let out_parent = inputs
@@ -465,7 +466,7 @@ fn install(args: &BuildArgs, inputs: &Inputs, work: &Workspace) -> Result<tempfi
     Ok(stage)
 }
 
-/// The gates on the installed library: its `DT_NEEDED` libraries and symbol versions in
+/// Runs the gates on the installed library: its `DT_NEEDED` libraries and symbol versions in
 /// the sysroot, and the smoke run under the sysroot's loader read by the built jeprof.
 fn gate(inputs: &Inputs, work: &Workspace, installed: &Path) -> Result<elf::ElfFacts> {
     let sysroot = &inputs.sysroot;

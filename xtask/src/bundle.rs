@@ -30,7 +30,7 @@ impl Bundle {
         })
     }
 
-    /// The `process.env` of a bundle's `config.json`.
+    /// Returns the `process.env` of a bundle's `config.json`.
     pub(crate) fn env_of(dir: &Path) -> Result<Vec<String>> {
         let path = dir.join("config.json");
         let cfg: Value = serde_json::from_slice(
@@ -49,14 +49,16 @@ impl Bundle {
             .find_map(|e| e.strip_prefix(name)?.strip_prefix('='))
     }
 
-    /// The JVM binary jeprof is given as the program (JAVA_HOME's, else /usr/bin/java).
+    /// Returns the JVM binary jeprof is given as the program (JAVA_HOME's, else
+    /// /usr/bin/java).
     pub(crate) fn java(&self) -> String {
         self.env_var("JAVA_HOME")
             .map(|j| format!("{j}/bin/java"))
             .unwrap_or_else(|| "/usr/bin/java".into())
     }
 
-    /// The image's flink-dist jar, on the host; an image without one is not a Flink image.
+    /// Returns the image's flink-dist jar, on the host; an image without one is not a Flink
+    /// image.
     pub fn flink_dist(&self) -> Result<PathBuf> {
         let home = self.env_var("FLINK_HOME").unwrap_or("/opt/flink");
         let lib = self.rootfs().join(home.trim_start_matches('/')).join("lib");
@@ -79,7 +81,7 @@ impl Bundle {
     }
 }
 
-/// The `process.env` of a runtime config (`config.json`).
+/// Returns the `process.env` of a runtime config (`config.json`).
 pub(crate) fn config_env(config: &Value) -> Vec<String> {
     config["process"]["env"]
         .as_array()

@@ -70,8 +70,8 @@ pub struct CollectArgs {
     pub out: PathBuf,
 }
 
-/// `cargo xtask collect`: one pod once (fails when it has no dumps), or every TaskManager
-/// of a selector or a Docker project, once or followed; prints `--out`.
+/// `cargo xtask collect`: collects one pod once (fails when it has no dumps), or every
+/// TaskManager of a selector or a Docker project, once or followed; prints `--out`.
 pub fn run(args: CollectArgs) -> Result<()> {
     let kubectl = || -> Result<Kubectl> {
         Kubectl::require()?;
@@ -146,7 +146,7 @@ pub fn run(args: CollectArgs) -> Result<()> {
     Ok(())
 }
 
-/// One pod, once.
+/// Collects one pod, once.
 fn collect_pod(kubectl: &Kubectl, args: &CollectArgs, pod: &str, dumps: &str) -> Result<()> {
     let c = PodContainer {
         kubectl,

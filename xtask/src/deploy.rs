@@ -3,7 +3,8 @@
 //! merge patch (the Flink Kubernetes Operator), a TaskManager pod template and the
 //! configuration that names it (native Kubernetes), a strategic merge patch of the
 //! TaskManager Deployment (standalone Kubernetes) and an override file for the `taskmanager`
-//! service (Docker Compose). Printed, or written with `--out DIR`; nothing is applied.
+//! service (Docker Compose). They are printed, or written with `--out DIR`; nothing is
+//! applied.
 //! The files themselves are made by the pure functions of `deploy/manifests.rs`.
 
 pub(crate) mod manifests;
@@ -73,7 +74,7 @@ impl DeployArgs {
         }
     }
 
-    /// The request the flags make (checked).
+    /// Returns the request the flags make (checked).
     pub(crate) fn params(&self) -> Result<Params> {
         let image = self.image.trim();
         if image.is_empty() || image.contains(char::is_whitespace) {

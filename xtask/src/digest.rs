@@ -57,7 +57,7 @@ impl fmt::Display for Sha256Hex {
     }
 }
 
-/// A stable key over several strings (cache keys for builds and sysroots).
+/// Returns a stable key over several strings (cache keys for builds and sysroots).
 pub(crate) fn key_of<I, S>(parts: I) -> Sha256Hex
 where
     I: IntoIterator<Item = S>,

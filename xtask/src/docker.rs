@@ -17,11 +17,11 @@ const DOCKER_INSTALL: &str =
     "install Docker: `apt-get install docker.io`, or https://docs.docker.com/engine/install/";
 
 /// The repository profiled images get in a Docker engine or a kind node:
-/// `localhost/flink-jemalloc:<the layout's tag>`. A real tag (never `latest`), so that
-/// Kubernetes' `IfNotPresent` uses the loaded image instead of pulling.
+/// `localhost/flink-jemalloc:<the layout's tag>`. The tag is a real one (never `latest`), so
+/// that Kubernetes' `IfNotPresent` uses the loaded image instead of pulling.
 const LOCAL_REPOSITORY: &str = "localhost/flink-jemalloc";
 
-/// The name of the image whose OCI layout is tagged `ref_name`, once loaded.
+/// Returns the name of the image whose OCI layout is tagged `ref_name`, once loaded.
 pub fn image_name(ref_name: &str) -> String {
     let tag: String = ref_name
         .chars()
@@ -42,7 +42,8 @@ pub fn image_name(ref_name: &str) -> String {
     format!("{LOCAL_REPOSITORY}:{tag}")
 }
 
-/// What to do about a Docker engine that does not answer, from `docker version`'s stderr.
+/// Returns what to do about a Docker engine that does not answer, from `docker version`'s
+/// stderr.
 fn engine_advice(stderr: &str) -> String {
     let text = error_text(stderr);
     if stderr.contains("permission denied") {
@@ -58,7 +59,7 @@ fn engine_advice(stderr: &str) -> String {
     }
 }
 
-/// Whether `docker` is on the PATH and its engine answers.
+/// Returns whether `docker` is on the PATH and its engine answers.
 pub fn engine_answers() -> bool {
     on_path("docker", &std::env::var_os("PATH").unwrap_or_default()) && engine_check().is_ok()
 }
@@ -76,7 +77,7 @@ fn engine_check() -> Result<()> {
     Ok(())
 }
 
-/// Ok when `docker` is on the PATH and its engine answers; `why` says what needs it
+/// Returns Ok when `docker` is on the PATH and its engine answers; `why` says what needs it
 /// (`--driver docker`).
 pub(crate) fn require(why: &str) -> Result<()> {
     if !on_path("docker", &std::env::var_os("PATH").unwrap_or_default()) {
@@ -85,7 +86,8 @@ pub(crate) fn require(why: &str) -> Result<()> {
     engine_check().with_context(|| format!("{why} needs a Docker engine"))
 }
 
-/// `docker ARGS…`; its stdout. A failure names the command and docker's last words.
+/// Runs `docker ARGS…` and returns its stdout. A failure names the command and docker's last
+/// words.
 pub fn docker(args: &[&str]) -> Result<Vec<u8>> {
     let sh = Shell::new()?;
     let out = cmd!(sh, "docker {args...}")
@@ -104,25 +106,26 @@ pub fn docker(args: &[&str]) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-/// [`docker`]'s stdout as text, trimmed.
+/// Returns [`docker`]'s stdout as text, trimmed.
 pub fn docker_text(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&docker(args)?).trim().to_string())
 }
 
-/// The id (`sha256:…` of its config) of the image called `name`, if the engine has it.
+/// Returns the id (`sha256:…` of its config) of the image called `name`, if the engine has
+/// it.
 pub fn image_id(name: &str) -> Option<String> {
     docker_text(&["image", "inspect", "--format", "{{.Id}}", name]).ok()
 }
 
-/// `docker load` of a docker-archive.
+/// Runs `docker load` on a docker-archive.
 pub fn load(archive: &Path) -> Result<()> {
     let a = archive.to_string_lossy();
     docker(&["load", "--quiet", "--input", &a]).map(drop)
 }
 
 /// A profiled image loaded into the engine for a run, from its OCI layout, under
-/// [`image_name`] of the layout's tag. Dropped (or the run interrupted), it is removed
-/// again unless the engine had that name before (an `image --load` of the user's).
+/// [`image_name`] of the layout's tag. When it is dropped (or the run interrupted), it is
+/// removed again unless the engine had that name before (an `image --load` of the user's).
 pub struct LoadedImage {
     pub name: String,
     remove: bool,
@@ -183,7 +186,7 @@ pub(crate) struct ContainerState {
     pub exit_code: i64,
 }
 
-/// `State` of a `docker inspect` answer (an array of one container).
+/// Parses the `State` of a `docker inspect` answer (an array of one container).
 fn parse_state(inspect: &Value) -> Option<ContainerState> {
     let s = &inspect.get(0)?["State"];
     Some(ContainerState {
@@ -193,7 +196,7 @@ fn parse_state(inspect: &Value) -> Option<ContainerState> {
     })
 }
 
-/// The state of container `name`.
+/// Returns the state of container `name`.
 pub(crate) fn container_state(name: &str) -> Result<ContainerState> {
     let out = docker(&["container", "inspect", name])?;
     let v: Value = serde_json::from_slice(&out)

@@ -1,8 +1,8 @@
-//! Downloads into a content-addressed cache: stream to a temporary file beside the cache
-//! entry, hash while writing, and rename into place only when the digest matches. A cache
-//! entry therefore always holds verified bytes, and a failure leaves nothing behind. Each
-//! entry is written under its cache lock (concurrent runs download it once), and every GET
-//! is retried as `retry` says.
+//! Downloads go into a content-addressed cache: each streams to a temporary file beside the cache
+//! entry, is hashed while written, and is renamed into place only when the digest matches. A cache
+//! entry therefore always holds verified bytes, and a failure leaves nothing behind. Each entry is
+//! written under its cache lock (concurrent runs download it once), and every GET is retried as
+//! `retry` says.
 
 pub(crate) mod retry;
 
@@ -26,7 +26,7 @@ pub(crate) fn count_request() {
     REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// HTTP requests sent so far.
+/// Returns how many HTTP requests were sent so far.
 pub(crate) fn requests() -> usize {
     REQUESTS.load(std::sync::atomic::Ordering::Relaxed)
 }
@@ -75,7 +75,8 @@ impl Downloader {
         Ok(buf)
     }
 
-    /// Whether `url` answers a HEAD with success (used to probe optional index files).
+    /// Returns whether `url` answers a HEAD with success (used to probe optional index
+    /// files).
     pub(crate) fn exists(&self, url: &str) -> Result<bool> {
         if let Some(path) = url.strip_prefix("file://") {
             return Ok(Path::new(path).is_file());

@@ -5,14 +5,14 @@
 //! the job restarts (injected failure, cancel + resubmit, or TaskManager kill) and at each
 //! restart the TaskManager's memory is sampled: RSS, cgroup usage, and the native part
 //! (RSS minus the JVM's committed heap and non-heap, from Flink's metrics; the heap is
-//! pre-touched so its resident size is its committed size). Once per allocator (jemalloc
-//! preloaded with profiling or without, glibc's malloc as it is or with two arenas). The
-//! scenario (`e2e/scenarios.toml`) sets the pace, the configuration and the expectation.
-//! The profiling run's heap dumps, with the libraries they map, are analysed by the image's
-//! own jeprof inside the rootfs, every allocation site's growth per restart included. The
-//! report directory gets report.json, summary.md, memory.svg, and per allocator the dumps
-//! and the jeprof outputs. The verdict fails unless every run saw the restarts asked for and
-//! the profiling run shows what the scenario expects.
+//! pre-touched so its resident size is its committed size). This runs once per allocator
+//! (jemalloc preloaded with profiling or without, glibc's malloc as it is or with two
+//! arenas). The scenario (`e2e/scenarios.toml`) sets the pace, the configuration and the
+//! expectation. The profiling run's heap dumps, with the libraries they map, are analysed by
+//! the image's own jeprof inside the rootfs, including every allocation site's growth per
+//! restart. The report directory gets report.json, summary.md, memory.svg, and per
+//! allocator the dumps and the jeprof outputs. The verdict fails unless every run saw the
+//! restarts asked for and the profiling run shows what the scenario expects.
 
 pub mod cluster;
 pub(crate) mod context;
@@ -78,7 +78,7 @@ impl Allocators {
         }
     }
 
-    /// The allocators of a `--allocator` list, each once, in the order given.
+    /// Returns the allocators of a `--allocator` list, each once, in the order given.
     pub(crate) fn expand(list: &[Allocators]) -> Vec<Allocator> {
         let mut out = Vec::new();
         for a in list.iter().flat_map(|a| a.members()) {
@@ -147,8 +147,8 @@ pub struct E2eArgs {
 }
 
 impl E2eArgs {
-    /// The request these flags make: the driver chosen (docker when an engine answers,
-    /// else runc), the allocators expanded, the scenario's overrides gathered.
+    /// Returns the request these flags make: it chooses the driver (docker when an engine
+    /// answers, else runc), expands the allocators and gathers the scenario's overrides.
     fn into_request(self) -> Request {
         Request {
             driver: self.driver.unwrap_or_else(Driver::default_here),
@@ -175,7 +175,7 @@ impl E2eArgs {
     }
 }
 
-/// `cargo xtask e2e`: the report printed as JSON; a failed verdict is an error.
+/// `cargo xtask e2e`: prints the report as JSON; a failed verdict is an error.
 pub fn run(args: E2eArgs) -> Result<()> {
     let chosen_here = args.driver.is_none();
     let req = args.into_request();
@@ -200,7 +200,8 @@ fn run_scenario(req: &Request) -> Result<Report> {
     scenarios.get(&req.scenario)?;
     let allocators = req.allocators.clone();
     if allocators.iter().any(|a| a.profiles()) && !crate::rootless::is_root() {
-        // The dumps are read by the image's jeprof chrooted in it: a user namespace.
+        // The image's jeprof reads the dumps chrooted in the image, which needs a user
+        // namespace.
         crate::rootless::require_userns()?;
     }
     let out = report_dir(req)?;
@@ -262,7 +263,7 @@ fn run_scenario(req: &Request) -> Result<Report> {
     Ok(report)
 }
 
-/// `--report`, made and absolute [default: target/flink-jemalloc/e2e-report].
+/// Makes `--report` and returns it absolute [default: target/flink-jemalloc/e2e-report].
 fn report_dir(req: &Request) -> Result<PathBuf> {
     let out = req
         .report
@@ -272,7 +273,7 @@ fn report_dir(req: &Request) -> Result<PathBuf> {
     Ok(std::path::absolute(&out)?)
 }
 
-/// The scenario resolved for the image's Flink, and the job compiled for it (the 2.x job
+/// Resolves the scenario for the image's Flink and compiles the job for it (the 2.x job
 /// with `--release` of the image's Java).
 fn plan_and_job(
     req: &Request,
@@ -297,8 +298,8 @@ fn plan_and_job(
     Ok((plan, jar))
 }
 
-/// One allocator's run: a cluster → the job submitted → restarts, sampled (`restart_loop`)
-/// → the last dumps collected, the cluster torn down → the dumps analysed.
+/// Runs one allocator: starts a cluster, submits the job, restarts it and takes samples
+/// (`restart_loop`), collects the last dumps, tears the cluster down and analyses the dumps.
 fn run_allocator(ctx: &RunContext, allocator: Allocator, spec: &ClusterSpec) -> Result<Run> {
     let out = ctx.out;
     let started = Instant::now();
@@ -321,7 +322,8 @@ fn run_allocator(ctx: &RunContext, allocator: Allocator, spec: &ClusterSpec) -> 
     let mut job = Job::submit(ctx, cluster.as_ref())?;
     let dumps = out.join("dumps").join(name);
     let lp = restart_loop(ctx, allocator, cluster.as_mut(), &mut job, &dumps, started)?;
-    // While the TaskManager runs: its JVM deletes RocksDB's JNI library when it exits.
+    // Collect while the TaskManager runs: its JVM deletes RocksDB's JNI library when it
+    // exits.
     let last_dir = dumps.join(format!("tm-{}", lp.incarnation));
     if allocator.profiles() {
         restarts::collect_dumps(cluster.as_ref(), &last_dir)?;
@@ -357,9 +359,9 @@ fn run_allocator(ctx: &RunContext, allocator: Allocator, spec: &ClusterSpec) -> 
     })
 }
 
-/// The dumps of the TaskManager that lived longest (it has the most to say) read by the
-/// image's jeprof, with every site's growth per restart (the dumps placed by their times
-/// among the restarts'); None, with a note, when they cannot be.
+/// Reads the dumps of the TaskManager that lived longest (it has the most to say) with the
+/// image's jeprof, with every site's growth per restart (the dumps are placed by their times
+/// among the restarts'); returns None, with a note, when they cannot be read.
 fn analyse(
     ctx: &RunContext,
     allocator: Allocator,
@@ -367,7 +369,7 @@ fn analyse(
     last_dir: &Path,
     timeline: &restarts::Timeline,
 ) -> Option<Analysis> {
-    // The directory with the dumps' times, then the most dumps.
+    // Prefer the directory with the dumps' times, then the one with the most dumps.
     let mut best: Option<((bool, usize), PathBuf)> = None;
     for e in std::fs::read_dir(dumps).into_iter().flatten().flatten() {
         let n = heap_profile::dumps_in(&e.path()).map_or(0, |d| d.len());
@@ -415,8 +417,8 @@ fn analyse(
     }
 }
 
-/// The difference's base: the last dump of the TaskManager's JVM written before the job
-/// first opened its state (the first live window's start), when there is one. The first
+/// Returns the difference's base: the last dump of the TaskManager's JVM written before the
+/// job first opened its state (the first live window's start), when there is one. The first
 /// dump comes 2^lg_prof_interval bytes after the JVM started, which on a slow start is
 /// after RocksDB opened: a base holding RocksDB at its peak hides what RocksDB grew by.
 fn base_before_the_job(
@@ -429,7 +431,7 @@ fn base_before_the_job(
     before(&dumps, dump_times, open)
 }
 
-/// The last of `dumps` (in order) written before `t`.
+/// Returns the last of `dumps` (in order) written before `t`.
 fn before(dumps: &[String], dump_times: &BTreeMap<String, f64>, t: f64) -> Option<String> {
     dumps
         .iter()

@@ -95,7 +95,7 @@ pub(crate) fn fetch_source(
     Ok(FetchedSource { url, sha256, dir })
 }
 
-/// The directory holding `configure`: the tree itself or its single top directory.
+/// Returns the directory holding `configure`: the tree itself or its single top directory.
 fn source_root(unpacked: &Path) -> Result<PathBuf> {
     if unpacked.join("configure").is_file() {
         return Ok(unpacked.to_path_buf());

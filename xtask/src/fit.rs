@@ -60,7 +60,7 @@ pub(crate) enum Trend {
 }
 
 impl Trend {
-    /// For people: `grows`, `shrinks`, `no trend shown`.
+    /// Returns the trend for people: `grows`, `shrinks`, `no trend shown`.
     pub(crate) fn words(self) -> &'static str {
         match self {
             Trend::Grows => "grows",
@@ -71,8 +71,8 @@ impl Trend {
 }
 
 impl Fit {
-    /// The same fit with x in units `k` times larger (slope, errors and interval times `k`):
-    /// a slope per millisecond to one per hour.
+    /// Returns the same fit with x in units `k` times larger (slope, errors and interval
+    /// times `k`): a slope per millisecond to one per hour.
     pub(crate) fn scaled(self, k: f64) -> Fit {
         Fit {
             slope: self.slope * k,
@@ -83,8 +83,8 @@ impl Fit {
         }
     }
 
-    /// The slope divided by `scale`, signed, with its standard error when it has one, to
-    /// `decimals` places: `+1.25 ± 0.30`.
+    /// Formats the slope divided by `scale`, signed, with its standard error when it has
+    /// one, to `decimals` places: `+1.25 ± 0.30`.
     pub(crate) fn plus_minus(&self, scale: f64, decimals: usize) -> String {
         let slope = format!("{:+.decimals$}", self.slope / scale);
         match self.stderr {
@@ -93,7 +93,7 @@ impl Fit {
         }
     }
 
-    /// The 95% interval divided by `scale`: `[-0.95, +1.87]`, or `n/a` without one.
+    /// Formats the 95% interval divided by `scale`: `[-0.95, +1.87]`, or `n/a` without one.
     pub(crate) fn interval(&self, scale: f64, decimals: usize) -> String {
         match self.ci95 {
             Some((lo, hi)) => format!("[{:+.decimals$}, {:+.decimals$}]", lo / scale, hi / scale),
@@ -101,7 +101,7 @@ impl Fit {
         }
     }
 
-    /// Whether the slope is above zero, below it, or neither, at 95%.
+    /// Returns whether the slope is above zero, below it, or neither, at 95%.
     pub(crate) fn trend(&self) -> Trend {
         match self.ci95 {
             Some((lo, _)) if lo > 0.0 => Trend::Grows,
@@ -110,14 +110,14 @@ impl Fit {
         }
     }
 
-    /// The lower end of the 95% interval is above zero.
+    /// Returns whether the lower end of the 95% interval is above zero.
     pub(crate) fn grows(&self) -> bool {
         self.trend() == Trend::Grows
     }
 }
 
-/// The least-squares line through `points` (in the order they were taken: the error bars
-/// read that order as time); None for fewer than two points or a constant x.
+/// Returns the least-squares line through `points` (in the order they were taken: the error
+/// bars read that order as time); None for fewer than two points or a constant x.
 pub(crate) fn fit(points: &[(f64, f64)]) -> Option<Fit> {
     if points.len() < 2 {
         return None;
@@ -156,7 +156,8 @@ pub(crate) fn fit(points: &[(f64, f64)]) -> Option<Fit> {
     })
 }
 
-/// ν for `n` points: ⌊0.4·n^(2/3)⌋, at least 2, at most n − 2 (the residuals' dimensions).
+/// Returns ν for `n` points: ⌊0.4·n^(2/3)⌋, at least 2, at most n − 2 (the residuals'
+/// dimensions).
 /// Below 31 points the rule says 1, whose t quantile (12.7) makes intervals six times wider
 /// than the error; 2 keeps the coverage above 89% with a lag-1 correlation of 0.8 from 8
 /// points on (simulated), where 3 falls to 80%.
@@ -167,9 +168,9 @@ fn degrees_of_freedom(n: usize) -> usize {
         .max(1)
 }
 
-/// The residuals' long-run variance at low frequencies and its degrees of freedom: the mean
-/// square of their projections on the first ν cosines `cos(πj(t+½)/n)` that remain after
-/// each is made orthogonal to the constant, to `centred` x and to the cosines before it.
+/// Returns the residuals' long-run variance at low frequencies and its degrees of freedom:
+/// the mean square of their projections on the first ν cosines `cos(πj(t+½)/n)` that remain
+/// after each is made orthogonal to the constant, to `centred` x and to the cosines before it.
 fn ewc_variance(residuals: &[f64], centred: &[f64]) -> (f64, usize) {
     let n = residuals.len();
     let nu = degrees_of_freedom(n);
@@ -207,8 +208,8 @@ fn ewc_variance(residuals: &[f64], centred: &[f64]) -> (f64, usize) {
     (var, cosines.len())
 }
 
-/// Student's t distribution's 0.975 quantile for `nu` degrees of freedom: the table to 30,
-/// then the Cornish–Fisher expansion (within 0.001 of the exact value from 30 on).
+/// Returns Student's t distribution's 0.975 quantile for `nu` degrees of freedom: the table
+/// to 30, then the Cornish–Fisher expansion (within 0.001 of the exact value from 30 on).
 pub fn t975(nu: usize) -> f64 {
     const TABLE: [f64; 30] = [
         12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
@@ -308,9 +309,9 @@ mod tests {
         }
     }
 
-    /// The share of `draws` series y = 3·x + AR(1) noise (lag-1 correlation `rho`, x the
-    /// times `xs`) whose 95% interval holds the true slope 3, and the share whose ordinary
-    /// ±1.96·stderr_iid interval does.
+    /// Returns the share of `draws` series y = 3·x + AR(1) noise (lag-1 correlation `rho`, x
+    /// the times `xs`) whose 95% interval holds the true slope 3, and the share whose
+    /// ordinary ±1.96·stderr_iid interval does.
     fn coverage(xs: &[f64], rho: f64, draws: usize, seed: u64) -> (f64, f64) {
         let mut g = Normal(seed);
         let (mut robust, mut iid) = (0, 0);

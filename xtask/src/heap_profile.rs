@@ -29,9 +29,9 @@ pub(crate) struct Collected {
 /// A container whose files can be listed and copied out: a pod's container (through
 /// kubectl, `kubectl::PodContainer`) or a Docker container (`docker::Container`).
 pub(crate) trait ContainerFiles {
-    /// How messages name it: `pod flink/taskmanager-…`, `container flink-jemalloc-…`.
+    /// Returns how messages name it: `pod flink/taskmanager-…`, `container flink-jemalloc-…`.
     fn describe(&self) -> String;
-    /// The names in directory `dir` of the container (one level, no `.` entries).
+    /// Returns the names in directory `dir` of the container (one level, no `.` entries).
     fn list(&self, dir: &str) -> Result<Vec<String>>;
     /// Copies the file `src` of the container to `dest` (its parent exists).
     fn copy_file(&self, src: &str, dest: &Path) -> Result<()>;
@@ -114,15 +114,16 @@ pub(crate) fn check_dumps(dir: &Path) -> Result<Vec<String>> {
     Ok(dumps)
 }
 
-/// Whether `dump` is a whole jemalloc heap dump: it begins with `heap_v2/` and ends with its
-/// `MAPPED_LIBRARIES:` section (written last) and a newline.
+/// Returns whether `dump` is a whole jemalloc heap dump: it begins with `heap_v2/` and ends
+/// with its `MAPPED_LIBRARIES:` section (written last) and a newline.
 pub(crate) fn is_complete(dump: &[u8]) -> bool {
     dump.starts_with(b"heap_v2/")
         && dump.windows(18).any(|w| w == b"\nMAPPED_LIBRARIES:")
         && dump.ends_with(b"\n")
 }
 
-/// The dumps in `dir` with their modification times (seconds since the epoch), in order.
+/// Returns the dumps in `dir` with their modification times (seconds since the epoch), in
+/// order.
 pub(crate) fn dump_times_in(dir: &Path) -> Result<Vec<(String, f64)>> {
     let mut out = Vec::new();
     for name in dumps_in(dir)? {
@@ -139,7 +140,7 @@ pub(crate) fn dump_times_in(dir: &Path) -> Result<Vec<(String, f64)>> {
     Ok(out)
 }
 
-/// The dumps in `dir`, in order.
+/// Returns the dumps in `dir`, in order.
 pub fn dumps_in(dir: &Path) -> Result<Vec<String>> {
     let names: Vec<String> = std::fs::read_dir(dir)
         .with_context(|| format!("reading dump directory {}", dir.display()))?
@@ -149,12 +150,12 @@ pub fn dumps_in(dir: &Path) -> Result<Vec<String>> {
     Ok(heap_files(&names.join("\n")))
 }
 
-/// The TaskManager container's command: `sh -c SCRIPT sh ENTRYPOINT… taskmanager`. Every
-/// start of the container gets its own dump directory, `<dumps>/start-<UTC time>`, and
-/// jemalloc's `prof_prefix` pointing into it (appended to `MALLOC_CONF`; jemalloc takes the
-/// last value of an option). An OOM-killed container is restarted in place with the same
-/// emptyDir and its new JVM is PID 1 again: with one directory for all, its
-/// `jeprof.out.1.<seq>` dumps would overwrite the dead JVM's.
+/// Returns the TaskManager container's command: `sh -c SCRIPT sh ENTRYPOINT… taskmanager`. Every
+/// start of the container gets its own dump directory, `<dumps>/start-<UTC time>`, and jemalloc's
+/// `prof_prefix` pointing into it (appended to `MALLOC_CONF`; jemalloc takes the last value of an
+/// option). An OOM-killed container is restarted in place with the same emptyDir and its new JVM is
+/// PID 1 again: with one directory for all, its `jeprof.out.1.<seq>` dumps would overwrite the dead
+/// JVM's.
 pub fn start_script(dumps: &str) -> String {
     format!(
         "d=\"{dumps}/start-$(date -u +%Y%m%dT%H%M%S)\"; mkdir -p \"$d\" || exit 1; \
@@ -163,7 +164,7 @@ pub fn start_script(dumps: &str) -> String {
     )
 }
 
-/// Where [`start_script`] puts the dumps of the container starts, in the order they
+/// Returns where [`start_script`] puts the dumps of the container starts, in the order they
 /// started, from an `ls -1` of the dump volume.
 pub(crate) fn start_dirs(ls: &[String]) -> Vec<String> {
     let mut dirs: Vec<String> = ls
@@ -175,8 +176,8 @@ pub(crate) fn start_dirs(ls: &[String]) -> Vec<String> {
     dirs
 }
 
-/// The dump directories of a collection (`OUT/<tm>/<start>` or `OUT/<tm>`), by name, with
-/// their dumps.
+/// Returns the dump directories of a collection (`OUT/<tm>/<start>` or `OUT/<tm>`), by
+/// name, with their dumps.
 pub(crate) fn dump_directories(
     out: &Path,
 ) -> Result<std::collections::BTreeMap<std::path::PathBuf, usize>> {
@@ -199,10 +200,10 @@ pub(crate) fn dump_directories(
     Ok(found)
 }
 
-/// The files a jemalloc heap profile maps: its `MAPPED_LIBRARIES:` section is the process's
-/// `/proc/self/maps`; each line's sixth field onwards is the path. Absolute paths only
-/// (`[heap]`, `[stack]`, anonymous maps are not files), a ` (deleted)` suffix removed, each
-/// path once, in the order of first appearance.
+/// Returns the files a jemalloc heap profile maps: its `MAPPED_LIBRARIES:` section is the process's
+/// `/proc/self/maps`; each line's sixth field onwards is the path. It keeps absolute paths only
+/// (`[heap]`, `[stack]`, anonymous maps are not files), removes a ` (deleted)` suffix, and lists
+/// each path once, in the order of first appearance.
 pub(crate) fn mapped_libraries(dump: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let Some(start) = dump.find("MAPPED_LIBRARIES:") else {
@@ -220,7 +221,7 @@ pub(crate) fn mapped_libraries(dump: &str) -> Vec<String> {
     out
 }
 
-/// The path field of a `/proc/<pid>/maps` line (it may contain spaces), if any.
+/// Returns the path field of a `/proc/<pid>/maps` line (it may contain spaces), if any.
 fn maps_path(line: &str) -> Option<&str> {
     let mut rest = line.trim_start();
     for _ in 0..5 {
@@ -231,20 +232,21 @@ fn maps_path(line: &str) -> Option<&str> {
     (!path.is_empty()).then_some(path)
 }
 
-/// Whether a mapped path names a shared library (`*.so`, `*.so.N`).
+/// Returns whether a mapped path names a shared library (`*.so`, `*.so.N`).
 fn is_library(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or("");
     name.ends_with(".so") || name.contains(".so.")
 }
 
-/// Whether a mapped file under `/tmp` is data, not code (the JVM's `hsperfdata` counters):
-/// no frame can be in it, so its absence names nothing.
+/// Returns whether a mapped file under `/tmp` is data, not code (the JVM's `hsperfdata`
+/// counters): no frame can be in it, so its absence names nothing.
 pub(crate) fn is_tmp_data(path: &str) -> bool {
     path.starts_with("/tmp/") && !is_library(path)
 }
 
-/// The mapped files to copy: the shared libraries under `/tmp` (everything else is part of
-/// the image; the JVM's `/tmp/hsperfdata_*` counters are mapped too, and are no library).
+/// Returns the mapped files to copy: the shared libraries under `/tmp` (everything else is
+/// part of the image; the JVM's `/tmp/hsperfdata_*` counters are mapped too, and are no
+/// library).
 pub(crate) fn libraries_to_copy(mapped: &[String]) -> Vec<String> {
     mapped
         .iter()
@@ -253,8 +255,8 @@ pub(crate) fn libraries_to_copy(mapped: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The `*.heap` names in `ls -1` output, in dump order: numbers compared as numbers, so
-/// `jeprof.out.7.10.i10.heap` comes after `jeprof.out.7.9.i9.heap`.
+/// Returns the `*.heap` names in `ls -1` output, in dump order: numbers are compared as
+/// numbers, so `jeprof.out.7.10.i10.heap` comes after `jeprof.out.7.9.i9.heap`.
 fn heap_files(ls: &str) -> Vec<String> {
     let mut names: Vec<String> = ls
         .lines()
@@ -266,7 +268,7 @@ fn heap_files(ls: &str) -> Vec<String> {
     names
 }
 
-/// The process id and sequence number in a dump's name
+/// Returns the process id and sequence number in a dump's name
 /// (`<prefix>.<pid>.<seq>.<kind>.heap`), as written.
 fn pid_and_seq(name: &str) -> Option<(&str, &str)> {
     let parts: Vec<&str> = name.strip_suffix(".heap")?.rsplit('.').collect();
@@ -278,19 +280,20 @@ fn pid_and_seq(name: &str) -> Option<(&str, &str)> {
     }
 }
 
-/// The process id in a dump's name.
+/// Returns the process id in a dump's name.
 pub(crate) fn dump_pid(name: &str) -> Option<u64> {
     pid_and_seq(name)?.0.parse().ok()
 }
 
-/// jemalloc's sequence number of a dump: its place among all the dumps its process wrote.
+/// Returns jemalloc's sequence number of a dump: its place among all the dumps its process
+/// wrote.
 pub(crate) fn dump_seq(name: &str) -> Option<u64> {
     pid_and_seq(name)?.1.parse().ok()
 }
 
-/// The dumps of the process that wrote the most (a directory may also hold a dump of a
-/// short-lived helper JVM, such as the one Flink's scripts run to size the TaskManager's
-/// memory), in order, and the others left out.
+/// Returns the dumps of the process that wrote the most (a directory may also hold a dump of
+/// a short-lived helper JVM, such as the one Flink's scripts run to size the TaskManager's
+/// memory), in order, and the others, which are left out.
 pub(crate) fn main_process(dumps: &[String]) -> (Vec<String>, Vec<String>) {
     let mut count: std::collections::BTreeMap<Option<u64>, usize> = Default::default();
     for d in dumps {

@@ -39,7 +39,7 @@ pub struct ImageArgs {
     /// Print the table of image specs (Markdown) and exit.
     #[arg(long)]
     pub list: bool,
-    /// With --list: the specs as JSON, for pipelines.
+    /// With --list: print the specs as JSON, for pipelines.
     #[arg(long, requires = "list")]
     pub json: bool,
     /// Directory of the `flink-*.toml` specs (and their `.lock` files) [default: images/].
@@ -63,7 +63,7 @@ pub struct ImageArgs {
     /// container env per TaskManager).
     #[arg(long)]
     pub preload: bool,
-    /// MALLOC_CONF baked in with --preload.
+    /// The MALLOC_CONF that --preload bakes in.
     #[arg(long, default_value = DEFAULT_MALLOC_CONF)]
     pub malloc_conf: String,
     /// A label of the image config and annotation of its manifest, KEY=VALUE (repeatable),
@@ -117,7 +117,8 @@ pub struct ImageArgs {
 }
 
 impl ImageArgs {
-    /// The request these flags make (`--flink` given: `--list` is answered before).
+    /// Returns the request these flags make (`--flink` must be given: `--list` is answered
+    /// before this).
     fn into_request(self) -> Result<Request> {
         Ok(Request {
             flink: self.flink.context("--flink is required")?,
@@ -174,7 +175,7 @@ pub fn run(args: ImageArgs) -> Result<()> {
         return Ok(());
     }
     if let Some(target) = &args.load {
-        // Before any work: what the load needs.
+        // Before any work, check what the load needs.
         target.require()?;
     }
     let req = args.into_request()?;
@@ -187,7 +188,7 @@ pub fn run(args: ImageArgs) -> Result<()> {
     Ok(())
 }
 
-/// The Markdown table of the specs in `dir` (`--list`).
+/// Returns the Markdown table of the specs in `dir` (`--list`).
 fn list_table(dir: &Path) -> Result<String> {
     let mut out = String::from(
         "| `--flink` | Flink | base image | distribution | Java | profiled image tag |\n|---|---|---|---|---|---|\n",
@@ -207,11 +208,12 @@ fn list_table(dir: &Path) -> Result<String> {
     Ok(out)
 }
 
-/// `image` (and `lock`): spec and lock → pull the base → inspect it → build jemalloc →
+/// Runs `image` (and `lock`): spec and lock → pull the base → inspect it → build jemalloc →
 /// tools layer → assemble → write outputs → lock.
 pub fn make(req: &Request) -> Result<Built> {
     if !req.lock_only && !crate::rootless::is_root() {
-        // Before any work: the in-image steps (ldconfig, `dot -c`) need a user namespace.
+        // Before any work, check for a user namespace: the in-image steps (ldconfig,
+        // `dot -c`) need one.
         crate::rootless::require_userns()?;
     }
     let requests_before = crate::download::requests();
@@ -257,7 +259,7 @@ pub fn make(req: &Request) -> Result<Built> {
     })
 }
 
-/// `--label KEY=VALUE`: a key that is not empty and has no space, and its value.
+/// Parses `--label KEY=VALUE` into a key that is not empty and has no space, and its value.
 pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {

@@ -37,7 +37,7 @@ pub fn run(args: JobArgs) -> Result<()> {
 /// docker-archive) into `out/rocksdb-restart-job.jar`.
 pub(crate) fn compile(image: &Path, out: &Path) -> Result<PathBuf> {
     crate::oci::check_image(image)?;
-    // The work (the unpacked image) beside `out`, which is made only for the jar.
+    // The work (the unpacked image) goes beside `out`, which is made only for the jar.
     let (work, _work_teardown) = crate::project::work_dir_beside(out, ".job-")?;
     let layout = crate::oci::open_image(image, work.path())?;
     let bundle = Bundle::unpack(&layout, &work.path().join("bundle"))?;

@@ -13,7 +13,8 @@ pub(crate) const KUBECTL_INSTALL: &str =
     "install kubectl: https://kubernetes.io/docs/tasks/tools/ \
      (a release binary, or the `kubectl` package from pkgs.k8s.io's apt repository)";
 
-/// Whether `tool` is an executable file in one of `path`'s directories (a `$PATH` value).
+/// Returns whether `tool` is an executable file in one of `path`'s directories (a `$PATH`
+/// value).
 pub fn on_path(tool: &str, path: &OsStr) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::env::split_paths(path).any(|dir| {
@@ -23,8 +24,9 @@ pub fn on_path(tool: &str, path: &OsStr) -> bool {
     })
 }
 
-/// The useful part of kubectl's stderr: klog lines (`E1127 02:54:03.19 … memcache.go:265]`)
-/// dropped when anything else is left; at most the last five lines.
+/// Returns the useful part of kubectl's stderr: klog lines
+/// (`E1127 02:54:03.19 … memcache.go:265]`) are dropped when anything else is left; at most
+/// the last five lines.
 pub(crate) fn error_text(stderr: &str) -> String {
     let is_klog = |l: &str| {
         let b = l.as_bytes();
@@ -48,7 +50,7 @@ pub(crate) struct Kubectl {
 }
 
 impl Kubectl {
-    /// In the kubeconfig's current context.
+    /// Returns kubectl in the kubeconfig's current context.
     pub(crate) fn new(namespace: &str) -> Kubectl {
         Kubectl {
             namespace: namespace.to_string(),
@@ -57,7 +59,7 @@ impl Kubectl {
         }
     }
 
-    /// In `context` (kind names its clusters' contexts `kind-<name>`).
+    /// Returns kubectl in `context` (kind names its clusters' contexts `kind-<name>`).
     pub(crate) fn with_context(namespace: &str, context: &str) -> Kubectl {
         Kubectl {
             context: Some(context.to_string()),
@@ -65,7 +67,7 @@ impl Kubectl {
         }
     }
 
-    /// With the kubeconfig file `kubeconfig` (its current context).
+    /// Returns kubectl with the kubeconfig file `kubeconfig` (its current context).
     pub(crate) fn with_kubeconfig(namespace: &str, kubeconfig: &Path) -> Kubectl {
         Kubectl {
             kubeconfig: Some(kubeconfig.to_path_buf()),
@@ -73,7 +75,8 @@ impl Kubectl {
         }
     }
 
-    /// The global flags every call gets: `--kubeconfig F`, `--context C`, `--namespace N`.
+    /// Returns the global flags every call gets: `--kubeconfig F`, `--context C`,
+    /// `--namespace N`.
     pub(crate) fn global_args(&self) -> Vec<String> {
         let mut a = Vec::new();
         if let Some(k) = &self.kubeconfig {
@@ -117,7 +120,7 @@ impl Kubectl {
         Ok(out.stdout)
     }
 
-    /// Runs `kubectl --namespace N ARGS…`; its stdout.
+    /// Runs `kubectl --namespace N ARGS…` and returns its stdout.
     pub(crate) fn run(&self, args: &[&str]) -> Result<String> {
         Ok(String::from_utf8_lossy(&self.exec(args, None)?).into_owned())
     }
@@ -127,7 +130,7 @@ impl Kubectl {
         Ok(String::from_utf8_lossy(&self.exec(args, Some(input))?).into_owned())
     }
 
-    /// `kubectl exec POD [-c C] -- ARGV…`; its stdout.
+    /// Runs `kubectl exec POD [-c C] -- ARGV…` and returns its stdout.
     pub(crate) fn exec_in(
         &self,
         pod: &str,
@@ -143,7 +146,7 @@ impl Kubectl {
         self.run(&args)
     }
 
-    /// `kubectl cp NS/POD:SRC DEST [-c C]`, then checks that `dest` arrived (kubectl cp
+    /// Runs `kubectl cp NS/POD:SRC DEST [-c C]`, then checks that `dest` arrived (kubectl cp
     /// can exit 0 having copied nothing).
     fn cp_from(&self, pod: &str, container: Option<&str>, src: &str, dest: &Path) -> Result<()> {
         if let Some(parent) = dest.parent() {
@@ -167,7 +170,7 @@ impl Kubectl {
 pub(crate) struct PodContainer<'a> {
     pub kubectl: &'a Kubectl,
     pub pod: &'a str,
-    /// None: kubectl's choice, the pod's first container.
+    /// None means kubectl's choice, the pod's first container.
     pub container: Option<&'a str>,
 }
 

@@ -31,9 +31,9 @@ enum Command {
     /// Run the RocksDB restart scenario on a profiled image and report the native-memory
     /// growth with jeprof's view of it.
     E2e(e2e::E2eArgs),
-    /// What makes your Flink deployment's TaskManagers run on a profiled image with
-    /// profiling on: a FlinkDeployment patch, a native Kubernetes pod template, a standalone
-    /// Deployment patch or a Docker Compose override; printed, or written with --out.
+    /// Print what makes your Flink deployment's TaskManagers run on a profiled image with
+    /// profiling on (a FlinkDeployment patch, a native Kubernetes pod template, a standalone
+    /// Deployment patch or a Docker Compose override), or write it with --out.
     Deploy(deploy::DeployArgs),
     /// Compile the e2e scenarios' RocksDB job (a failure every --fail-every-ms) for a
     /// profiled image's Flink, to try deploy, collect and analyze on a cluster of your own;

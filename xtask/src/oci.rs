@@ -35,8 +35,8 @@ fn not_an_image(path: &Path) -> anyhow::Error {
     )
 }
 
-/// A quick look, before any work, at whether `path` can be an image [`open_image`] opens:
-/// a directory with `index.json`, or a tarball holding `index.json` or `manifest.json`.
+/// Takes a quick look, before any work, at whether `path` can be an image [`open_image`]
+/// opens: a directory with `index.json`, or a tarball holding `index.json` or `manifest.json`.
 pub(crate) fn check_image(path: &Path) -> Result<()> {
     if path.is_dir() {
         return match path.join("index.json").is_file() {

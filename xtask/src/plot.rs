@@ -1,7 +1,7 @@
 //! A small SVG line chart: TaskManager memory against restart number, one line per series.
-//! Written by hand rather than with a plotting crate: plotters' text layout needs a font
-//! stack (font-kit or a TTF) that CI machines may not have, and this chart needs only axes,
-//! polylines and labels, byte-stable for the same data.
+//! It is written by hand rather than with a plotting crate: plotters' text layout needs a
+//! font stack (font-kit or a TTF) that CI machines may not have, and this chart needs only
+//! axes, polylines and labels, byte-stable for the same data.
 
 use std::fmt::Write;
 
@@ -14,7 +14,8 @@ pub(crate) struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// "Nice" tick step for a range: 1, 2 or 5 times a power of ten, about `n` ticks.
+/// Returns a "nice" tick step for a range: 1, 2 or 5 times a power of ten, for about `n`
+/// ticks.
 fn tick_step(range: f64, n: f64) -> f64 {
     if range <= 0.0 || !range.is_finite() {
         return 1.0;
@@ -40,7 +41,7 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The chart as an SVG document.
+/// Returns the chart as an SVG document.
 pub(crate) fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
     // Text is measured by an average glyph width (sans-serif at 12 px is about 6.6 px a
     // character, at 15 px about 8.3): the legend's column and the title fit their text.

@@ -8,7 +8,8 @@ fn interactive() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("CI").is_none()
 }
 
-/// A byte-count bar for a download of `len` bytes (unknown: a spinner). Hidden off-terminal.
+/// Returns a byte-count bar for a download of `len` bytes (a spinner when it is unknown),
+/// hidden off-terminal.
 pub(crate) fn bytes(len: Option<u64>, what: &str) -> ProgressBar {
     if !interactive() {
         return ProgressBar::hidden();
@@ -75,12 +76,12 @@ impl Drop for Step {
     }
 }
 
-/// A plain informational line.
+/// Prints a plain informational line.
 pub fn note(msg: impl AsRef<str>) {
     eprintln!("    {}", msg.as_ref());
 }
 
-/// The command-line name of a value (`runc`, `cancel-resubmit`).
+/// Returns the command-line name of a value (`runc`, `cancel-resubmit`).
 pub(crate) fn flag<T: clap::ValueEnum>(v: &T) -> String {
     v.to_possible_value()
         .map(|p| p.get_name().to_string())

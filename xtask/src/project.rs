@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// The repository root (`images/`, `patches/`, `ci/`, `e2e/`): `$FLINK_JEMALLOC_ROOT` when
-/// set (a checkout elsewhere, or a copy another user can read), else the xtask crate's
-/// manifest directory's parent (as rust-analyzer does).
+/// Returns the repository root (`images/`, `patches/`, `ci/`, `e2e/`): `$FLINK_JEMALLOC_ROOT` when
+/// set (a checkout elsewhere, or a copy another user can read), else the xtask crate's manifest
+/// directory's parent (as rust-analyzer does).
 pub fn root() -> PathBuf {
     if let Some(dir) = std::env::var_os("FLINK_JEMALLOC_ROOT").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
@@ -15,7 +15,7 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Default cache and work area: `target/flink-jemalloc` under the root, or
+/// Returns the default cache and work area: `target/flink-jemalloc` under the root, or
 /// `$FLINK_JEMALLOC_CACHE` when set.
 pub(crate) fn default_cache_dir() -> PathBuf {
     match std::env::var_os("FLINK_JEMALLOC_CACHE") {
@@ -35,12 +35,12 @@ impl Cache {
         Cache { dir: dir.into() }
     }
 
-    /// Content-addressed blobs: `blobs/sha256/<hex>`.
+    /// Returns the path of a content-addressed blob: `blobs/sha256/<hex>`.
     pub fn blob(&self, sha256_hex: &str) -> PathBuf {
         self.dir.join("blobs").join("sha256").join(sha256_hex)
     }
 
-    /// Unpacked sources, keyed by the tarball digest.
+    /// Returns the directory of unpacked sources, keyed by the tarball digest.
     pub(crate) fn source_dir(&self, sha256_hex: &str) -> PathBuf {
         self.dir.join("src").join(&sha256_hex[..16])
     }
@@ -131,9 +131,9 @@ impl Drop for EntryLock {
     }
 }
 
-/// A work directory (`<prefix>XXXXXX`) beside `out`, in its parent (made if missing; `.`
-/// for a bare name), so that what is made there can be renamed into `out` whole. Removed
-/// when dropped, and when the process is interrupted while the guard lives.
+/// Makes a work directory (`<prefix>XXXXXX`) beside `out`, in its parent (made if missing;
+/// `.` for a bare name), so that what is made there can be renamed into `out` whole. It is
+/// removed when dropped, and when the process is interrupted while the guard lives.
 pub(crate) fn work_dir_beside(
     out: &Path,
     prefix: &str,

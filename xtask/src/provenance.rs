@@ -35,7 +35,7 @@ pub(crate) struct Machine {
 }
 
 impl Provenance {
-    /// The checkout at `root` and this machine, with `engine` as given.
+    /// Returns the checkout at `root` and this machine, with `engine` as given.
     pub(crate) fn here(root: &Path, engine: Option<String>) -> Provenance {
         let sh = Shell::new().ok();
         let git = |args: &[&str]| -> Option<String> {
@@ -70,8 +70,8 @@ impl Provenance {
         }
     }
 
-    /// One line for people: `commit 1a2b3c4d (uncommitted changes), 2 CPUs, 23 GiB, cgroup
-    /// v1, kernel 6.1.0, docker 20.10.24`.
+    /// Formats one line for people: `commit 1a2b3c4d (uncommitted changes), 2 CPUs, 23 GiB,
+    /// cgroup v1, kernel 6.1.0, docker 20.10.24`.
     pub(crate) fn line(&self) -> String {
         let mut parts = vec![match (&self.commit, self.dirty) {
             (Some(c), Some(true)) => format!("commit {} with uncommitted changes", short(c)),
@@ -96,7 +96,7 @@ impl Provenance {
     }
 }
 
-/// The number of CPUs in a kernel CPU list (`0-3,8,10-11` → 7), as in
+/// Returns the number of CPUs in a kernel CPU list (`0-3,8,10-11` → 7), as in
 /// `/sys/devices/system/cpu/online`; None for anything else.
 pub(crate) fn cpu_count(list: &str) -> Option<u32> {
     let list = list.trim();
@@ -110,7 +110,7 @@ pub(crate) fn cpu_count(list: &str) -> Option<u32> {
     })
 }
 
-/// The CPUs online on this machine: what a container here sees too (the file is not
+/// Returns the CPUs online on this machine: what a container here sees too (the file is not
 /// namespaced).
 pub(crate) fn host_cpus_online() -> Option<u32> {
     cpu_count(&std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?)
@@ -120,7 +120,7 @@ fn short(commit: &str) -> &str {
     &commit[..commit.len().min(10)]
 }
 
-/// `MemTotal:  24634824 kB` of `/proc/meminfo` in MiB.
+/// Returns `MemTotal:  24634824 kB` of `/proc/meminfo` in MiB.
 fn mem_total_mib(meminfo: &str) -> Option<u64> {
     let kb: u64 = meminfo
         .lines()

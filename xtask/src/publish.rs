@@ -102,7 +102,7 @@ pub struct Config {
     pub repository: Option<String>,
     /// The spec the end-to-end test runs on.
     pub headline: Option<String>,
-    /// Specs to publish; empty or missing: all.
+    /// Specs to publish; empty or missing means all.
     #[serde(default)]
     pub specs: Vec<String>,
 }
@@ -228,7 +228,7 @@ pub fn run(args: PublishArgs) -> Result<()> {
     Ok(())
 }
 
-/// The image request of spec `spec`: publish's shared flags, written to `output`.
+/// Returns the image request of spec `spec`: publish's shared flags, written to `output`.
 fn image_request(args: &PublishArgs, spec: &str, output: &Path) -> image::Request {
     image::Request {
         specs: args.specs.clone(),
@@ -312,7 +312,7 @@ pub(crate) fn all(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Pub
     Ok(published)
 }
 
-/// Each carried patch's name and sha256.
+/// Returns each carried patch's name and sha256.
 fn patch_infos(jspec: &JemallocSpec, root: &Path) -> Result<Vec<PatchInfo>> {
     jspec
         .patch_files(root)?
@@ -337,8 +337,8 @@ struct PushedImage {
     tag: String,
 }
 
-/// The built image pushed by digest (the blobs the registry lacks, then the manifest),
-/// then tagged.
+/// Pushes the built image by digest (the blobs the registry lacks, then the manifest), then
+/// tags it.
 fn push_image(
     client: &RegistryClient,
     target: &Reference,
@@ -373,8 +373,8 @@ fn push_image(
     })
 }
 
-/// The SBOM, from the lock the image was built from, pushed beside the image as an
-/// artifact whose subject it is, and tagged `sha256-<hex>.sbom`; returns (digest, tag).
+/// Makes the SBOM from the lock the image was built from, pushes it beside the image as an
+/// artifact whose subject it is, and tags it `sha256-<hex>.sbom`; returns (digest, tag).
 fn push_sbom(
     args: &PublishArgs,
     client: &RegistryClient,
@@ -417,13 +417,13 @@ fn push_sbom(
     Ok((sbom_digest, sbom_tag))
 }
 
-/// The cosign-style tag of an image's SBOM: `sha256-<hex>.sbom`.
+/// Returns the cosign-style tag of an image's SBOM: `sha256-<hex>.sbom`.
 pub(crate) fn sbom_tag(image_digest: &str) -> Result<String> {
     let hex = Sha256Hex::parse(image_digest)?;
     Ok(format!("sha256-{hex}.sbom"))
 }
 
-/// The SBOM as an OCI artifact: an image manifest with `artifactType`
+/// Wraps the SBOM as an OCI artifact: an image manifest with `artifactType`
 /// `application/spdx+json`, the empty config `{}`, one layer (the SPDX JSON) and `subject`
 /// = the image. Returns the manifest and the blobs it needs (config, layer).
 fn sbom_artifact(sbom: Vec<u8>, subject: &Value) -> (Blob, Vec<Blob>) {
@@ -445,7 +445,7 @@ fn sbom_artifact(sbom: Vec<u8>, subject: &Value) -> (Blob, Vec<Blob>) {
     )
 }
 
-/// The publish report: canonical JSON, images in publishing order.
+/// Writes the publish report: canonical JSON, images in publishing order.
 pub(crate) fn write_report(path: &Path, plan: &Plan, published: &[Published]) -> Result<()> {
     let v = json!({
         "registry": plan.registry,

@@ -96,7 +96,7 @@ impl std::fmt::Display for Reference {
 }
 
 impl Reference {
-    /// The digest if pinned, else the tag.
+    /// Returns the digest if pinned, else the tag.
     pub(crate) fn reference(&self) -> &str {
         self.digest
             .as_deref()
@@ -111,7 +111,7 @@ impl Reference {
         }
     }
 
-    /// The API host: Docker Hub's registry lives at `registry-1.docker.io`.
+    /// Returns the API host: Docker Hub's registry lives at `registry-1.docker.io`.
     fn api_host(&self) -> &str {
         if self.registry == "docker.io" {
             "registry-1.docker.io"
@@ -308,9 +308,9 @@ impl RegistryClient {
         Ok(resp)
     }
 
-    /// The `Authorization` value that answers `challenge` for `r`: basic with the host's
-    /// own credentials, or a bearer token from the realm the challenge names (asked with
-    /// the host's credentials, or anonymously).
+    /// Returns the `Authorization` value that answers `challenge` for `r`: basic with the
+    /// host's own credentials, or a bearer token from the realm the challenge names (asked
+    /// with the host's credentials, or anonymously).
     fn answer(&self, r: &Reference, challenge: &Challenge, scope: String) -> Result<String> {
         let credentials = self.auths.for_registry(&r.registry);
         Ok(match challenge {

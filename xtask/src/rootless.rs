@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use xshell::{cmd, Shell};
 
-/// The effective uid of this process, from `/proc/self/status`.
+/// Returns the effective uid of this process, from `/proc/self/status`.
 fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
@@ -51,8 +51,8 @@ const USERNS_SYSCTLS: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
-/// What to do when `unshare --map-root-user` failed with `stderr`; `read` gives a sysctl's
-/// value by its file under /proc/sys (None when the kernel has no such file).
+/// Returns what to do when `unshare --map-root-user` failed with `stderr`; `read` gives a
+/// sysctl's value by its file under /proc/sys (None when the kernel has no such file).
 fn userns_advice(stderr: &str, read: impl Fn(&str) -> Option<String>) -> String {
     let culprit = USERNS_SYSCTLS
         .iter()
@@ -72,7 +72,8 @@ fn userns_advice(stderr: &str, read: impl Fn(&str) -> Option<String>) -> String 
     )
 }
 
-/// Ok when this process may make a user namespace in which it is root (checked once).
+/// Returns Ok when this process may make a user namespace in which it is root (checked
+/// once).
 pub(crate) fn require_userns() -> Result<()> {
     static CHECKED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     CHECKED
@@ -94,8 +95,8 @@ pub(crate) fn require_userns() -> Result<()> {
         .map_err(anyhow::Error::msg)
 }
 
-/// The command line that runs `argv` chrooted in `rootfs`: `chroot ROOTFS …` as root,
-/// `unshare --map-root-user chroot ROOTFS …` otherwise (after [`require_userns`]).
+/// Returns the command line that runs `argv` chrooted in `rootfs`: `chroot ROOTFS …` as
+/// root, `unshare --map-root-user chroot ROOTFS …` otherwise (after [`require_userns`]).
 fn chroot_argv(rootfs: &Path, argv: &[&str]) -> Result<Vec<OsString>> {
     let mut a: Vec<OsString> = Vec::new();
     if !is_root() {
@@ -108,8 +109,8 @@ fn chroot_argv(rootfs: &Path, argv: &[&str]) -> Result<Vec<OsString>> {
     Ok(a)
 }
 
-/// Runs `argv` chrooted in `rootfs` (see [`chroot_argv`]); its stdout. `what` names the
-/// step in errors.
+/// Runs `argv` chrooted in `rootfs` (see [`chroot_argv`]) and returns its stdout. `what`
+/// names the step in errors.
 pub(crate) fn run_in(rootfs: &Path, argv: &[&str], what: &str) -> Result<String> {
     let a = chroot_argv(rootfs, argv)?;
     let (program, rest) = a.split_first().expect("a program");
@@ -121,7 +122,7 @@ pub(crate) fn run_in(rootfs: &Path, argv: &[&str], what: &str) -> Result<String>
         .with_context(|| format!("{what} in {}", rootfs.display()))
 }
 
-/// `umoci unpack` of `image` (`layout:tag`) into `dest`, `--rootless` unless root.
+/// Runs `umoci unpack` of `image` (`layout:tag`) into `dest`, `--rootless` unless root.
 pub(crate) fn umoci_unpack(image: &str, dest: &Path) -> Result<()> {
     let sh = Shell::new()?;
     let rootless: &[&str] = if is_root() { &[] } else { &["--rootless"] };

@@ -27,7 +27,7 @@ impl JemallocSpec {
         Ok(spec)
     }
 
-    /// The patch files, in the order they are applied (file name order).
+    /// Returns the patch files, in the order they are applied (file name order).
     pub(crate) fn patch_files(&self, root: &Path) -> Result<Vec<PathBuf>> {
         let dir = root.join(&self.patches);
         let mut files = Vec::new();
@@ -89,8 +89,8 @@ fn debian() -> String {
 }
 
 impl SuiteSpec {
-    /// The suite's archive keyrings as one keyring file in `dir` (named by their digest);
-    /// an error names the package to install when one is missing.
+    /// Returns the suite's archive keyrings as one keyring file in `dir` (named by their
+    /// digest); an error names the package to install when one is missing.
     pub(crate) fn archive_keyring(&self, suite: &str, dir: &Path) -> Result<std::path::PathBuf> {
         if self.keyrings.is_empty() {
             anyhow::bail!("images/debian.toml names no archive keyring for {suite}");
@@ -163,7 +163,7 @@ pub(crate) struct FlinkSpec {
 }
 
 impl FlinkSpec {
-    /// The default spec directory: `images/`.
+    /// Returns the default spec directory: `images/`.
     pub(crate) fn default_dir(root: &Path) -> PathBuf {
         root.join("images")
     }
@@ -172,7 +172,7 @@ impl FlinkSpec {
         dir.join(format!("flink-{name}.toml"))
     }
 
-    /// The spec `name` in `dir`, or an error listing the known ones.
+    /// Returns the spec `name` in `dir`, or an error listing the known ones.
     pub(crate) fn load_in(dir: &Path, name: &str) -> Result<FlinkSpec> {
         let path = FlinkSpec::path_in(dir, name);
         if !path.is_file() {
@@ -196,7 +196,7 @@ impl FlinkSpec {
         Ok(spec)
     }
 
-    /// All specs in `dir`, by Flink version, then name.
+    /// Returns all specs in `dir`, by Flink version, then name.
     pub(crate) fn all_in(dir: &Path) -> Result<Vec<FlinkSpec>> {
         let mut out = Vec::new();
         for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -225,7 +225,7 @@ impl FlinkSpec {
         Ok(out)
     }
 
-    /// The profiled image's tag.
+    /// Returns the profiled image's tag.
     pub(crate) fn output_tag(&self, jemalloc_version: &str) -> String {
         format!("{}-jemalloc-{jemalloc_version}-prof", self.tag)
     }

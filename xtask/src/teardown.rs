@@ -98,8 +98,8 @@ pub fn install_handler() {
     install();
 }
 
-/// The pids below `pid` in the process tree, from `/proc/<pid>/stat` (`ppid` is the fourth
-/// field, after the parenthesised command name, which may itself hold spaces).
+/// Returns the pids below `pid` in the process tree, from `/proc/<pid>/stat` (`ppid` is the
+/// fourth field, after the parenthesised command name, which may itself hold spaces).
 fn descendants(pid: u32, stats: &[(u32, String)]) -> Vec<u32> {
     let parent_of = |stat: &str| -> Option<u32> {
         let after = &stat[stat.rfind(')')? + 1..];

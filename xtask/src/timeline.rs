@@ -53,8 +53,8 @@ pub enum Event {
     },
 }
 
-/// The events of `dir`'s timeline (none when it has none), in the order written; a line
-/// that does not parse (the cut end of an interrupted write) is skipped.
+/// Returns the events of `dir`'s timeline (none when it has none), in the order written; a
+/// line that does not parse (the cut end of an interrupted write) is skipped.
 pub fn read(dir: &Path) -> Result<Vec<Event>> {
     let path = dir.join(FILE);
     let text = match std::fs::read_to_string(&path) {
@@ -65,7 +65,7 @@ pub fn read(dir: &Path) -> Result<Vec<Event>> {
     Ok(parse(&text))
 }
 
-/// The events of a timeline's text.
+/// Parses the events of a timeline's text.
 pub(crate) fn parse(text: &str) -> Vec<Event> {
     text.lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -105,7 +105,7 @@ impl Writer {
     }
 }
 
-/// The job's failure times in a timeline, oldest first, each once.
+/// Returns the job's failure times in a timeline, oldest first, each once.
 pub fn failure_times(events: &[Event]) -> Vec<f64> {
     let mut t: Vec<f64> = events
         .iter()
@@ -119,7 +119,7 @@ pub fn failure_times(events: &[Event]) -> Vec<f64> {
     t
 }
 
-/// `(path, time written)` of every dump copied.
+/// Returns `(path, time written)` of every dump copied.
 pub fn dump_times(events: &[Event]) -> Vec<(String, f64)> {
     events
         .iter()
@@ -161,7 +161,7 @@ mod tests {
         drop(w);
         let mut text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert!(text.contains("\"kind\":\"death\""), "{text}");
-        // An interrupted append: half a line; the next writer starts a fresh line.
+        // An interrupted append leaves half a line; the next writer starts a fresh line.
         text.push_str("{\"kind\":\"fail");
         std::fs::write(dir.path().join(FILE), &text).unwrap();
         let mut w = Writer::open(dir.path()).unwrap();

@@ -20,7 +20,7 @@ pub enum AbsoluteLinks {
     Keep,
 }
 
-/// A tar stream, decompressed according to its magic bytes (bzip2, gzip, xz, zstd or none).
+/// Decompresses a tar stream according to its magic bytes (bzip2, gzip, xz, zstd or none).
 pub fn decompressed(reader: impl Read + 'static) -> Result<Box<dyn Read>> {
     let mut r = BufReader::new(reader);
     let magic = r.fill_buf().context("reading archive header")?.to_vec();
@@ -41,7 +41,7 @@ pub fn decompressed(reader: impl Read + 'static) -> Result<Box<dyn Read>> {
     })
 }
 
-/// The normalised relative path of an archive member, or an error for an unsafe one.
+/// Returns the normalised relative path of an archive member, or an error for an unsafe one.
 /// `./a/./b` is `a/b`; the archive root (`./`) is `None`.
 fn member_path(raw: &Path) -> Result<Option<PathBuf>> {
     let mut out = PathBuf::new();

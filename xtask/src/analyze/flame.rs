@@ -1,11 +1,11 @@
 //! The flame graph of what grew between two heap dumps: the growing stacks of jeprof's
-//! `--collapsed --base` output through `inferno` into an interactive SVG (search, zoom),
-//! colours chosen by frame name so the same data gives the same file.
+//! `--collapsed --base` output go through `inferno` into an interactive SVG (search, zoom),
+//! with colours chosen by frame name so the same data gives the same file.
 
 use anyhow::{Context, Result};
 use inferno::flamegraph::{self, color::BasicPalette, color::Palette, Options};
 
-/// The SVG of `lines` (`root;…;leaf bytes`, positive), titled `title`.
+/// Returns the SVG of `lines` (`root;…;leaf bytes`, positive), titled `title`.
 pub(crate) fn flame_graph(title: &str, subtitle: &str, lines: &[String]) -> Result<Vec<u8>> {
     let mut opts = Options::default();
     opts.title = title.to_string();

@@ -1,5 +1,5 @@
 //! Leak or retention: what the TaskManager's resident memory grows with. Three series per
-//! restart (or per hour), each fitted: the live bytes jemalloc's profile accounts for (every
+//! restart (or per hour) are each fitted: the live bytes jemalloc's profile accounts for (every
 //! dump's total: what was allocated through malloc and not freed), the container's RSS, and
 //! the JVM's heap plus non-heap (Flink's metrics), from a `collect --follow` timeline. RSS
 //! that grows with live native memory is a leak; RSS that grows while live native memory
@@ -26,8 +26,8 @@ pub(crate) struct Attribution {
     pub says: String,
 }
 
-/// Samples `(time, value)` as one point per restart: the last sample taken while that
-/// restart ran (before the next failure), those before the first failure left out.
+/// Returns samples `(time, value)` as one point per restart: the last sample taken while
+/// that restart ran (before the next failure), leaving out those before the first failure.
 pub(crate) fn per_restart(samples: &[(f64, f64)], restarts: &[(u64, f64)]) -> Vec<(f64, f64)> {
     let Some(first) = restarts.first() else {
         return Vec::new();
@@ -39,7 +39,7 @@ pub(crate) fn per_restart(samples: &[(f64, f64)], restarts: &[(u64, f64)]) -> Ve
     per.into_iter().map(|(r, v)| (r as f64, v)).collect()
 }
 
-/// Samples from `t0` on, with x in hours since `t0`.
+/// Returns the samples from `t0` on, with x in hours since `t0`.
 pub(crate) fn per_hour(samples: &[(f64, f64)], t0: f64) -> Vec<(f64, f64)> {
     samples
         .iter()
@@ -52,8 +52,8 @@ fn mib(f: &Fit) -> String {
     format!("{:+.1} MiB", f.slope / (1024.0 * 1024.0))
 }
 
-/// The attribution of the three series (points in the same unit, `unit` its word); None
-/// without RSS samples.
+/// Returns the attribution of the three series (points in the same unit, `unit` its word);
+/// None without RSS samples.
 pub(crate) fn attribute(
     native: &[(f64, f64)],
     rss: &[(f64, f64)],

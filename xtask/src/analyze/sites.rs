@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::fit::{fit, Fit};
 
-/// The flat bytes per allocation site of a `jeprof --text --show_bytes` report: the lines
-/// after `Total:`, `flat flat% sum% cum cum% name` (a name may contain spaces).
+/// Returns the flat bytes per allocation site of a `jeprof --text --show_bytes` report: the
+/// lines after `Total:`, `flat flat% sum% cum cum% name` (a name may contain spaces).
 pub(crate) fn flat_sites(report: &str) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     for line in report
@@ -40,8 +40,8 @@ pub(crate) fn flat_sites(report: &str) -> BTreeMap<String, i64> {
     out
 }
 
-/// The restart a dump written at `t` belongs to: the last restart seen at or before `t`
-/// (`restarts` are `(restart, seen at)` in order; before the first, restart 0).
+/// Returns the restart a dump written at `t` belongs to: the last restart seen at or before
+/// `t` (`restarts` are `(restart, seen at)` in order; before the first, restart 0).
 pub(crate) fn restart_at(restarts: &[(u64, f64)], t: f64) -> u64 {
     restarts
         .iter()
@@ -50,13 +50,13 @@ pub(crate) fn restart_at(restarts: &[(u64, f64)], t: f64) -> u64 {
         .map_or(0, |(r, _)| *r)
 }
 
-/// The dumps to read, one per restart at the same phase of each: the last dump written
-/// while that restart's job ran (within one of `live`, `(from, to)`), so every point holds
-/// the state the restart built and none the moment Flink redeploys the job; a restart with
-/// no dump in its window has no point. Without `live` (restarts whose times alone are
-/// known), the last dump written before the next restart. Dumps from before the job ran
-/// (the first restart's time) are left out; `(dump, restart)` in order. `dumps` are
-/// `(name, written at)` in dump order.
+/// Returns the dumps to read, one per restart at the same phase of each: the last dump written
+/// while that restart's job ran (within one of `live`, `(from, to)`), so every point holds the
+/// state the restart built and none the moment Flink redeploys the job; a restart with no dump in
+/// its window has no point. Without `live` (restarts whose times alone are known), it takes the
+/// last dump written before the next restart. Dumps from before the job ran (the first restart's
+/// time) are left out; the result is `(dump, restart)` in order. `dumps` are `(name, written at)`
+/// in dump order.
 pub(crate) fn last_per_restart(
     dumps: &[(String, f64)],
     restarts: &[(u64, f64)],
@@ -71,8 +71,8 @@ pub(crate) fn last_per_restart(
     per.into_iter().map(|(r, n)| (n.clone(), r)).collect()
 }
 
-/// The last dump written within one of `windows` (`(from, to)`) and after `base` in dump
-/// order, when there is one: `dumps` are `(name, written at)` in dump order.
+/// Returns the last dump written within one of `windows` (`(from, to)`) and after `base` in
+/// dump order, when there is one: `dumps` are `(name, written at)` in dump order.
 pub(crate) fn last_within(
     dumps: &[(String, f64)],
     base: &str,
@@ -100,7 +100,7 @@ pub(crate) enum Per {
 }
 
 impl Per {
-    /// The unit in words: `restart`, `dump`, `hour`.
+    /// Returns the unit in words: `restart`, `dump`, `hour`.
     pub(crate) fn word(self) -> &'static str {
         match self {
             Per::Restart => "restart",
@@ -110,9 +110,10 @@ impl Per {
     }
 }
 
-/// A frame of jeprof's collapsed stacks as `--text` names it: jeprof's own
-/// `ShortFunctionName` (argument lists, template arguments and the `<address>` it appends
-/// removed, then a leading return type), an inlined frame's `[inline]` as ` (inline)`.
+/// Names a frame of jeprof's collapsed stacks as `--text` names it: as jeprof's own
+/// `ShortFunctionName` does, it removes argument lists, template arguments and the
+/// `<address>` it appends, then a leading return type, and writes an inlined frame's
+/// `[inline]` as ` (inline)`.
 fn short_name(frame: &str) -> String {
     static ARGS: std::sync::LazyLock<regex::Regex> =
         std::sync::LazyLock::new(|| regex::Regex::new(r"\([^()]*\)(\s*const)?").expect("a regex"));
@@ -134,7 +135,8 @@ fn short_name(frame: &str) -> String {
     format!("{f}{inline}")
 }
 
-/// Up to `max` (at least 2) of `n` items, evenly spread, the first and last always in.
+/// Returns up to `max` (at least 2) of `n` items, evenly spread, the first and last always
+/// included.
 pub(crate) fn pick(n: usize, max: usize) -> Vec<usize> {
     let max = max.max(2);
     if n <= max {
@@ -162,7 +164,7 @@ pub(crate) struct Site {
     pub first_bytes: i64,
     pub last_bytes: i64,
     /// Bytes per restart (or per dump), least squares over every dump read (a dump
-    /// without the site: 0).
+    /// without the site counts as 0).
     pub growth: Option<Fit>,
     /// The heaviest growing call chain ending in the site, the site first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -174,12 +176,13 @@ impl Site {
         self.growth.map_or(0.0, |g| g.slope)
     }
 
-    /// Whether it grows: the whole 95% interval of its slope is above zero.
+    /// Returns whether it grows: the whole 95% interval of its slope is above zero.
     pub(crate) fn grows(&self) -> bool {
         self.growth.is_some_and(|g| g.grows())
     }
 
-    /// What it grows by at least, at 95%: the interval's lower end (growing sites only).
+    /// Returns what it grows by at least, at 95%: the interval's lower end (growing sites
+    /// only).
     fn at_least(&self) -> f64 {
         self.growth
             .and_then(|g| g.ci95)
@@ -187,7 +190,7 @@ impl Site {
     }
 }
 
-/// The order of the site table: the sites that grow first, by what they grow by at least
+/// Orders the site table: the sites that grow first, by what they grow by at least
 /// (steady growth before large but noisy growth: the JVM's warm-up and its collections make
 /// big sites swing), then the others by slope.
 fn by_evidence(a: &Site, b: &Site) -> std::cmp::Ordering {
@@ -200,13 +203,13 @@ fn by_evidence(a: &Site, b: &Site) -> std::cmp::Ordering {
         .then(a.site.cmp(&b.site))
 }
 
-/// A site's growth for people: `+516.7 ± 10.4 KiB per dump, 95% [+490.0, +543.4]: grows,
-/// R² 1.00` (the interval and R² from three dumps).
+/// Formats a site's growth for people: `+516.7 ± 10.4 KiB per dump, 95% [+490.0, +543.4]:
+/// grows, R² 1.00` (the interval and R² from three dumps).
 pub(crate) fn growth_text(site: &Site, unit: &str) -> String {
     let Some(g) = site.growth else {
         return "no line".into();
     };
-    // MiB from 10 MiB on (a site's growth per hour), KiB below.
+    // Use MiB from 10 MiB on (a site's growth per hour), KiB below.
     let (scale, name) = if g.slope.abs() >= 10.0 * 1024.0 * 1024.0 {
         (1024.0 * 1024.0, "MiB")
     } else {
@@ -223,8 +226,8 @@ pub(crate) fn growth_text(site: &Site, unit: &str) -> String {
     t
 }
 
-/// Every site of any dump with its growth: those that grow first, by what they grow by at
-/// least; then the others, by slope.
+/// Returns every site of any dump with its growth: those that grow first, by what they grow
+/// by at least; then the others, by slope.
 pub(crate) fn site_table(points: &[DumpPoint]) -> Vec<Site> {
     let names: BTreeSet<&String> = points.iter().flat_map(|p| p.sites.keys()).collect();
     let bytes = |p: &DumpPoint, n: &str| p.sites.get(n).copied().unwrap_or(0);
@@ -251,9 +254,9 @@ pub(crate) fn site_table(points: &[DumpPoint]) -> Vec<Site> {
 /// A collapsed stack: its frames, root first, and its bytes.
 pub(crate) type Stack = (Vec<String>, i64);
 
-/// Collapsed stacks (`root;…;leaf count` lines) as (frames root first, by their short
-/// names, count), stacks that are the same by those names summed, sorted by stack (jeprof
-/// prints them in hash order).
+/// Parses collapsed stacks (`root;…;leaf count` lines) as (frames root first, by their short
+/// names, count), sums the stacks that are the same by those names, and sorts them by stack
+/// (jeprof prints them in hash order).
 pub(crate) fn parse_collapsed(text: &str) -> Vec<Stack> {
     let mut sum: BTreeMap<Vec<String>, i64> = BTreeMap::new();
     for l in text.lines() {
@@ -269,7 +272,7 @@ pub(crate) fn parse_collapsed(text: &str) -> Vec<Stack> {
     sum.into_iter().collect()
 }
 
-/// The heaviest growing stack whose leaf is `site`, leaf first.
+/// Returns the heaviest growing stack whose leaf is `site`, leaf first.
 pub(crate) fn chain_of(stacks: &[Stack], site: &str) -> Vec<String> {
     stacks
         .iter()
@@ -279,7 +282,7 @@ pub(crate) fn chain_of(stacks: &[Stack], site: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The collapsed lines that grew (a flame graph has no negative widths), sorted.
+/// Returns the collapsed lines that grew (a flame graph has no negative widths), sorted.
 pub(crate) fn growing_lines(stacks: &[Stack]) -> Vec<String> {
     stacks
         .iter()
@@ -467,7 +470,7 @@ mod tests {
         assert_eq!(last_within(&dumps, "i0", &live), Some("i13".to_string()));
         let open = [(100.7, f64::INFINITY)];
         assert_eq!(last_within(&dumps, "i0", &open), Some("i14".to_string()));
-        // None in a window after the base: the caller keeps the last dump.
+        // No dump in a window after the base gives None: the caller keeps the last dump.
         assert_eq!(last_within(&dumps, "i0", &[]), None);
         assert_eq!(last_within(&dumps, "i13", &live), None);
         assert_eq!(last_within(&dumps, "gone", &open), None);

@@ -63,7 +63,7 @@ impl Story {
             .next()
             .map(|c| c.as_os_str().to_string_lossy().into_owned());
         let (mut rss, mut jvm) = memory_samples(&events, tm.as_deref());
-        // The samples of this JVM only: from its first dump to its last (a container
+        // Keep the samples of this JVM only: from its first dump to its last (a container
         // restarted in place keeps its name).
         let first = dump_times.values().copied().fold(f64::INFINITY, f64::min);
         let last = dump_times
@@ -85,8 +85,8 @@ impl Story {
 /// `(time, bytes)` samples.
 type Samples = Vec<(f64, f64)>;
 
-/// The RSS samples of TaskManager `tm` and the JVM samples when they are of one TaskManager
-/// (Flink's ids are not the containers' names), `(time, bytes)`.
+/// Returns the RSS samples of TaskManager `tm` and the JVM samples when they are of one
+/// TaskManager (Flink's ids are not the containers' names), `(time, bytes)`.
 fn memory_samples(events: &[Event], tm: Option<&str>) -> (Samples, Samples) {
     let mut rss = Vec::new();
     let mut jvm = Vec::new();
@@ -117,11 +117,11 @@ fn memory_samples(events: &[Event], tm: Option<&str>) -> (Samples, Samples) {
     (rss, jvm)
 }
 
-/// A collection's dump directory with the most dumps (the latest of equals), named in a note
-/// with the others; `path` itself when it has none anywhere.
+/// Returns a collection's dump directory with the most dumps (the latest of equals), named in
+/// a note with the others, or `path` itself when it has none anywhere.
 fn pick_dump_directory(path: &Path) -> Result<PathBuf> {
     let dirs = heap_profile::dump_directories(path)?;
-    // None anywhere: the directory itself, for the dump check to say so.
+    // With none anywhere, return the directory itself, for the dump check to say so.
     let Some(most) = dirs.values().max().copied() else {
         return Ok(path.to_path_buf());
     };

@@ -4,8 +4,8 @@
 
 use super::sites::{self, Per, Site};
 
-/// The least growth called a leak, bytes per restart or per hour: what takes 1 GiB within
-/// 10,000 restarts, or within a day. Growth per dump has none (its pace is unknown).
+/// Returns the least growth called a leak, in bytes per restart or per hour: what takes 1 GiB
+/// within 10,000 restarts, or within a day. Growth per dump has none (its pace is unknown).
 fn material(per: Per) -> Option<f64> {
     const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
     match per {
@@ -15,8 +15,8 @@ fn material(per: Per) -> Option<f64> {
     }
 }
 
-/// The verdict in one line, from the sites in evidence order (those that grow steadily
-/// first).
+/// Returns the verdict in one line, from the sites in evidence order (those that grow
+/// steadily first).
 pub(crate) fn verdict(sites: &[Site], per: Per) -> String {
     let unit = per.word();
     let leader = sites.first().filter(|s| s.grows());

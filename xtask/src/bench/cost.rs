@@ -68,7 +68,7 @@ pub(crate) fn profiling_cost(req: &CostRequest) -> Result<CostReport> {
     Ok(report)
 }
 
-/// Bad requests, before any work.
+/// Refuses bad requests, before any work.
 fn check(req: &CostRequest) -> Result<()> {
     if req.configs.is_empty() {
         bail!("--configs is empty: name at least one (e.g. --configs jemalloc-nonprof,jemalloc-sample19)");
@@ -130,7 +130,7 @@ fn setup(req: &CostRequest, work: &Path) -> Result<Setup> {
     })
 }
 
-/// Every configuration once per round, each round's order rotated by one.
+/// Returns every configuration once per round, each round's order rotated by one.
 pub(crate) fn order(configs: &[Config], round: u32) -> Vec<Config> {
     let mut v = configs.to_vec();
     if !v.is_empty() {
@@ -161,7 +161,7 @@ fn rounds(req: &CostRequest, setup: &Setup, work: &Path) -> Result<Vec<RunRecord
     Ok(runs)
 }
 
-/// The TaskManager's environment for `config`: the allocator's, at its sampling.
+/// Returns the TaskManager's environment for `config`: the allocator's, at its sampling.
 fn config_env(config: Config, setup: &Setup) -> Vec<(String, String)> {
     let mut plan = setup.plan.clone();
     if let Some((sample, interval)) = config.sampling() {
@@ -179,8 +179,8 @@ fn config_env(config: Config, setup: &Setup) -> Vec<(String, String)> {
     env
 }
 
-/// A cluster for `config`, the job submitted unthrottled and without failures, the
-/// warm-up, then a sample every `sample_every` for the windows.
+/// Starts a cluster for `config`, submits the job unthrottled and without failures, waits
+/// out the warm-up, then takes a sample every `sample_every` for the windows.
 fn run_one(
     req: &CostRequest,
     setup: &Setup,
@@ -234,7 +234,7 @@ fn start_cluster(
     Ok(cluster)
 }
 
-/// The job, unthrottled and never failing; returns its id once it runs.
+/// Submits the job, unthrottled and never failing; returns its id once it runs.
 fn submit(cluster: &DockerCluster, req: &CostRequest, setup: &Setup) -> Result<String> {
     let rest = cluster.rest();
     let jar = rest.upload(&setup.jar)?;
@@ -260,7 +260,7 @@ struct Vertex<'a> {
 }
 
 impl Vertex<'_> {
-    /// Flink's `numRecordsIn` of the vertex, over its subtasks.
+    /// Returns Flink's `numRecordsIn` of the vertex, over its subtasks.
     fn records(&self, cluster: &DockerCluster) -> Result<Option<f64>> {
         cluster
             .rest()
@@ -299,7 +299,7 @@ fn warm_up(
     Ok(())
 }
 
-/// A sample every `sample_every` until the windows are covered.
+/// Takes a sample every `sample_every` until the windows are covered.
 fn measure(
     cluster: &DockerCluster,
     state: &Vertex,
@@ -372,7 +372,7 @@ const CPU_PROBE: &str = "cat /sys/fs/cgroup/cpu.stat 2>/dev/null || \
 cat /sys/fs/cgroup/cpuacct/cpuacct.usage 2>/dev/null || \
 cat /sys/fs/cgroup/cpu,cpuacct/cpuacct.usage";
 
-/// [`CPU_PROBE`]'s output → seconds (`usage_usec` of cpu.stat, or nanoseconds).
+/// Parses [`CPU_PROBE`]'s output into seconds (`usage_usec` of cpu.stat, or nanoseconds).
 fn parse_cpu_probe(text: &str) -> Option<f64> {
     if let Some(l) = text.lines().find(|l| l.starts_with("usage_usec ")) {
         return l["usage_usec ".len()..]
@@ -419,7 +419,8 @@ fn sample(cluster: &DockerCluster, state: &Vertex, t: f64) -> Result<Sample> {
     })
 }
 
-/// The heap dumps in `dir` (the TaskManager's bind-mounted dump directory) and their bytes.
+/// Counts the heap dumps in `dir` (the TaskManager's bind-mounted dump directory) and their
+/// bytes.
 fn dumps_written(dir: &Path) -> (u64, u64) {
     let names = crate::heap_profile::dumps_in(dir).unwrap_or_default();
     let bytes = names

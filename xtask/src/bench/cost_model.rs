@@ -51,7 +51,7 @@ impl Config {
         }
     }
 
-    /// `(lg_prof_sample, lg_prof_interval)` of a profiling configuration.
+    /// Returns `(lg_prof_sample, lg_prof_interval)` of a profiling configuration.
     pub(crate) fn sampling(self) -> Option<(u32, u32)> {
         match self {
             Config::JemallocSample21 => Some((21, 32)),
@@ -61,7 +61,7 @@ impl Config {
         }
     }
 
-    /// Whether junk filling is turned off (`junk:false` added to MALLOC_CONF).
+    /// Returns whether junk filling is turned off (`junk:false` added to MALLOC_CONF).
     pub(crate) fn no_junk(self) -> bool {
         matches!(
             self,
@@ -69,7 +69,7 @@ impl Config {
         )
     }
 
-    /// What MALLOC_CONF (or the environment) says, for the report.
+    /// Returns what MALLOC_CONF (or the environment) says, for the report.
     pub(crate) fn malloc_conf(self) -> String {
         let junk = if self.no_junk() { ",junk:false" } else { "" };
         match (self.allocator(), self.sampling()) {

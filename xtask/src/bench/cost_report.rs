@@ -46,8 +46,8 @@ pub(crate) struct CostReport {
     pub made_by: Provenance,
 }
 
-/// Each configuration's figures: per run, the mean over its windows (runs are the
-/// independent measurements); with one run, its windows. Then the ratios.
+/// Returns each configuration's figures: per run, the mean over its windows (runs are the
+/// independent measurements); with one run, its windows. Then it adds the ratios.
 pub(crate) fn rows(configs: &[Config], runs: &[RunRecord]) -> Vec<Row> {
     let mut rows: Vec<Row> = configs.iter().map(|&c| row(c, runs)).collect();
     add_ratios(&mut rows);
@@ -88,7 +88,7 @@ fn row(c: Config, runs: &[RunRecord]) -> Row {
     }
 }
 
-/// The ratios to `jemalloc-nonprof` and `glibc`, where they ran; a ratio to itself is
+/// Adds the ratios to `jemalloc-nonprof` and `glibc`, where they ran; a ratio to itself is
 /// exactly 1 (its errors are one and the same).
 fn add_ratios(rows: &mut [Row]) {
     let find = |c: Config| rows.iter().find(|r| r.config == c).cloned();
@@ -117,7 +117,7 @@ fn add_ratios(rows: &mut [Row]) {
     }
 }
 
-/// The table of `summary.md`.
+/// Returns the table of `summary.md`.
 pub(crate) fn table(rows: &[Row]) -> String {
     let e = |x: &Option<Estimate>, d: usize| x.map_or("–".to_string(), |x| x.plus_minus(d));
     let mut out = String::from(
@@ -172,7 +172,8 @@ fn summary(report: &CostReport) -> String {
     )
 }
 
-/// Throughput per window, one line per configuration (the mean over its runs per window).
+/// Plots throughput per window, one line per configuration (the mean over its runs per
+/// window).
 fn throughput_svg(report: &CostReport) -> String {
     const COLORS: [&str; 8] = [
         "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",

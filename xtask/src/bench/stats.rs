@@ -36,8 +36,8 @@ pub(crate) struct Window {
     pub cpu_per_million: f64,
 }
 
-/// `n` windows of `len` seconds from `t = 0`, each from the samples inside it (at least
-/// three, else it is left out).
+/// Cuts `n` windows of `len` seconds from `t = 0`, each from the samples inside it (at
+/// least three, else it is left out).
 pub(crate) fn windows(samples: &[Sample], len: f64, n: usize) -> Vec<Window> {
     (0..n)
         .filter_map(|i| {
@@ -75,7 +75,7 @@ pub(crate) struct Estimate {
 }
 
 impl Estimate {
-    /// `12.3 ± 0.4` with `decimals`.
+    /// Formats `12.3 ± 0.4` with `decimals`.
     pub(crate) fn plus_minus(&self, decimals: usize) -> String {
         match self.stderr {
             Some(e) => format!("{:.decimals$} ± {:.decimals$}", self.mean, e),
@@ -84,7 +84,7 @@ impl Estimate {
     }
 }
 
-/// The mean of `values` with its standard error and 95% interval; None from none.
+/// Returns the mean of `values` with its standard error and 95% interval; None from none.
 pub(crate) fn estimate(values: &[f64]) -> Option<Estimate> {
     let n = values.len();
     if n == 0 {
@@ -110,7 +110,7 @@ pub(crate) fn estimate(values: &[f64]) -> Option<Estimate> {
     })
 }
 
-/// `a / b` with its error: relative errors in quadrature, the interval on the fewer
+/// Returns `a / b` with its error: relative errors in quadrature, the interval on the fewer
 /// runs' degrees of freedom.
 pub(crate) fn ratio(a: &Estimate, b: &Estimate) -> Option<Estimate> {
     if b.mean == 0.0 {
@@ -134,13 +134,13 @@ pub(crate) fn ratio(a: &Estimate, b: &Estimate) -> Option<Estimate> {
     })
 }
 
-/// Dumps (or bytes) per hour from the first and last samples.
+/// Returns dumps (or bytes) per hour from the first and last samples.
 pub(crate) fn per_hour(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> Option<f64> {
     let (a, b) = (samples.first()?, samples.last()?);
     (b.t > a.t).then(|| (f(b) - f(a)) / (b.t - a.t) * 3600.0)
 }
 
-/// The mean of what `f` gives for the samples that have it.
+/// Returns the mean of what `f` gives for the samples that have it.
 pub(crate) fn mean_of(samples: &[Sample], f: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {
     let v: Vec<f64> = samples.iter().filter_map(f).collect();
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)

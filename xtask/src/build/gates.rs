@@ -1,5 +1,6 @@
-//! The checks a build must pass before it reports success. Pure functions over facts read
-//! elsewhere (configure's header, ELF metadata), so each failure mode is unit-tested.
+//! The checks a build must pass before it reports success. They are pure functions over
+//! facts read elsewhere (configure's header, ELF metadata), so each failure mode is
+//! unit-tested.
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -51,7 +52,7 @@ pub(crate) fn unwinder(defs_h: &str) -> Result<Unwinder> {
     }
 }
 
-/// `GLIBC_2.31` -> `[2, 31]`; other version names -> `None`.
+/// Parses `GLIBC_2.31` into `[2, 31]`; other version names give `None`.
 pub fn glibc_version(name: &str) -> Option<Vec<u32>> {
     name.strip_prefix("GLIBC_")?
         .split('.')
@@ -59,7 +60,7 @@ pub fn glibc_version(name: &str) -> Option<Vec<u32>> {
         .collect()
 }
 
-/// The newest `GLIBC_x.y` among (file, version) needs.
+/// Returns the newest `GLIBC_x.y` among (file, version) needs.
 pub fn max_glibc<'a>(needs: impl IntoIterator<Item = &'a (String, String)>) -> Option<String> {
     needs
         .into_iter()
@@ -68,8 +69,9 @@ pub fn max_glibc<'a>(needs: impl IntoIterator<Item = &'a (String, String)>) -> O
         .map(|(_, v)| v.clone())
 }
 
-/// The (file, version) needs that the providing libraries do not define. `provided` maps a
-/// library file name to the versions it defines; a file absent from it is reported too.
+/// Returns the (file, version) needs that the providing libraries do not define. `provided`
+/// maps a library file name to the versions it defines; a file absent from it is reported
+/// too.
 pub(crate) fn missing_versions(
     needs: &[(String, String)],
     provided: &BTreeMap<String, Vec<String>>,

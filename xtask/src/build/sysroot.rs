@@ -30,7 +30,8 @@ pub struct Request {
     /// Exact packages from a lock file: no index is read, and a cached sysroot made of
     /// them is reused without touching the network.
     pub pins: Option<Vec<Pinned>>,
-    /// OpenPGP keyring that must have signed the suite's Release file (none: unchecked).
+    /// OpenPGP keyring that must have signed the suite's Release file (none leaves it
+    /// unchecked).
     pub keyring: Option<PathBuf>,
 }
 
@@ -72,13 +73,13 @@ impl Sysroot {
             .find(|p| p.exists())
     }
 
-    /// `lib64/ld-linux-x86-64.so.2`: the target's own dynamic loader.
+    /// Returns `lib64/ld-linux-x86-64.so.2`: the target's own dynamic loader.
     pub(crate) fn loader(&self) -> PathBuf {
         self.dir.join("lib64/ld-linux-x86-64.so.2")
     }
 
-    /// Flags that make the host gcc compile and link against the sysroot only. Debian's gcc
-    /// is not configured `--with-sysroot`, so `--sysroot` alone still puts the host's
+    /// Returns the flags that make the host gcc compile and link against the sysroot only. Debian's
+    /// gcc is not configured `--with-sysroot`, so `--sysroot` alone still puts the host's
     /// `/usr/lib/x86_64-linux-gnu` (crt files, libc, libgcc_s) ahead of the sysroot's and the
     /// result needs the host's glibc; `-B` and `-L` put the sysroot's first.
     pub fn compiler_flags(&self) -> Vec<String> {
@@ -107,8 +108,8 @@ impl Sysroot {
     }
 }
 
-/// The linker names runtime-only packages lack (`libstdc++.so`), relative links inside the
-/// sysroot at `root`, where their targets exist.
+/// Adds the linker names runtime-only packages lack (`libstdc++.so`) as relative links
+/// inside the sysroot at `root`, where their targets exist.
 fn add_dev_links(root: &Path, links: &[DevLink]) -> Result<()> {
     for dev in links {
         let link = root.join(&dev.link);

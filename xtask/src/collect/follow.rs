@@ -1,15 +1,15 @@
-//! `collect --follow`: every TaskManager of a [`Source`] polled at an interval; each dump
+//! `collect --follow`: polls every TaskManager of a [`Source`] at an interval. Each dump is
 //! copied out once it is whole (written at least a second before the listing, or followed
 //! by a later dump of its process), through a `.partial-` file renamed into place, so that
 //! an OOM-killed container or a deleted pod takes nothing with it that was written a poll
-//! before; the RocksDB JNI library a dump maps copied while that JVM still has it. Beside
-//! the dumps, [`timeline`] events: the job's failures (REST), container starts and deaths,
+//! before; the RocksDB JNI library a dump maps is copied while that JVM still has it. Beside
+//! the dumps go [`timeline`] events: the job's failures (REST), container starts and deaths,
 //! memory samples. One exec per TaskManager and poll lists the dumps and reads the memory;
 //! nothing copied is copied again, and a second run into the same directory continues it.
 //!
 //! Layout: `OUT/<container or pod>/<start directory>/…heap` (or `OUT/<pod>/…heap` where the
-//! dumps are not in start directories: a native pod is one JVM), each such directory a dump
-//! directory `analyze` reads (`root/` beside the dumps), and `OUT/timeline.jsonl`.
+//! dumps are not in start directories: a native pod is one JVM), and `OUT/timeline.jsonl`.
+//! Each such directory is a dump directory that `analyze` reads (`root/` beside the dumps).
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
@@ -29,7 +29,7 @@ pub(crate) struct Options {
     /// The dump directory inside the containers.
     pub dumps: String,
     pub out: PathBuf,
-    /// Poll until then; None: one pass.
+    /// Poll until then; None means one pass.
     pub until: Option<Until>,
     pub interval: Duration,
     /// The JobManager's REST API, for failure times and JVM metrics.
@@ -55,8 +55,9 @@ pub(crate) struct Entry {
     pub mtime: f64,
 }
 
-/// The shell script of one poll in a TaskManager: the container's clock, its dumps (GNU
-/// find, as in every Debian or Ubuntu based Flink image) and [`MEMORY_PROBE`].
+/// Returns the shell script of one poll in a TaskManager: it prints the container's clock,
+/// lists its dumps (GNU find, as in every Debian or Ubuntu based Flink image) and runs
+/// [`MEMORY_PROBE`].
 fn poll_script(dir: &str) -> String {
     format!(
         "date +%s.%N; echo @@dumps; find '{dir}' -maxdepth 2 -type f -name '*.heap' \
@@ -64,7 +65,8 @@ fn poll_script(dir: &str) -> String {
     )
 }
 
-/// [`poll_script`]'s output → the container's time, the heap files, the memory text.
+/// Parses [`poll_script`]'s output into the container's time, the heap files and the memory
+/// text.
 fn parse_poll(text: &str) -> (Option<f64>, Vec<Entry>, &str) {
     let (head, rest) = text.split_once("@@dumps").unwrap_or((text, ""));
     let (listing, memory) = rest.split_once("@@memory").unwrap_or((rest, ""));
@@ -86,7 +88,8 @@ fn parse_poll(text: &str) -> (Option<f64>, Vec<Entry>, &str) {
     (now, entries, memory)
 }
 
-/// A relative dump path with at most one directory, no `..`, no hidden names.
+/// Returns whether `rel` is a relative dump path with at most one directory, no `..` and no
+/// hidden names.
 fn safe_rel(rel: &str) -> bool {
     let parts: Vec<&str> = rel.split('/').collect();
     parts.len() <= 2
@@ -96,9 +99,9 @@ fn safe_rel(rel: &str) -> bool {
         && rel.ends_with(".heap")
 }
 
-/// The entries whole enough to copy: written a second or more before `now`, or followed
-/// by a later dump of the same process in the same directory (jemalloc writes one dump at
-/// a time). Without the container's time, only the second rule.
+/// Returns the entries whole enough to copy: written a second or more before `now`, or
+/// followed by a later dump of the same process in the same directory (jemalloc writes one
+/// dump at a time). Without the container's time, only the second rule applies.
 pub(crate) fn ready(entries: &[Entry], now: Option<f64>) -> Vec<&Entry> {
     let key = |e: &Entry| {
         let (dir, name) = e.rel.rsplit_once('/').unwrap_or(("", &e.rel));
@@ -261,7 +264,7 @@ struct Follower<'a> {
 }
 
 impl Follower<'_> {
-    /// One poll: deaths, then each TaskManager, then the REST API.
+    /// Polls once: deaths, then each TaskManager, then the REST API.
     fn poll(&mut self, since: f64, until: f64, ending: bool) -> Result<()> {
         let seen = self.source.poll(since, until)?;
         for d in &seen.deaths {
@@ -281,7 +284,8 @@ impl Follower<'_> {
         Ok(())
     }
 
-    /// A TaskManager's start (when new), memory and dumps; at the end every dump listed.
+    /// Records a TaskManager's start (when new) and memory, and copies its whole dumps; at
+    /// the end it copies every dump listed.
     fn poll_taskmanager(&mut self, tm: &TaskManager, until: f64, ending: bool) -> Result<()> {
         if let Some(t) = tm.started_at {
             if self.state.starts.insert((tm.name.clone(), ms(t))) {
@@ -293,7 +297,7 @@ impl Follower<'_> {
         }
         let text = match self.source.sh(&tm.name, &poll_script(&self.opts.dumps)) {
             Ok(t) => t,
-            // Stopped, or gone between the listing and the exec: next poll.
+            // Stopped, or gone between the listing and the exec: try again at the next poll.
             Err(e) => {
                 if tm.running {
                     progress::note(format!("{}: {e:#}; trying again at the next poll", tm.name));
@@ -395,8 +399,8 @@ impl Follower<'_> {
         self.copy_libraries(files.as_ref(), &libraries_to_copy(&mapped), &dir, &src)
     }
 
-    /// The /tmp libraries a dump maps that its directory lacks, to `dir/root/<path>`; one
-    /// that cannot be copied is named once (its frames stay unnamed).
+    /// Copies the /tmp libraries a dump maps that its directory lacks to `dir/root/<path>`;
+    /// one that cannot be copied is named once (its frames stay unnamed).
     fn copy_libraries(
         &mut self,
         files: &dyn ContainerFiles,
@@ -434,8 +438,9 @@ impl Follower<'_> {
         Ok(())
     }
 
-    /// New job failures and the JVMs' memory, when there is a REST API; its failing is
-    /// said once, not every poll (a JobManager restarting takes a while), and its return.
+    /// Records new job failures and the JVMs' memory, when there is a REST API. It says
+    /// once, not every poll, that the API fails (a JobManager restarting takes a while), and
+    /// once that it answers again.
     fn poll_rest(&mut self, t: f64) {
         let Some(rest) = self.rest.as_ref() else {
             return;
@@ -469,17 +474,18 @@ impl Follower<'_> {
     }
 }
 
-/// `dir/.partial-<name>` of a destination: where its copy is written before the rename.
+/// Returns `dir/.partial-<name>` of a destination: where its copy is written before the
+/// rename.
 fn partial_of(dest: &Path) -> PathBuf {
     let name = dest.file_name().expect("a file name").to_string_lossy();
     dest.with_file_name(format!(".partial-{name}"))
 }
 
-/// Where a dump goes below its TaskManager's directory: where it is (`start-…/name`, the
-/// start script's directories), or, for dumps written straight into the dump directory
-/// (a native pod; the operator's standalone mode, whose containers restart in place and
-/// whose new JVM writes the same names again), into `start-<UTC time>` of the container
-/// start it was written after (`starts`: the container's starts seen, seconds).
+/// Returns where a dump goes below its TaskManager's directory: where it is (`start-…/name`, the
+/// start script's directories), or, for dumps written straight into the dump directory (a native
+/// pod; the operator's standalone mode, whose containers restart in place and whose new JVM writes
+/// the same names again), into `start-<UTC time>` of the container start it was written after
+/// (`starts`: the container's starts seen, seconds).
 fn dest_rel(e: &Entry, starts: &[f64]) -> String {
     if e.rel.contains('/') {
         return e.rel.clone();
@@ -504,8 +510,8 @@ fn dest_rel(e: &Entry, starts: &[f64]) -> String {
     format!("{name}/{}", e.rel)
 }
 
-/// The job failures not seen yet (every job's exception history) and the JVM memory of
-/// every TaskManager Flink lists, as events.
+/// Returns the job failures not seen yet (every job's exception history) and the JVM memory
+/// of every TaskManager Flink lists, as events.
 fn rest_events(rest: &FlinkRest, state: &State, t: f64) -> Result<Vec<Event>> {
     let mut out = Vec::new();
     for job in rest.job_ids()? {
@@ -534,7 +540,7 @@ fn rest_events(rest: &FlinkRest, state: &State, t: f64) -> Result<Vec<Event>> {
     Ok(out)
 }
 
-/// Removes `.partial-*` files under `dir` (copies an interruption cut).
+/// Removes `.partial-*` files under `dir` (copies that an interruption cut short).
 fn remove_partials(dir: &Path) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -580,8 +586,8 @@ mod tests {
             .iter()
             .map(|e| e.rel.as_str())
             .collect();
-        // 1.0: old; 1.1: 0.35 s old, the last of its process: waits; the other start's
-        // 1.0 is followed by nothing but is 0.75 s old: waits; pid 7: too new.
+        // 1.0 is old; 1.1 is 0.35 s old and the last of its process, so it waits; the other
+        // start's 1.0 is followed by nothing but is 0.75 s old, so it waits; pid 7 is too new.
         assert_eq!(whole, ["start-20261205T100000/jeprof.out.1.0.i0.heap"]);
         let later = parse_poll(&text.replace("1796511300.250000000", "1796511302")).0;
         assert_eq!(ready(&entries, later).len(), 4);

@@ -51,15 +51,15 @@ pub(crate) struct Seen {
 const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 
-/// RFC 3339 time (Docker's and Kubernetes') as seconds since the epoch; Docker's zero
-/// time (`0001-01-01T00:00:00Z`, never started or finished) is None.
+/// Parses an RFC 3339 time (Docker's and Kubernetes') as seconds since the epoch; Docker's
+/// zero time (`0001-01-01T00:00:00Z`, never started or finished) is None.
 pub(crate) fn epoch(s: &str) -> Option<f64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
     let secs = t.unix_timestamp_nanos() as f64 / 1e9;
     (secs > 0.0).then_some(secs)
 }
 
-/// `docker inspect` of containers → their state.
+/// Parses `docker inspect` of containers into their state.
 fn parse_docker_inspect(v: &Value) -> Vec<TaskManager> {
     v.as_array()
         .into_iter()
@@ -74,8 +74,8 @@ fn parse_docker_inspect(v: &Value) -> Vec<TaskManager> {
         .collect()
 }
 
-/// `docker events --format '{{json .}}'` lines → the deaths: each `die` with its exit code,
-/// OOM-killed when an `oom` of the same container came after its previous `die`.
+/// Parses `docker events --format '{{json .}}'` lines into the deaths: each `die` with its
+/// exit code, OOM-killed when an `oom` of the same container came after its previous `die`.
 fn parse_docker_events(text: &str) -> Vec<Death> {
     let mut oom_since_die: std::collections::BTreeSet<String> = Default::default();
     let mut out = Vec::new();
@@ -111,8 +111,8 @@ fn parse_docker_events(text: &str) -> Vec<Death> {
     out
 }
 
-/// The TaskManager's container in a pod: `wanted`, else `flink-main-container` (operator,
-/// native Kubernetes), else `taskmanager` (standalone), else the first.
+/// Returns the TaskManager's container in a pod: `wanted`, else `flink-main-container`
+/// (operator, native Kubernetes), else `taskmanager` (standalone), else the first.
 fn pod_container(pod: &Value, wanted: Option<&str>) -> Option<String> {
     let names: Vec<&str> = pod["spec"]["containers"]
         .as_array()?
@@ -129,9 +129,9 @@ fn pod_container(pod: &Value, wanted: Option<&str>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `kubectl get pods -o json` → the TaskManagers and every death their container statuses
-/// show: `lastState.terminated` (restarted in place) and `state.terminated` (a pod that is
-/// not restarted, as native Kubernetes' are).
+/// Parses `kubectl get pods -o json` into the TaskManagers and every death their container
+/// statuses show: `lastState.terminated` (restarted in place) and `state.terminated` (a pod
+/// that is not restarted, as native Kubernetes' are).
 fn parse_pods(list: &Value, container: Option<&str>) -> Seen {
     let mut seen = Seen::default();
     for pod in list["items"].as_array().into_iter().flatten() {
@@ -194,7 +194,7 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    /// A Docker source: `target` is a container's name, else a compose project's.
+    /// Returns a Docker source: `target` is a container's name, else a compose project's.
     pub(crate) fn docker(target: &str, service: &str) -> Result<Source> {
         crate::docker::require("collect --docker")?;
         let project = docker(&["container", "inspect", target]).is_err();
@@ -242,8 +242,8 @@ impl Source {
         compose_containers(target, service, true)
     }
 
-    /// The TaskManagers now, and the deaths seen in `[since - 60 s, until]` (Docker's events) or
-    /// still shown by the pods' statuses (Kubernetes; the caller drops those it saw).
+    /// Returns the TaskManagers now, and the deaths seen in `[since - 60 s, until]` (Docker's
+    /// events) or still shown by the pods' statuses (Kubernetes; the caller drops those it saw).
     pub(crate) fn poll(&self, since: f64, until: f64) -> Result<Seen> {
         match self {
             Source::Docker { .. } => {
@@ -253,7 +253,8 @@ impl Source {
                 }
                 let mut args = vec!["container", "inspect"];
                 args.extend(names.iter().map(String::as_str));
-                // A container removed between the two calls fails the inspect: none then.
+                // A container removed between the two calls fails the inspect: there are
+                // none then.
                 let inspect: Value = docker(&args)
                     .ok()
                     .and_then(|o| serde_json::from_slice(&o).ok())
@@ -306,7 +307,7 @@ impl Source {
         }
     }
 
-    /// The files of TaskManager `name`.
+    /// Returns the files of TaskManager `name`.
     pub(crate) fn files<'a>(&'a self, name: &'a str) -> Box<dyn ContainerFiles + 'a> {
         match self {
             Source::Docker { .. } => Box::new(Container(name.to_string())),
@@ -320,7 +321,7 @@ impl Source {
         }
     }
 
-    /// Runs `sh -c script` in TaskManager `name`; its stdout.
+    /// Runs `sh -c script` in TaskManager `name` and returns its stdout.
     pub(crate) fn sh(&self, name: &str, script: &str) -> Result<String> {
         match self {
             Source::Docker { .. } => docker_text(&["exec", name, "sh", "-c", script]),
@@ -330,7 +331,7 @@ impl Source {
         }
     }
 
-    /// The JobManager's REST address when it can be found: a compose project's
+    /// Returns the JobManager's REST address when it can be found: a compose project's
     /// `jobmanager` service's published 8081.
     pub(crate) fn find_rest(&self) -> Option<String> {
         let Source::Docker {
@@ -347,8 +348,8 @@ impl Source {
     }
 }
 
-/// The containers of a compose project's service, by name, in order: every one with `all`,
-/// else the running ones.
+/// Returns the containers of a compose project's service, by name, in order: every one with
+/// `all`, else the running ones.
 fn compose_containers(project: &str, service: &str, all: bool) -> Result<Vec<String>> {
     let p = format!("label={COMPOSE_PROJECT}={project}");
     let s = format!("label={COMPOSE_SERVICE}={service}");
@@ -372,7 +373,7 @@ fn compose_containers(project: &str, service: &str, all: bool) -> Result<Vec<Str
     Ok(names)
 }
 
-/// `docker port` output (`0.0.0.0:18081`, `[::]:18081`) → a REST URL on loopback.
+/// Turns `docker port` output (`0.0.0.0:18081`, `[::]:18081`) into a REST URL on loopback.
 fn rest_from_port(text: &str) -> Option<String> {
     let line = text.lines().next()?.trim();
     let port = line.rsplit_once(':')?.1;

@@ -1,5 +1,5 @@
 //! Debian repository formats: `Release` checksums, `Packages` paragraphs, and the data
-//! archive inside a `.deb`. Pure parsing, no I/O beyond the reader handed in.
+//! archive inside a `.deb`. The parsing is pure, with no I/O beyond the reader handed in.
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -94,7 +94,7 @@ pub(crate) struct ReleaseEntry {
     pub size: u64,
 }
 
-/// The `SHA256:` section of a `Release` file, by path relative to `dists/<suite>/`.
+/// Parses the `SHA256:` section of a `Release` file, by path relative to `dists/<suite>/`.
 pub(crate) fn parse_release(text: &str) -> Result<BTreeMap<String, ReleaseEntry>> {
     let para = paragraphs(text)
         .into_iter()
@@ -122,12 +122,12 @@ pub(crate) fn parse_release(text: &str) -> Result<BTreeMap<String, ReleaseEntry>
     Ok(out)
 }
 
-/// The `data.tar*` member of a `.deb` (an `ar` archive), decompressed.
+/// Returns the `data.tar*` member of a `.deb` (an `ar` archive), decompressed.
 pub(crate) fn data_archive(deb: impl Read) -> Result<Box<dyn Read>> {
     member(deb, "data.tar")
 }
 
-/// The `control` and `md5sums` files of a `.deb`'s `control.tar*` member.
+/// Returns the `control` and `md5sums` files of a `.deb`'s `control.tar*` member.
 pub(crate) fn control_files(deb: impl Read) -> Result<(String, String)> {
     let mut ar = tar::Archive::new(member(deb, "control.tar")?);
     let (mut control, mut md5sums) = (None, String::new());

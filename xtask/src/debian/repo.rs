@@ -27,8 +27,8 @@ pub struct Repo<'a> {
     pub keyring: Option<&'a Path>,
 }
 
-/// The verified text of the suite's Release file, or `None` when the mirror has none (and no
-/// keyring asks for one).
+/// Returns the verified text of the suite's Release file, or `None` when the mirror has none
+/// (and no keyring asks for one).
 pub(crate) fn release(dl: &Downloader, repo: &Repo) -> Result<Option<String>> {
     let base = format!("{}/dists/{}", repo.mirror.trim_end_matches('/'), repo.suite);
     let Some(keyring) = repo.keyring else {

@@ -59,7 +59,7 @@ pub enum Sampling {
 }
 
 impl Sampling {
-    /// `(lg_prof_sample, lg_prof_interval)`.
+    /// Returns `(lg_prof_sample, lg_prof_interval)`.
     pub(crate) fn rates(self) -> (u32, u32) {
         match self {
             Sampling::Production => (19, 32),
@@ -88,8 +88,8 @@ pub(crate) struct File {
     pub how_to_apply: String,
 }
 
-/// `MALLOC_CONF` for these parameters; `prefix` is jemalloc's `prof_prefix` (None: the start
-/// script appends it). `junk:false`: the image's jemalloc is the recipe's
+/// Returns `MALLOC_CONF` for these parameters; `prefix` is jemalloc's `prof_prefix` (None
+/// when the start script appends it). `junk:false`: the image's jemalloc is the recipe's
 /// `--enable-debug --enable-fill` build, which fills every allocation and every freed
 /// region with junk bytes unless told not to; profiling needs none of it, and it costs
 /// (`bench --profiling-cost`, README "What profiling costs").
@@ -104,7 +104,7 @@ pub(crate) fn malloc_conf(p: &Params, prefix: Option<&str>) -> String {
     conf
 }
 
-/// The preload's environment, as Kubernetes `env` entries.
+/// Returns the preload's environment, as Kubernetes `env` entries.
 fn env(p: &Params, prefix: Option<&str>) -> Vec<(String, String)> {
     vec![
         ("LD_PRELOAD".into(), PRELOAD.into()),
@@ -120,7 +120,7 @@ fn kube_env(p: &Params, prefix: Option<&str>) -> Value {
         .collect()
 }
 
-/// Whether `s` is a Kubernetes object name (an RFC 1123 label).
+/// Returns whether `s` is a Kubernetes object name (an RFC 1123 label).
 pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -130,7 +130,7 @@ pub(crate) fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// The files for `p.target`.
+/// Returns the files for `p.target`.
 pub(crate) fn render(p: &Params) -> Result<Vec<File>> {
     match p.target {
         Target::Operator => operator(p),
@@ -140,7 +140,7 @@ pub(crate) fn render(p: &Params) -> Result<Vec<File>> {
     }
 }
 
-/// The TaskManager pod's part: the main container's environment and dump volume.
+/// Returns the TaskManager pod's part: the main container's environment and dump volume.
 fn pod_template(p: &Params, container: &str) -> Value {
     json!({
         "apiVersion": "v1",
@@ -157,8 +157,8 @@ fn pod_template(p: &Params, container: &str) -> Value {
     })
 }
 
-/// The operator: a JSON merge patch of the FlinkDeployment (`spec.image` and the
-/// TaskManager's pod template).
+/// For the operator, returns a JSON merge patch of the FlinkDeployment (`spec.image` and
+/// the TaskManager's pod template).
 fn operator_patch(p: &Params) -> Value {
     json!({
         "spec": {
@@ -188,9 +188,9 @@ fn operator(p: &Params) -> Result<Vec<File>> {
     }])
 }
 
-/// The `flink-conf.yaml` lines of native Kubernetes: the image (the key's name before and
-/// after Flink 1.17's rename: an unknown key is ignored, and the new one wins where both are
-/// known) and the TaskManager pod template.
+/// Returns the `flink-conf.yaml` lines of native Kubernetes: the image (the key's name before and
+/// after Flink 1.17's rename: an unknown key is ignored, and the new one wins where both are known)
+/// and the TaskManager pod template.
 fn native_conf(p: &Params, template_path: &str) -> String {
     format!(
         "kubernetes.container.image.ref: {image}\n\
@@ -229,8 +229,8 @@ fn native(p: &Params) -> Result<Vec<File>> {
     ])
 }
 
-/// Standalone Kubernetes: a strategic merge patch of the TaskManager Deployment (containers
-/// and volumes merge by name).
+/// For standalone Kubernetes, returns a strategic merge patch of the TaskManager Deployment
+/// (containers and volumes merge by name).
 fn standalone_patch(p: &Params) -> Value {
     json!({
         "spec": {"template": {"spec": {
@@ -263,8 +263,8 @@ fn standalone(p: &Params) -> Result<Vec<File>> {
     }])
 }
 
-/// Docker Compose: the override of the `taskmanager` service (file format 2.2, that of
-/// Flink's docs, which Compose requires of files merged with it).
+/// For Docker Compose, returns the override of the `taskmanager` service (file format 2.2,
+/// that of Flink's docs, which Compose requires of files merged with it).
 fn compose_override(p: &Params) -> Value {
     let service = p.name.as_deref().unwrap_or(TASKMANAGER);
     // Compose interpolates `$NAME` in every value; `$$` is a literal `$`.

@@ -1,11 +1,11 @@
-//! Transient faults retried: every HTTP GET the tool makes (jemalloc, registry manifests,
-//! blobs and tokens, Debian `Release`/`Packages`/`.deb`) goes through [`run`] or
-//! [`get_into`]. Retried: 408, 429 (its `Retry-After` honoured, capped), 5xx, connections
-//! refused or reset, timeouts, and bodies shorter than their `Content-Length`; a body that
-//! broke off is resumed with `Range` from where it stopped (or started over when the server
-//! ignores `Range`). Delays grow exponentially with jitter (backon's schedule), within a
-//! bounded number of attempts and a bounded total time; each retry is a progress line that
-//! says what, why, and which attempt. Other 4xx answers are not retried.
+//! Transient faults are retried: every HTTP GET the tool makes (jemalloc, registry manifests, blobs
+//! and tokens, Debian `Release`/`Packages`/`.deb`) goes through [`run`] or [`get_into`]. These are
+//! retried: 408, 429 (its `Retry-After` honoured, capped), 5xx, connections refused or reset,
+//! timeouts, and bodies shorter than their `Content-Length`; a body that broke off is resumed with
+//! `Range` from where it stopped (or started over when the server ignores `Range`). Delays grow
+//! exponentially with jitter (backon's schedule), within a bounded number of attempts and a bounded
+//! total time; each retry is a progress line that says what, why, and which attempt. Other 4xx
+//! answers are not retried.
 
 use anyhow::{bail, Context, Result};
 use backon::BackoffBuilder;
@@ -63,12 +63,13 @@ impl From<reqwest::Error> for Failure {
     }
 }
 
-/// A transport error that another attempt may not meet: refused, reset, timed out.
+/// Returns whether `e` is a transport error that another attempt may not meet: refused,
+/// reset, timed out.
 fn transient_error(e: &reqwest::Error) -> bool {
     e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
 }
 
-/// reqwest's error with its innermost cause (`connection refused`, `reset by peer`).
+/// Returns reqwest's error with its innermost cause (`connection refused`, `reset by peer`).
 fn short(e: &reqwest::Error) -> String {
     let mut cause: &dyn std::error::Error = e;
     while let Some(next) = cause.source() {
@@ -84,14 +85,15 @@ fn short(e: &reqwest::Error) -> String {
     format!("{kind}: {cause}")
 }
 
-/// Whether an answer with `status` is worth another attempt: 408, 429 and 5xx.
+/// Returns whether an answer with `status` is worth another attempt: 408, 429 and 5xx.
 pub(crate) fn transient_status(status: StatusCode) -> bool {
     status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
         || status.is_server_error()
 }
 
-/// A `Retry-After` value: delta-seconds or an HTTP date, capped at [`RETRY_AFTER_CAP`].
+/// Parses a `Retry-After` value: delta-seconds or an HTTP date, capped at
+/// [`RETRY_AFTER_CAP`].
 fn retry_after(value: &str) -> Option<Duration> {
     let v = value.trim();
     let d = match v.parse::<u64>() {
@@ -106,7 +108,8 @@ fn retry_after(value: &str) -> Option<Duration> {
     Some(d.min(RETRY_AFTER_CAP))
 }
 
-/// The failure an answer's status means: transient (with its `Retry-After`) or fatal.
+/// Returns the failure an answer's status means: transient (with its `Retry-After`) or
+/// fatal.
 pub(crate) fn status_failure(what: &str, resp: &Response) -> Failure {
     let status = resp.status();
     if transient_status(status) {
@@ -123,7 +126,8 @@ pub(crate) fn status_failure(what: &str, resp: &Response) -> Failure {
     }
 }
 
-/// The delays between attempts: exponential from 0.25 s, at most 10 s each, with jitter.
+/// Returns the delays between attempts: exponential from 0.25 s, at most 10 s each, with
+/// jitter.
 fn schedule() -> impl Iterator<Item = Duration> {
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(250))
@@ -187,7 +191,7 @@ impl Sink for Vec<u8> {
     }
 }
 
-/// The total length a `206` answer's `Content-Range: bytes a-b/total` names.
+/// Returns the total length a `206` answer's `Content-Range: bytes a-b/total` names.
 fn content_range_total(resp: &Response) -> Option<u64> {
     resp.headers()
         .get(reqwest::header::CONTENT_RANGE)?

@@ -38,12 +38,12 @@ impl Allocator {
         }
     }
 
-    /// Whether it writes heap dumps (to be collected and analysed).
+    /// Returns whether it writes heap dumps (to be collected and analysed).
     pub(crate) fn profiles(self) -> bool {
         self == Allocator::Jemalloc
     }
 
-    /// Whether it needs the image's jemalloc.
+    /// Returns whether it needs the image's jemalloc.
     pub(crate) fn preloads_jemalloc(self) -> bool {
         matches!(self, Allocator::Jemalloc | Allocator::JemallocNonprof)
     }
@@ -81,10 +81,10 @@ pub struct ContainerMemory {
 
 pub trait Cluster {
     fn rest(&self) -> &FlinkRest;
-    /// The REST id of the current TaskManager (a killed one stays listed by the JobManager
-    /// until its heartbeat times out, so "the first one listed" may be a dead one).
+    /// Returns the REST id of the current TaskManager (a killed one stays listed by the
+    /// JobManager until its heartbeat times out, so "the first one listed" may be a dead one).
     fn taskmanager_id(&self) -> Option<&str>;
-    /// The TaskManager's memory now.
+    /// Returns the TaskManager's memory now.
     fn taskmanager_memory(&self) -> Result<ContainerMemory>;
     /// Kills the TaskManager (SIGKILL, as a node or the OOM killer would) and starts a new
     /// one, which registers with the JobManager; returns once it has.
@@ -98,13 +98,13 @@ pub trait Cluster {
     /// image (RocksDB's JNI library, unpacked to /tmp at run time) to `out/root/<its path>`.
     /// Call it while the TaskManager runs: the JVM deletes the JNI library when it exits.
     fn collect(&self, out: &Path) -> Result<()>;
-    /// The current TaskManager's heap dumps with their modification times (seconds since
-    /// the epoch): when each was written, to place it between restarts.
+    /// Returns the current TaskManager's heap dumps with their modification times (seconds
+    /// since the epoch): when each was written, to place it between restarts.
     fn dump_times(&self) -> Result<Vec<(String, f64)>>;
 }
 
-/// The command that lists the heap dumps of `dir` in a container with their modification
-/// times, for [`parse_dump_times`] (GNU find, in every Debian and Ubuntu image).
+/// Returns the command that lists the heap dumps of `dir` in a container with their
+/// modification times, for [`parse_dump_times`] (GNU find, in every Debian and Ubuntu image).
 pub(crate) fn dump_times_probe(dir: &str) -> Vec<String> {
     [
         "find",
@@ -134,8 +134,9 @@ pub(crate) fn parse_dump_times(text: &str) -> Vec<(String, f64)> {
     out
 }
 
-/// The memory probe run in the TaskManager container: PID 1's status (the JVM), then the
-/// container cgroup's usage and OOM-kill counter, v2 or v1, then the CPUs online.
+/// The memory probe that runs in the TaskManager container: it reads PID 1's status (the
+/// JVM), then the container cgroup's usage and OOM-kill counter, v2 or v1, then the CPUs
+/// online.
 pub(crate) const MEMORY_PROBE: &str = "cat /proc/1/status; echo @@cgroup; \
 if [ -r /sys/fs/cgroup/memory.current ]; then cat /sys/fs/cgroup/memory.current /sys/fs/cgroup/memory.events; \
 elif [ -r /sys/fs/cgroup/memory/memory.usage_in_bytes ]; then cat /sys/fs/cgroup/memory/memory.usage_in_bytes /sys/fs/cgroup/memory/memory.oom_control; fi; \
@@ -162,9 +163,9 @@ pub(crate) fn parse_memory_probe(text: &str) -> ContainerMemory {
 /// the exec'd shell cannot start).
 const PROBE_ATTEMPTS: u32 = 3;
 
-/// Runs `probe` while `running` says the container runs: None once it does not (a dead
-/// container has no memory to read), the probe's output once it succeeds, its last error
-/// after `attempts` failures. A failed exec is not taken for a death.
+/// Runs `probe` while `running` says the container runs. Returns None once it does not (a
+/// dead container has no memory to read), the probe's output once it succeeds, and its last
+/// error after `attempts` failures. A failed exec is not taken for a death.
 pub(crate) fn probe_while_running(
     running: impl FnMut() -> Result<bool>,
     probe: impl FnMut() -> Result<String>,
@@ -200,7 +201,7 @@ fn probe_while_running_with(
     }
 }
 
-/// The `oom_kill N` counter of a v1 `memory.oom_control` or a v2 `memory.events`.
+/// Returns the `oom_kill N` counter of a v1 `memory.oom_control` or a v2 `memory.events`.
 pub(crate) fn oom_kill_count(text: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix("oom_kill "))
@@ -208,7 +209,7 @@ pub(crate) fn oom_kill_count(text: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// VmRSS of a `/proc/<pid>/status`, kB.
+/// Returns the VmRSS of a `/proc/<pid>/status`, in kB.
 pub(crate) fn vm_rss_kb(status: &str) -> Option<u64> {
     status
         .lines()
@@ -217,11 +218,11 @@ pub(crate) fn vm_rss_kb(status: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The Flink configuration of every run: the scenario's (RocksDB state, restart strategy,
-/// its options), REST on loopback, metrics fresh each second, the TaskManager heap
-/// pre-touched (so heap RSS = committed heap, and RSS minus committed heap/non-heap is the
-/// native part), heartbeats that notice a dead TaskManager within 10 s. The TaskManager's
-/// environment selects the allocator.
+/// Returns the [`ClusterSpec`] of one run. The Flink configuration of every run has the
+/// scenario's settings (RocksDB state, restart strategy, its options), REST on loopback,
+/// metrics fresh each second, the TaskManager heap pre-touched (so heap RSS = committed heap,
+/// and RSS minus committed heap/non-heap is the native part), and heartbeats that notice a
+/// dead TaskManager within 10 s. The TaskManager's environment selects the allocator.
 pub(crate) fn cluster_spec(
     allocator: Allocator,
     plan: &Plan,
@@ -237,9 +238,10 @@ pub(crate) fn cluster_spec(
     }
 }
 
-/// The plan's Flink configuration, then what every run sets: REST on loopback at
+/// Returns the plan's Flink configuration, then what every run sets: REST on loopback at
 /// `rest_port`, metrics fetched every second, the TaskManager's heap pre-touched (its
-/// resident size is then its committed size), a dead TaskManager noticed in 10 s.
+/// resident size is then its committed size), and heartbeats that notice a dead TaskManager
+/// in 10 s.
 pub(crate) fn run_conf(plan: &Plan, rest_port: u16) -> Vec<(String, String)> {
     let run = [
         ("rest.address", "127.0.0.1".to_string()),
@@ -257,9 +259,9 @@ pub(crate) fn run_conf(plan: &Plan, rest_port: u16) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The TaskManager's environment for an allocator: jemalloc preloaded with profiling (a
-/// dump every 2^lg_prof_interval bytes, a sample every 2^lg_prof_sample) or without, glibc
-/// as it is or with two arenas.
+/// Returns the TaskManager's environment for an allocator: jemalloc preloaded with profiling
+/// (a dump every 2^lg_prof_interval bytes, a sample every 2^lg_prof_sample) or without, or
+/// glibc as it is or with two arenas.
 pub(crate) fn allocator_env(
     allocator: Allocator,
     plan: &Plan,
@@ -343,7 +345,7 @@ mod tests {
         assert!(!probed, "a container that is not running is not probed");
         let e = probe_while_running_with(2, none, || Ok(true), || bail!("timeout")).unwrap_err();
         assert!(format!("{e:#}").contains("failed 2 times"), "{e:#}");
-        // Died between the attempts: no memory, not an error.
+        // A container that died between the attempts has no memory, and that is not an error.
         let mut alive = true;
         let died = probe_while_running_with(
             3,

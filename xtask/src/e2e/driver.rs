@@ -31,7 +31,8 @@ pub enum Driver {
 }
 
 impl Driver {
-    /// The driver when none is asked for: docker when a Docker engine answers, else runc.
+    /// Returns the driver when none is asked for: docker when a Docker engine answers, else
+    /// runc.
     pub(crate) fn default_here() -> Driver {
         if engine::engine_answers() {
             Driver::Docker
@@ -52,7 +53,7 @@ pub(crate) struct Options {
     pub keep: bool,
 }
 
-/// What the driver needs, checked before any work: the error names what to do.
+/// Checks what the driver needs before any work: the error names what to do.
 pub(crate) fn require(driver: Driver) -> Result<()> {
     match driver {
         Driver::Docker => engine::require("--driver docker"),
@@ -71,9 +72,9 @@ pub(crate) enum Engine {
     Kind(KindSession, Vec<String>),
 }
 
-/// What the driver needs before the first cluster: the image loaded (docker, kind) and, for
-/// kind, the session, whose kubeconfig (the cluster's admin credentials) stays in the run's
-/// private `work` directory, never in the report a workflow uploads.
+/// Prepares what the driver needs before the first cluster: the image loaded (docker, kind)
+/// and, for kind, the session, whose kubeconfig (the cluster's admin credentials) stays in
+/// the run's private `work` directory, never in the report a workflow uploads.
 pub(crate) fn prepare(
     driver: Driver,
     options: &Options,
@@ -85,7 +86,7 @@ pub(crate) fn prepare(
         Driver::Runc => Engine::Runc(bundle_dir.to_path_buf()),
         Driver::Docker => Engine::Docker(LoadedImage::from_layout(layout, work)?),
         Driver::Kind => {
-            // kind loads docker-archives: the layout rewritten once, named as e2e names it.
+            // kind loads docker-archives: the layout is rewritten once, named as e2e names it.
             let name = engine::image_name(&crate::oci::layout_ref(layout)?.ref_name);
             let archive = work.join("image.docker.tar");
             crate::oci::layout_to_docker_archive(layout, &archive, &name, 0)?;
@@ -105,7 +106,7 @@ pub(crate) fn prepare(
     })
 }
 
-/// The engine behind `driver` and its version for the report (`docker 20.10.24`,
+/// Returns the engine behind `driver` and its version for the report (`docker 20.10.24`,
 /// `runc 1.1.5+ds1`, `kind v0.27.0`); None when it does not answer.
 pub(crate) fn engine_version(driver: Driver) -> Option<String> {
     let sh = xshell::Shell::new().ok()?;
@@ -128,8 +129,8 @@ pub(crate) fn engine_version(driver: Driver) -> Option<String> {
     Some(format!("{} {}", flag(&driver), v.trim()))
 }
 
-/// A cluster of `engine` for one allocator's run, in the run's `work` directory with the
-/// containers' logs in `logs`.
+/// Starts a cluster of `engine` for one allocator's run, in the run's `work` directory with
+/// the containers' logs in `logs`.
 pub(crate) fn start(
     engine: &Engine,
     options: &Options,

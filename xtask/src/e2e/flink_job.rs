@@ -29,7 +29,7 @@ impl std::fmt::Display for FlinkVersion {
 impl std::str::FromStr for FlinkVersion {
     type Err = anyhow::Error;
 
-    /// `2.2.1`, or `2.2` (patch 0).
+    /// Parses `2.2.1`, or `2.2` (patch 0).
     fn from_str(s: &str) -> Result<FlinkVersion> {
         let parts: Vec<u32> = s
             .split('.')
@@ -52,8 +52,8 @@ impl std::str::FromStr for FlinkVersion {
     }
 }
 
-/// The version in a flink-dist jar's name: `flink-dist_2.12-1.10.3.jar` (Scala suffix, up
-/// to 1.14), `flink-dist-1.18.1.jar`, `flink-dist-2.2.1.jar`.
+/// Returns the version in a flink-dist jar's name: `flink-dist_2.12-1.10.3.jar` (Scala
+/// suffix, up to 1.14), `flink-dist-1.18.1.jar`, `flink-dist-2.2.1.jar`.
 pub fn flink_version(flink_dist: &Path) -> Result<FlinkVersion> {
     let name = flink_dist
         .file_name()
@@ -67,7 +67,7 @@ pub fn flink_version(flink_dist: &Path) -> Result<FlinkVersion> {
         .with_context(|| format!("the Flink version of {name} (flink-dist-<version>.jar)"))
 }
 
-/// The Java feature release of the JDK or JRE at `java_home` (its `release` file:
+/// Returns the Java feature release of the JDK or JRE at `java_home` (its `release` file:
 /// `JAVA_VERSION="17.0.15"`, `"11.0.2"`, `"1.8.0_312"`).
 fn java_major(java_home: &Path) -> Result<u32> {
     let path = java_home.join("release");
@@ -89,13 +89,13 @@ fn parse_java_major(release: &str) -> Option<u32> {
     }
 }
 
-/// The job's source directory for a Flink version.
+/// Returns the job's source directory for a Flink version.
 pub(crate) fn source_dir(flink: FlinkVersion) -> PathBuf {
     let tree = if flink.major >= 2 { "job2" } else { "job" };
     project::root().join("e2e").join(tree).join("src")
 }
 
-/// The job's Java sources for a Flink version, in a stable order.
+/// Returns the job's Java sources for a Flink version, in a stable order.
 pub(crate) fn sources(flink: FlinkVersion) -> Result<Vec<PathBuf>> {
     let dir = source_dir(flink).join("flinkjemalloc");
     let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -107,7 +107,7 @@ pub(crate) fn sources(flink: FlinkVersion) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The `javac --release` for an image: its Java for Flink 2.x (at least 11, what 2.x
+/// Returns the `javac --release` for an image: its Java for Flink 2.x (at least 11, what 2.x
 /// needs), 8 for the 1.x job (it runs on every 1.x image).
 pub fn release_for(flink: FlinkVersion, image_java: Option<u32>) -> u32 {
     if flink.major >= 2 {

@@ -25,7 +25,7 @@ pub struct FlinkRest {
 }
 
 impl FlinkRest {
-    /// `base` like `http://127.0.0.1:8081`.
+    /// Returns a client for `base`, like `http://127.0.0.1:8081`.
     pub fn new(base: &str) -> FlinkRest {
         let http = Client::builder()
             .timeout(Duration::from_secs(60))
@@ -38,7 +38,7 @@ impl FlinkRest {
         }
     }
 
-    /// A client that calls `reconnect` and tries again when a connection fails.
+    /// Returns a client that calls `reconnect` and tries again when a connection fails.
     pub(crate) fn with_reconnect(mut self, reconnect: Reconnect) -> FlinkRest {
         self.reconnect = Some(reconnect);
         self
@@ -89,7 +89,8 @@ impl FlinkRest {
         serde_json::from_slice(&body).with_context(|| format!("GET {url}: not JSON"))
     }
 
-    /// `GET /overview`: `taskmanagers`, `slots-total`, `jobs-running`, `flink-version`, ...
+    /// Returns the answer of `GET /overview`: `taskmanagers`, `slots-total`, `jobs-running`,
+    /// `flink-version`, ...
     pub fn overview(&self) -> Result<Value> {
         self.get("/overview")
     }
@@ -118,8 +119,8 @@ impl FlinkRest {
         }
     }
 
-    /// `GET /taskmanagers` → the registered TaskManagers' ids (a new TaskManager process
-    /// registers with a new id).
+    /// Returns the registered TaskManagers' ids from `GET /taskmanagers` (a new TaskManager
+    /// process registers with a new id).
     pub(crate) fn taskmanager_ids(&self) -> Result<Vec<String>> {
         let t = self.get("/taskmanagers")?;
         Ok(t["taskmanagers"]
@@ -132,7 +133,8 @@ impl FlinkRest {
             .unwrap_or_default())
     }
 
-    /// `GET /taskmanagers/<id>/metrics?get=a,b` → the metrics that exist, parsed as numbers.
+    /// Returns the metrics that exist, parsed as numbers, from
+    /// `GET /taskmanagers/<id>/metrics?get=a,b`.
     pub(crate) fn taskmanager_metrics(
         &self,
         tm: &str,
@@ -145,7 +147,8 @@ impl FlinkRest {
         Ok(metric_values(&m))
     }
 
-    /// `POST /jars/upload`; returns the jar id (the uploaded file's name).
+    /// Uploads the jar with `POST /jars/upload`; returns the jar id (the uploaded file's
+    /// name).
     pub fn upload(&self, jar: &Path) -> Result<String> {
         let url = format!("{}/jars/upload", self.base);
         let resp = self.send(&format!("POST {url}"), true, || {
@@ -167,7 +170,7 @@ impl FlinkRest {
         Ok(filename.rsplit('/').next().unwrap_or(filename).to_string())
     }
 
-    /// `POST /jars/<id>/run`; returns the job id.
+    /// Runs the jar with `POST /jars/<id>/run`; returns the job id.
     pub fn run(
         &self,
         jar_id: &str,
@@ -196,13 +199,14 @@ impl FlinkRest {
             .to_string())
     }
 
-    /// `GET /jobs/<id>` → `state` (`RUNNING`, `RESTARTING`, `CANCELED`, ...).
+    /// Returns the job's `state` (`RUNNING`, `RESTARTING`, `CANCELED`, ...) from
+    /// `GET /jobs/<id>`.
     fn job_state(&self, job: &str) -> Result<String> {
         let j = self.get(&format!("/jobs/{job}"))?;
         Ok(j["state"].as_str().unwrap_or("").to_string())
     }
 
-    /// The job's `numRestarts` metric (0 until the metric exists).
+    /// Returns the job's `numRestarts` metric (0 until the metric exists).
     pub fn restarts(&self, job: &str) -> Result<u64> {
         let m = self.get(&format!("/jobs/{job}/metrics?get=numRestarts"))?;
         Ok(metric_values(&m)
@@ -230,7 +234,7 @@ impl FlinkRest {
         }
     }
 
-    /// `GET /jobs`: the ids of every job the JobManager knows (running or ended).
+    /// Returns the ids of every job the JobManager knows (running or ended), from `GET /jobs`.
     pub(crate) fn job_ids(&self) -> Result<Vec<String>> {
         let v = self.get("/jobs")?;
         Ok(v["jobs"]
@@ -241,7 +245,7 @@ impl FlinkRest {
             .collect())
     }
 
-    /// The id of the job's vertex whose name contains `name` (`GET /jobs/<id>`).
+    /// Returns the id of the job's vertex whose name contains `name` (`GET /jobs/<id>`).
     pub(crate) fn vertex_id(&self, job: &str, name: &str) -> Result<String> {
         let j = self.get(&format!("/jobs/{job}"))?;
         Ok(j["vertices"]
@@ -254,8 +258,8 @@ impl FlinkRest {
             .to_string())
     }
 
-    /// The sum of `metric` over the subtasks of a job's vertex (its aggregated subtask
-    /// metrics); None while the metric is not reported yet.
+    /// Returns the sum of `metric` over the subtasks of a job's vertex (its aggregated
+    /// subtask metrics); None while the metric is not reported yet.
     pub(crate) fn vertex_metric_sum(
         &self,
         job: &str,
@@ -268,22 +272,22 @@ impl FlinkRest {
         Ok(aggregated_sum(&m, metric))
     }
 
-    /// `GET /jobs/<id>/exceptions` → `root-exception` text.
+    /// Returns the `root-exception` text of `GET /jobs/<id>/exceptions`.
     pub fn root_exception(&self, job: &str) -> Result<String> {
         let e = self.get(&format!("/jobs/{job}/exceptions"))?;
         Ok(e["root-exception"].as_str().unwrap_or("").to_string())
     }
 
-    /// When the job failed, seconds since the epoch, oldest first: the JobManager's
-    /// exception history (`exceptionHistory.entries`, Flink 1.13 on; as long as
-    /// `web.exception-history-size` allows), else the older `all-exceptions`.
+    /// Returns when the job failed, in seconds since the epoch, oldest first: from the
+    /// JobManager's exception history (`exceptionHistory.entries`, Flink 1.13 on; as long as
+    /// `web.exception-history-size` allows), else from the older `all-exceptions`.
     pub(crate) fn failure_times(&self, job: &str) -> Result<Vec<f64>> {
         Ok(failure_times(
             &self.get(&format!("/jobs/{job}/exceptions"))?,
         ))
     }
 
-    /// `PATCH /jobs/<id>?mode=cancel`.
+    /// Cancels the job with `PATCH /jobs/<id>?mode=cancel`.
     pub fn cancel(&self, job: &str) -> Result<()> {
         let url = format!("{}/jobs/{job}?mode=cancel", self.base);
         let resp = self.send(&format!("PATCH {url}"), true, || Ok(self.http.patch(&url)))?;
@@ -313,7 +317,8 @@ impl FlinkRest {
     }
 }
 
-/// The failure timestamps of a `/jobs/<id>/exceptions` answer, seconds, oldest first.
+/// Returns the failure timestamps of a `/jobs/<id>/exceptions` answer, in seconds, oldest
+/// first.
 pub(crate) fn failure_times(answer: &Value) -> Vec<f64> {
     let history = answer["exceptionHistory"]["entries"].as_array();
     let entries = history.or(answer["all-exceptions"].as_array());
@@ -327,7 +332,7 @@ pub(crate) fn failure_times(answer: &Value) -> Vec<f64> {
     out
 }
 
-/// A metrics answer `[{"id": "numRestarts", "value": "12"}, ...]` (values are strings).
+/// Parses a metrics answer `[{"id": "numRestarts", "value": "12"}, ...]` (values are strings).
 fn metric_values(answer: &Value) -> std::collections::BTreeMap<String, f64> {
     answer
         .as_array()
@@ -340,7 +345,7 @@ fn metric_values(answer: &Value) -> std::collections::BTreeMap<String, f64> {
         .collect()
 }
 
-/// An aggregated metrics answer `[{"id": "numRecordsIn", "sum": 1234.0}]` → the sum.
+/// Returns the sum of an aggregated metrics answer `[{"id": "numRecordsIn", "sum": 1234.0}]`.
 fn aggregated_sum(answer: &Value, metric: &str) -> Option<f64> {
     answer
         .as_array()?

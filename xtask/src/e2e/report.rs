@@ -23,7 +23,7 @@ pub(crate) use model::{growth, whole_mib, Report, Run, Sample};
 pub(crate) use verdict::verdict;
 
 impl Report {
-    /// The report of `runs`, with the verdict of the plan's expectation.
+    /// Returns the report of `runs`, with the verdict of the plan's expectation.
     pub(crate) fn new(
         image: &str,
         driver: Driver,
@@ -50,7 +50,8 @@ impl Report {
         }
     }
 
-    /// `report.json`, `summary.md` and `memory.svg` into `out`, and the verdict's line.
+    /// Writes `report.json`, `summary.md` and `memory.svg` into `out`, and notes the
+    /// verdict's line.
     pub(crate) fn write(&self, out: &Path) -> Result<()> {
         std::fs::write(
             out.join("report.json"),
@@ -108,7 +109,8 @@ mod tests {
         .0
     }
 
-    /// Dumps 0..=12 where `leak` grows by `per_restart` and a steady site does not.
+    /// Returns the sites of dumps 0..=12 where `leak` grows by `per_restart` and a steady
+    /// site does not.
     fn sites(per_restart: i64, leak: &str) -> Vec<Site> {
         let pts: Vec<DumpPoint> = (0..=12u64)
             .map(|r| DumpPoint {

@@ -1,5 +1,5 @@
 //! What one `e2e` run is asked for: the pipeline's input, which `E2eArgs` converts into
-//! (the driver chosen, the allocators expanded, the scenario's overrides gathered).
+//! (with the driver chosen, the allocators expanded and the scenario's overrides gathered).
 
 use std::path::PathBuf;
 

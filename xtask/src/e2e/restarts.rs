@@ -1,8 +1,8 @@
-//! The restarts of one allocator's run: the RocksDB job submitted (and again after a
-//! cancel), restarts by `--mode` (the job's own injected failures, cancel + resubmit, a
-//! SIGKILLed TaskManager), a TaskManager that died unasked replaced, and a memory sample at
-//! start and after each restart (RSS, cgroup, and native = RSS − committed heap/non-heap
-//! from the TaskManager's JVM metrics).
+//! The restarts of one allocator's run. The RocksDB job is submitted (and again after a
+//! cancel) and restarted by `--mode` (the job's own injected failures, cancel + resubmit, a
+//! SIGKILLed TaskManager), a TaskManager that died unasked is replaced, and a memory sample
+//! is taken at start and after each restart (RSS, cgroup, and native = RSS − committed
+//! heap/non-heap from the TaskManager's JVM metrics).
 
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -16,7 +16,8 @@ use super::scenario::Mode;
 use crate::progress::flag;
 use crate::progress::{self, Step};
 
-/// The RocksDB job on a cluster: its jar uploaded once, submitted (again after a cancel).
+/// The RocksDB job on a cluster: its jar is uploaded once, and the job is submitted (again
+/// after a cancel).
 pub(crate) struct Job {
     jar: String,
     args: Vec<String>,
@@ -67,7 +68,8 @@ pub(crate) struct Loop {
     pub cpus: Option<u32>,
 }
 
-/// Restarts by mode until `--restarts` or the timeout, a sample at start and after each.
+/// Restarts by mode until `--restarts` or the timeout, and takes a sample at start and after
+/// each restart.
 pub(crate) fn restart_loop(
     ctx: &RunContext,
     allocator: Allocator,
@@ -134,7 +136,7 @@ pub(crate) fn restart_loop(
     Ok(lp)
 }
 
-/// `injected`: the job's own restart count, polled; a TaskManager that died unasked
+/// `injected`: polls the job's own restart count; a TaskManager that died unasked
 /// (OOM-killed, most likely) is replaced, as a pod would be, after its dumps are copied.
 fn injected_restart(
     allocator: Allocator,
@@ -145,8 +147,8 @@ fn injected_restart(
 ) -> Result<u64> {
     std::thread::sleep(Duration::from_millis(500));
     let r = cluster.rest().restarts(&job.id)?;
-    // Liveness at every poll, a restart's too: a TaskManager that died and was restarted
-    // in place between two polls restarts the job as well.
+    // Liveness is checked at every poll, a restart's too: a TaskManager that died and was
+    // restarted in place between two polls restarts the job as well.
     if cluster.taskmanager_memory()?.rss_kb.is_some() {
         return Ok(r.max(lp.restarts));
     }
@@ -169,8 +171,8 @@ fn injected_restart(
     Ok(lp.restarts)
 }
 
-/// `tm-kill`: the dumps copied, the TaskManager SIGKILLed and replaced, and the job's
-/// restart on the new one awaited.
+/// `tm-kill`: copies the dumps, SIGKILLs and replaces the TaskManager, and awaits the job's
+/// restart on the new one.
 fn kill_restart(
     allocator: Allocator,
     cluster: &mut dyn Cluster,
@@ -210,9 +212,9 @@ pub(crate) struct Timeline {
 /// already have closed its RocksDB (50 ms on Flink 2.2.1 under Docker, its log says).
 const ROCKSDB_CLOSED_BEFORE_FAILURE_SECS: f64 = 0.5;
 
-/// The run's [`Timeline`]: for injected failures the JobManager's failure times (the new
-/// attempt follows within the restart delay), else, or when its history is cut short, the
-/// times the loop saw them.
+/// Returns the run's [`Timeline`]: for injected failures it uses the JobManager's failure
+/// times (the new attempt follows within the restart delay); otherwise, or when that history
+/// is cut short, it uses the times the loop saw them.
 pub(crate) fn timeline(
     ctx: &RunContext,
     cluster: &dyn Cluster,
@@ -238,7 +240,7 @@ pub(crate) fn timeline(
     }
 }
 
-/// Restart 0 at `start`, then every failure, also those after the last sample (dumps
+/// Returns restart 0 at `start`, then every failure, also those after the last sample (dumps
 /// written after them belong to a later restart, not to the last one).
 fn restart_times(start: f64, failures: &[f64]) -> Vec<(u64, f64)> {
     let mut out = vec![(0, start)];
@@ -246,9 +248,9 @@ fn restart_times(start: f64, failures: &[f64]) -> Vec<(u64, f64)> {
     out
 }
 
-/// When each attempt of the job ran with RocksDB open, from the failure times alone: the
-/// job's operator throws `fail_every` seconds after its `open()`, which runs once the keyed
-/// state backend is open, so an attempt that failed at `f` had RocksDB open from
+/// Returns when each attempt of the job ran with RocksDB open, from the failure times alone:
+/// the job's operator throws `fail_every` seconds after its `open()`, which runs once the
+/// keyed state backend is open, so an attempt that failed at `f` had RocksDB open from
 /// `f − fail_every` (however long its redeploy took: a fixed delay after the previous
 /// failure was too short on a loaded machine) to `f`, less the moment the failing task may
 /// take to close RocksDB before the JobManager records the failure. An attempt that had not
@@ -269,8 +271,8 @@ fn live_windows(start: f64, failures: &[f64], fail_every: f64) -> Vec<(f64, f64)
     out
 }
 
-/// The current TaskManager's dumps and the libraries they map into `dir`, with the time
-/// each dump was written (`dump-times.json`), which places it between restarts.
+/// Copies the current TaskManager's dumps and the libraries they map into `dir`, and records
+/// the time each dump was written (`dump-times.json`), which places it between restarts.
 pub(crate) fn collect_dumps(cluster: &dyn Cluster, dir: &Path) -> Result<()> {
     cluster.collect(dir)?;
     // Best effort: without times the dumps are still analysed, only not per restart.
@@ -291,7 +293,7 @@ pub(crate) fn collect_dumps(cluster: &dyn Cluster, dir: &Path) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Seconds since the epoch, now.
+/// Returns the current time in seconds since the epoch.
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -439,7 +441,8 @@ mod tests {
         }
         let xy: Vec<(f64, f64)> = points.iter().map(|(d, r)| (*r as f64, bytes(d))).collect();
         let f = crate::fit::fit(&xy).unwrap();
-        // One instance per restart, to 2% (the transient 139 KiB lifts a few points).
+        // The slope is one instance per restart, to 2% (the transient 139 KiB lifts a few
+        // points).
         assert!(
             f.grows() && (f.slope / ONE_INSTANCE - 1.0).abs() < 0.02,
             "{f:?}"

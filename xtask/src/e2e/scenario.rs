@@ -86,8 +86,8 @@ pub(crate) enum Scale {
     /// Nothing: `bytes_per_restart` as it is.
     #[default]
     None,
-    /// RocksDB's `CoreLocalArray` (per-core statistics): one block per core slot, the slots
-    /// the smallest power of two at or above the CPUs `std::thread::hardware_concurrency`
+    /// RocksDB's `CoreLocalArray` (per-core statistics): one block per core slot; the slots
+    /// are the smallest power of two at or above the CPUs `std::thread::hardware_concurrency`
     /// reports, at least 8; `bytes_per_restart` is for 8 slots.
     RocksdbCoreSlots,
 }
@@ -98,15 +98,15 @@ impl Scale {
     }
 }
 
-/// RocksDB's core slots for `cpus` CPUs: the smallest power of two ≥ `cpus`, at least 8
-/// (`CoreLocalArray`'s constructor starts its size shift at 3).
+/// Returns RocksDB's core slots for `cpus` CPUs: the smallest power of two ≥ `cpus`, at
+/// least 8 (`CoreLocalArray`'s constructor starts its size shift at 3).
 fn rocksdb_core_slots(cpus: u32) -> u32 {
     cpus.next_power_of_two().max(8)
 }
 
 impl Expect {
-    /// The leak's expected bytes per restart on a TaskManager that sees `cpus` CPUs (8 core
-    /// slots assumed when that is unknown).
+    /// Returns the leak's expected bytes per restart on a TaskManager that sees `cpus` CPUs
+    /// (assuming 8 core slots when that is unknown).
     pub(crate) fn expected_bytes(&self, cpus: Option<u32>) -> Option<f64> {
         let bytes = self.bytes_per_restart? as f64;
         Some(match self.scale {
@@ -158,7 +158,7 @@ impl Scenarios {
         Ok(s)
     }
 
-    /// The scenario called `name`, or an error listing them.
+    /// Returns the scenario called `name`, or an error listing them.
     pub(crate) fn get(&self, name: &str) -> Result<&Scenario> {
         self.scenario.get(name).with_context(|| {
             format!(
@@ -194,7 +194,7 @@ pub(crate) struct Plan {
     pub expect: Expect,
 }
 
-/// The plan of scenario `name` for an image of Flink `flink`; an image outside the
+/// Returns the plan of scenario `name` for an image of Flink `flink`; an image outside the
 /// scenario's versions is an error (below the lowest) or a warning (past the newest: the
 /// leak may be fixed there).
 pub(crate) fn resolve(
@@ -247,7 +247,7 @@ pub(crate) fn resolve(
     ))
 }
 
-/// `e2e/scenarios.toml` of this checkout.
+/// Loads `e2e/scenarios.toml` of this checkout.
 pub(crate) fn load_default() -> Result<Scenarios> {
     Scenarios::load(&crate::project::root().join("e2e/scenarios.toml"))
 }

@@ -1,6 +1,6 @@
-//! The first two stages of `image`: the base pulled (manifest, config and layers, from the
-//! cache when the lock pins them) and inspected from its layers (suite, libc6, apt sources,
-//! dpkg status), which decides the sysroot, the mirror and the keyring of everything after.
+//! The first two stages of `image`: the base is pulled (manifest, config and layers, from the cache
+//! when the lock pins them) and inspected from its layers (suite, libc6, apt sources, dpkg status),
+//! which decides the sysroot, the mirror and the keyring of everything after.
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -38,7 +38,8 @@ pub(crate) struct Target {
 }
 
 impl Base {
-    /// The layer descriptors with OCI media types (what umoci and an OCI manifest want).
+    /// Returns the layer descriptors with OCI media types (what umoci and an OCI manifest
+    /// want).
     pub(crate) fn oci_layers(&self) -> Vec<Value> {
         self.layers
             .iter()
@@ -54,7 +55,7 @@ impl Base {
 }
 
 impl Target {
-    /// The Debian repository of the base's suite, for packages of `arch`.
+    /// Returns the Debian repository of the base's suite, for packages of `arch`.
     pub(crate) fn repo<'a>(&'a self, arch: &'a str) -> Repo<'a> {
         Repo {
             mirror: &self.mirror,
@@ -66,8 +67,8 @@ impl Target {
     }
 }
 
-/// Stage 1: the base's manifest, config and layers, verified and cached; the network only
-/// for what the cache does not hold.
+/// Stage 1: pulls the base's manifest, config and layers, verified and cached; it uses the
+/// network only for what the cache does not hold.
 pub(crate) fn pull(run: &Run) -> Result<Base> {
     let base_ref = &run.base_ref;
     let step = Step::start(format!("base image {base_ref}"));
@@ -139,9 +140,9 @@ pub(crate) fn pull(run: &Run) -> Result<Base> {
     })
 }
 
-/// Stage 2: what the base is, read from its cached layers (no network): the suite and libc6
-/// pick the sysroot; the base's apt source for that suite the mirror (`--mirror`, the lock,
-/// or an archived suite's archive host win); the keyring is `--keyring` or, with
+/// Stage 2: reads what the base is from its cached layers (no network). The suite and libc6 pick
+/// the sysroot; the base's apt source for that suite picks the mirror (`--mirror`, the lock, or an
+/// archived suite's archive host win over it); the keyring is `--keyring` or, with
 /// `--archive-keyring`, the distribution's.
 pub(crate) fn inspect(run: &Run, base: &Base) -> Result<Target> {
     let base_ref = &run.base_ref;
@@ -216,7 +217,8 @@ pub(crate) fn inspect(run: &Run, base: &Base) -> Result<Target> {
     })
 }
 
-/// The base's facts, cached by its manifest digest: read from its layers once.
+/// Returns the base's facts, cached by its manifest digest: they are read from its layers
+/// once.
 fn base_facts(run: &Run, base: &Base) -> Result<BaseFacts> {
     // v2: dpkg's path filters are part of the facts.
     let path = run.cache.dir.join("facts").join(format!(
@@ -237,7 +239,7 @@ fn base_facts(run: &Run, base: &Base) -> Result<BaseFacts> {
     Ok(facts)
 }
 
-/// `--mirror`, else the lock's, else the base's own apt source for the suite (not for an
+/// Returns `--mirror`, else the lock's, else the base's own apt source for the suite (not for an
 /// archived suite: its sources no longer serve it), else the suite's in images/debian.toml.
 fn mirror(run: &Run, facts: &BaseFacts, suite: &str, suite_spec: &SuiteSpec) -> String {
     run.req
@@ -252,7 +254,7 @@ fn mirror(run: &Run, facts: &BaseFacts, suite: &str, suite_spec: &SuiteSpec) -> 
         .unwrap_or_else(|| suite_spec.mirror.clone())
 }
 
-/// The mirror for `suite` among the base's apt sources.
+/// Returns the mirror for `suite` among the base's apt sources.
 pub(crate) fn mirror_for(facts: &BaseFacts, suite: &str) -> Option<String> {
     facts
         .apt_sources

@@ -1,5 +1,5 @@
-//! The content-addressed cache as an image's store: blobs put in and read back by digest,
-//! and layers remembered by what determines their bytes.
+//! The content-addressed cache as an image's store: blobs are put in and read back by
+//! digest, and layers are remembered by what determines their bytes.
 
 use anyhow::{bail, Result};
 use std::path::PathBuf;
@@ -39,8 +39,8 @@ pub(crate) fn cache_blob(cache: &Cache, media_type: &str, data: Vec<u8>) -> Resu
     Ok(blob)
 }
 
-/// The layer `name` made by `make`, cached by `key` (what determines its bytes): a record
-/// `layers/<name>-<key>.json` beside the blob, so that a warm build reads a few bytes
+/// Returns the layer `name` made by `make`, cached by `key` (what determines its bytes): it keeps a
+/// record `layers/<name>-<key>.json` beside the blob, so that a warm build reads a few bytes
 /// instead of tarring and compressing again. A record whose blob is gone is made afresh.
 pub(crate) fn cached_layer(
     cache: &Cache,
@@ -70,7 +70,7 @@ pub(crate) fn cached_layer(
     Ok((r, false))
 }
 
-/// The cached blob of `digest`, if the cache holds it intact.
+/// Returns the cached blob of `digest`, if the cache holds it intact.
 pub(crate) fn read_cached(cache: &Cache, digest: &str) -> Option<Vec<u8>> {
     let p = cache.blob(oci::hex_of(digest));
     let data = std::fs::read(p).ok()?;

@@ -1,6 +1,6 @@
-//! The assembly stage of `image`: the `/opt/jemalloc` layer, the image config (the base's,
-//! with `PATH`, `JEMALLOC_PATH`, the provenance labels and history added) and the manifest
-//! over the base's layers, the jemalloc layer and the tools layer, each cached by digest.
+//! The assembly stage of `image`: it makes the `/opt/jemalloc` layer, the image config (the base's,
+//! with `PATH`, `JEMALLOC_PATH`, the provenance labels and history added) and the manifest over the
+//! base's layers, the jemalloc layer and the tools layer, each cached by digest.
 
 use anyhow::Result;
 
@@ -21,7 +21,7 @@ pub(crate) struct Assembled {
     pub tag: String,
 }
 
-/// Stage 5: layer, config, manifest.
+/// Stage 5: assembles the layer, the config and the manifest.
 pub(crate) fn assemble(
     run: &Run,
     base: &Base,
@@ -82,7 +82,7 @@ pub(crate) fn assemble(
     })
 }
 
-/// The `/opt/jemalloc` layer from the installed tree, cached by what the tree is (its
+/// Makes the `/opt/jemalloc` layer from the installed tree, cached by what the tree is (its
 /// `build-info.json` names every input) and the epoch.
 fn jemalloc_layer(run: &Run, jemalloc: &Jemalloc) -> Result<oci::LayerRef> {
     let step = Step::start("the /opt/jemalloc layer");
@@ -109,7 +109,7 @@ fn jemalloc_layer(run: &Run, jemalloc: &Jemalloc) -> Result<oci::LayerRef> {
     Ok(layer)
 }
 
-/// The spec's environment, `JEMALLOC_PATH`, and with `--preload` `LD_PRELOAD` and
+/// Returns the spec's environment, `JEMALLOC_PATH`, and with `--preload` `LD_PRELOAD` and
 /// `MALLOC_CONF`.
 fn env(run: &Run) -> Vec<(String, String)> {
     let lib = format!("{}/lib/libjemalloc.so.2", run.jspec.prefix);
@@ -128,14 +128,14 @@ fn env(run: &Run) -> Vec<(String, String)> {
     env
 }
 
-/// `name=version` of each package, space-separated.
+/// Returns `name=version` of each package, space-separated.
 fn package_list<'a>(pins: impl Iterator<Item = (&'a String, &'a String)>) -> String {
     pins.map(|(n, v)| format!("{n}={v}"))
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-/// The base's name and digest, as OCI annotations and labels call them.
+/// Returns the base's name and digest, as OCI annotations and labels call them.
 fn base_annotations(run: &Run, base: &Base) -> Vec<(String, String)> {
     vec![
         (
@@ -149,9 +149,9 @@ fn base_annotations(run: &Run, base: &Base) -> Vec<(String, String)> {
     ]
 }
 
-/// The provenance labels: the base, jemalloc (version, sha256, flags, patches, unwinder),
-/// the sysroot, `--preload`, and the package lock as far as it is content (every layered
-/// and sysroot package, name=version; mirrors stay out: they do not change bytes).
+/// Returns the provenance labels: the base, jemalloc (version, sha256, flags, patches, unwinder),
+/// the sysroot, `--preload`, and the package lock as far as it is content (every layered and
+/// sysroot package, name=version; mirrors stay out: they do not change bytes).
 fn labels(
     run: &Run,
     base: &Base,
@@ -201,7 +201,7 @@ fn labels(
             package_list(jeprof_tools.map(|p| (&p.name, &p.version))),
         ),
     ]);
-    // The caller's (`--label`), last: a key given twice keeps its last value.
+    // The caller's labels (`--label`) come last: a key given twice keeps its last value.
     labels.extend(run.req.labels.iter().cloned());
     labels
 }

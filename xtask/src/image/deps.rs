@@ -1,7 +1,7 @@
-//! Resolving jeprof's tools (`binutils graphviz perl file`) against a base image: follow
-//! Depends and Pre-Depends (alternatives, virtual packages, version constraints, multi-arch
-//! qualifiers) through a suite's `Packages` index, skipping what the base's dpkg status
-//! already satisfies. Recommends are not followed. Pure: index and status in, packages out.
+//! Resolves jeprof's tools (`binutils graphviz perl file`) against a base image: it follows Depends
+//! and Pre-Depends (alternatives, virtual packages, version constraints, multi-arch qualifiers)
+//! through a suite's `Packages` index, skipping what the base's dpkg status already satisfies.
+//! Recommends are not followed. It is pure: the index and the status go in, the packages come out.
 //!
 //! Relations are parsed by `debian-control` and versions compared by `debversion`; the
 //! walk itself is small: the first alternative that is installed, chosen, or available
@@ -58,7 +58,7 @@ fn relations(field: &str, what: &str) -> Result<Relations> {
         .map_err(|e: String| anyhow::anyhow!("{what}: cannot parse `{field}`: {e}"))
 }
 
-/// `Provides: a (= 1), b` → [(a, Some(1)), (b, None)].
+/// Parses `Provides: a (= 1), b` into [(a, Some(1)), (b, None)].
 fn provides(field: &str) -> Result<Vec<(String, Option<Version>)>> {
     Ok(relations(field, "Provides")?
         .0
@@ -101,9 +101,9 @@ fn show(group: &[Relation]) -> String {
         .join(" | ")
 }
 
-/// The packages to add so that `roots` and all their Depends/Pre-Depends hold, given what is
-/// installed. Sorted by name. A dependency on an installed package that is too old is an
-/// error (the base would need an upgrade, which a layer must not do behind dpkg's back).
+/// Returns the packages to add so that `roots` and all their Depends/Pre-Depends hold, given what
+/// is installed, sorted by name. A dependency on an installed package that is too old is an error
+/// (the base would need an upgrade, which a layer must not do behind dpkg's back).
 pub fn resolve<'a>(
     index: &'a [PackageRecord],
     installed: &Installed,
@@ -309,7 +309,7 @@ Package: libltdl7\nStatus: deinstall ok config-files\nVersion: 2.4.6-15\n";
             got.iter().find(|r| r.name == "libgvc6").unwrap().version,
             "2.42.2-5"
         );
-        // Only amd64 or all.
+        // Every package chosen is amd64 or all.
         assert!(got.iter().all(|r| r.arch == "amd64" || r.arch == "all"));
     }
 

@@ -15,7 +15,7 @@ use crate::unpack;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Node {
     Dir,
-    /// A regular file; contents kept only for the paths `wanted` selects.
+    /// A regular file; its contents are kept only for the paths `wanted` selects.
     File(Option<Vec<u8>>),
     Symlink(PathBuf),
     Other,
@@ -27,7 +27,7 @@ pub(crate) struct RootfsView {
     nodes: BTreeMap<PathBuf, Node>,
 }
 
-/// Paths whose contents inspection reads.
+/// Returns whether `p` is a path whose contents inspection reads.
 pub(crate) fn wanted(p: &Path) -> bool {
     let s = p.to_string_lossy();
     matches!(
@@ -146,7 +146,7 @@ impl RootfsView {
         None
     }
 
-    /// Paths of existing entries directly below `dir`.
+    /// Returns the paths of existing entries directly below `dir`.
     pub(crate) fn list(&self, dir: &str) -> Vec<PathBuf> {
         let d = Path::new(dir);
         self.nodes
@@ -188,8 +188,8 @@ pub struct PathFilter {
     pub glob: String,
 }
 
-/// The path filters of dpkg configuration text (`path-exclude=GLOB`, `path-exclude GLOB`,
-/// optionally with the leading `--` of the command line; `#` comments).
+/// Parses the path filters of dpkg configuration text (`path-exclude=GLOB`,
+/// `path-exclude GLOB`, optionally with the leading `--` of the command line; `#` comments).
 fn parse_dpkg_filters(text: &str) -> Vec<PathFilter> {
     text.lines()
         .map(str::trim)
@@ -210,8 +210,8 @@ fn parse_dpkg_filters(text: &str) -> Vec<PathFilter> {
         .collect()
 }
 
-/// Whether dpkg leaves `path` (absolute) out: the last filter that matches decides, and a
-/// path no filter matches is installed.
+/// Returns whether dpkg leaves `path` (absolute) out: the last filter that matches decides,
+/// and a path no filter matches is installed.
 pub(crate) fn excluded(filters: &[PathFilter], path: &str) -> bool {
     let options = glob::MatchOptions {
         case_sensitive: true,
@@ -225,7 +225,7 @@ pub(crate) fn excluded(filters: &[PathFilter], path: &str) -> bool {
         .is_some_and(|f| !f.include)
 }
 
-/// `KEY=value` / `KEY="value"` lines of os-release.
+/// Parses the `KEY=value` / `KEY="value"` lines of os-release.
 fn parse_os_release(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|l| l.split_once('='))
@@ -238,7 +238,7 @@ fn parse_os_release(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// One-line `deb [opts] uri suite comp…` sources; `deb-src` and comments are skipped.
+/// Parses one-line `deb [opts] uri suite comp…` sources; `deb-src` and comments are skipped.
 fn parse_sources_list(text: &str) -> Vec<AptSource> {
     let mut out = Vec::new();
     for line in text.lines() {
@@ -262,7 +262,7 @@ fn parse_sources_list(text: &str) -> Vec<AptSource> {
     out
 }
 
-/// deb822 `.sources` stanzas (`Types: deb`, `URIs`, `Suites`, `Components`).
+/// Parses deb822 `.sources` stanzas (`Types: deb`, `URIs`, `Suites`, `Components`).
 fn parse_deb822_sources(text: &str) -> Vec<AptSource> {
     let mut out = Vec::new();
     for p in debian::paragraphs(text) {
@@ -295,7 +295,7 @@ fn parse_deb822_sources(text: &str) -> Vec<AptSource> {
     out
 }
 
-/// The installed version of `package` in a dpkg status file.
+/// Returns the installed version of `package` in a dpkg status file.
 fn installed_version(status: &str, package: &str) -> Option<String> {
     debian::paragraphs(status)
         .into_iter()

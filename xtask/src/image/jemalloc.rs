@@ -1,4 +1,4 @@
-//! Stage 3 of `image`: jemalloc built against the target's suite (as `cargo xtask build`
+//! Stage 3 of `image`: jemalloc is built against the target's suite (as `cargo xtask build`
 //! does, gates included); a sysroot whose glibc differs from the base's is refused.
 
 use anyhow::{bail, Context, Result};
@@ -19,7 +19,7 @@ pub(crate) struct Jemalloc {
     pub compiled: bool,
 }
 
-/// Stage 3: jemalloc built against the target's suite (as `cargo xtask build` does, gates
+/// Stage 3: builds jemalloc against the target's suite (as `cargo xtask build` does, gates
 /// included); a sysroot whose glibc differs from the base's is refused.
 pub(crate) fn build(run: &Run, target: &Target) -> Result<Jemalloc> {
     let built = build::jemalloc(&BuildArgs {
@@ -64,7 +64,7 @@ pub(crate) fn build(run: &Run, target: &Target) -> Result<Jemalloc> {
     })
 }
 
-/// The upstream part of a Debian version: `2.31-13+deb11u5` → `2.31`.
+/// Returns the upstream part of a Debian version: `2.31-13+deb11u5` → `2.31`.
 fn upstream_version(v: &str) -> &str {
     let v = v.split_once(':').map_or(v, |(_, r)| r);
     v.rsplit_once('-').map_or(v, |(u, _)| u)

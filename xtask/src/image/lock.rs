@@ -1,6 +1,6 @@
-//! The image lock (`images/flink-<version>.lock`), like Cargo.lock: every input the image is
-//! made from, resolved once (with the network), committed, then reused. `--locked` refuses to
-//! build when it is missing or when the request differs from it.
+//! The image lock (`images/flink-<version>.lock`), like Cargo.lock, records every input the image
+//! is made from: it is resolved once (with the network), committed, then reused. `--locked` refuses
+//! to build when it is missing or when the request differs from it.
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -101,7 +101,7 @@ pub(crate) struct Request<'a> {
     pub source_date_epoch: u64,
 }
 
-/// The ways `lock` does not answer `req` (empty: the lock can be used as it is).
+/// Returns the ways `lock` does not answer `req` (empty when the lock can be used as it is).
 pub(crate) fn differences(lock: &Lock, req: &Request) -> Vec<String> {
     let mut d = Vec::new();
     if lock.base.reference != req.base {

@@ -1,6 +1,6 @@
-//! The last stage of `image`, and all of `lock`: the lock of a run's inputs made from what
-//! the stages resolved ([`of_run`]), written on first resolution and kept unchanged after
-//! ([`keep`]; `--locked` refuses a change), or resolved afresh without building ([`afresh`]).
+//! The last stage of `image`, and all of `lock`: the lock of a run's inputs is made from what the
+//! stages resolved ([`of_run`]), written on first resolution and kept unchanged after ([`keep`];
+//! `--locked` refuses a change), or resolved afresh without building ([`afresh`]).
 
 use anyhow::{bail, Result};
 
@@ -11,7 +11,7 @@ use super::tools_layer;
 use crate::build::sysroot;
 use crate::progress;
 
-/// `cargo xtask lock`: the sysroot and tools packages resolved afresh and the lock written;
+/// `cargo xtask lock`: resolves the sysroot and tools packages afresh and writes the lock;
 /// nothing is built.
 pub(crate) fn afresh(run: &Run, base: &Base, target: &Target) -> Result<Lock> {
     let sysroot_pins = sysroot::resolve(&run.dl, &run.cache, &sysroot_request(run, target))?;
@@ -27,7 +27,7 @@ pub(crate) fn afresh(run: &Run, base: &Base, target: &Target) -> Result<Lock> {
     Ok(lock)
 }
 
-/// The sysroot the target's suite gets.
+/// Returns the sysroot the target's suite gets.
 fn sysroot_request(run: &Run, target: &Target) -> sysroot::Request {
     sysroot::Request {
         mirror: target.mirror.clone(),
@@ -41,7 +41,7 @@ fn sysroot_request(run: &Run, target: &Target) -> sysroot::Request {
     }
 }
 
-/// The lock of this run's inputs.
+/// Returns the lock of this run's inputs.
 pub(crate) fn of_run(
     run: &Run,
     base: &Base,
@@ -73,8 +73,8 @@ pub(crate) fn of_run(
     }
 }
 
-/// Stage 7: the lock, written on first resolution and unchanged afterwards (`--locked`
-/// refuses a change).
+/// Stage 7: writes the lock on first resolution and leaves it unchanged afterwards
+/// (`--locked` refuses a change).
 pub(crate) fn keep(run: &Run, lock: &Lock) -> Result<()> {
     if run.existing.as_ref() != Some(lock) {
         if run.req.locked {

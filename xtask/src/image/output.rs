@@ -1,6 +1,6 @@
-//! The output stage of `image`: the assembled image written as an OCI layout directory, an
-//! OCI or docker-archive tarball, pushed to a registry (by blob, the ones it lacks), and
-//! loaded into a Docker engine or a kind cluster's node (`--load`).
+//! The output stage of `image`: the assembled image is written as an OCI layout directory, an OCI
+//! or docker-archive tarball, pushed to a registry (by blob, the ones it lacks), and loaded into a
+//! Docker engine or a kind cluster's node (`--load`).
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ pub(crate) struct Outputs {
     pub pushed: Option<String>,
 }
 
-/// Stage 6: the files, then the push and the load asked for.
+/// Stage 6: writes the files, then does the push and the load asked for.
 pub(crate) fn write(run: &Run, image: &Assembled) -> Result<Outputs> {
     let path = run.req.output.clone().unwrap_or_else(|| {
         run.cache
@@ -45,7 +45,7 @@ pub(crate) fn write(run: &Run, image: &Assembled) -> Result<Outputs> {
     Ok(Outputs { path, pushed })
 }
 
-/// An OCI layout directory, or a `.tar` of one (`--format oci`) or a docker-archive.
+/// Writes an OCI layout directory, or a `.tar` of one (`--format oci`) or a docker-archive.
 fn write_files(run: &Run, image: &Assembled, path: &Path) -> Result<()> {
     let src = CacheBlobs(&run.cache);
     let epoch = run.req.source_date_epoch;
@@ -78,7 +78,7 @@ fn write_files(run: &Run, image: &Assembled, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `--push`: the blobs the registry lacks, then the manifest; returns `repo@digest`.
+/// `--push`: pushes the blobs the registry lacks, then the manifest; returns `repo@digest`.
 fn push(run: &Run, image: &Assembled, target: &Reference) -> Result<String> {
     let src = CacheBlobs(&run.cache);
     let step = Step::start(format!("pushing to {target}"));
@@ -105,8 +105,8 @@ fn push(run: &Run, image: &Assembled, target: &Reference) -> Result<String> {
     ))
 }
 
-/// `--load`: the image as a docker-archive named [`crate::docker::image_name`] of its tag,
-/// handed to `docker load` or `kind load image-archive`; the archive is removed afterwards.
+/// `--load`: writes the image as a docker-archive named [`crate::docker::image_name`] of its tag
+/// and hands it to `docker load` or `kind load image-archive`; the archive is removed afterwards.
 fn load(run: &Run, image: &Assembled, target: &LoadTarget, output: &Path) -> Result<()> {
     target.require()?;
     let name = crate::docker::image_name(&image.tag);

@@ -37,8 +37,8 @@ pub struct Request {
 }
 
 impl Request {
-    /// The spec `flink` with every flag at its default: an OCI layout in the cache, nothing
-    /// pushed or loaded, the lock written when missing.
+    /// Returns the request for the spec `flink` with every flag at its default: an OCI
+    /// layout in the cache, nothing pushed or loaded, the lock written when missing.
     pub fn new(flink: &str) -> Request {
         Request {
             flink: flink.to_string(),
@@ -83,7 +83,8 @@ pub enum LoadTarget {
 }
 
 impl LoadTarget {
-    /// A Docker engine that answers; `kind`, `kubectl` and `docker` for a kind cluster.
+    /// Requires a Docker engine that answers, or `kind`, `kubectl` and `docker` for a kind
+    /// cluster.
     pub(crate) fn require(&self) -> Result<()> {
         match self {
             LoadTarget::Docker => crate::docker::require("--load"),
@@ -91,7 +92,7 @@ impl LoadTarget {
         }
     }
 
-    /// `docker`, or `kind=<cluster>`.
+    /// Parses `docker`, or `kind=<cluster>`.
     pub(crate) fn parse(s: &str) -> Result<LoadTarget, String> {
         match s.split_once('=') {
             None if s == "docker" => Ok(LoadTarget::Docker),

@@ -33,14 +33,14 @@ pub(crate) struct Run<'a> {
     pub dl: Downloader,
 }
 
-/// The spec directory: `--specs`, else `images/`.
+/// Returns the spec directory: `--specs`, else `images/`.
 fn specs_dir(req: &Request) -> PathBuf {
     req.specs
         .clone()
         .unwrap_or_else(|| FlinkSpec::default_dir(&project::root()))
 }
 
-/// Stage 0: the spec, the base reference, the lock and what it still pins.
+/// Stage 0: resolves the spec, the base reference, the lock and what it still pins.
 pub(crate) fn resolve(req: &Request) -> Result<Run<'_>> {
     let root = project::root();
     let version = req.flink.as_str();
@@ -104,9 +104,9 @@ pub(crate) fn resolve(req: &Request) -> Result<Run<'_>> {
     })
 }
 
-/// The credentials of a run: the user's Docker config, and `--registry-user` with
-/// `$REGISTRY_PASSWORD` for the registry it is meant for: the `--push` target's, else the
-/// base's. No registry sees another's credentials.
+/// Returns the credentials of a run: the user's Docker config, and `--registry-user` with
+/// `$REGISTRY_PASSWORD` for the registry it is meant for: the `--push` target's, else the base's.
+/// No registry sees another's credentials.
 pub(crate) fn auths(req: &Request, base: &Reference) -> Result<Auths> {
     let mut auths = Auths::from_docker_config()?;
     if let Some(user) = &req.registry_user {

@@ -1,10 +1,10 @@
-//! The layer with jeprof's tools (binutils, graphviz, perl, file) from the base's own
-//! distribution: resolved against the base's dpkg status, pinned in the lock, every `.deb`
-//! checked against its sha256, data archives unpacked into one tree. dpkg learns about them
-//! (the base's status with the new paragraphs appended, `info/<pkg>.list` and `.md5sums`).
-//! Maintainer scripts are not run; the two that matter are redone in a chroot of the merged
-//! image (base unpacked by `umoci`, tools on top): `ldconfig` and graphviz's `dot -c`, whose
-//! outputs (`/etc/ld.so.cache`, `config6a`) go into the layer.
+//! The layer with jeprof's tools (binutils, graphviz, perl, file) from the base's own distribution:
+//! the tools are resolved against the base's dpkg status and pinned in the lock, every `.deb` is
+//! checked against its sha256, and the data archives are unpacked into one tree. dpkg learns about
+//! them (the base's status with the new paragraphs appended, `info/<pkg>.list` and `.md5sums`).
+//! Maintainer scripts are not run; the two that matter are redone in a chroot of the merged image
+//! (base unpacked by `umoci`, tools on top): `ldconfig` and graphviz's `dot -c`, whose outputs
+//! (`/etc/ld.so.cache`, `config6a`) go into the layer.
 
 use anyhow::{bail, Context, Result};
 
@@ -58,7 +58,7 @@ pub(crate) fn resolve(
     Ok(pins)
 }
 
-/// Lock entries for resolved packages from `repo`.
+/// Returns the lock entries for resolved packages from `repo`.
 pub fn pins(chosen: &[&debian::PackageRecord], repo: &Repo) -> Vec<DebPin> {
     chosen
         .iter()
@@ -80,7 +80,8 @@ pub fn pins(chosen: &[&debian::PackageRecord], repo: &Repo) -> Vec<DebPin> {
         .collect()
 }
 
-/// dpkg's name for a package's info files: `name` or `name:arch` for Multi-Arch: same.
+/// Returns dpkg's name for a package's info files: `name` or `name:arch` for
+/// Multi-Arch: same.
 fn info_name(p: &DebPin) -> String {
     if p.multi_arch.as_deref() == Some("same") {
         format!("{}:{}", p.name, p.arch)
@@ -89,7 +90,7 @@ fn info_name(p: &DebPin) -> String {
     }
 }
 
-/// A control paragraph as dpkg's status records it: `Status` after `Package`.
+/// Returns a control paragraph as dpkg's status records it: `Status` after `Package`.
 fn status_paragraph(control: &str) -> String {
     let mut out = String::new();
     for line in control.trim_end().lines() {
@@ -177,7 +178,7 @@ fn drop_excluded(tree: &Path, paths: &[&String], filters: &[PathFilter]) -> Resu
     }
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for d in dirs {
-        // Only when empty: an included file below keeps it.
+        // A directory goes only when empty: an included file below keeps it.
         let _ = std::fs::remove_dir(&d);
     }
     Ok(())
@@ -235,9 +236,9 @@ fn finish_in_chroot(base_layout: &Path, tag: &str, tree: &Path, work: &Path) -> 
     Ok(())
 }
 
-/// Stage 4: jeprof's tools for this base (pinned by the lock, or resolved against the
-/// base's suite and dpkg status), unpacked, finished in a chroot of the merged image, and
-/// written as a layer; the tree is cached by the pins and the base.
+/// Stage 4: takes jeprof's tools for this base (pinned by the lock, or resolved against the base's
+/// suite and dpkg status), unpacks them, finishes them in a chroot of the merged image, and writes
+/// them as a layer; the tree is cached by the pins and the base.
 pub(crate) fn stage(run: &Run, base: &Base, target: &Target) -> Result<Tools> {
     let repo = target.repo(&run.debian.arch);
     let pins = match &run.usable {
@@ -268,8 +269,8 @@ pub(crate) fn stage(run: &Run, base: &Base, target: &Target) -> Result<Tools> {
     Ok(Tools { pins, layer })
 }
 
-/// The tools tree for these pins on this base, cached by both (a warm rebuild reuses it
-/// without downloads or chroot work).
+/// Returns the tools tree for these pins on this base, cached by both (a warm rebuild reuses
+/// it without downloads or chroot work).
 fn tools_tree(
     run: &Run,
     base: &Base,
@@ -302,7 +303,7 @@ fn tools_tree(
     let step = Step::start(format!("unpacking {} packages for jeprof", pins.len()));
     fill_tree(&run.dl, cache, &target.mirror, pins, &target.facts, &tree)?;
     step.done("");
-    // The base as an OCI layout (OCI media types, as umoci wants) for the chroot.
+    // Write the base as an OCI layout (OCI media types, as umoci wants) for the chroot.
     let config = Blob::new(
         oci::OCI_CONFIG,
         std::fs::read(cache.blob(oci::hex_of(&base.config_digest)))?,

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use crate::digest::Sha256Hex;
 
-/// Canonical JSON: serde_json's maps are sorted (no `preserve_order`), output is compact.
+/// Returns canonical JSON: serde_json's maps are sorted (no `preserve_order`), and the
+/// output is compact.
 pub fn canonical(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).expect("JSON values always serialize")
 }

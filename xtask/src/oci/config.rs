@@ -16,8 +16,8 @@ pub(crate) struct ConfigChanges {
     pub created: String,
 }
 
-/// The base config with the layer's diff_id, env, labels and a history entry added; the
-/// base's entrypoint, cmd, user and other env stay as they are.
+/// Returns the base config with the layer's diff_id, env, labels and a history entry added;
+/// the base's entrypoint, cmd, user and other env stay as they are.
 pub(crate) fn config(base: &Value, diff_id: &str, c: &ConfigChanges) -> Value {
     let mut cfg = base.clone();
     cfg["created"] = json!(c.created);
@@ -84,7 +84,7 @@ pub(crate) fn add_layer(cfg: &mut Value, diff_id: &str, created: &str, created_b
     }
 }
 
-/// An OCI image manifest over the base's layers plus ours.
+/// Returns an OCI image manifest over the base's layers plus ours.
 pub fn manifest(config: &Blob, layers: &[Value], annotations: &[(String, String)]) -> Value {
     let mut m = json!({
         "schemaVersion": 2,

@@ -11,8 +11,8 @@ use super::layout::{layout_manifest, layout_ref, write_layout, LayoutBlobs};
 use super::media::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 use crate::digest::Sha256Hex;
 
-/// A docker-archive (`docker load` format): `manifest.json`, the config as `<hex>.json`,
-/// layers as `<hex>.tar.gz`, written as a tar with sorted entries.
+/// Writes a docker-archive (`docker load` format): `manifest.json`, the config as
+/// `<hex>.json`, layers as `<hex>.tar.gz`, as a tar with sorted entries.
 pub(crate) fn write_docker_archive(
     dest: &Path,
     config: &Blob,
@@ -73,8 +73,8 @@ impl BlobSource for NamedFiles {
     }
 }
 
-/// An unpacked docker-archive (`manifest.json`, the config, the layers) as an OCI layout
-/// tagged with its first `RepoTags` entry's tag.
+/// Writes an unpacked docker-archive (`manifest.json`, the config, the layers) as an OCI
+/// layout tagged with its first `RepoTags` entry's tag.
 pub(crate) fn docker_archive_dir_to_layout(dir: &Path, layout: &Path) -> Result<()> {
     let m: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json"))?)
         .context("manifest.json is not JSON")?;

@@ -24,8 +24,8 @@ pub struct Layer {
 }
 
 /// A layer as an image refers to it: its blob's media type, digest and size, and the digest
-/// of its uncompressed tar (the config's `diff_id`). Cached beside the blob, so that a warm
-/// build neither tars nor compresses again.
+/// of its uncompressed tar (the config's `diff_id`). It is cached beside the blob, so that a
+/// warm build neither tars nor compresses again.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct LayerRef {
     pub media_type: String,
@@ -145,9 +145,9 @@ fn append(
     Ok(())
 }
 
-/// gzip at the default level with flate2's zlib-rs backend (pure Rust, zlib's algorithm,
-/// about twice as fast as miniz_oxide here; pinned in Cargo.lock, and the golden-digest test
-/// notices a change). The gzip header carries no name and mtime 0.
+/// Compresses `data` with gzip at the default level with flate2's zlib-rs backend (pure
+/// Rust, zlib's algorithm, about twice as fast as miniz_oxide here; pinned in Cargo.lock, and
+/// the golden-digest test notices a change). The gzip header carries no name and mtime 0.
 pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::GzBuilder::new()
         .mtime(0)
@@ -164,7 +164,8 @@ pub fn layer(tar: Vec<u8>) -> Layer {
     }
 }
 
-/// A tar of a directory tree with sorted entries and fixed metadata (an OCI layout as one file).
+/// Returns a tar of a directory tree with sorted entries and fixed metadata (an OCI layout as
+/// one file).
 pub(crate) fn tar_dir(dir: &Path, epoch: u64) -> Result<Vec<u8>> {
     let mut entries: Vec<(String, PathBuf)> = Vec::new();
     collect(dir, Path::new(""), &mut entries)?;

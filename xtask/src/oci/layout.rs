@@ -67,8 +67,8 @@ impl BlobSource for LayoutBlobs<'_> {
     }
 }
 
-/// The manifest `digest` of an OCI layout: its bytes (checked against the digest), parsed,
-/// and the blobs it names, config first, then the layers.
+/// Reads the manifest `digest` of an OCI layout: returns its bytes (checked against the
+/// digest), the parsed manifest, and the blobs it names, config first, then the layers.
 pub fn layout_manifest(layout: &Path, digest: &str) -> Result<(Vec<u8>, Value, Vec<String>)> {
     let bytes = std::fs::read(LayoutBlobs(layout).path_of(digest)?)?;
     if format!("sha256:{}", Sha256Hex::of_bytes(&bytes)) != digest {
@@ -131,7 +131,7 @@ pub fn layout_ref(layout: &Path) -> Result<LayoutRef> {
     })
 }
 
-/// Every blob of the (first) image of `layout` (manifest, config, layers) checked against its
+/// Checks every blob of the (first) image of `layout` (manifest, config, layers) against its
 /// digest: a changed or damaged file is an error that names it.
 pub(crate) fn verify_layout(layout: &Path) -> Result<()> {
     let digest = layout_ref(layout)?.manifest_digest;
@@ -150,14 +150,16 @@ pub(crate) fn verify_layout(layout: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The config digest of the (first) image of `layout`: the id an engine gives the image.
+/// Returns the config digest of the (first) image of `layout`: the id an engine gives the
+/// image.
 pub fn layout_config_digest(layout: &Path) -> Result<String> {
     let digest = layout_ref(layout)?.manifest_digest;
     let (_, _, blobs) = layout_manifest(layout, &digest)?;
     Ok(blobs[0].clone())
 }
 
-/// The image config (`config.json` of the image spec) of the (first) image of `layout`.
+/// Returns the image config (`config.json` of the image spec) of the (first) image of
+/// `layout`.
 pub fn layout_config(layout: &Path) -> Result<Value> {
     let path = LayoutBlobs(layout).path_of(&layout_config_digest(layout)?)?;
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;

@@ -9,7 +9,7 @@ pub(crate) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manife
 pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub(crate) const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-/// The OCI media type for a base layer's (possibly Docker) media type.
+/// Returns the OCI media type for a base layer's (possibly Docker) media type.
 pub(crate) fn oci_layer_type(media_type: &str) -> &str {
     match media_type {
         "application/vnd.docker.image.rootfs.diff.tar.gzip" => OCI_LAYER_GZIP,

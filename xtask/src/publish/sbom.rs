@@ -2,7 +2,7 @@
 //! image's lock (base digest, sysroot and jeprof tool packages), the jemalloc build (version,
 //! source URL and sha256, configure flags, patches) and the image's digest and tag.
 //!
-//! A pure function of those inputs, written as canonical JSON (keys sorted, arrays sorted,
+//! It is a pure function of those inputs, written as canonical JSON (keys sorted, arrays sorted,
 //! compact): `created` comes from `SOURCE_DATE_EPOCH` and `documentNamespace` from the image
 //! digest, so the same image always gets byte-identical SBOMs (and the SBOM artifact the same
 //! digest).
@@ -22,10 +22,10 @@
 //!   `BUILD_DEPENDENCY_OF` jemalloc, each patch `PATCH_APPLIED` to it, and jemalloc
 //!   `GENERATED_FROM` its source tarball's download location (as the package itself).
 //!
-//! `serde_json` rather than `spdx-rs`: that crate models SPDX 2.2.1 (no
-//! `primaryPackagePurpose`, no 2.3 relationship types), was last released in 2023, pulls
-//! `chrono`, `nom` and `uuid` in, and serialises through its own structs, so the sorted,
-//! byte-stable output we want would still be ours to guarantee.
+//! It uses `serde_json` rather than `spdx-rs`: that crate models SPDX 2.2.1 (no
+//! `primaryPackagePurpose`, no 2.3 relationship types), was last released in 2023, pulls `chrono`,
+//! `nom` and `uuid` in, and serialises through its own structs, so the sorted, byte-stable output
+//! we want would still be ours to guarantee.
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
@@ -70,9 +70,9 @@ fn purl_encode(s: &str) -> String {
     out
 }
 
-/// An SPDX identifier part: letters, digits, `.` and `-` only; anything else as `-XX`
-/// (uppercase hex: `libstdc++6` → `libstdc-2B-2B6`), which cannot collide for Debian package
-/// names (lowercase by policy). [`document`] refuses duplicate identifiers anyway.
+/// Returns an SPDX identifier part: letters, digits, `.` and `-` only; anything else becomes `-XX`
+/// (uppercase hex: `libstdc++6` → `libstdc-2B-2B6`), which cannot collide for Debian package names
+/// (lowercase by policy). [`document`] refuses duplicate identifiers anyway.
 fn spdx_id_part(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
@@ -85,7 +85,7 @@ fn spdx_id_part(s: &str) -> String {
     out
 }
 
-/// `pkg:deb/<os>/<name>@<version>?arch=<arch>&distro=<suite>`.
+/// Returns `pkg:deb/<os>/<name>@<version>?arch=<arch>&distro=<suite>`.
 fn deb_purl(os: &str, name: &str, version: &str, arch: &str, suite: &str) -> String {
     format!(
         "pkg:deb/{}/{}@{}?arch={}&distro={}",
@@ -97,7 +97,7 @@ fn deb_purl(os: &str, name: &str, version: &str, arch: &str, suite: &str) -> Str
     )
 }
 
-/// The architecture in a pool file name (`…_amd64.deb` → `amd64`).
+/// Returns the architecture in a pool file name (`…_amd64.deb` → `amd64`).
 fn arch_of_filename(filename: &str) -> Option<&str> {
     filename
         .strip_suffix(".deb")
@@ -124,7 +124,7 @@ fn sha256(hex: &str) -> Value {
     json!([{"algorithm": "SHA256", "checksumValue": hex}])
 }
 
-/// The mirror of a tool pin's `repository` (`<mirror> <suite>/<component>`).
+/// Returns the mirror of a tool pin's `repository` (`<mirror> <suite>/<component>`).
 fn mirror_of(repository: &str) -> &str {
     repository.split_whitespace().next().unwrap_or(repository)
 }
@@ -179,9 +179,9 @@ impl Parts {
     }
 }
 
-/// The SPDX 2.3 document as a JSON value (arrays sorted): the image, the base it descends
-/// from, jemalloc with its patches and the sysroot it was built against, and every layered
-/// package.
+/// Returns the SPDX 2.3 document as a JSON value (arrays sorted): the image, the base it
+/// descends from, jemalloc with its patches and the sysroot it was built against, and every
+/// layered package.
 pub(crate) fn document(input: &Input) -> Result<Value> {
     let image_hex = hex(input.image_digest)?;
     let created = time::OffsetDateTime::from_unix_timestamp(input.source_date_epoch as i64)
@@ -231,7 +231,7 @@ pub(crate) fn document(input: &Input) -> Result<Value> {
     }))
 }
 
-/// The image itself.
+/// Returns the package of the image itself.
 fn image_package(input: &Input, image_hex: &str) -> Value {
     let lock = input.lock;
     json!({
@@ -263,7 +263,7 @@ fn image_package(input: &Input, image_hex: &str) -> Value {
     })
 }
 
-/// The base image, which the image descends from.
+/// Adds the base image, which the image descends from.
 fn base_image(input: &Input, parts: &mut Parts) -> Result<()> {
     let lock = input.lock;
     let (os, suite) = (lock.base.os.as_str(), lock.base.suite.as_str());
@@ -302,7 +302,7 @@ fn base_image(input: &Input, parts: &mut Parts) -> Result<()> {
     Ok(())
 }
 
-/// jemalloc, and each patch applied to it.
+/// Adds jemalloc, and each patch applied to it.
 fn jemalloc(input: &Input, parts: &mut Parts) {
     let (lock, j) = (input.lock, input.jemalloc);
     let (os, suite) = (lock.base.os.as_str(), lock.base.suite.as_str());
@@ -361,7 +361,7 @@ fn jemalloc(input: &Input, parts: &mut Parts) {
     }
 }
 
-/// The sysroot's packages (build dependencies of jemalloc, not in the image) and the
+/// Adds the sysroot's packages (build dependencies of jemalloc, not in the image) and the
 /// layered ones.
 fn debian_packages(input: &Input, parts: &mut Parts) {
     let lock = input.lock;
@@ -400,7 +400,7 @@ fn debian_packages(input: &Input, parts: &mut Parts) {
     }
 }
 
-/// The document as canonical JSON bytes (the SBOM blob).
+/// Returns the document as canonical JSON bytes (the SBOM blob).
 pub(crate) fn to_bytes(input: &Input) -> Result<Vec<u8>> {
     Ok(crate::oci::canonical(&document(input)?))
 }

@@ -21,9 +21,9 @@ pub struct Credentials {
     pub password: String,
 }
 
-/// The host a registry name or a `config.json` key stands for: the scheme and any path
-/// dropped, lowercased, and Docker Hub's names (`index.docker.io`, `registry-1.docker.io`,
-/// `https://index.docker.io/v1/`) all `docker.io`.
+/// Returns the host a registry name or a `config.json` key stands for: lowercased, with the
+/// scheme and any path dropped, and with Docker Hub's names (`index.docker.io`,
+/// `registry-1.docker.io`, `https://index.docker.io/v1/`) all as `docker.io`.
 fn canonical_host(name: &str) -> String {
     let s = name
         .trim()
@@ -38,7 +38,7 @@ fn canonical_host(name: &str) -> String {
     }
 }
 
-/// The server name a credential helper is asked about for `host`.
+/// Returns the server name a credential helper is asked about for `host`.
 fn helper_server(host: &str) -> String {
     if host == "docker.io" {
         "https://index.docker.io/v1/".to_string()
@@ -65,12 +65,12 @@ pub struct Auths {
 }
 
 impl Auths {
-    /// No credentials for anyone.
+    /// Returns no credentials for anyone.
     pub fn anonymous() -> Auths {
         Auths::default()
     }
 
-    /// `$DOCKER_CONFIG/config.json`, else `$HOME/.docker/config.json`.
+    /// Returns `$DOCKER_CONFIG/config.json`, else `$HOME/.docker/config.json`.
     fn docker_config_path() -> Option<PathBuf> {
         match std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
             Some(d) => Some(PathBuf::from(d).join("config.json")),
@@ -80,7 +80,8 @@ impl Auths {
         }
     }
 
-    /// The user's Docker config ([`Auths::docker_config_path`]); none there is no error.
+    /// Reads the user's Docker config ([`Auths::docker_config_path`]); none there is no
+    /// error.
     pub(crate) fn from_docker_config() -> Result<Auths> {
         match Auths::docker_config_path() {
             Some(p) if p.is_file() => Auths::read(&p),
@@ -88,7 +89,7 @@ impl Auths {
         }
     }
 
-    /// A Docker `config.json`.
+    /// Reads a Docker `config.json`.
     pub(crate) fn read(path: &Path) -> Result<Auths> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -102,7 +103,7 @@ impl Auths {
         Ok(a)
     }
 
-    /// The text of a Docker `config.json`.
+    /// Parses the text of a Docker `config.json`.
     pub(crate) fn parse(text: &str) -> Result<Auths> {
         let v: Value = serde_json::from_str(text).context("not JSON")?;
         let mut a = Auths::anonymous();
@@ -148,15 +149,15 @@ impl Auths {
         Ok(a)
     }
 
-    /// `credentials` for `host` (a registry name), over whatever the config says.
+    /// Adds `credentials` for `host` (a registry name), over whatever the config says.
     pub fn with(mut self, host: &str, credentials: Credentials) -> Auths {
         self.explicit.insert(canonical_host(host), credentials);
         self
     }
 
-    /// The credentials of `registry`, if any: the command line's, the config's `auths`, its
-    /// helper for that host, its `credsStore`. A helper that fails is noted and the registry
-    /// asked anonymously.
+    /// Returns the credentials of `registry`, if any: the command line's, the config's
+    /// `auths`, its helper for that host, its `credsStore`. A helper that fails is noted, and
+    /// the registry is asked anonymously.
     pub(crate) fn for_registry(&self, registry: &str) -> Option<Credentials> {
         let host = canonical_host(registry);
         if let Some(c) = self.explicit.get(&host).or(self.stored.get(&host)) {
@@ -183,7 +184,7 @@ impl Auths {
     }
 }
 
-/// `docker-credential-<helper> get` for `server`: None when it has nothing for it.
+/// Runs `docker-credential-<helper> get` for `server`: None when it has nothing for it.
 fn run_helper(helper: &str, server: &str) -> Result<Option<Credentials>> {
     let sh = Shell::new()?;
     let program = format!("docker-credential-{helper}");

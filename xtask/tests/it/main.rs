@@ -8,6 +8,7 @@
 mod bad_input;
 mod build;
 mod compose;
+mod deploy;
 mod deps;
 mod docker;
 mod e2e;

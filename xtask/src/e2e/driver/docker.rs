@@ -1,8 +1,8 @@
 //! The e2e scenario on a Docker engine (`--driver docker`): the JobManager and each
 //! TaskManager are `docker run --detach` containers of the loaded image, through its own
 //! entrypoint (`jobmanager`, `taskmanager`), configured as the kind pods are
-//! (`JOB_MANAGER_RPC_ADDRESS`, `FLINK_PROPERTIES`, the TaskManager's allocator environment),
-//! the TaskManager with `--memory` as its pod limit and a host directory bind-mounted at
+//! (`JOB_MANAGER_RPC_ADDRESS`, `FLINK_PROPERTIES`, the TaskManager's allocator environment);
+//! the TaskManager gets `--memory` as its pod limit and a host directory bind-mounted at
 //! [`DUMP_DIR`], a new one per TaskManager container.
 //!
 //! Networking: the host network by default (engines without a bridge, like this machine's),
@@ -41,7 +41,7 @@ static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::ne
 pub(crate) struct DockerOptions {
     /// The image, loaded into the engine (`docker::image_name`).
     pub image: String,
-    /// A user-defined network; None: the host network.
+    /// A user-defined network; None means the host network.
     pub network: Option<String>,
     /// Where each TaskManager's dump directory is made (`tm-<n>`), on the engine's host.
     pub dumps: PathBuf,
@@ -58,7 +58,7 @@ struct RunArgs {
     pub memory_limit: Option<u64>,
     /// (host directory, container path)
     pub binds: Vec<(PathBuf, String)>,
-    /// None: the host network.
+    /// None means the host network.
     pub network: Option<String>,
     pub network_alias: Option<String>,
     /// (host address:port, container port) published.
@@ -67,7 +67,7 @@ struct RunArgs {
 }
 
 impl RunArgs {
-    /// `docker run --detach …` arguments, image and role last.
+    /// Returns the `docker run --detach …` arguments, with the image and the role last.
     fn to_args(&self, image: &str) -> Vec<String> {
         let mut a: Vec<String> = vec!["run".into(), "--detach".into(), "--name".into()];
         a.push(self.name.clone());
@@ -105,8 +105,8 @@ impl RunArgs {
     }
 }
 
-/// The environment of both containers: what a kind pod gets. On the host network Flink's
-/// configuration is the spec's as it is (REST on 127.0.0.1 at the spec's port); on a
+/// Returns the environment of both containers: what a kind pod gets. On the host network
+/// Flink's configuration is the spec's as it is (REST on 127.0.0.1 at the spec's port); on a
 /// user-defined network it is the pods' ([`flink_process::flink_properties`]: the JobManager is
 /// `jobmanager`, REST on 8081, published on 127.0.0.1 at the spec's port).
 pub(crate) fn common_env(spec: &ClusterSpec, network: Option<&str>) -> Vec<(String, String)> {
@@ -215,12 +215,12 @@ impl DockerCluster {
         vec![(RUN_LABEL.to_string(), self.run.clone())]
     }
 
-    /// The host directory mounted at [`DUMP_DIR`] in TaskManager `n`.
+    /// Returns the host directory mounted at [`DUMP_DIR`] in TaskManager `n`.
     pub(crate) fn dump_volume(&self, n: u32) -> PathBuf {
         self.opts.dumps.join(format!("tm-{n}"))
     }
 
-    /// The current TaskManager's container name.
+    /// Returns the current TaskManager's container name.
     pub(crate) fn taskmanager_container(&self) -> Option<&str> {
         self.taskmanager.as_ref().map(|(c, _)| c.as_str())
     }
@@ -319,7 +319,7 @@ impl DockerCluster {
         Ok(())
     }
 
-    /// `docker logs` of a container into `logs/<file>.log`; best effort.
+    /// Saves the `docker logs` of a container into `logs/<file>.log`; best effort.
     fn save_logs(&self, container: &str, file: &str) {
         let sh = match xshell::Shell::new() {
             Ok(sh) => sh,
@@ -346,8 +346,9 @@ impl Cluster for DockerCluster {
         self.taskmanager_id.as_deref()
     }
 
-    /// [`MEMORY_PROBE`] through `docker exec` while the container runs; a container that
-    /// is not running has no RSS, and counts as an OOM kill when `docker inspect` says so.
+    /// Runs [`MEMORY_PROBE`] through `docker exec` while the container runs; a container
+    /// that is not running has no RSS, and counts as an OOM kill when `docker inspect` says
+    /// so.
     fn taskmanager_memory(&self) -> Result<ContainerMemory> {
         let (name, _) = self.taskmanager.as_ref().context("no TaskManager")?;
         let state = std::cell::RefCell::new(docker::ContainerState::default());
@@ -367,9 +368,10 @@ impl Cluster for DockerCluster {
         })
     }
 
-    /// `docker kill` (SIGKILL) of the TaskManager container, its logs kept and the container
-    /// removed, then a new TaskManager container; returns once a TaskManager with a new id
-    /// registered (the dead one stays listed until its heartbeat times out).
+    /// Kills the TaskManager container with `docker kill` (SIGKILL), keeps its logs and
+    /// removes the container, then starts a new TaskManager container; returns once a
+    /// TaskManager with a new id registered (the dead one stays listed until its heartbeat
+    /// times out).
     fn kill_taskmanager(&mut self) -> Result<()> {
         let known = self.rest.taskmanager_ids()?;
         if let Some((name, n)) = self.taskmanager.take() {

@@ -27,8 +27,8 @@ const OWNED_CONF_KEYS: &[&str] = &[
     "taskmanager.numberOfTaskSlots",
 ];
 
-/// The `FLINK_PROPERTIES` text: the spec's entries minus [`OWNED_CONF_KEYS`], then the
-/// cluster's own addresses and ports; one `key: value` per line.
+/// Returns the `FLINK_PROPERTIES` text: the spec's entries minus [`OWNED_CONF_KEYS`], then
+/// the cluster's own addresses and ports; one `key: value` per line.
 pub(crate) fn flink_properties(spec: &ClusterSpec) -> String {
     let mut out = String::new();
     for (k, v) in &spec.conf {

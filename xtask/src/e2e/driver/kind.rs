@@ -187,7 +187,7 @@ impl KindCluster {
             .collect())
     }
 
-    /// The TaskManager's pod now (after remembering its OOM-killed runs).
+    /// Returns the TaskManager's pod now (after remembering its OOM-killed runs).
     fn taskmanager_pod(&self) -> Result<Pod> {
         let pods = self.pods(TASKMANAGER_SELECTOR)?;
         let pod = current_pod(&pods)
@@ -200,7 +200,7 @@ impl KindCluster {
         Ok(pod)
     }
 
-    /// The TaskManager pod's name.
+    /// Returns the TaskManager pod's name.
     fn taskmanager_pod_name(&self) -> Result<String> {
         Ok(self.taskmanager_pod()?.name().to_string())
     }
@@ -272,11 +272,11 @@ impl Cluster for KindCluster {
         self.taskmanager_id.as_deref()
     }
 
-    /// Liveness and OOM kills from the pod's `containerStatuses` (a not-running container
-    /// has no RSS; `lastState.terminated.reason: OOMKilled` runs are counted once each; a
-    /// container whose run changed since the last poll died between the two, and counts as
-    /// not running once, so the death is handled); RSS and cgroup usage by `kubectl exec`
-    /// of [`MEMORY_PROBE`], retried while the status says the container runs.
+    /// Reads liveness and OOM kills from the pod's `containerStatuses` (a not-running
+    /// container has no RSS; `lastState.terminated.reason: OOMKilled` runs are counted once
+    /// each; a container whose run changed since the last poll died between the two, and
+    /// counts as not running once, so the death is handled), and RSS and cgroup usage by
+    /// `kubectl exec` of [`MEMORY_PROBE`], retried while the status says the container runs.
     fn taskmanager_memory(&self) -> Result<ContainerMemory> {
         let name = std::cell::RefCell::new(String::new());
         let text = probe_while_running(
@@ -340,7 +340,7 @@ impl Cluster for KindCluster {
     /// After a death (OOM kill), whose dumps were copied: a container the kubelet holds in
     /// its crash back-off (not running) has its pod deleted, so that the Deployment starts a
     /// new one at once; one already restarted in place is left to start (deleting its pod
-    /// then could kill a JVM that has just registered). Then wait for the new TaskManager.
+    /// then could kill a JVM that has just registered). Then it waits for the new TaskManager.
     fn replace_taskmanager(&mut self) -> Result<()> {
         let known = self.taskmanager_id.iter().cloned().collect::<Vec<_>>();
         if let Ok(pod) = self.taskmanager_pod() {

@@ -70,7 +70,7 @@ pub struct Manifests {
 }
 
 impl Manifests {
-    /// Each object, in the order they are applied.
+    /// Returns each object, in the order they are applied.
     pub fn objects(&self) -> Vec<Value> {
         vec![
             self.namespace.clone(),
@@ -80,7 +80,7 @@ impl Manifests {
         ]
     }
 
-    /// One `v1 List` holding every object: what `kubectl apply -f -` reads.
+    /// Returns one `v1 List` holding every object: what `kubectl apply -f -` reads.
     pub(crate) fn to_list_json(&self) -> String {
         serde_json::to_string_pretty(&json!({
             "apiVersion": "v1",
@@ -91,7 +91,7 @@ impl Manifests {
     }
 }
 
-/// A byte count as a Kubernetes quantity: `2Gi`, `1536Mi`, or plain bytes.
+/// Formats a byte count as a Kubernetes quantity: `2Gi`, `1536Mi`, or plain bytes.
 pub(crate) fn quantity(bytes: u64) -> String {
     const MI: u64 = 1 << 20;
     const GI: u64 = 1 << 30;
@@ -123,12 +123,12 @@ fn port(name: &str, n: i32) -> Value {
     json!({"name": name, "containerPort": n})
 }
 
-/// `app=flink,component=<name>`: what a Deployment and its Service select.
+/// Returns `app=flink,component=<name>`: what a Deployment and its Service select.
 fn selector(name: &str) -> Value {
     json!({"app": "flink", "component": name})
 }
 
-/// A one-replica Deployment of `container`, selected by `app=flink,component=<name>`.
+/// Returns a one-replica Deployment of `container`, selected by `app=flink,component=<name>`.
 fn deployment(
     name: &str,
     namespace: &str,
@@ -164,7 +164,7 @@ fn deployment(
     })
 }
 
-/// The manifests for `p`.
+/// Returns the manifests for `p`.
 pub fn manifests(p: &KubeParams) -> Manifests {
     let props = flink_properties(p.cluster_spec);
     let common_env = vec![
@@ -186,7 +186,7 @@ pub fn manifests(p: &KubeParams) -> Manifests {
     }
 }
 
-/// The JobManager's Service: RPC, blob server and REST.
+/// Returns the JobManager's Service: RPC, blob server and REST.
 fn jobmanager_service(ns: &str) -> Value {
     let ports: Vec<Value> = [("rpc", RPC_PORT), ("blob", BLOB_PORT), ("rest", REST_PORT)]
         .into_iter()
@@ -200,8 +200,8 @@ fn jobmanager_service(ns: &str) -> Value {
     })
 }
 
-/// The JobManager's Deployment, ready once its REST API answers (`kubectl rollout status`
-/// waits for that).
+/// Returns the JobManager's Deployment, ready once its REST API answers
+/// (`kubectl rollout status` waits for that).
 fn jobmanager(p: &KubeParams, common_env: Vec<Value>) -> Value {
     let container = json!({
         "name": JOBMANAGER,
@@ -219,9 +219,9 @@ fn jobmanager(p: &KubeParams, common_env: Vec<Value>) -> Value {
     deployment(JOBMANAGER, p.namespace, labels(JOBMANAGER), container, None)
 }
 
-/// The TaskManager's Deployment: its limit (requests equal to it: the node reserves what
-/// the TaskManager may use), its allocator's environment, the per-start dump directory on
-/// an emptyDir.
+/// Returns the TaskManager's Deployment: its limit (requests equal to it: the node reserves
+/// what the TaskManager may use), its allocator's environment, the per-start dump directory
+/// on an emptyDir.
 fn taskmanager(p: &KubeParams, common_env: Vec<Value>) -> Value {
     let mut env = common_env;
     env.push(self::env("TASK_MANAGER_NUMBER_OF_TASK_SLOTS", "1"));

@@ -1,6 +1,6 @@
 //! A Flink JobManager and TaskManager as two `runc` containers on this machine, no
 //! Kubernetes: both run the image's own entrypoint on one rootfs unpacked from the image's
-//! OCI layout (`umoci unpack`), on the host network, the TaskManager with a cgroup memory
+//! OCI layout (`umoci unpack`), on the host network; the TaskManager has a cgroup memory
 //! limit from its bundle's `config.json` and a host directory mounted at [`DUMP_DIR`] as its
 //! dump volume. e2e/NOTES.md records how this was worked out. Needs root.
 
@@ -87,7 +87,7 @@ pub(crate) struct Container {
     pub max_open_files: u64,
 }
 
-/// This process's hard limit of open files, at most 65536 (Docker's usual default).
+/// Returns this process's hard limit of open files, at most 65536 (Docker's usual default).
 fn open_files_limit(proc_limits: &str) -> u64 {
     proc_limits
         .lines()
@@ -97,9 +97,9 @@ fn open_files_limit(proc_limits: &str) -> u64 {
         .map_or(65536, |v| v.min(65536))
 }
 
-/// The runtime config of `c`, from the one umoci wrote for the image: host network and UTS
-/// (so loopback and the host name work as on a pod's node), no terminal, Docker's default
-/// capabilities, the memory limit, bind mounts.
+/// Returns the runtime config of `c`, from the one umoci wrote for the image: host network
+/// and UTS (so loopback and the host name work as on a pod's node), no terminal, Docker's
+/// default capabilities, the memory limit, bind mounts.
 fn container_config(image_config: &Value, c: &Container) -> Value {
     let mut cfg = image_config.clone();
     cfg["root"] = json!({"path": c.rootfs, "readonly": false});
@@ -136,8 +136,8 @@ fn container_config(image_config: &Value, c: &Container) -> Value {
     cfg
 }
 
-/// The memory cgroup of a process from its `/proc/<pid>/cgroup`: v1's `memory` hierarchy,
-/// else the v2 unified one. Returns the directory under `/sys/fs/cgroup`.
+/// Finds the memory cgroup of a process from its `/proc/<pid>/cgroup`: v1's `memory`
+/// hierarchy, else the v2 unified one. Returns the directory under `/sys/fs/cgroup`.
 pub fn memory_cgroup_dir(proc_cgroup: &str) -> Option<PathBuf> {
     let mut v2 = None;
     for line in proc_cgroup.lines() {
@@ -160,7 +160,7 @@ fn read_trimmed(p: &Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// Usage and OOM kills of a memory cgroup directory (v1 or v2 files).
+/// Returns the usage and OOM kills of a memory cgroup directory (v1 or v2 files).
 fn cgroup_memory(dir: &Path) -> (Option<u64>, u64) {
     let usage = read_trimmed(&dir.join("memory.usage_in_bytes"))
         .or_else(|| read_trimmed(&dir.join("memory.current")))
@@ -276,12 +276,12 @@ impl RuncCluster {
         Ok(cluster)
     }
 
-    /// The directory mounted at [`DUMP_DIR`] in the current TaskManager.
+    /// Returns the directory mounted at [`DUMP_DIR`] in the current TaskManager.
     pub fn dump_volume(&self) -> PathBuf {
         self.dumps.join(format!("tm-{}", self.incarnation))
     }
 
-    /// The TaskManager JVM's host pid.
+    /// Returns the TaskManager JVM's host pid.
     pub fn taskmanager_pid(&self) -> Option<u32> {
         self.taskmanager.as_ref().map(|t| t.pid)
     }
@@ -442,7 +442,7 @@ impl RuncCluster {
     }
 }
 
-/// The uid and gid of the image's `flink` user, from its /etc/passwd.
+/// Returns the uid and gid of the image's `flink` user, from its /etc/passwd.
 fn flink_ids(rootfs: &Path) -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).ok()?;
     passwd.lines().find_map(|l| {
@@ -453,7 +453,7 @@ fn flink_ids(rootfs: &Path) -> Option<(u32, u32)> {
     })
 }
 
-/// `runc state <id>` as JSON.
+/// Returns `runc state <id>` as JSON.
 fn runc_state(id: &str) -> Result<Value> {
     let sh = Shell::new()?;
     let out = cmd!(sh, "runc state {id}").quiet().ignore_stderr().read()?;
@@ -510,8 +510,8 @@ impl Cluster for RuncCluster {
     }
 }
 
-/// Flink 1.x: the image's `flink-conf.yaml` plus `conf`; the image's copy kept pristine
-/// for the next cluster.
+/// Flink 1.x: writes the image's `flink-conf.yaml` plus `conf`, keeping the image's copy
+/// pristine for the next cluster.
 fn append_flink_conf(rootfs: &Path, conf: &[(String, String)]) -> Result<()> {
     let conf_path = rootfs.join("opt/flink/conf/flink-conf.yaml");
     let pristine = rootfs.join("opt/flink/conf/.flink-conf.yaml.image");

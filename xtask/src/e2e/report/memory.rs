@@ -6,7 +6,8 @@ use crate::fit::Fit;
 use crate::plot::{self, Series};
 use crate::progress::flag;
 
-/// A colour per allocator: jemalloc blue, its baseline light blue, glibc red, two arenas orange.
+/// Returns a colour per allocator: jemalloc blue, its baseline light blue, glibc red, two
+/// arenas orange.
 fn color(a: Allocator) -> &'static str {
     match a {
         Allocator::Jemalloc => "#1f77b4",
@@ -16,7 +17,7 @@ fn color(a: Allocator) -> &'static str {
     }
 }
 
-/// A legend's growth: ` +0.46 ± 0.44 MiB/restart (no trend shown)`, or nothing.
+/// Formats a legend's growth: ` +0.46 ± 0.44 MiB/restart (no trend shown)`, or nothing.
 fn legend_growth(kb: Option<Fit>) -> String {
     kb.map_or(String::new(), |f| {
         format!(
@@ -27,8 +28,8 @@ fn legend_growth(kb: Option<Fit>) -> String {
     })
 }
 
-/// TaskManager native memory (solid) and RSS (dashed) against restart, per allocator, each
-/// with its growth per restart ± its robust error in the legend.
+/// Plots TaskManager native memory (solid) and RSS (dashed) against restart, per allocator,
+/// each with its growth per restart ± its robust error in the legend.
 pub(crate) fn memory_plot(r: &Report) -> String {
     let mut series = Vec::new();
     for run in &r.runs {

@@ -70,6 +70,8 @@ pub(crate) struct Report {
     pub seconds_to_verdict: f64,
 }
 
+/// Fits the growth per restart of RSS, native memory and the cgroup's usage over the
+/// samples (least squares with robust errors).
 pub(crate) fn growth(samples: &[Sample]) -> Growth {
     let of = |f: &dyn Fn(&Sample) -> Option<f64>| {
         let pts: Vec<(f64, f64)> = samples
@@ -85,8 +87,7 @@ pub(crate) fn growth(samples: &[Sample]) -> Growth {
     }
 }
 
-/// What must hold for the e2e to pass; an empty list passes.
-/// KiB as whole MiB, or `missing`.
+/// Formats KiB as whole MiB, or `missing`.
 pub(crate) fn whole_mib(kb: Option<i64>, missing: &str) -> String {
     kb.map(|v| (v / 1024).to_string())
         .unwrap_or_else(|| missing.to_string())

@@ -13,7 +13,7 @@ use crate::analyze::Analysis;
 use crate::fit::Fit;
 use crate::progress::flag;
 
-/// KiB per restart as MiB: `+1.20 ± 0.30 [-0.10, +2.50] no trend shown`.
+/// Formats KiB per restart as MiB: `+1.20 ± 0.30 [-0.10, +2.50] no trend shown`.
 fn mib(kb: Option<Fit>) -> String {
     kb.map_or("n/a".into(), |f| {
         format!(
@@ -88,7 +88,7 @@ pub(crate) fn summary(r: &Report) -> String {
     s
 }
 
-/// What the scenario expected, in words.
+/// Returns what the scenario expected, in words.
 fn expectation(r: &Report) -> String {
     let e = &r.plan.expect;
     let mut s = String::new();
@@ -163,7 +163,8 @@ fn site_row(site: &Site) -> String {
     )
 }
 
-/// The sites that grew per restart, the leading site's chain, the flame graph, jeprof's diff.
+/// Returns the section with the sites that grew per restart, the leading site's chain, the
+/// flame graph and jeprof's diff.
 fn sites_section(r: &Report, run: &Run, a: &Analysis) -> String {
     let name = run.allocator.name();
     let mut s = String::new();
@@ -185,7 +186,8 @@ fn sites_section(r: &Report, run: &Run, a: &Analysis) -> String {
             .as_deref()
             .and_then(|p| regex::Regex::new(p).ok());
         let is_focus = |site: &Site| focus.as_ref().is_some_and(|f| f.is_match(&site.site));
-        // The ten fastest, and the scenario's site wherever it is (a control's row is the point).
+        // Show the ten fastest, and the scenario's site wherever it is (a control's row is
+        // the point).
         for (i, site) in a.sites.iter().enumerate() {
             if i < 10 || is_focus(site) {
                 s.push_str(&site_row(site));

@@ -6,6 +6,7 @@ use crate::analyze::sites::Site;
 use crate::analyze::Analysis;
 use crate::e2e::scenario::{Expect, Plan};
 
+/// Returns what fails the scenario's expectation, one line each; an empty list passes.
 pub(crate) fn verdict(runs: &[Run], plan: &Plan) -> Vec<String> {
     let mut failures = Vec::new();
     for r in runs {
@@ -36,7 +37,7 @@ fn kib(bytes: f64) -> String {
     format!("{:.0} KiB", bytes / 1024.0)
 }
 
-/// The matching site that grows fastest.
+/// Returns the matching site that grows fastest.
 pub(crate) fn fastest_match<'a>(sites: &'a [Site], pattern: &str) -> Option<&'a Site> {
     let re = regex::Regex::new(pattern).ok()?;
     sites
@@ -45,8 +46,8 @@ pub(crate) fn fastest_match<'a>(sites: &'a [Site], pattern: &str) -> Option<&'a 
         .max_by(|a, b| a.slope().total_cmp(&b.slope()))
 }
 
-/// What the scenario expects of a profiling run's analysis, as failures; `expected` is the
-/// leak's bytes per restart on this run's TaskManager.
+/// Checks what the scenario expects of a profiling run's analysis and returns the failures;
+/// `expected` is the leak's bytes per restart on this run's TaskManager.
 fn expectations(an: &Analysis, e: &Expect, expected: Option<f64>, who: &str) -> Vec<String> {
     let mut f = Vec::new();
     if let Some(p) = &e.in_diff {

@@ -27,19 +27,20 @@ impl Pod {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// The status of its container `name`.
+    /// Returns the status of its container `name`.
     fn status_of(&self, name: &str) -> Option<&Value> {
         self.statuses().iter().find(|c| c["name"] == name)
     }
 }
 
-/// Text of a JSON string field, "" when absent.
+/// Returns the text of a JSON string field, "" when absent.
 pub(crate) fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
 
-/// Ids of the container's ended runs that the OOM killer ended, as far as the pod's status
-/// shows them (its current state and the last one: Kubernetes keeps no older history).
+/// Returns the ids of the container's ended runs that the OOM killer ended, as far as the
+/// pod's status shows them (its current state and the last one: Kubernetes keeps no older
+/// history).
 pub(crate) fn oom_killed_runs(pod: &Pod, container: &str) -> Vec<String> {
     let uid = text(&pod.0["metadata"]["uid"]);
     let Some(cs) = pod.status_of(container) else {
@@ -56,7 +57,7 @@ pub(crate) fn oom_killed_runs(pod: &Pod, container: &str) -> Vec<String> {
         .collect()
 }
 
-/// The pod that is the TaskManager now: not being deleted, running if one is.
+/// Returns the pod that is the TaskManager now: not being deleted, running if one is.
 pub(crate) fn current_pod(pods: &[Pod]) -> Option<&Pod> {
     let live: Vec<&Pod> = pods.iter().filter(|p| !p.deleting()).collect();
     live.iter()
@@ -65,7 +66,7 @@ pub(crate) fn current_pod(pods: &[Pod]) -> Option<&Pod> {
         .copied()
 }
 
-/// Why pods are not running, one line each (`taskmanager-…: ErrImageNeverPull: …`).
+/// Returns why pods are not running, one line each (`taskmanager-…: ErrImageNeverPull: …`).
 pub(crate) fn pod_problems(pods: &[Pod]) -> Vec<String> {
     let mut out = Vec::new();
     for p in pods {
@@ -106,8 +107,9 @@ pub(crate) fn pod_problems(pods: &[Pod]) -> Vec<String> {
     out
 }
 
-/// Where a container of a pod runs: (node, container id), from the pod's spec and status
-/// (`containerd://<id>` → `<id>`). A kind node is a Docker container of the node's name.
+/// Returns where a container of a pod runs: (node, container id), from the pod's spec and
+/// status (`containerd://<id>` → `<id>`). A kind node is a Docker container of the node's
+/// name.
 fn container_on_node(pod: &Pod, container: &str) -> Option<(String, String)> {
     let node = pod.0["spec"]["nodeName"].as_str()?;
     let id = pod.status_of(container)?["containerID"].as_str()?;
@@ -115,24 +117,24 @@ fn container_on_node(pod: &Pod, container: &str) -> Option<(String, String)> {
     Some((node.to_string(), id.to_string()))
 }
 
-/// Which run of a container a pod status shows: `<pod>/<container id>`, new for every start
-/// (a restart in place keeps the pod and changes the id; a new pod changes both).
+/// Returns which run of a container a pod status shows: `<pod>/<container id>`, new for
+/// every start (a restart in place keeps the pod and changes the id; a new pod changes both).
 pub(crate) fn container_run(pod: &Pod, container: &str) -> Option<String> {
     let id = pod.status_of(container)?["containerID"].as_str()?;
     Some(format!("{}/{id}", pod.name()))
 }
 
-/// Whether the container's run changed since `seen` without this driver asking: a death
-/// between two polls (the kubelet restarts at once the first time, faster than a poll).
+/// Returns whether the container's run changed since `seen` without this driver asking: a
+/// death between two polls (the kubelet restarts at once the first time, faster than a poll).
 pub(crate) fn restarted_unseen(seen: Option<&str>, now: Option<&str>) -> bool {
     matches!((seen, now), (Some(a), Some(b)) if a != b)
 }
 
-/// The commands that SIGKILL the TaskManager's JVM and have its Deployment start a new pod:
-/// `crictl stop --timeout 0` in the node's container (deleting the pod alone lets the
-/// kubelet send SIGTERM, and Flink shuts down cleanly), then the pod deleted at once, so no
-/// restart in place meets the kubelet's crash back-off (0, 10, 20, 40 … 300 s, reset only
-/// after 10 minutes of running): a new pod starts without one.
+/// Returns the commands that SIGKILL the TaskManager's JVM and have its Deployment start a new pod:
+/// `crictl stop --timeout 0` in the node's container (deleting the pod alone lets the kubelet send
+/// SIGTERM, and Flink shuts down cleanly), then one that deletes the pod at once, so no restart in
+/// place meets the kubelet's crash back-off (0, 10, 20, 40 … 300 s, reset only after 10 minutes of
+/// running): a new pod starts without one.
 pub(crate) fn kill_commands(pod: &Pod, container: &str) -> Option<(Vec<String>, Vec<String>)> {
     let (node, id) = container_on_node(pod, container)?;
     let crictl = ["exec", &node, "crictl", "stop", "--timeout", "0", &id];
@@ -142,7 +144,8 @@ pub(crate) fn kill_commands(pod: &Pod, container: &str) -> Option<(Vec<String>, 
     ))
 }
 
-/// `kubectl` arguments that delete pod `name` at once, without waiting for it to go.
+/// Returns the `kubectl` arguments that delete pod `name` at once, without waiting for it to
+/// go.
 pub(crate) fn delete_pod(name: &str) -> Vec<String> {
     [
         "delete",
@@ -157,7 +160,7 @@ pub(crate) fn delete_pod(name: &str) -> Vec<String> {
     .collect()
 }
 
-/// Whether the pod's `container` is running now, as its status says.
+/// Returns whether the pod's `container` is running now, as its status says.
 pub(crate) fn container_running(pod: &Pod, container: &str) -> bool {
     pod.status_of(container)
         .is_some_and(|c| c["state"]["running"].is_object())
@@ -244,7 +247,7 @@ mod tests {
             None,
             "no node"
         );
-        // The kill: crictl in the node's container, then the pod deleted (no back-off).
+        // The kill runs crictl in the node's container, then deletes the pod (no back-off).
         let (crictl, delete) = kill_commands(&p, "taskmanager").unwrap();
         assert_eq!(
             crictl,

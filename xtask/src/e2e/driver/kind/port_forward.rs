@@ -1,4 +1,4 @@
-//! The JobManager's REST API forwarded to this machine with `kubectl port-forward`, and
+//! The JobManager's REST API is forwarded to this machine with `kubectl port-forward`, and
 //! forwarded again whenever it drops.
 
 use anyhow::{bail, Context, Result};
@@ -68,7 +68,8 @@ impl PortForward {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        // A daemon for the cluster's lifetime: std::process, since xshell runs to completion.
+        // A daemon for the cluster's lifetime: std::process runs it, since xshell runs to
+        // completion.
         let mut child = Command::new("kubectl")
             .args(&self.args)
             .stdin(Stdio::null())
@@ -77,7 +78,7 @@ impl PortForward {
             .spawn()
             .context("starting kubectl port-forward")?;
         let start = Instant::now();
-        // Ready once /overview answers, not when the port is open.
+        // The forward is ready once /overview answers, not when the port is open.
         while self.probe.overview().is_err() {
             if let Some(status) = child.try_wait()? {
                 let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -1,7 +1,7 @@
-//! One kind cluster per `e2e` run ([`KindSession`]): created from `ci/kind.yaml` or reused,
-//! its kubeconfig written into the run's work directory (0600, never into the report), the
-//! image's docker-archive loaded once, and the cluster deleted at the end when this run
-//! created it.
+//! One kind cluster per `e2e` run ([`KindSession`]): it is created from `ci/kind.yaml` or
+//! reused, its kubeconfig is written into the run's work directory (0600, never into the
+//! report), the image's docker-archive is loaded once, and the cluster is deleted at the end
+//! when this run created it.
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -12,10 +12,10 @@ use crate::progress::{self, Step};
 use crate::project;
 use crate::teardown;
 
-/// The kind cluster of one `e2e` run, shared by its allocators: created from
-/// [`KIND_CONFIG`] unless a cluster of that name exists, its kubeconfig written into the
+/// The kind cluster of one `e2e` run, shared by its allocators: it is created from
+/// [`KIND_CONFIG`] unless a cluster of that name exists, its kubeconfig is written into the
 /// run's private work directory (every kubectl call names it; mode 0600, and never into the
-/// report, which a workflow uploads), the image loaded into its node once.
+/// report, which a workflow uploads), and the image is loaded into its node once.
 /// Dropping it deletes the cluster only if this run created it (and not `keep`).
 pub struct KindSession {
     pub cluster: String,
@@ -78,7 +78,7 @@ impl KindSession {
             .quiet()
             .read()
             .with_context(|| format!("kind get kubeconfig --name {name}"))?;
-        // The cluster's admin credentials: readable by this user only.
+        // The cluster's admin credentials are readable by this user only.
         {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;

@@ -26,7 +26,7 @@ const TOOLS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The tools of [`TOOLS`] missing from `path` (a `$PATH` value).
+/// Returns the tools of [`TOOLS`] missing from `path` (a `$PATH` value).
 fn missing_tools(path: &OsStr) -> Vec<&'static str> {
     TOOLS
         .iter()
@@ -35,7 +35,7 @@ fn missing_tools(path: &OsStr) -> Vec<&'static str> {
         .collect()
 }
 
-/// The error for the tools missing from `path`, naming each and how to install it.
+/// Fails for the tools missing from `path`, naming each and how to install it.
 fn check_tools(path: &OsStr) -> Result<()> {
     let missing = missing_tools(path);
     if missing.is_empty() {
@@ -57,7 +57,7 @@ fn check_tools(path: &OsStr) -> Result<()> {
     )
 }
 
-/// `kind`, `kubectl` and `docker` on the PATH, and the Docker engine answering.
+/// Requires `kind`, `kubectl` and `docker` on the PATH, and the Docker engine answering.
 pub(crate) fn require_tools() -> Result<()> {
     check_tools(&std::env::var_os("PATH").unwrap_or_default())?;
     crate::docker::require("--driver kind")
