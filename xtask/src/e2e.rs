@@ -38,7 +38,7 @@ pub(crate) use cluster::{allocator_env, cluster_spec, run_conf};
 use cluster::{Allocator, ClusterSpec};
 use context::RunContext;
 pub(crate) use driver::Driver;
-pub(crate) use report::{growth, Report, Run};
+pub(crate) use report::{growth, Report, RunRecord};
 use request::Request;
 use restarts::{restart_loop, Job};
 pub(crate) use scenario::Mode;
@@ -300,7 +300,7 @@ fn plan_and_job(
 
 /// Runs one allocator: starts a cluster, submits the job, restarts it and takes samples
 /// (`restart_loop`), collects the last dumps, tears the cluster down and analyses the dumps.
-fn run_allocator(ctx: &RunContext, allocator: Allocator, spec: &ClusterSpec) -> Result<Run> {
+fn run_allocator(ctx: &RunContext, allocator: Allocator, spec: &ClusterSpec) -> Result<RunRecord> {
     let out = ctx.out;
     let started = Instant::now();
     let name = allocator.name();
@@ -342,7 +342,7 @@ fn run_allocator(ctx: &RunContext, allocator: Allocator, spec: &ClusterSpec) -> 
         .profiles()
         .then(|| analyse(ctx, allocator, &dumps, &last_dir, &timeline))
         .flatten();
-    Ok(Run {
+    Ok(RunRecord {
         allocator,
         taskmanager_cpus: lp.cpus,
         expected_bytes_per_restart: allocator

@@ -10,6 +10,7 @@
 pub(crate) mod base;
 pub(crate) mod cache;
 pub(crate) mod config;
+pub(crate) mod context;
 pub mod deps;
 pub mod inspect;
 pub(crate) mod jemalloc;
@@ -17,7 +18,6 @@ pub mod lock;
 pub(crate) mod locking;
 pub(crate) mod output;
 pub(crate) mod request;
-pub(crate) mod run;
 pub mod tools_layer;
 
 use anyhow::{Context, Result};
@@ -217,7 +217,7 @@ pub fn make(req: &Request) -> Result<Built> {
         crate::rootless::require_userns()?;
     }
     let requests_before = crate::download::requests();
-    let run = run::resolve(req)?;
+    let run = context::resolve(req)?;
     let base = base::pull(&run)?;
     let target = base::inspect(&run, &base)?;
     if req.lock_only {

@@ -19,7 +19,7 @@ use crate::fit::ERROR_METHOD;
 use crate::progress;
 use crate::provenance::Provenance;
 pub(crate) use memory::memory_plot;
-pub(crate) use model::{growth, whole_mib, Report, Run, Sample};
+pub(crate) use model::{growth, whole_mib, Report, RunRecord, Sample};
 pub(crate) use verdict::verdict;
 
 impl Report {
@@ -29,7 +29,7 @@ impl Report {
         driver: Driver,
         plan: &Plan,
         memory_limit_mb: u64,
-        runs: Vec<Run>,
+        runs: Vec<RunRecord>,
         started: std::time::Instant,
     ) -> Report {
         let verdict = verdict(&runs, plan);
@@ -149,8 +149,8 @@ mod tests {
         }
     }
 
-    fn run(allocator: Allocator, restarts: u64, analysis: Option<Analysis>) -> Run {
-        Run {
+    fn run(allocator: Allocator, restarts: u64, analysis: Option<Analysis>) -> RunRecord {
+        RunRecord {
             allocator,
             taskmanager_cpus: Some(2),
             expected_bytes_per_restart: Some(486400.0),

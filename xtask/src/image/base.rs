@@ -7,8 +7,8 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 use super::cache::{cache_blob, read_cached};
+use super::context::RunContext;
 use super::inspect::{self, BaseFacts};
-use super::run::Run;
 use crate::debian::repo::Repo;
 use crate::oci;
 use crate::progress::{self, Step};
@@ -69,7 +69,7 @@ impl Target {
 
 /// Stage 1: pulls the base's manifest, config and layers, verified and cached; it uses the
 /// network only for what the cache does not hold.
-pub(crate) fn pull(run: &Run) -> Result<Base> {
+pub(crate) fn pull(run: &RunContext) -> Result<Base> {
     let base_ref = &run.base_ref;
     let step = Step::start(format!("base image {base_ref}"));
     let mut network = false;
@@ -144,7 +144,7 @@ pub(crate) fn pull(run: &Run) -> Result<Base> {
 /// the sysroot; the base's apt source for that suite picks the mirror (`--mirror`, the lock, or an
 /// archived suite's archive host win over it); the keyring is `--keyring` or, with
 /// `--archive-keyring`, the distribution's.
-pub(crate) fn inspect(run: &Run, base: &Base) -> Result<Target> {
+pub(crate) fn inspect(run: &RunContext, base: &Base) -> Result<Target> {
     let base_ref = &run.base_ref;
     let step = Step::start("inspecting the base's layers");
     let facts = base_facts(run, base)?;
@@ -219,7 +219,7 @@ pub(crate) fn inspect(run: &Run, base: &Base) -> Result<Target> {
 
 /// Returns the base's facts, cached by its manifest digest: they are read from its layers
 /// once.
-fn base_facts(run: &Run, base: &Base) -> Result<BaseFacts> {
+fn base_facts(run: &RunContext, base: &Base) -> Result<BaseFacts> {
     // v2: dpkg's path filters are part of the facts.
     let path = run.cache.dir.join("facts").join(format!(
         "v2-{}.json",
@@ -241,7 +241,7 @@ fn base_facts(run: &Run, base: &Base) -> Result<BaseFacts> {
 
 /// Returns `--mirror`, else the lock's, else the base's own apt source for the suite (not for an
 /// archived suite: its sources no longer serve it), else the suite's in images/debian.toml.
-fn mirror(run: &Run, facts: &BaseFacts, suite: &str, suite_spec: &SuiteSpec) -> String {
+fn mirror(run: &RunContext, facts: &BaseFacts, suite: &str, suite_spec: &SuiteSpec) -> String {
     run.req
         .mirror
         .clone()

@@ -6,8 +6,8 @@ use anyhow::Result;
 
 use super::base::{Base, Target};
 use super::cache::{cache_blob, cached_layer};
+use super::context::RunContext;
 use super::jemalloc::Jemalloc;
-use super::run::Run;
 use super::tools_layer::Tools;
 use crate::oci::{self, Blob, ConfigChanges};
 use crate::progress::Step;
@@ -23,7 +23,7 @@ pub(crate) struct Assembled {
 
 /// Stage 5: assembles the layer, the config and the manifest.
 pub(crate) fn assemble(
-    run: &Run,
+    run: &RunContext,
     base: &Base,
     target: &Target,
     jemalloc: &Jemalloc,
@@ -84,7 +84,7 @@ pub(crate) fn assemble(
 
 /// Makes the `/opt/jemalloc` layer from the installed tree, cached by what the tree is (its
 /// `build-info.json` names every input) and the epoch.
-fn jemalloc_layer(run: &Run, jemalloc: &Jemalloc) -> Result<oci::LayerRef> {
+fn jemalloc_layer(run: &RunContext, jemalloc: &Jemalloc) -> Result<oci::LayerRef> {
     let step = Step::start("the /opt/jemalloc layer");
     let info = std::fs::read(jemalloc.tree.join("build-info.json"))?;
     let key = crate::digest::key_of([
@@ -111,7 +111,7 @@ fn jemalloc_layer(run: &Run, jemalloc: &Jemalloc) -> Result<oci::LayerRef> {
 
 /// Returns the spec's environment, `JEMALLOC_PATH`, and with `--preload` `LD_PRELOAD` and
 /// `MALLOC_CONF`.
-fn env(run: &Run) -> Vec<(String, String)> {
+fn env(run: &RunContext) -> Vec<(String, String)> {
     let lib = format!("{}/lib/libjemalloc.so.2", run.jspec.prefix);
     let mut env: Vec<(String, String)> = run
         .spec
@@ -136,7 +136,7 @@ fn package_list<'a>(pins: impl Iterator<Item = (&'a String, &'a String)>) -> Str
 }
 
 /// Returns the base's name and digest, as OCI annotations and labels call them.
-fn base_annotations(run: &Run, base: &Base) -> Vec<(String, String)> {
+fn base_annotations(run: &RunContext, base: &Base) -> Vec<(String, String)> {
     vec![
         (
             "org.opencontainers.image.base.name".to_string(),
@@ -153,7 +153,7 @@ fn base_annotations(run: &Run, base: &Base) -> Vec<(String, String)> {
 /// the sysroot, `--preload`, and the package lock as far as it is content (every layered and
 /// sysroot package, name=version; mirrors stay out: they do not change bytes).
 fn labels(
-    run: &Run,
+    run: &RunContext,
     base: &Base,
     target: &Target,
     jemalloc: &Jemalloc,

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
 use super::base::Target;
-use super::run::Run;
+use super::context::RunContext;
 use crate::build::{self, BuildArgs, BuildInfo};
 use crate::fetch::SourceArgs;
 use crate::progress;
@@ -21,7 +21,7 @@ pub(crate) struct Jemalloc {
 
 /// Stage 3: builds jemalloc against the target's suite (as `cargo xtask build` does, gates
 /// included); a sysroot whose glibc differs from the base's is refused.
-pub(crate) fn build(run: &Run, target: &Target) -> Result<Jemalloc> {
+pub(crate) fn build(run: &RunContext, target: &Target) -> Result<Jemalloc> {
     let built = build::jemalloc(&BuildArgs {
         sysroot_pins: run.usable.as_ref().map(|l| l.sysroot.packages.clone()),
         keyring: target.keyring.clone(),

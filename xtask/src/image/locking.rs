@@ -5,15 +5,15 @@
 use anyhow::{bail, Result};
 
 use super::base::{Base, Target};
+use super::context::RunContext;
 use super::lock::{BaseLock, DebPin, JemallocLock, Lock, SysrootLock};
-use super::run::Run;
 use super::tools_layer;
 use crate::build::sysroot;
 use crate::progress;
 
 /// `cargo xtask lock`: resolves the sysroot and tools packages afresh and writes the lock;
 /// nothing is built.
-pub(crate) fn afresh(run: &Run, base: &Base, target: &Target) -> Result<Lock> {
+pub(crate) fn afresh(run: &RunContext, base: &Base, target: &Target) -> Result<Lock> {
     let sysroot_pins = sysroot::resolve(&run.dl, &run.cache, &sysroot_request(run, target))?;
     let repo = target.repo(&run.debian.arch);
     let tools = tools_layer::resolve(&run.dl, &run.cache, &repo, &target.facts.dpkg_status)?;
@@ -28,7 +28,7 @@ pub(crate) fn afresh(run: &Run, base: &Base, target: &Target) -> Result<Lock> {
 }
 
 /// Returns the sysroot the target's suite gets.
-fn sysroot_request(run: &Run, target: &Target) -> sysroot::Request {
+fn sysroot_request(run: &RunContext, target: &Target) -> sysroot::Request {
     sysroot::Request {
         mirror: target.mirror.clone(),
         suite: target.suite.clone(),
@@ -43,7 +43,7 @@ fn sysroot_request(run: &Run, target: &Target) -> sysroot::Request {
 
 /// Returns the lock of this run's inputs.
 pub(crate) fn of_run(
-    run: &Run,
+    run: &RunContext,
     base: &Base,
     target: &Target,
     sysroot_packages: Vec<sysroot::Pinned>,
@@ -75,7 +75,7 @@ pub(crate) fn of_run(
 
 /// Stage 7: writes the lock on first resolution and leaves it unchanged afterwards
 /// (`--locked` refuses a change).
-pub(crate) fn keep(run: &Run, lock: &Lock) -> Result<()> {
+pub(crate) fn keep(run: &RunContext, lock: &Lock) -> Result<()> {
     if run.existing.as_ref() != Some(lock) {
         if run.req.locked {
             bail!("--locked: {} would change", run.lock_path.display());

@@ -8,8 +8,8 @@ use xshell::{cmd, Shell};
 
 use super::cache::CacheBlobs;
 use super::config::Assembled;
+use super::context::RunContext;
 use super::request::{Format, LoadTarget};
-use super::run::Run;
 use crate::oci::{self, BlobSource};
 use crate::progress::{self, Step};
 use crate::registry::Reference;
@@ -22,7 +22,7 @@ pub(crate) struct Outputs {
 }
 
 /// Stage 6: writes the files, then does the push and the load asked for.
-pub(crate) fn write(run: &Run, image: &Assembled) -> Result<Outputs> {
+pub(crate) fn write(run: &RunContext, image: &Assembled) -> Result<Outputs> {
     let path = run.req.output.clone().unwrap_or_else(|| {
         run.cache
             .dir
@@ -46,7 +46,7 @@ pub(crate) fn write(run: &Run, image: &Assembled) -> Result<Outputs> {
 }
 
 /// Writes an OCI layout directory, or a `.tar` of one (`--format oci`) or a docker-archive.
-fn write_files(run: &Run, image: &Assembled, path: &Path) -> Result<()> {
+fn write_files(run: &RunContext, image: &Assembled, path: &Path) -> Result<()> {
     let src = CacheBlobs(&run.cache);
     let epoch = run.req.source_date_epoch;
     if path.extension().is_none_or(|e| e != "tar") {
@@ -79,7 +79,7 @@ fn write_files(run: &Run, image: &Assembled, path: &Path) -> Result<()> {
 }
 
 /// `--push`: pushes the blobs the registry lacks, then the manifest; returns `repo@digest`.
-fn push(run: &Run, image: &Assembled, target: &Reference) -> Result<String> {
+fn push(run: &RunContext, image: &Assembled, target: &Reference) -> Result<String> {
     let src = CacheBlobs(&run.cache);
     let step = Step::start(format!("pushing to {target}"));
     let mut uploaded = 0;
@@ -107,7 +107,7 @@ fn push(run: &Run, image: &Assembled, target: &Reference) -> Result<String> {
 
 /// `--load`: writes the image as a docker-archive named [`crate::docker::image_name`] of its tag
 /// and hands it to `docker load` or `kind load image-archive`; the archive is removed afterwards.
-fn load(run: &Run, image: &Assembled, target: &LoadTarget, output: &Path) -> Result<()> {
+fn load(run: &RunContext, image: &Assembled, target: &LoadTarget, output: &Path) -> Result<()> {
     target.require()?;
     let name = crate::docker::image_name(&image.tag);
     let dir = output.parent().unwrap_or(Path::new("."));

@@ -14,9 +14,9 @@ use xshell::{cmd, Shell};
 
 use super::base::{Base, Target};
 use super::cache::{cached_layer, CacheBlobs};
+use super::context::RunContext;
 use super::inspect::{excluded, BaseFacts, PathFilter};
 use super::lock::DebPin;
-use super::run::Run;
 use crate::oci::{self, Blob};
 
 use crate::debian;
@@ -239,7 +239,7 @@ fn finish_in_chroot(base_layout: &Path, tag: &str, tree: &Path, work: &Path) -> 
 /// Stage 4: takes jeprof's tools for this base (pinned by the lock, or resolved against the base's
 /// suite and dpkg status), unpacks them, finishes them in a chroot of the merged image, and writes
 /// them as a layer; the tree is cached by the pins and the base.
-pub(crate) fn stage(run: &Run, base: &Base, target: &Target) -> Result<Tools> {
+pub(crate) fn stage(run: &RunContext, base: &Base, target: &Target) -> Result<Tools> {
     let repo = target.repo(&run.debian.arch);
     let pins = match &run.usable {
         Some(l) => l.tools.clone(),
@@ -272,7 +272,7 @@ pub(crate) fn stage(run: &Run, base: &Base, target: &Target) -> Result<Tools> {
 /// Returns the tools tree for these pins on this base, cached by both (a warm rebuild reuses
 /// it without downloads or chroot work).
 fn tools_tree(
-    run: &Run,
+    run: &RunContext,
     base: &Base,
     target: &Target,
     pins: &[DebPin],

@@ -34,7 +34,7 @@ pub(crate) struct Growth {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct Run {
+pub(crate) struct RunRecord {
     pub allocator: Allocator,
     /// The CPUs the TaskManager saw (RocksDB's core slots follow them).
     pub taskmanager_cpus: Option<u32>,
@@ -64,7 +64,7 @@ pub(crate) struct Report {
     /// The scenario as run: its name, Flink, mode, restarts, configuration, expectation.
     pub plan: Plan,
     pub memory_limit_mb: u64,
-    pub runs: Vec<Run>,
+    pub runs: Vec<RunRecord>,
     pub verdict: Vec<String>,
     pub passed: bool,
     pub seconds_to_verdict: f64,

@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use super::model::{whole_mib, Report, Run};
+use super::model::{whole_mib, Report, RunRecord};
 use super::verdict::fastest_match;
 use crate::analyze::sites::Site;
 use crate::analyze::Analysis;
@@ -130,7 +130,7 @@ fn expectation(r: &Report) -> String {
     s
 }
 
-fn samples(run: &Run) -> String {
+fn samples(run: &RunRecord) -> String {
     let mut s = format!(
         "\n## {}\n\n| restart | s | RSS MiB | native MiB | cgroup MiB |\n|---|---|---|---|---|\n",
         run.allocator.name()
@@ -165,7 +165,7 @@ fn site_row(site: &Site) -> String {
 
 /// Returns the section with the sites that grew per restart, the leading site's chain, the
 /// flame graph and jeprof's diff.
-fn sites_section(r: &Report, run: &Run, a: &Analysis) -> String {
+fn sites_section(r: &Report, run: &RunRecord, a: &Analysis) -> String {
     let name = run.allocator.name();
     let mut s = String::new();
     if !a.sites.is_empty() {

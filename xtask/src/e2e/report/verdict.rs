@@ -1,13 +1,13 @@
 //! The verdict: every run saw the restarts asked for, and the profiling run shows what the
 //! scenario expects (a growing site named, or none for a control).
 
-use super::model::Run;
+use super::model::RunRecord;
 use crate::analyze::sites::Site;
 use crate::analyze::Analysis;
 use crate::e2e::scenario::{Expect, Plan};
 
 /// Returns what fails the scenario's expectation, one line each; an empty list passes.
-pub(crate) fn verdict(runs: &[Run], plan: &Plan) -> Vec<String> {
+pub(crate) fn verdict(runs: &[RunRecord], plan: &Plan) -> Vec<String> {
     let mut failures = Vec::new();
     for r in runs {
         let a = r.allocator.name();

@@ -1,4 +1,4 @@
-//! What every stage of one `image` run reads ([`Run`]), and stage 0 that makes it
+//! What every stage of one `image` run reads ([`RunContext`]), and stage 0 that makes it
 //! ([`resolve`]): the spec, the base reference, the lock and what it still pins.
 
 use anyhow::Result;
@@ -16,7 +16,7 @@ use crate::spec::{DebianSpec, FlinkSpec, JemallocSpec};
 /// What every stage of one `image` run reads: the arguments, the specs, the cache, the base
 /// reference, the lock (as found, and when it still fits the request, as usable), and the
 /// clients.
-pub(crate) struct Run<'a> {
+pub(crate) struct RunContext<'a> {
     pub req: &'a Request,
     pub spec: FlinkSpec,
     pub jspec: JemallocSpec,
@@ -41,7 +41,7 @@ fn specs_dir(req: &Request) -> PathBuf {
 }
 
 /// Stage 0: resolves the spec, the base reference, the lock and what it still pins.
-pub(crate) fn resolve(req: &Request) -> Result<Run<'_>> {
+pub(crate) fn resolve(req: &Request) -> Result<RunContext<'_>> {
     let root = project::root();
     let version = req.flink.as_str();
     let specs = specs_dir(req);
@@ -86,7 +86,7 @@ pub(crate) fn resolve(req: &Request) -> Result<Run<'_>> {
         ));
     }
     let client = RegistryClient::new(req.plain_http, auths(req, &base_ref)?);
-    Ok(Run {
+    Ok(RunContext {
         req,
         spec,
         jspec,
