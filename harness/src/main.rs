@@ -30,12 +30,5 @@ fn main() -> std::process::ExitCode {
         Command::Fixtures(args) => fixtures::run(args),
         Command::Bench(args) => bench::run(args),
     };
-    xtask::teardown::critical(|| ());
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    xtask::teardown::exit_code(result)
 }

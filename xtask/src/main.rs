@@ -72,14 +72,5 @@ fn main() -> std::process::ExitCode {
         Command::Publish(args) => publish::run(args),
         Command::Bench(args) => bench::run(args),
     };
-    // An interruption's teardown may be under way (and the error above its consequence):
-    // it ends the process itself, with 130, once everything is taken down.
-    xtask::teardown::critical(|| ());
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    xtask::teardown::exit_code(result)
 }

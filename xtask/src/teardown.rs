@@ -64,7 +64,7 @@ pub(crate) fn remove_on_interrupt(dir: &std::path::Path) -> Guard {
 }
 
 /// Runs `f` so that an interruption waits until it is done.
-pub fn critical<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn critical<T>(f: impl FnOnce() -> T) -> T {
     let _held = CRITICAL.lock().unwrap_or_else(|e| e.into_inner());
     f()
 }
@@ -96,6 +96,20 @@ fn interrupted() {
 /// with nothing registered stops its child processes when interrupted.
 pub fn install_handler() {
     install();
+}
+
+/// A command's end: waits for an interruption's teardown that may be under way (it ends the
+/// process itself, with 130, once everything is taken down, and the error is then its
+/// consequence); otherwise prints the error in one line and fails.
+pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
+    critical(|| ());
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Returns the pids below `pid` in the process tree, from `/proc/<pid>/stat` (`ppid` is the
