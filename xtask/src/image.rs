@@ -160,10 +160,7 @@ pub struct Built {
 
 pub fn run(args: ImageArgs) -> Result<()> {
     if args.list {
-        let dir = args
-            .specs
-            .clone()
-            .unwrap_or_else(|| FlinkSpec::default_dir(&project::root()));
+        let dir = FlinkSpec::dir_or_default(args.specs.as_deref());
         if args.json {
             println!(
                 "{}",

@@ -203,10 +203,7 @@ pub fn run(args: PublishArgs) -> Result<()> {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
-    let dir = args
-        .specs
-        .clone()
-        .unwrap_or_else(|| FlinkSpec::default_dir(&project::root()));
+    let dir = FlinkSpec::dir_or_default(args.specs.as_deref());
     let plan = plan(&args, &config, &dir)?;
     if args.plan {
         println!(

@@ -168,6 +168,14 @@ impl FlinkSpec {
         root.join("images")
     }
 
+    /// Returns the spec directory a command uses: its `--specs`, else `images/`.
+    pub(crate) fn dir_or_default(specs: Option<&Path>) -> PathBuf {
+        specs.map_or_else(
+            || FlinkSpec::default_dir(&crate::project::root()),
+            Path::to_path_buf,
+        )
+    }
+
     fn path_in(dir: &Path, name: &str) -> PathBuf {
         dir.join(format!("flink-{name}.toml"))
     }

@@ -33,18 +33,11 @@ pub(crate) struct RunContext<'a> {
     pub dl: Downloader,
 }
 
-/// Returns the spec directory: `--specs`, else `images/`.
-fn specs_dir(req: &Request) -> PathBuf {
-    req.specs
-        .clone()
-        .unwrap_or_else(|| FlinkSpec::default_dir(&project::root()))
-}
-
 /// Stage 0: resolves the spec, the base reference, the lock and what it still pins.
 pub(crate) fn resolve(req: &Request) -> Result<RunContext<'_>> {
     let root = project::root();
     let version = req.flink.as_str();
-    let specs = specs_dir(req);
+    let specs = FlinkSpec::dir_or_default(req.specs.as_deref());
     let spec = FlinkSpec::load_in(&specs, version)?;
     let jspec = JemallocSpec::load(&root)?;
     let debian = DebianSpec::load(&root)?;
