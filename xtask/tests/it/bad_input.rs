@@ -67,6 +67,7 @@ fn heap(maps: bool) -> String {
 
 #[test]
 fn an_image_that_is_neither_a_layout_nor_a_docker_archive() {
+    let _shared = crate::support::shared();
     let t = tempfile::tempdir().unwrap();
     let report = earlier_report(t.path());
     let dir = t.path().join("not-a-layout");
@@ -105,6 +106,7 @@ fn an_image_that_is_neither_a_layout_nor_a_docker_archive() {
 
 #[test]
 fn a_layout_with_a_corrupted_blob() {
+    let _shared = crate::support::shared();
     let t = tempfile::tempdir().unwrap();
     let report = earlier_report(t.path());
     let layout = t.path().join("layout");
@@ -137,6 +139,7 @@ fn a_layout_with_a_corrupted_blob() {
 
 #[test]
 fn an_image_without_flink() {
+    let _shared = crate::support::shared();
     let t = tempfile::tempdir().unwrap();
     let report = earlier_report(t.path());
     let layout = t.path().join("empty");
@@ -181,6 +184,7 @@ fn an_image_without_flink() {
 
 #[test]
 fn analyze_on_a_directory_without_dumps() {
+    let _shared = crate::support::shared();
     let t = tempfile::tempdir().unwrap();
     let image = crate::support::profiled_image();
     let empty = t.path().join("empty");
@@ -205,6 +209,7 @@ fn analyze_on_a_directory_without_dumps() {
 
 #[test]
 fn analyze_with_a_truncated_dump() {
+    let _shared = crate::support::shared();
     let t = tempfile::tempdir().unwrap();
     let dumps = t.path().join("dumps");
     std::fs::create_dir(&dumps).unwrap();
@@ -226,6 +231,7 @@ fn analyze_with_a_truncated_dump() {
 
 #[test]
 fn a_lock_that_does_not_parse() {
+    let _shared = crate::support::shared();
     let t = tempfile::tempdir().unwrap();
     let lock = t.path().join("flink.lock");
     std::fs::write(&lock, "version = 1\n[base\nreference = \"x\"\n").unwrap();
@@ -252,6 +258,7 @@ fn a_lock_that_does_not_parse() {
 
 #[test]
 fn profiling_cost_refuses_before_any_work() {
+    let _shared = crate::support::shared();
     let t = tempfile::tempdir().unwrap();
     let report = t.path().join("cost");
     let run = |image: &str, extra: &[&str]| {

@@ -137,6 +137,7 @@ fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
 /// basic example: the profiled image, the main container's environment and dump volume.
 #[test]
 fn deploy_operator_patch_fits_the_operators_crd() {
+    let _shared = crate::support::shared();
     let (_d, files) = deploy(&["--operator", "--name", "basic-example"]);
     let text = &files["flinkdeployment-patch.yaml"];
     assert!(
@@ -209,6 +210,7 @@ fn deploy_operator_patch_fits_the_operators_crd() {
 /// of Flink's standalone Kubernetes docs, against the Kubernetes schemas.
 #[test]
 fn deploy_native_template_and_standalone_patch_fit_kubernetes() {
+    let _shared = crate::support::shared();
     let (dir, files) = deploy(&["--native", "--sampling", "dense"]);
     let template = dir.path().join("taskmanager-pod-template.yaml");
     let pod = yaml(&files["taskmanager-pod-template.yaml"]);
@@ -327,6 +329,7 @@ fn strategic_merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
 
 #[test]
 fn deploy_refuses_what_it_cannot_use_and_overwrites_nothing() {
+    let _shared = crate::support::shared();
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_xtask"))
             .arg("deploy")

@@ -80,6 +80,7 @@ fn apt_simulation(repo_dir: &Path, keyring: &Path, status: &Path, work: &Path) -
 
 #[test]
 fn resolution_matches_apt_on_the_fixture_base() {
+    let _shared = crate::support::shared();
     let repo = fixtures::debian_repo_with_tools("bullseye").unwrap();
     let status = flink_base::flink_base_dpkg_status().unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -111,6 +112,7 @@ fn resolution_matches_apt_on_the_fixture_base() {
 
 #[test]
 fn bad_signature_and_tampered_deb_are_refused() {
+    let _shared = crate::support::shared();
     let repo = fixtures::debian_repo_with_tools("bullseye").unwrap();
     let work = tempfile::tempdir().unwrap();
     let copy = work.path().join("repo");

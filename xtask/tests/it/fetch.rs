@@ -38,6 +38,7 @@ fn fetch(server: &Server, sha: &str, cache: &Path) -> std::process::Output {
 
 #[test]
 fn good_download_is_verified_cached_and_unpacked() {
+    let _shared = crate::support::shared();
     let data = good_tarball();
     let sha = sha256_hex(&data);
     let (server, _www) = serve(&data);
@@ -61,6 +62,7 @@ fn good_download_is_verified_cached_and_unpacked() {
 
 #[test]
 fn tampered_download_names_both_digests_and_caches_nothing() {
+    let _shared = crate::support::shared();
     let data = good_tarball();
     let sha = sha256_hex(&data);
     let (server, _www) = serve(&data);
@@ -84,6 +86,7 @@ fn tampered_download_names_both_digests_and_caches_nothing() {
 
 #[test]
 fn truncated_body_is_an_error_not_a_short_file() {
+    let _shared = crate::support::shared();
     let data = good_tarball();
     let sha = sha256_hex(&data);
     let (server, _www) = serve(&data);
@@ -101,6 +104,7 @@ fn truncated_body_is_an_error_not_a_short_file() {
 
 #[test]
 fn warm_cache_needs_no_server() {
+    let _shared = crate::support::shared();
     let data = good_tarball();
     let sha = sha256_hex(&data);
     let (server, www) = serve(&data);
@@ -131,6 +135,7 @@ fn warm_cache_needs_no_server() {
 
 #[test]
 fn server_gone_with_a_cold_cache_names_the_url() {
+    let _shared = crate::support::shared();
     let (server, _www) = serve(b"x");
     let url = server.url("jemalloc-5.2.1.tar.bz2");
     drop(server);
@@ -151,6 +156,7 @@ fn server_gone_with_a_cold_cache_names_the_url() {
 
 #[test]
 fn a_mirror_url_needs_its_digest() {
+    let _shared = crate::support::shared();
     let out = xtask(&["fetch", "--url", "http://127.0.0.1:9/jemalloc.tar.bz2"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("needs --sha256"), "{}", stderr(&out));
@@ -159,6 +165,7 @@ fn a_mirror_url_needs_its_digest() {
 /// Each unsafe archive is refused with a message naming the entry, and nothing is unpacked.
 #[test]
 fn unsafe_archives_are_refused() {
+    let _shared = crate::support::shared();
     let base = || {
         TarBuilder::default()
             .dir("jemalloc-5.2.1/")
@@ -269,6 +276,7 @@ fn big_tarball() -> Vec<u8> {
 
 #[test]
 fn too_many_requests_is_retried_after_the_servers_retry_after() {
+    let _shared = crate::support::shared();
     let data = good_tarball();
     let sha = sha256_hex(&data);
     let (server, _www) = serve(&data);
@@ -291,6 +299,7 @@ fn too_many_requests_is_retried_after_the_servers_retry_after() {
 
 #[test]
 fn a_body_that_breaks_off_is_resumed_with_range() {
+    let _shared = crate::support::shared();
     let data = big_tarball();
     let sha = sha256_hex(&data);
     let (server, _www) = serve(&data);
@@ -316,6 +325,7 @@ fn a_body_that_breaks_off_is_resumed_with_range() {
 
 #[test]
 fn a_server_that_keeps_failing_gets_a_clear_error_and_nothing_is_cached() {
+    let _shared = crate::support::shared();
     let data = good_tarball();
     let sha = sha256_hex(&data);
     let (server, _www) = serve(&data);
@@ -351,6 +361,7 @@ fn a_server_that_keeps_failing_gets_a_clear_error_and_nothing_is_cached() {
 
 #[test]
 fn four_concurrent_fetches_download_once() {
+    let _shared = crate::support::shared();
     let data = big_tarball();
     let sha = sha256_hex(&data);
     let (server, _www) = serve(&data);

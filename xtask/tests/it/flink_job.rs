@@ -27,6 +27,7 @@ fn main_class_major(work: &Path, jar: &Path) -> u16 {
 
 #[test]
 fn the_1x_job_compiles_against_the_images_flink_dist() {
+    let _shared = crate::support::shared();
     let work = tempfile::tempdir().unwrap();
     let dist = work.path().join("flink-dist_2.11-1.10.3.jar");
     std::fs::write(
@@ -48,6 +49,7 @@ fn the_1x_job_compiles_against_the_images_flink_dist() {
 
 #[test]
 fn the_2x_job_compiles_for_the_images_java() {
+    let _shared = crate::support::shared();
     let work = tempfile::tempdir().unwrap();
     let dist = work.path().join("flink-dist-2.2.1.jar");
     let in_image = format!("{}/{}", flink_base::FLINK_HOME, flink2_base::FLINK_DIST_JAR);

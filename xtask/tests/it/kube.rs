@@ -79,6 +79,7 @@ fn spec() -> ClusterSpec {
 
 #[test]
 fn manifests_validate_against_the_kubernetes_schemas() {
+    let _shared = crate::support::shared();
     let dir = tempfile::tempdir().unwrap();
     let spec = spec();
     let mut files = Vec::new();
@@ -119,6 +120,7 @@ fn manifests_validate_against_the_kubernetes_schemas() {
 
 #[test]
 fn a_broken_manifest_is_refused() {
+    let _shared = crate::support::shared();
     let spec = spec();
     let m = manifests(&KubeParams {
         namespace: "e2e",
@@ -155,6 +157,7 @@ fn a_broken_manifest_is_refused() {
 
 #[test]
 fn kind_config_is_a_one_node_kind_cluster() {
+    let _shared = crate::support::shared();
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/kind.yaml");
     // PyYAML comes with kubernetes-validate.
     let check = "import sys, yaml\n\
@@ -196,6 +199,7 @@ fn collect(env: &[(&str, &std::ffi::OsStr)], out: &Path) -> Output {
 
 #[test]
 fn collect_without_a_cluster_says_what_to_check() {
+    let _shared = crate::support::shared();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("dumps");
     // A kubeconfig that names no cluster: kubectl falls back to localhost:8080, refused.
@@ -229,6 +233,7 @@ fn collect_without_a_cluster_says_what_to_check() {
 
 #[test]
 fn e2e_driver_kind_names_what_is_missing_before_any_work() {
+    let _shared = crate::support::shared();
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report");
     let o = Command::new(env!("CARGO_BIN_EXE_xtask"))

@@ -1,9 +1,11 @@
 //! The integration tests, one binary: a module per area, with `support` (loopback
 //! servers, the `xtask` binary's runs, the profiled fixture images, workflow scripts).
 //!
-//! The tests that run Flink, Docker, runc, builds or images take [`support::serial`]: they
-//! share the machine's two cores and the host network's ports, so they run one at a time,
-//! while the light ones run beside them.
+//! The tests that run Flink, Docker, runc, builds or images take the machine alone
+//! ([`support::serial`]): they share two cores and the host network's ports, and their
+//! timings must not depend on what else runs. The light ones share it
+//! ([`support::shared`]), beside each other but never beside a heavy one, as separate test
+//! binaries used to run.
 
 mod bad_input;
 mod build;

@@ -66,6 +66,7 @@ fn reference(server: &Server) -> Reference {
 
 #[test]
 fn bearer_challenge_then_index_to_linux_amd64() {
+    let _shared = crate::support::shared();
     let f = fake();
     let server = Server::serve(vec![("/", f.dir.path().to_path_buf())]);
     server.set_auth(Some(BearerAuth {
@@ -104,6 +105,7 @@ fn bearer_challenge_then_index_to_linux_amd64() {
 /// credentials of another host: not at its token service, not on its API.
 #[test]
 fn credentials_go_to_their_own_registry_only() {
+    let _shared = crate::support::shared();
     let f = fake();
     let server = Server::serve(vec![("/", f.dir.path().to_path_buf())]);
     server.set_auth(Some(BearerAuth {
@@ -137,6 +139,7 @@ fn credentials_go_to_their_own_registry_only() {
 
 #[test]
 fn token_service_with_basic_credentials() {
+    let _shared = crate::support::shared();
     let f = fake();
     let server = Server::serve(vec![("/", f.dir.path().to_path_buf())]);
     server.set_auth(Some(BearerAuth {
@@ -178,6 +181,7 @@ fn token_service_with_basic_credentials() {
 
 #[test]
 fn digest_mismatches_are_refused_and_nothing_is_cached() {
+    let _shared = crate::support::shared();
     let f = fake();
     let server = Server::serve(vec![("/", f.dir.path().to_path_buf())]);
     let client = RegistryClient::new(true, Auths::anonymous());
@@ -204,6 +208,7 @@ fn digest_mismatches_are_refused_and_nothing_is_cached() {
 
 #[test]
 fn missing_image_names_the_reference() {
+    let _shared = crate::support::shared();
     let f = fake();
     let server = Server::serve(vec![("/", f.dir.path().to_path_buf())]);
     let r: Reference = format!("{}/library/flink:9.9", server.addr())
@@ -222,6 +227,7 @@ fn missing_image_names_the_reference() {
 /// and a second push skips the blobs the registry already has.
 #[test]
 fn push_with_basic_auth_to_a_real_registry() {
+    let _shared = crate::support::shared();
     let reg = harness::fixtures::registry::Registry::start_with_htpasswd("ci", "s3cret").unwrap();
     let r: Reference = format!("{}/pushed/img:v1", reg.url().trim_start_matches("http://"))
         .parse()

@@ -41,6 +41,7 @@ fn actionlint(files: &[PathBuf], cwd: &Path) -> (bool, String) {
 
 #[test]
 fn actionlint_accepts_the_workflows_and_refuses_broken_ones() {
+    let _shared = crate::support::shared();
     let files: Vec<PathBuf> = WORKFLOWS.iter().map(|w| workflow(w)).collect();
     let (ok, out) = actionlint(&files, &root());
     assert!(ok, "actionlint:\n{out}");
@@ -80,6 +81,7 @@ fn actionlint_accepts_the_workflows_and_refuses_broken_ones() {
 
 #[test]
 fn every_xtask_command_of_the_workflows_exists_with_its_flags() {
+    let _shared = crate::support::shared();
     let mut seen = std::collections::BTreeSet::new();
     for w in WORKFLOWS {
         let text = std::fs::read_to_string(workflow(w)).unwrap();
@@ -131,6 +133,7 @@ fn every_xtask_command_of_the_workflows_exists_with_its_flags() {
 
 #[test]
 fn the_plan_step_gives_the_matrix_and_the_headline() {
+    let _shared = crate::support::shared();
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["publish", "--config", "ci/publish.toml", "--plan"])
         .current_dir(root())
@@ -164,6 +167,7 @@ fn the_plan_step_gives_the_matrix_and_the_headline() {
 
 #[test]
 fn run_script_extraction() {
+    let _shared = crate::support::shared();
     let yaml = "steps:\n  - id: plan\n    run: echo \"plan=$(cargo xtask publish --config c --plan)\" >> \"$GITHUB_OUTPUT\"\n  - run: >-\n      cargo xtask publish --locked\n      --flink \"$SPEC\"\n  - run: |\n      for n in a b; do\n        cargo xtask lock --flink \"$n\" \\\n          --locked\n      done\n";
     let cmds: Vec<Vec<String>> = run_scripts(yaml)
         .iter()
@@ -198,6 +202,7 @@ fn job(text: &str, name: &str) -> String {
 /// the step, rather than handing `fromJSON` an empty output.
 #[test]
 fn the_plan_step_fails_where_it_fails_and_names_the_missing_locks() {
+    let _shared = crate::support::shared();
     let text = std::fs::read_to_string(workflow("publish.yml")).unwrap();
     let script = run_scripts(&job(&text, "plan"))
         .into_iter()

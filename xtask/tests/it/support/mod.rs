@@ -2,7 +2,7 @@
 //! real `xtask` binary's runs (`cli`), test files and tarballs (`archive`), the profiled
 //! fixture images the heavy tests share (`images`), the checks every driver's e2e report
 //! shares (`report`), workflow scripts (`workflow`), and the
-//! machine taken by one heavy test at a time ([`serial`]).
+//! machine: a heavy test takes it alone ([`serial`]), the light ones share it ([`shared`]).
 
 pub mod archive;
 pub mod cli;
@@ -18,12 +18,21 @@ pub use images::{profiled_image, profiled_image_flink2, rebuild_profiled_image, 
 pub use report::assert_both_allocators;
 pub use workflow::{run_scripts, xtask_commands};
 
-use std::sync::Mutex;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// The machine, for one heavy test at a time: those that run Flink, Docker, runc, builds or
-/// images share two cores and the host network's ports. A test that failed while holding
-/// it does not keep the others from running.
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static MACHINE: Mutex<()> = Mutex::new(());
-    MACHINE.lock().unwrap_or_else(|e| e.into_inner())
+/// The machine, for one heavy test at a time: the tests that run Flink, Docker, runc,
+/// builds or images take it alone (they share two cores and the host network's ports, and
+/// their timings must not depend on what else runs); every other test takes it
+/// [`shared`], beside the other light ones but never beside a heavy one. A test that failed
+/// while holding it does not keep the others from running.
+static MACHINE: RwLock<()> = RwLock::new(());
+
+/// The machine alone, for a heavy test.
+pub fn serial() -> RwLockWriteGuard<'static, ()> {
+    MACHINE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The machine shared with the other light tests, for a light one.
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    MACHINE.read().unwrap_or_else(|e| e.into_inner())
 }
