@@ -208,7 +208,9 @@ fn images(
         source,
         cache_dir: Some(w.join("image-cache")),
         keyring: Some(repo.keyring.clone()),
-        ..image::Request::new("1.10.3")
+        specs: None,
+        source_date_epoch: 0,
+        ..image::Request::new("1.10.3")?
     };
     let t = Instant::now();
     image::make(&request)?;

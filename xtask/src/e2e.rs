@@ -198,8 +198,7 @@ fn run_scenario(req: &Request) -> Result<Report> {
     crate::oci::check_image(&req.image)?;
     let scenarios = scenario::load_default()?;
     scenarios.get(&req.scenario)?;
-    let allocators = req.allocators.clone();
-    if allocators.iter().any(|a| a.profiles()) && !crate::rootless::is_root() {
+    if req.allocators.iter().any(|a| a.profiles()) && !crate::rootless::is_root() {
         // The image's jeprof reads the dumps chrooted in the image, which needs a user
         // namespace.
         crate::rootless::require_userns()?;
@@ -210,7 +209,7 @@ fn run_scenario(req: &Request) -> Result<Report> {
     let layout = crate::oci::open_image(&req.image, work.path())?;
     let bundle = Bundle::unpack(&layout, &work.path().join("bundle"))?;
     let jemalloc = bundle.env_var("JEMALLOC_PATH").map(str::to_string);
-    if allocators.iter().any(|a| a.preloads_jemalloc()) && jemalloc.is_none() {
+    if req.allocators.iter().any(|a| a.preloads_jemalloc()) && jemalloc.is_none() {
         bail!(
             "{} has no JEMALLOC_PATH in its environment: is it a profiled image (cargo xtask image)?",
             req.image.display()
@@ -240,7 +239,7 @@ fn run_scenario(req: &Request) -> Result<Report> {
         out: &out,
     };
     let mut runs = Vec::new();
-    for allocator in allocators {
+    for &allocator in &req.allocators {
         let spec = cluster_spec(
             allocator,
             &plan,

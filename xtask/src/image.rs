@@ -116,6 +116,24 @@ pub struct ImageArgs {
     pub cache_dir: Option<PathBuf>,
 }
 
+impl Request {
+    /// Returns the request `cargo xtask image --flink <flink>` makes: every other field at
+    /// the default its flag has (and what the environment sets, as for the command), so a
+    /// request built in code never drifts from the command's.
+    pub fn new(flink: &str) -> Result<Request> {
+        #[derive(clap::Parser)]
+        struct Image {
+            #[command(flatten)]
+            args: ImageArgs,
+        }
+        use clap::Parser;
+        Image::try_parse_from(["image", "--flink", flink])
+            .context("the defaults of `cargo xtask image`")?
+            .args
+            .into_request()
+    }
+}
+
 impl ImageArgs {
     /// Returns the request these flags make (`--flink` must be given: `--list` is answered
     /// before this).

@@ -226,8 +226,8 @@ pub fn run(args: PublishArgs) -> Result<()> {
 }
 
 /// Returns the image request of spec `spec`: publish's shared flags, written to `output`.
-fn image_request(args: &PublishArgs, spec: &str, output: &Path) -> image::Request {
-    image::Request {
+fn image_request(args: &PublishArgs, spec: &str, output: &Path) -> Result<image::Request> {
+    Ok(image::Request {
         specs: args.specs.clone(),
         mirror: args.mirror.clone(),
         keyring: args.keyring.clone(),
@@ -239,8 +239,8 @@ fn image_request(args: &PublishArgs, spec: &str, output: &Path) -> image::Reques
         locked: args.locked,
         plain_http: args.plain_http,
         labels: args.labels.clone(),
-        ..image::Request::new(spec)
-    }
+        ..image::Request::new(spec)?
+    })
 }
 
 /// Builds, pushes and tags every spec of `plan`, with its SBOM; writes `--report`.
@@ -284,7 +284,7 @@ pub(crate) fn all(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Pub
             spec.base, target.registry, target.repository
         ));
         let layout = work.path().join(name);
-        let built = image::make(&image_request(args, name, &layout))
+        let built = image::make(&image_request(args, name, &layout)?)
             .with_context(|| format!("building spec `{name}`"))?;
         let pushed = push_image(&client, &target, &built, &tag)?;
         let lock = &built.lock;
@@ -589,7 +589,7 @@ mod tests {
             "--specs",
             "/s",
         ]);
-        let i = image_request(&a, "1.10.3", Path::new("/out"));
+        let i = image_request(&a, "1.10.3", Path::new("/out")).unwrap();
         assert_eq!(i.flink, "1.10.3");
         assert!(i.locked && i.plain_http && i.push.is_none());
         assert_eq!(i.mirror.as_deref(), Some("http://m"));

@@ -1,5 +1,6 @@
 //! What one `image` (or `lock`) run is asked for: the pipeline's input. `ImageArgs` converts
-//! into it; `publish` and `bench` build it directly.
+//! into it; `publish` and `bench` start from [`Request::new`] (in `image.rs`, where the
+//! flags and their defaults are) and set what they need.
 
 use anyhow::Result;
 use std::path::PathBuf;
@@ -34,36 +35,6 @@ pub struct Request {
     pub source_date_epoch: u64,
     pub source: SourceArgs,
     pub cache_dir: Option<PathBuf>,
-}
-
-impl Request {
-    /// Returns the request for the spec `flink` with every flag at its default: an OCI
-    /// layout in the cache, nothing pushed or loaded, the lock written when missing.
-    pub fn new(flink: &str) -> Request {
-        Request {
-            flink: flink.to_string(),
-            specs: None,
-            base: None,
-            plain_http: false,
-            registry_user: None,
-            mirror: None,
-            preload: false,
-            malloc_conf: DEFAULT_MALLOC_CONF.to_string(),
-            labels: Vec::new(),
-            output: None,
-            format: Format::Oci,
-            push: None,
-            load: None,
-            keyring: None,
-            archive_keyring: false,
-            lock_only: false,
-            locked: false,
-            lock_file: None,
-            source_date_epoch: 0,
-            source: SourceArgs::default(),
-            cache_dir: None,
-        }
-    }
 }
 
 /// The form of a `.tar` output.
