@@ -9,6 +9,7 @@
 //! what grew (`flame`).
 
 pub(crate) mod flame;
+pub(crate) mod known;
 pub(crate) mod memory;
 pub(crate) mod sites;
 pub(crate) mod story;
@@ -25,7 +26,6 @@ use crate::progress::{self, Step};
 pub(crate) use sites::Per;
 use sites::{DumpPoint, Site};
 pub(crate) use story::{Story, DUMP_TIMES};
-pub(crate) use verdict::verdict;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AnalyzeArgs {
@@ -74,6 +74,10 @@ pub(crate) struct Analysis {
     /// The verdict in one line (none when sites were not read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<String>,
+    /// The sites that grow like a leak, held against the catalogue of known leaks (none
+    /// when sites were not read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leaks: Option<known::Recognition>,
     /// What the RSS grows with (a followed collection's memory samples).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<memory::Attribution>,
@@ -182,15 +186,7 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| args.dumps.join("analysis"));
-    let a = analyze_in_rootfs(
-        &bundle.rootfs(),
-        &bundle.java(),
-        &story.dir,
-        base.as_deref(),
-        &out,
-        args.top,
-        growth,
-    )?;
+    let a = analyze_in_rootfs(&bundle, &story.dir, base.as_deref(), &out, args.top, growth)?;
     let mut a = a;
     a.memory = attribution(&a, &story);
     if a.memory.is_some() {
@@ -317,14 +313,14 @@ fn base_dump(base: Option<&str>, dumps: &[String], dir: &Path) -> Result<String>
 /// writes `top.txt`, `diff.txt`, `diff.svg` (jeprof's call graph), `diff.collapsed` and
 /// `flame.svg` (what grew), `sites.json` unless `growth` is `No`, and `analysis.json` to `out`.
 pub(crate) fn analyze_in_rootfs(
-    rootfs: &Path,
-    java: &str,
+    bundle: &Bundle,
     dir: &Path,
     base: Option<&str>,
     out: &Path,
     top: usize,
     growth: Growth,
 ) -> Result<Analysis> {
+    let (rootfs, java) = (&bundle.rootfs(), &bundle.java());
     let staged = heap_profile::stage_into_rootfs(dir, rootfs, INSIDE)?;
     let (dumps, others) = heap_profile::main_process(&staged);
     if !others.is_empty() {
@@ -354,7 +350,13 @@ pub(crate) fn analyze_in_rootfs(
         Some(picked) => site_growth(rootfs, java, picked, dumps.len(), &stacks, out)?,
         None => (Vec::new(), Vec::new(), Vec::new()),
     };
-    let verdict = growth_per.map(|per| verdict(&sites, per));
+    let (verdict, leaks) = match growth_per {
+        Some(per) => {
+            let (v, l) = known::judge(&sites, per, bundle)?;
+            (Some(v), Some(l))
+        }
+        None => (None, None),
+    };
     let top_diff = top_lines(&text_diff, top);
     let growing: Vec<String> = top_lines(&text_diff, usize::MAX)
         .into_iter()
@@ -372,6 +374,7 @@ pub(crate) fn analyze_in_rootfs(
         site_dumps,
         sites,
         verdict,
+        leaks,
         memory: None,
         totals,
         growing,

@@ -280,7 +280,7 @@ fn plan_and_job(
     bundle: &Bundle,
     work: &Path,
 ) -> Result<(Plan, PathBuf)> {
-    let flink = flink_job::flink_version(&bundle.flink_dist()?)?;
+    let flink = crate::flink_version::flink_version(&bundle.flink_dist()?)?;
     let (plan, warning) = scenario::resolve(scenarios, &req.scenario, flink, &req.overrides)?;
     if let Some(w) = warning {
         progress::note(format!("warning: {w}"));
@@ -396,8 +396,7 @@ fn analyse(
     };
     let base = base_before_the_job(&dir, &dump_times, &timeline.live);
     match analyze::analyze_in_rootfs(
-        &ctx.bundle.rootfs(),
-        &ctx.bundle.java(),
+        ctx.bundle,
         &dir,
         base.as_deref(),
         &ctx.out.join("analysis").join(allocator.name()),

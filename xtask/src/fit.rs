@@ -26,7 +26,7 @@ pub(crate) const ERROR_METHOD: &str =
      grows = the 95% interval lies above zero";
 
 /// A straight line fitted to points.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub(crate) struct Fit {
     /// dy/dx, least squares.
     pub slope: f64,

@@ -20,15 +20,18 @@ pub mod e2e;
 pub mod fetch;
 pub mod image;
 pub mod job;
+pub mod leaks;
 pub mod publish;
 
 // Shared by several subcommands.
 pub mod bundle;
+pub mod catalogue;
 pub mod debian;
 pub mod digest;
 pub mod docker;
 pub mod download;
 pub mod fit;
+pub mod flink_version;
 pub mod heap_profile;
 pub mod kubectl;
 pub mod oci;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use xtask::publish;
-use xtask::{analyze, bench, build, collect, deploy, e2e, fetch, image, job};
+use xtask::{analyze, bench, build, collect, deploy, e2e, fetch, image, job, leaks};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +42,10 @@ enum Command {
     /// Read heap dumps (a `collect` or `e2e` dump directory) with the image's own jeprof,
     /// inside the unpacked image: top sites, difference from the first dump, call graph.
     Analyze(analyze::AnalyzeArgs),
+    /// List the known Flink native-memory leaks (releases affected and fixed, trigger,
+    /// workaround, growth measured); with --flink and --conf, say which of them a release and
+    /// its configuration are exposed to.
+    Leaks(leaks::LeaksArgs),
     /// Copy the heap dumps and the libraries they map under /tmp (RocksDB's JNI library)
     /// out of a running TaskManager pod; prints the output directory.
     Collect(collect::CollectArgs),
@@ -68,6 +72,7 @@ fn main() -> std::process::ExitCode {
         Command::Deploy(args) => deploy::run(args),
         Command::Job(args) => job::run(args),
         Command::Analyze(args) => analyze::run(args),
+        Command::Leaks(args) => leaks::run(args),
         Command::Collect(args) => collect::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Bench(args) => bench::run(args),

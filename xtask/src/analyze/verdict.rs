@@ -6,7 +6,7 @@ use super::sites::{self, Per, Site};
 
 /// Returns the least growth called a leak, in bytes per restart or per hour: what takes 1 GiB
 /// within 10,000 restarts, or within a day. Growth per dump has none (its pace is unknown).
-fn material(per: Per) -> Option<f64> {
+pub(crate) fn material(per: Per) -> Option<f64> {
     const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
     match per {
         Per::Restart => Some(GIB / 10_000.0),

@@ -4,68 +4,14 @@
 //! against the `flink-dist` jar taken from the image under test, so API and runtime always
 //! match, with `--release` set to the image's Java (8 for the 1.x job).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use xshell::{cmd, Shell};
 
+use crate::flink_version::{flink_version, FlinkVersion};
 use crate::project;
 
 pub const MAIN_CLASS: &str = "flinkjemalloc.RocksDbRestartJob";
-
-/// A Flink release, as the flink-dist jar names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct FlinkVersion {
-    pub major: u32,
-    pub minor: u32,
-    pub patch: u32,
-}
-
-impl std::fmt::Display for FlinkVersion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
-
-impl std::str::FromStr for FlinkVersion {
-    type Err = anyhow::Error;
-
-    /// Parses `2.2.1`, or `2.2` (patch 0).
-    fn from_str(s: &str) -> Result<FlinkVersion> {
-        let parts: Vec<u32> = s
-            .split('.')
-            .map(|p| p.parse::<u32>())
-            .collect::<std::result::Result<_, _>>()
-            .with_context(|| format!("`{s}` is not a Flink version (like 2.2.1)"))?;
-        match parts[..] {
-            [major, minor] => Ok(FlinkVersion {
-                major,
-                minor,
-                patch: 0,
-            }),
-            [major, minor, patch] => Ok(FlinkVersion {
-                major,
-                minor,
-                patch,
-            }),
-            _ => bail!("`{s}` is not a Flink version (like 2.2.1)"),
-        }
-    }
-}
-
-/// Returns the version in a flink-dist jar's name: `flink-dist_2.12-1.10.3.jar` (Scala
-/// suffix, up to 1.14), `flink-dist-1.18.1.jar`, `flink-dist-2.2.1.jar`.
-pub fn flink_version(flink_dist: &Path) -> Result<FlinkVersion> {
-    let name = flink_dist
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    name.strip_suffix(".jar")
-        .and_then(|s| s.rsplit_once('-'))
-        .map(|(_, v)| v)
-        .context("no version")
-        .and_then(str::parse)
-        .with_context(|| format!("the Flink version of {name} (flink-dist-<version>.jar)"))
-}
 
 /// Returns the Java feature release of the JDK or JRE at `java_home` (its `release` file:
 /// `JAVA_VERSION="17.0.15"`, `"11.0.2"`, `"1.8.0_312"`).
@@ -188,12 +134,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_from_jar_names_and_release_files() {
-        let v = |n: &str| flink_version(Path::new(n)).unwrap().to_string();
-        assert_eq!(v("/opt/flink/lib/flink-dist_2.12-1.10.3.jar"), "1.10.3");
-        assert_eq!(v("flink-dist-1.18.1.jar"), "1.18.1");
-        assert_eq!(v("flink-dist-2.2.1.jar"), "2.2.1");
-        assert!(flink_version(Path::new("flink-dist.jar")).is_err());
+    fn java_versions_from_release_files() {
         assert_eq!(parse_java_major("JAVA_VERSION=\"17.0.15\"\n"), Some(17));
         assert_eq!(
             parse_java_major("IMPLEMENTOR=x\nJAVA_VERSION=\"1.8.0_312\"\n"),

@@ -143,6 +143,7 @@ mod tests {
             site_dumps: vec![],
             sites,
             verdict: None,
+            leaks: None,
             memory: None,
             totals: vec![],
             growing: vec![],

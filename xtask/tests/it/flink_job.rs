@@ -4,7 +4,8 @@
 
 use harness::fixtures::{flink2_base, flink_base};
 use std::path::Path;
-use xtask::e2e::flink_job::{self, FlinkVersion};
+use xtask::e2e::flink_job;
+use xtask::flink_version::{flink_version, FlinkVersion};
 
 /// The class file major version of the job's main class in `classes/`.
 fn main_class_major(work: &Path, jar: &Path) -> u16 {
@@ -35,7 +36,7 @@ fn the_1x_job_compiles_against_the_images_flink_dist() {
         flink_base::flink_base_file("opt/flink/lib/flink-dist_2.11-1.10.3.jar").unwrap(),
     )
     .unwrap();
-    let flink = flink_job::flink_version(&dist).unwrap();
+    let flink = flink_version(&dist).unwrap();
     assert_eq!(flink.to_string(), "1.10.3");
     let release = flink_job::release_for(flink, Some(11));
     let jar = flink_job::compile(&dist, flink, release, work.path()).unwrap();
@@ -54,7 +55,7 @@ fn the_2x_job_compiles_for_the_images_java() {
     let dist = work.path().join("flink-dist-2.2.1.jar");
     let in_image = format!("{}/{}", flink_base::FLINK_HOME, flink2_base::FLINK_DIST_JAR);
     std::fs::write(&dist, flink2_base::flink2_base_file(&in_image).unwrap()).unwrap();
-    let flink: FlinkVersion = flink_job::flink_version(&dist).unwrap();
+    let flink: FlinkVersion = flink_version(&dist).unwrap();
     assert_eq!(flink.to_string(), "2.2.1");
     let release = flink_job::release_for(flink, Some(17));
     let jar = flink_job::compile(&dist, flink, release, work.path()).unwrap();

@@ -71,7 +71,7 @@ fn rocksdb_job_on_runc_containers_restarts_survives_a_kill_and_records_oom() {
     let work = tempfile::tempdir().unwrap();
     let bundle = Bundle::unpack(&layout, &work.path().join("bundle")).unwrap();
     let dist = bundle.flink_dist().unwrap();
-    let flink = xtask::e2e::flink_job::flink_version(&dist).unwrap();
+    let flink = xtask::flink_version::flink_version(&dist).unwrap();
     let jar = xtask::e2e::flink_job::compile(&dist, flink, 8, work.path()).unwrap();
     let logs = work.path().join("logs");
 

@@ -2,12 +2,14 @@
 //! (commit and machine), the growth per restart of every allocator with its robust error,
 //! 95% interval and what that says (grows, shrinks, no trend shown), the samples, and for
 //! the profiling run the allocation sites that grew (per restart, with R² and the leading
-//! site's call chain), the flame graph and jeprof's difference.
+//! site's call chain, the known leaks they are or that they are none), the flame graph and
+//! jeprof's difference.
 
 use std::fmt::Write;
 
 use super::model::{whole_mib, Report, RunRecord};
 use super::verdict::fastest_match;
+use crate::analyze::known::Recognition;
 use crate::analyze::sites::Site;
 use crate::analyze::Analysis;
 use crate::fit::Fit;
@@ -216,6 +218,9 @@ fn sites_section(r: &Report, run: &RunRecord, a: &Analysis) -> String {
             );
         }
     }
+    if let Some(k) = &a.leaks {
+        s.push_str(&known_section(k));
+    }
     let _ = write!(
         s,
         "\nWhat grew from `{}` to `{}`: [flame graph](analysis/{name}/flame.svg) (inferno, \
@@ -232,5 +237,42 @@ fn sites_section(r: &Report, run: &RunRecord, a: &Analysis) -> String {
         s.push('\n');
     }
     s.push_str("```\n");
+    s
+}
+
+/// Returns what the catalogue of known leaks says of the growing sites.
+fn known_section(k: &Recognition) -> String {
+    let mut s = String::from("\nKnown leaks (`e2e/leaks.toml`, `cargo xtask leaks`): ");
+    if k.known.is_empty() && k.unknown.is_empty() {
+        s.push_str("no site grows like a leak, so none is named.\n");
+        return s;
+    }
+    s.push('\n');
+    for l in &k.known {
+        let _ = writeln!(
+            s,
+            "- **[{}]({})** {}: `{}` grows {}. Affected {}; first fixed: {} ({}). Workaround: {}.{}",
+            l.id,
+            l.link,
+            l.title,
+            l.site,
+            l.growth,
+            l.affected,
+            l.fixed_in,
+            l.fix,
+            l.workaround,
+            l.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+        );
+    }
+    for u in &k.unknown {
+        let _ = writeln!(
+            s,
+            "- unknown: `{}` grows {} and matches no known leak{}: report it upstream with its call chain ({}).",
+            u.site,
+            u.growth,
+            u.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default(),
+            u.chain.iter().take(6).cloned().collect::<Vec<_>>().join(" ← ")
+        );
+    }
     s
 }

@@ -1,0 +1,292 @@
+//! The growing sites held against the catalogue of known leaks (`e2e/leaks.toml`): a site
+//! that grows by what the verdict calls a leak and has a catalogued leak's signature, on a
+//! release that leak affects, is named with its evidence, releases, fix and workaround; one
+//! that matches nothing is reported as unknown, with its call chain, for reporting upstream.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::sites::{self, Per, Site};
+use super::verdict::{material, verdict};
+use crate::bundle::Bundle;
+use crate::catalogue::{Affects, Catalogue, Leak};
+use crate::flink_version::FlinkVersion;
+use crate::progress;
+
+/// Returns the verdict line, with the known leak its leading site is (or that it is none),
+/// and what the catalogue says of every site that grows like a leak, for the image's Flink.
+pub(crate) fn judge(sites: &[Site], per: Per, bundle: &Bundle) -> Result<(String, Recognition)> {
+    let cat = crate::catalogue::load_default()?;
+    let r = recognise(&cat, sites, per, image_flink(bundle));
+    let v = verdict(sites, per);
+    let about = sites
+        .first()
+        .filter(|_| v.starts_with("leak: ") || v.starts_with("growing steadily: "))
+        .and_then(|s| r.about(&s.site));
+    let v = match about {
+        Some(a) => format!("{v}; {a}"),
+        None => v,
+    };
+    Ok((v, r))
+}
+
+/// Returns the image's Flink release, from its flink-dist jar (none, with a note, when it
+/// has none that names one).
+fn image_flink(bundle: &Bundle) -> Option<FlinkVersion> {
+    let v = bundle
+        .flink_dist()
+        .and_then(|d| crate::flink_version::flink_version(&d));
+    match v {
+        Ok(v) => Some(v),
+        Err(e) => {
+            progress::note(format!(
+                "known leaks are matched without the release: {e:#}"
+            ));
+            None
+        }
+    }
+}
+
+/// A known leak recognised in the dumps.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct KnownLeak {
+    pub id: String,
+    pub title: String,
+    pub link: String,
+    /// The evidence: the growing site, its growth and its call chain.
+    pub site: String,
+    pub growth: String,
+    pub chain: Vec<String>,
+    pub affected: String,
+    pub fixed_in: String,
+    pub fix: String,
+    pub workaround: String,
+    /// Why the release could not be placed (the image's Flink unknown, or past the
+    /// releases checked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A growing site that matches no known leak on this release.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct UnknownSite {
+    pub site: String,
+    pub growth: String,
+    pub chain: Vec<String>,
+    /// A catalogued leak whose frames it has, but whose fix this release carries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// What the catalogue says of the growing sites.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Recognition {
+    pub known: Vec<KnownLeak>,
+    pub unknown: Vec<UnknownSite>,
+}
+
+impl Recognition {
+    /// Returns what the verdict adds about its leading site: the known leak it is, or that
+    /// it is none of them.
+    pub(crate) fn about(&self, site: &str) -> Option<String> {
+        if let Some(k) = self.known.iter().find(|k| k.site == site) {
+            return Some(format!(
+                "known leak {} ({}; affected {}, first fixed: {}; workaround: {})",
+                k.id, k.title, k.affected, k.fixed_in, k.workaround
+            ));
+        }
+        let u = self.unknown.iter().find(|u| u.site == site)?;
+        Some(match &u.note {
+            Some(n) => format!(
+                "no known leak on this release ({n}); report it upstream with its call chain"
+            ),
+            None => "it matches no known leak: report it upstream with its call chain (sites.json)"
+                .into(),
+        })
+    }
+}
+
+/// Holds every site that grows like a leak (its 95% interval's lower end at or above what
+/// the verdict calls material; any steady growth per dump) against the catalogue, for the
+/// image's Flink when known.
+pub(crate) fn recognise(
+    cat: &Catalogue,
+    sites: &[Site],
+    per: Per,
+    flink: Option<FlinkVersion>,
+) -> Recognition {
+    let bar = material(per).unwrap_or(0.0);
+    let mut r = Recognition::default();
+    for s in sites.iter().filter(|s| s.grows() && at_least(s) >= bar) {
+        let growth = sites::growth_text(s, per.word());
+        let matching: Vec<&Leak> = cat
+            .leak
+            .iter()
+            .filter(|l| l.matches(&s.site, &s.chain))
+            .collect();
+        let mut fixed_here = Vec::new();
+        let mut named = false;
+        for l in matching {
+            let note = match flink.map(|v| (v, l.affects(v))) {
+                None => Some(
+                    "the image's Flink release is unknown: check it against the affected releases"
+                        .to_string(),
+                ),
+                Some((_, Affects::Yes)) => None,
+                Some((v, Affects::Unchecked)) => Some(format!(
+                    "Flink {v} is past the releases checked; it is likely to have it"
+                )),
+                Some((v, Affects::Fixed(f))) => {
+                    fixed_here.push(format!(
+                        "it has the frames of {}, whose fix Flink {v} carries (first fixed in {f})",
+                        l.id
+                    ));
+                    continue;
+                }
+                Some((v, Affects::Before)) => {
+                    fixed_here.push(format!(
+                        "it has the frames of {}, which Flink {v} predates",
+                        l.id
+                    ));
+                    continue;
+                }
+            };
+            named = true;
+            // Its first (steadiest) site is its evidence; another of its sites is no news.
+            if r.known.iter().any(|k| k.id == l.id) {
+                continue;
+            }
+            r.known.push(KnownLeak {
+                id: l.id.clone(),
+                title: l.title.clone(),
+                link: l.link.clone(),
+                site: s.site.clone(),
+                growth: growth.clone(),
+                chain: s.chain.clone(),
+                affected: l.affected_text(),
+                fixed_in: l.fixed_text(),
+                fix: l.fix.clone(),
+                workaround: l.workaround.clone(),
+                note,
+            });
+        }
+        if !named {
+            r.unknown.push(UnknownSite {
+                site: s.site.clone(),
+                growth,
+                chain: s.chain.clone(),
+                note: (!fixed_here.is_empty()).then(|| fixed_here.join("; ")),
+            });
+        }
+    }
+    r
+}
+
+fn at_least(s: &Site) -> f64 {
+    s.growth
+        .and_then(|g| g.ci95)
+        .map_or(f64::NEG_INFINITY, |(lo, _)| lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Returns the sites of a recorded run's profiling analysis.
+    fn recorded(dir: &str) -> Vec<Site> {
+        let path = crate::project::root().join(dir).join("report.json");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let run = report["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["allocator"] == "jemalloc")
+            .unwrap();
+        run["analysis"]["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| Site {
+                site: s["site"].as_str().unwrap().to_string(),
+                first_bytes: s["first_bytes"].as_i64().unwrap(),
+                last_bytes: s["last_bytes"].as_i64().unwrap(),
+                growth: serde_json::from_value(s["growth"].clone()).unwrap(),
+                chain: serde_json::from_value(s["chain"].clone()).unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_recorded_leak_is_named_and_a_clean_run_names_nothing() {
+        let cat = crate::catalogue::load_default().unwrap();
+        let v = |s: &str| Some(s.parse::<FlinkVersion>().unwrap());
+        let leak = recorded("e2e/report/flink-39923");
+        let r = recognise(&cat, &leak, Per::Restart, v("2.2.1"));
+        assert_eq!(r.known.len(), 1, "{r:?}");
+        let k = &r.known[0];
+        assert_eq!(
+            (k.id.as_str(), k.site.as_str()),
+            ("FLINK-39923", "rocksdb::port::cacheline_aligned_alloc")
+        );
+        assert!(
+            k.growth.starts_with("+365.0 ± 42.9 KiB per restart"),
+            "{}",
+            k.growth
+        );
+        assert!(r.unknown.is_empty(), "{r:?}");
+        let about = r.about(&k.site).unwrap();
+        assert!(
+            about.starts_with(
+                "known leak FLINK-39923 (RocksDB Statistics never closed; affected 2.0.0–2.3.0"
+            ),
+            "{about}"
+        );
+        // The same growth on a release the leak predates is not called FLINK-39923.
+        let r = recognise(&cat, &leak, Per::Restart, v("1.20.5"));
+        assert!(r.known.is_empty());
+        assert!(r.unknown[0]
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("which Flink 1.20.5 predates"));
+        // An unknown release still names it, saying so.
+        let r = recognise(&cat, &leak, Per::Restart, None);
+        assert!(r.known[0].note.is_some());
+        // The control and the recipe's 1.10.3 run: nothing grows like a leak.
+        for (dir, flink) in [
+            ("e2e/report/flink-39923-control", "2.2.1"),
+            ("e2e/report", "1.10.3"),
+        ] {
+            let r = recognise(&cat, &recorded(dir), Per::Restart, v(flink));
+            assert!(r.known.is_empty() && r.unknown.is_empty(), "{dir}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn a_growing_site_without_a_signature_is_unknown() {
+        let cat = crate::catalogue::load_default().unwrap();
+        let xy: Vec<(f64, f64)> = (0..12)
+            .map(|i| {
+                (
+                    i as f64,
+                    1e6 + 800_000.0 * i as f64 + if i % 2 == 0 { 5e3 } else { -5e3 },
+                )
+            })
+            .collect();
+        let s = Site {
+            site: "my::Cache::Insert".into(),
+            first_bytes: 1_000_000,
+            last_bytes: 9_800_000,
+            growth: crate::fit::fit(&xy),
+            chain: vec!["my::Cache::Insert".into(), "Java_my_Cache_put".into()],
+        };
+        let r = recognise(&cat, &[s], Per::Restart, Some("2.2.1".parse().unwrap()));
+        assert!(r.known.is_empty());
+        assert_eq!(r.unknown[0].chain[1], "Java_my_Cache_put");
+        assert!(r
+            .about("my::Cache::Insert")
+            .unwrap()
+            .contains("matches no known leak"));
+    }
+}
