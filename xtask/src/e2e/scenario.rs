@@ -71,12 +71,46 @@ pub(crate) struct Expect {
     /// What the expected growth scales with on the machine that runs the TaskManager.
     #[serde(default, skip_serializing_if = "Scale::is_none")]
     pub scale: Scale,
+    /// Whether the expected bytes are a size or a floor.
+    #[serde(default, skip_serializing_if = "Bound::is_about")]
+    pub bound: Bound,
     /// Whether the site grows (a leak) or must not (its control).
     #[serde(default = "yes")]
     pub grows: bool,
     /// The least R² of the site's linear fit.
     #[serde(default = "default_r2")]
     pub min_r2: f64,
+}
+
+/// How a leak's growth is held against its expected bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Bound {
+    /// Within a factor of 2 of them (a leak of a fixed size per restart).
+    #[default]
+    About,
+    /// At least half of them (a leak that keeps what a cache held, which grows with what
+    /// the job read in that restart).
+    AtLeast,
+}
+
+impl Bound {
+    fn is_about(&self) -> bool {
+        *self == Bound::About
+    }
+
+    /// Returns whether `slope` is out of the bound of `expected`.
+    pub(crate) fn misses(self, slope: f64, expected: f64) -> bool {
+        slope < expected / 2.0 || (self == Bound::About && slope > expected * 2.0)
+    }
+
+    /// Returns the bound in words, after the expected size.
+    pub(crate) fn words(self) -> &'static str {
+        match self {
+            Bound::About => "within a factor of 2",
+            Bound::AtLeast => "at least half of it",
+        }
+    }
 }
 
 /// What a leak's size depends on besides the job.
@@ -360,5 +394,16 @@ mod tests {
         )
         .unwrap();
         assert!(Scenarios::load(&p).is_err());
+    }
+
+    #[test]
+    fn a_floor_has_no_ceiling() {
+        let mib = 1024.0 * 1024.0;
+        assert!(Bound::About.misses(100.0 * mib, 32.0 * mib));
+        assert!(!Bound::AtLeast.misses(100.0 * mib, 32.0 * mib));
+        assert!(Bound::AtLeast.misses(15.0 * mib, 32.0 * mib));
+        let all = load_default().unwrap();
+        assert_eq!(all.get("flink-39753").unwrap().expect.bound, Bound::AtLeast);
+        assert_eq!(all.get("flink-39923").unwrap().expect.bound, Bound::About);
     }
 }

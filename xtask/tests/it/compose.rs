@@ -384,6 +384,7 @@ fn analyze_names_the_leak_per_restart(out: &Path, layout: &Path) {
     );
     let chain = a["sites"][0]["chain"].to_string();
     assert!(chain.contains("StatisticsImpl"), "{chain}");
+    assert!(verdict.contains("known leak FLINK-39923"), "{verdict}");
     assert!(stderr(&o).contains("leak: "), "the verdict is said");
     // What the RSS grew with, from the memory samples collect recorded.
     let says = a["memory"]["says"].as_str().unwrap_or_default();

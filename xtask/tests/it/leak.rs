@@ -150,6 +150,10 @@ fn flink_39923_is_found_and_its_control_is_clean() {
         verdict.starts_with(&format!("leak: {SITE} grows")),
         "{verdict}"
     );
+    // ... and named: the catalogue's FLINK-39923, on the image's Flink 2.2.1.
+    assert!(verdict.contains("; known leak FLINK-39923 ("), "{verdict}");
+    assert_eq!(a["leaks"]["known"][0]["id"], "FLINK-39923", "{a}");
+    assert_eq!(a["leaks"]["known"][0]["site"], SITE, "{a}");
 
     let control_dir = work.path().join("control");
     let c = e2e(
@@ -175,6 +179,11 @@ fn flink_39923_is_found_and_its_control_is_clean() {
     let a = analyze_kept(&control_dir, work.path());
     let verdict = a["verdict"].as_str().unwrap();
     assert!(verdict.starts_with("no leak: "), "the control: {verdict}");
+    assert_eq!(
+        a["leaks"]["known"],
+        serde_json::json!([]),
+        "the control: {a}"
+    );
 }
 
 /// `analyze` of the dumps an e2e report kept (`dumps/jemalloc/tm-1`, with their times),

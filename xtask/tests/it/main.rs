@@ -20,6 +20,7 @@ mod flink_job;
 mod image;
 mod kube;
 mod leak;
+mod leaks;
 mod publish;
 mod registry;
 mod reliability;

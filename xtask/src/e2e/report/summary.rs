@@ -114,9 +114,10 @@ fn expectation(r: &Report) -> String {
             writeln!(
                 s,
                 "Expected: a site matching `{site}` growing with restarts (its 95% interval above \
-                 zero, R² ≥ {}), {} KiB per restart within a factor of 2 ({cpus}).",
+                 zero, R² ≥ {}), {} KiB per restart, {} ({cpus}).",
                 e.min_r2,
-                kib(bytes as i64)
+                kib(bytes as i64),
+                e.bound.words()
             )
         } else {
             writeln!(

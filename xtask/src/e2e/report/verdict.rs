@@ -105,12 +105,13 @@ fn expectations(an: &Analysis, e: &Expect, expected: Option<f64>, who: &str) -> 
                     e.min_r2
                 ));
             }
-            if s.slope() < expected / 2.0 || s.slope() > expected * 2.0 {
+            if e.bound.misses(s.slope(), expected) {
                 f.push(format!(
-                    "{who}: {} grows {} per restart; expected {} (within a factor of 2)",
+                    "{who}: {} grows {} per restart; expected {} ({})",
                     s.site,
                     kib(s.slope()),
-                    kib(expected)
+                    kib(expected),
+                    e.bound.words()
                 ));
             }
         }
