@@ -253,10 +253,13 @@ mod tests {
         // An unknown release still names it, saying so.
         let r = recognise(&cat, &leak, Per::Restart, None);
         assert!(r.known[0].note.is_some());
-        // The control and the recipe's 1.10.3 run: nothing grows like a leak.
+        // The controls, the fixed release and the recipe's 1.10.3 run: nothing grows like a
+        // leak.
         for (dir, flink) in [
             ("e2e/report/flink-39923-control", "2.2.1"),
             ("e2e/report", "1.10.3"),
+            ("e2e/report/flink-39753-control", "2.2.1"),
+            ("e2e/report/flink-39753-fixed", "2.3.0"),
         ] {
             let r = recognise(&cat, &recorded(dir), Per::Restart, v(flink));
             assert!(r.known.is_empty() && r.unknown.is_empty(), "{dir}: {r:?}");

@@ -38,7 +38,10 @@ impl Job {
                 fail_every.to_string(),
                 "--keys".into(),
                 ctx.keys.to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(ctx.plan.job_args.iter().cloned())
+            .collect(),
             id: String::new(),
         };
         job.resubmit(cluster)?;
@@ -122,7 +125,19 @@ pub(crate) fn restart_loop(
             continue;
         }
         lp.restarts = restarted;
-        let s = sample(cluster, lp.restarts, running)?;
+        let s = match sample(cluster, lp.restarts, running) {
+            Ok(s) => s,
+            // A TaskManager that died (OOM-killed, most likely) as the job restarted: its
+            // restart goes without a sample, and the next poll replaces it.
+            Err(e) if plan.mode == Mode::Injected && !alive(cluster) => {
+                progress::note(format!(
+                    "{name}: restart {}: no sample, the TaskManager is gone ({e:#})",
+                    lp.restarts
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         progress::note(format!(
             "{name}: restart {}: RSS {} MiB, native {} MiB, cgroup {} MiB",
             lp.restarts,
@@ -134,6 +149,13 @@ pub(crate) fn restart_loop(
     }
     step.done("");
     Ok(lp)
+}
+
+/// Returns whether the TaskManager runs (a probe that fails says it does not).
+fn alive(cluster: &dyn Cluster) -> bool {
+    cluster
+        .taskmanager_memory()
+        .is_ok_and(|m| m.rss_kb.is_some())
 }
 
 /// `injected`: polls the job's own restart count; a TaskManager that died unasked

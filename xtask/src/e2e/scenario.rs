@@ -51,6 +51,9 @@ pub(crate) struct Scenario {
     pub lg_prof_sample: u32,
     #[serde(default)]
     pub conf: BTreeMap<String, String>,
+    /// Arguments the job gets besides its pace (`--async-state true`).
+    #[serde(default)]
+    pub job_args: Vec<String>,
     pub expect: Expect,
 }
 
@@ -223,8 +226,12 @@ pub(crate) struct Plan {
     pub fail_every_ms: u64,
     pub lg_prof_interval: u32,
     pub lg_prof_sample: u32,
-    /// The common configuration of the job's generation, then the scenario's.
+    /// The common configuration of the job's generation, then the scenario's (which wins
+    /// for a key both set).
     pub conf: Vec<(String, String)>,
+    /// The scenario's job arguments.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub job_args: Vec<String>,
     pub expect: Expect,
 }
 
@@ -261,6 +268,7 @@ pub(crate) fn resolve(
     };
     let conf = common
         .iter()
+        .filter(|(k, _)| !sc.conf.contains_key(*k))
         .chain(&sc.conf)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
@@ -275,6 +283,7 @@ pub(crate) fn resolve(
             lg_prof_interval: o.lg_prof_interval.unwrap_or(sc.lg_prof_interval),
             lg_prof_sample: sc.lg_prof_sample,
             conf,
+            job_args: sc.job_args.clone(),
             expect: sc.expect.clone(),
         },
         warning,

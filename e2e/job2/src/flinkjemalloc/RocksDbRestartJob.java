@@ -8,6 +8,8 @@ import org.apache.flink.api.common.state.ValueState;
 import org.apache.flink.api.common.state.ValueStateDescriptor;
 import org.apache.flink.api.connector.source.lib.NumberSequenceSource;
 import org.apache.flink.api.java.functions.KeySelector;
+import org.apache.flink.streaming.api.datastream.DataStream;
+import org.apache.flink.streaming.api.datastream.KeyedStream;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink;
 import org.apache.flink.util.Collector;
@@ -22,7 +24,10 @@ import org.apache.flink.util.ParameterTool;
  * inside the same TaskManager JVM.
  *
  * <p>Arguments: {@code --keys N} (distinct keys), {@code --value-bytes N} (state value
- * size), {@code --records-per-second N}, {@code --fail-every-ms N} (0: never).
+ * size), {@code --records-per-second N}, {@code --fail-every-ms N} (0: never),
+ * {@code --async-state true} (the state read and written through the async State V2 API:
+ * {@code keyBy().enableAsyncState()} and a v2 {@code ValueState}, the path of FLINK-40327 on
+ * the ForSt backend).
  */
 public final class RocksDbRestartJob {
 
@@ -34,19 +39,25 @@ public final class RocksDbRestartJob {
         int valueBytes = params.getInt("value-bytes", 256);
         long rate = params.getLong("records-per-second", 20_000L);
         long failEveryMs = params.getLong("fail-every-ms", 20_000L);
+        boolean asyncState = params.getBoolean("async-state", false);
 
         StreamExecutionEnvironment env = StreamExecutionEnvironment.getExecutionEnvironment();
-        env.fromSource(
-                        new NumberSequenceSource(0, Long.MAX_VALUE),
-                        WatermarkStrategy.noWatermarks(),
-                        "keys")
-                .map(new Throttle(keys, rate))
-                .name("throttle")
-                .keyBy(new Identity())
-                .flatMap(new StateWriter(valueBytes, failEveryMs))
-                .name("rocksdb-state")
-                .sinkTo(new DiscardingSink<>())
-                .name("discard");
+        KeyedStream<Long, Long> keyed =
+                env.fromSource(
+                                new NumberSequenceSource(0, Long.MAX_VALUE),
+                                WatermarkStrategy.noWatermarks(),
+                                "keys")
+                        .map(new Throttle(keys, rate))
+                        .name("throttle")
+                        .keyBy(new Identity());
+        DataStream<Long> written =
+                asyncState
+                        ? keyed.enableAsyncState()
+                                .flatMap(new AsyncStateWriter(valueBytes, failEveryMs))
+                                .name("async-state")
+                        : keyed.flatMap(new StateWriter(valueBytes, failEveryMs))
+                                .name("rocksdb-state");
+        written.sinkTo(new DiscardingSink<>()).name("discard");
         env.execute("rocksdb-restart-growth");
     }
 
@@ -120,6 +131,48 @@ public final class RocksDbRestartJob {
             if (failEveryMs > 0 && System.currentTimeMillis() - openedAt > failEveryMs) {
                 throw new InjectedFailure(failEveryMs);
             }
+            out.collect(key);
+        }
+    }
+
+    /**
+     * {@link StateWriter} through the async State V2 API: the value is read with {@code
+     * asyncValue()} and written in its continuation, so reads go through the state
+     * backend's batched multi-get.
+     */
+    static final class AsyncStateWriter extends RichFlatMapFunction<Long, Long> {
+        private final int valueBytes;
+        private final long failEveryMs;
+        private transient org.apache.flink.api.common.state.v2.ValueState<byte[]> state;
+        private transient long openedAt;
+
+        AsyncStateWriter(int valueBytes, long failEveryMs) {
+            this.valueBytes = valueBytes;
+            this.failEveryMs = failEveryMs;
+        }
+
+        @Override
+        public void open(OpenContext context) {
+            state =
+                    getRuntimeContext()
+                            .getState(
+                                    new org.apache.flink.api.common.state.v2.ValueStateDescriptor<>(
+                                            "value", byte[].class));
+            openedAt = System.currentTimeMillis();
+        }
+
+        @Override
+        public void flatMap(Long key, Collector<Long> out) throws Exception {
+            if (failEveryMs > 0 && System.currentTimeMillis() - openedAt > failEveryMs) {
+                throw new InjectedFailure(failEveryMs);
+            }
+            state.asyncValue()
+                    .thenAccept(
+                            previous -> {
+                                byte[] value = new byte[valueBytes];
+                                value[0] = (byte) (previous == null ? 1 : previous[0] + 1);
+                                state.asyncUpdate(value);
+                            });
             out.collect(key);
         }
     }
