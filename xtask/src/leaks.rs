@@ -176,7 +176,6 @@ fn check(l: &Leak, v: FlinkVersion, conf: Option<&BTreeMap<String, String>>) -> 
 fn measured(root: &Path, l: &Leak) -> Option<String> {
     let path = root.join(l.report.as_ref()?).join("report.json");
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    let kib = |x: &serde_json::Value| x.as_f64().map(|b| b / 1024.0);
     report["runs"]
         .as_array()?
         .iter()
@@ -195,11 +194,19 @@ fn measured(root: &Path, l: &Leak) -> Option<String> {
         })
         .filter_map(|s| {
             let g = &s["growth"];
-            let (lo, hi) = (kib(&g["ci95"][0])?, kib(&g["ci95"][1])?);
+            // MiB from 10 MiB on, as the reports write it; KiB below.
+            let slope = g["slope"].as_f64()?;
+            let (scale, unit) = if slope.abs() >= 10.0 * 1024.0 * 1024.0 {
+                (1024.0 * 1024.0, "MiB")
+            } else {
+                (1024.0, "KiB")
+            };
+            let x = |v: &serde_json::Value| v.as_f64().map(|b| b / scale);
+            let (lo, hi) = (x(&g["ci95"][0])?, x(&g["ci95"][1])?);
             Some(format!(
-                "{:+.1} ± {:.1} KiB per {} (95% [{lo:+.1}, {hi:+.1}], R² {:.2}) at {}",
-                kib(&g["slope"])?,
-                kib(&g["stderr"])?,
+                "{:+.1} ± {:.1} {unit} per {} (95% [{lo:+.1}, {hi:+.1}], R² {:.2}) at {}",
+                slope / scale,
+                x(&g["stderr"])?,
                 l.growth.word(),
                 g["r2"].as_f64()?,
                 s["site"].as_str()?

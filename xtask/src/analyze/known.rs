@@ -253,8 +253,18 @@ mod tests {
         // An unknown release still names it, saying so.
         let r = recognise(&cat, &leak, Per::Restart, None);
         assert!(r.known[0].note.is_some());
-        // The controls, the fixed release and the recipe's 1.10.3 run: nothing grows like a
-        // leak.
+        // FLINK-21986's block caches on 1.10.3, named; the same sites on 1.11.4 are not.
+        let caches = recorded("e2e/report/flink-21986");
+        let r = recognise(&cat, &caches, Per::Restart, v("1.10.3"));
+        let ids: Vec<&str> = r.known.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["FLINK-21986"], "{r:?}");
+        assert!(r.known[0].site.starts_with("rocksdb::Uncompress"), "{r:?}");
+        let r = recognise(&cat, &caches, Per::Restart, v("1.11.4"));
+        assert!(r.known.is_empty(), "{r:?}");
+        let note = r.unknown[0].note.as_deref().unwrap();
+        assert!(note.contains("FLINK-21986, whose fix Flink 1.11.4 carries"), "{note}");
+        // The controls, the fixed releases and the recipe's 1.10.3 run: nothing grows like
+        // a leak.
         for (dir, flink) in [
             ("e2e/report/flink-39923-control", "2.2.1"),
             ("e2e/report", "1.10.3"),
