@@ -127,19 +127,7 @@ fn version(v: &str) -> FlinkVersion {
 impl Catalogue {
     /// Reads and checks `path`: every version parses, every pattern compiles, ids are unique.
     pub(crate) fn load(path: &Path) -> Result<Catalogue> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the leak catalogue {}", path.display()))?;
-        let c: Catalogue = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|r| text[..r.start.min(text.len())].lines().count().max(1));
-            anyhow::anyhow!(
-                "{}{}: {}: fix the file (`git checkout e2e/leaks.toml` restores it)",
-                path.display(),
-                line.map(|l| format!(" line {l}")).unwrap_or_default(),
-                e.message()
-            )
-        })?;
+        let c: Catalogue = crate::spec::read_checked_toml(path, "the leak catalogue")?;
         let mut seen = std::collections::BTreeSet::new();
         for l in &c.leak {
             let ctx = || format!("{}: leak {}", path.display(), l.id);

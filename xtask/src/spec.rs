@@ -239,6 +239,32 @@ impl FlinkSpec {
     }
 }
 
+/// Reads `path`, a TOML file of this checkout (`what` says which, for a read error); a parse
+/// error names its line and says how to restore the file.
+pub(crate) fn read_checked_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|r| text[..r.start.min(text.len())].lines().count().max(1));
+        let name = path
+            .strip_prefix(crate::project::root())
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        anyhow::anyhow!(
+            "{}{}: {}: fix the file (`git checkout {name}` restores it)",
+            path.display(),
+            line.map(|l| format!(" line {l}")).unwrap_or_default(),
+            e.message()
+        )
+    })
+}
+
 fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -262,7 +262,10 @@ mod tests {
         let r = recognise(&cat, &caches, Per::Restart, v("1.11.4"));
         assert!(r.known.is_empty(), "{r:?}");
         let note = r.unknown[0].note.as_deref().unwrap();
-        assert!(note.contains("FLINK-21986, whose fix Flink 1.11.4 carries"), "{note}");
+        assert!(
+            note.contains("FLINK-21986, whose fix Flink 1.11.4 carries"),
+            "{note}"
+        );
         // The controls, the fixed releases and the recipe's 1.10.3 run: nothing grows like
         // a leak.
         for (dir, flink) in [

@@ -167,19 +167,7 @@ impl Scenarios {
     /// Reads and checks `path`: every pattern compiles, every version parses, a site has
     /// its bytes per restart.
     pub(crate) fn load(path: &Path) -> Result<Scenarios> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the e2e scenarios {}", path.display()))?;
-        let s: Scenarios = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|r| text[..r.start.min(text.len())].lines().count().max(1));
-            anyhow::anyhow!(
-                "{}{}: {}: fix the file (`git checkout e2e/scenarios.toml` restores it)",
-                path.display(),
-                line.map(|l| format!(" line {l}")).unwrap_or_default(),
-                e.message()
-            )
-        })?;
+        let s: Scenarios = crate::spec::read_checked_toml(path, "the e2e scenarios")?;
         for (name, sc) in &s.scenario {
             let ctx = || format!("{}: scenario {name}", path.display());
             for v in &sc.flink {

@@ -104,33 +104,55 @@ public final class RocksDbRestartJob {
         }
     }
 
-    /** Writes a value per key into RocksDB and throws after the configured time. */
-    static final class StateWriter extends RichFlatMapFunction<Long, Long> {
+    /**
+     * What both writers share: the next value of a key (its first byte counts the writes),
+     * and the failure thrown once the configured time has passed since the task opened.
+     */
+    abstract static class Writer extends RichFlatMapFunction<Long, Long> {
         private final int valueBytes;
         private final long failEveryMs;
-        private transient ValueState<byte[]> state;
         private transient long openedAt;
 
-        StateWriter(int valueBytes, long failEveryMs) {
+        Writer(int valueBytes, long failEveryMs) {
             this.valueBytes = valueBytes;
             this.failEveryMs = failEveryMs;
+        }
+
+        void opened() {
+            openedAt = System.currentTimeMillis();
+        }
+
+        byte[] next(byte[] previous) {
+            byte[] value = new byte[valueBytes];
+            value[0] = (byte) (previous == null ? 1 : previous[0] + 1);
+            return value;
+        }
+
+        void failIfDue() {
+            if (failEveryMs > 0 && System.currentTimeMillis() - openedAt > failEveryMs) {
+                throw new InjectedFailure(failEveryMs);
+            }
+        }
+    }
+
+    /** Writes a value per key into RocksDB and throws after the configured time. */
+    static final class StateWriter extends Writer {
+        private transient ValueState<byte[]> state;
+
+        StateWriter(int valueBytes, long failEveryMs) {
+            super(valueBytes, failEveryMs);
         }
 
         @Override
         public void open(OpenContext context) {
             state = getRuntimeContext().getState(new ValueStateDescriptor<>("value", byte[].class));
-            openedAt = System.currentTimeMillis();
+            opened();
         }
 
         @Override
         public void flatMap(Long key, Collector<Long> out) throws Exception {
-            byte[] previous = state.value();
-            byte[] value = new byte[valueBytes];
-            value[0] = (byte) (previous == null ? 1 : previous[0] + 1);
-            state.update(value);
-            if (failEveryMs > 0 && System.currentTimeMillis() - openedAt > failEveryMs) {
-                throw new InjectedFailure(failEveryMs);
-            }
+            state.update(next(state.value()));
+            failIfDue();
             out.collect(key);
         }
     }
@@ -140,15 +162,11 @@ public final class RocksDbRestartJob {
      * asyncValue()} and written in its continuation, so reads go through the state
      * backend's batched multi-get.
      */
-    static final class AsyncStateWriter extends RichFlatMapFunction<Long, Long> {
-        private final int valueBytes;
-        private final long failEveryMs;
+    static final class AsyncStateWriter extends Writer {
         private transient org.apache.flink.api.common.state.v2.ValueState<byte[]> state;
-        private transient long openedAt;
 
         AsyncStateWriter(int valueBytes, long failEveryMs) {
-            this.valueBytes = valueBytes;
-            this.failEveryMs = failEveryMs;
+            super(valueBytes, failEveryMs);
         }
 
         @Override
@@ -158,21 +176,13 @@ public final class RocksDbRestartJob {
                             .getState(
                                     new org.apache.flink.api.common.state.v2.ValueStateDescriptor<>(
                                             "value", byte[].class));
-            openedAt = System.currentTimeMillis();
+            opened();
         }
 
         @Override
-        public void flatMap(Long key, Collector<Long> out) throws Exception {
-            if (failEveryMs > 0 && System.currentTimeMillis() - openedAt > failEveryMs) {
-                throw new InjectedFailure(failEveryMs);
-            }
-            state.asyncValue()
-                    .thenAccept(
-                            previous -> {
-                                byte[] value = new byte[valueBytes];
-                                value[0] = (byte) (previous == null ? 1 : previous[0] + 1);
-                                state.asyncUpdate(value);
-                            });
+        public void flatMap(Long key, Collector<Long> out) {
+            failIfDue();
+            state.asyncValue().thenAccept(previous -> state.asyncUpdate(next(previous)));
             out.collect(key);
         }
     }
