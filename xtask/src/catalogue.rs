@@ -305,14 +305,16 @@ impl Leak {
         }
     }
 
+    /// Returns whether a site's frame has the leak's signature (its chain aside).
+    pub(crate) fn matches_site(&self, site: &str) -> bool {
+        regex::Regex::new(&self.signature.site).is_ok_and(|s| s.is_match(site))
+    }
+
     /// Returns whether a growing site with this call chain (site first) has the leak's
     /// signature.
     pub(crate) fn matches(&self, site: &str, chain: &[String]) -> bool {
         let re = |p: &str| regex::Regex::new(p).ok();
-        let Some(s) = re(&self.signature.site) else {
-            return false;
-        };
-        if !s.is_match(site) {
+        if !self.matches_site(site) {
             return false;
         }
         match self.signature.chain.as_deref().and_then(re) {
