@@ -26,7 +26,8 @@ pub fn run(args: JobArgs) -> Result<()> {
     let jar = compile(&args.image, &args.out)?;
     progress::note(format!(
         "main class {} (the jar's Main-Class); arguments --fail-every-ms N (default 20000), \
-         --keys N (100000), --value-bytes N (256), --records-per-second N (20000)",
+         --keys N (100000), --value-bytes N (256), --records-per-second N (20000); on Flink \
+         2.x --async-state true (the async State V2 API)",
         flink_job::MAIN_CLASS
     ));
     println!("{}", jar.display());
