@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::analyze::sites;
 use crate::catalogue::{self, Affects, Exposed, Leak};
 use crate::flink_version::FlinkVersion;
 
@@ -40,35 +41,38 @@ pub fn run(args: LeaksArgs) -> Result<()> {
             .map(|l| listing(l, measured(&root, l).as_deref()))
             .collect::<Vec<_>>()
             .join("\n"),
-        Some(v) => {
-            let checks: Vec<(String, bool)> =
-                leaks.iter().map(|l| check(l, v, conf.as_ref())).collect();
-            let hit: Vec<&str> = leaks
-                .iter()
-                .zip(&checks)
-                .filter(|(_, (_, hit))| *hit)
-                .map(|(l, _)| l.id.as_str())
-                .collect();
-            let what = match conf {
-                Some(_) => "the configuration is or may be exposed to",
-                None => "the release has",
-            };
-            let lines: Vec<&str> = checks.iter().map(|(t, _)| t.as_str()).collect();
-            format!(
-                "{}\nFlink {v}: {what} {} of the {} known leak(s){}\n",
-                lines.join("\n"),
-                hit.len(),
-                leaks.len(),
-                if hit.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", hit.join(", "))
-                }
-            )
-        }
+        Some(v) => exposure(&leaks, v, conf.as_ref()),
     };
     print!("{text}");
     Ok(())
+}
+
+/// Returns what a release (and its configuration) is exposed to, leak by leak, and a last
+/// line naming the leaks it is (or may be) exposed to.
+fn exposure(leaks: &[&Leak], v: FlinkVersion, conf: Option<&BTreeMap<String, String>>) -> String {
+    let checks: Vec<(String, bool)> = leaks.iter().map(|l| check(l, v, conf)).collect();
+    let hit: Vec<&str> = leaks
+        .iter()
+        .zip(&checks)
+        .filter(|(_, (_, hit))| *hit)
+        .map(|(l, _)| l.id.as_str())
+        .collect();
+    let what = match conf {
+        Some(_) => "the configuration is or may be exposed to",
+        None => "the release has",
+    };
+    let lines: Vec<&str> = checks.iter().map(|(t, _)| t.as_str()).collect();
+    format!(
+        "{}\nFlink {v}: {what} {} of the {} known leak(s){}\n",
+        lines.join("\n"),
+        hit.len(),
+        leaks.len(),
+        if hit.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", hit.join(", "))
+        }
+    )
 }
 
 /// Reads a Flink configuration file into flattened keys.
@@ -170,49 +174,19 @@ fn check(l: &Leak, v: FlinkVersion, conf: Option<&BTreeMap<String, String>>) -> 
     }
 }
 
-/// Returns the leak's growth measured in its recorded run: the fastest growing site of the
-/// profiling run that has its signature, `+365.0 ± 42.9 KiB per restart (95% [+180.5,
-/// +549.5], R² 0.97)`.
+/// Returns the leak's growth measured in its recorded run: the first site of its analysis
+/// with the leak's signature, in the report's words (`+365.0 ± 42.9 KiB per restart, 95%
+/// [+180.5, +549.5]: grows, R² 0.97`), and where.
 fn measured(root: &Path, l: &Leak) -> Option<String> {
-    let path = root.join(l.report.as_ref()?).join("report.json");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    report["runs"]
-        .as_array()?
-        .iter()
-        .filter_map(|run| run["analysis"]["sites"].as_array())
-        .flatten()
-        .filter(|s| {
-            let chain: Vec<String> = s["chain"]
-                .as_array()
-                .map(|c| {
-                    c.iter()
-                        .filter_map(|f| f.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            l.matches(s["site"].as_str().unwrap_or_default(), &chain)
-        })
-        .filter_map(|s| {
-            let g = &s["growth"];
-            // MiB from 10 MiB on, as the reports write it; KiB below.
-            let slope = g["slope"].as_f64()?;
-            let (scale, unit) = if slope.abs() >= 10.0 * 1024.0 * 1024.0 {
-                (1024.0 * 1024.0, "MiB")
-            } else {
-                (1024.0, "KiB")
-            };
-            let x = |v: &serde_json::Value| v.as_f64().map(|b| b / scale);
-            let (lo, hi) = (x(&g["ci95"][0])?, x(&g["ci95"][1])?);
-            Some(format!(
-                "{:+.1} ± {:.1} {unit} per {} (95% [{lo:+.1}, {hi:+.1}], R² {:.2}) at {}",
-                slope / scale,
-                x(&g["stderr"])?,
-                l.growth.word(),
-                g["r2"].as_f64()?,
-                s["site"].as_str()?
-            ))
-        })
-        .next()
+    let runs = sites::recorded(&root.join(l.report.as_ref()?)).ok()?;
+    runs.iter().find_map(|run| {
+        let s = run.sites.iter().find(|s| l.matches(&s.site, &s.chain))?;
+        Some(format!(
+            "{} at {}",
+            sites::growth_text(s, run.growth_per.word()),
+            s.site
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -226,6 +200,9 @@ mod tests {
         let l = cat.get("FLINK-39923").unwrap();
         let m = measured(&root, l).unwrap();
         assert!(m.starts_with("+365.0 ± 42.9 KiB per restart"), "{m}");
+        // In the unit of the recorded run (per restart), not the leak's own (per hour).
+        let m = measured(&root, cat.get("FLINK-40327").unwrap()).unwrap();
+        assert!(m.contains(" KiB per restart, 95% "), "{m}");
         let text = listing(l, Some(&m));
         assert!(
             text.contains("affected: 2.0.0–2.3.0; first fixed: none released"),

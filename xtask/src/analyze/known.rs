@@ -181,7 +181,7 @@ pub(crate) fn recognise(
                 note,
             });
         }
-        if !named && at_least(s) >= bar {
+        if !named && s.at_least() >= bar {
             r.unknown.push(UnknownSite {
                 site: s.site.clone(),
                 growth,
@@ -193,39 +193,15 @@ pub(crate) fn recognise(
     r
 }
 
-fn at_least(s: &Site) -> f64 {
-    s.growth
-        .and_then(|g| g.ci95)
-        .map_or(f64::NEG_INFINITY, |(lo, _)| lo)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Returns the sites of a recorded run's profiling analysis.
     fn recorded(dir: &str) -> Vec<Site> {
-        let path = crate::project::root().join(dir).join("report.json");
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-        let run = report["runs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["allocator"] == "jemalloc")
-            .unwrap();
-        run["analysis"]["sites"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| Site {
-                site: s["site"].as_str().unwrap().to_string(),
-                first_bytes: s["first_bytes"].as_i64().unwrap(),
-                last_bytes: s["last_bytes"].as_i64().unwrap(),
-                growth: serde_json::from_value(s["growth"].clone()).unwrap(),
-                chain: serde_json::from_value(s["chain"].clone()).unwrap_or_default(),
-            })
-            .collect()
+        let runs = sites::recorded(&crate::project::root().join(dir)).unwrap();
+        assert_eq!(runs.len(), 1, "{dir}: one profiling run");
+        runs.into_iter().next().unwrap().sites
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! times the restarts were seen), and per site the bytes at the first and last dump and the
 //! least-squares growth per restart (or per dump) with its standard error and R², sorted by
 //! growth. The call chain of a site comes from jeprof's collapsed stacks (`--collapsed`,
-//! root first).
+//! root first). A recorded `e2e` report's sites are read back with [`recorded`].
 
-use serde::Serialize;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use crate::fit::{fit, Fit};
 
@@ -86,7 +88,7 @@ pub(crate) fn last_within(
 }
 
 /// The unit of a site's growth.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Per {
     /// Restarts of the job, placed by the dumps' and the restarts' times (`e2e`).
@@ -158,7 +160,7 @@ pub(crate) struct DumpPoint {
 }
 
 /// An allocation site over the dumps.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Site {
     pub site: String,
     pub first_bytes: i64,
@@ -167,8 +169,34 @@ pub(crate) struct Site {
     /// without the site counts as 0).
     pub growth: Option<Fit>,
     /// The heaviest growing call chain ending in the site, the site first.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<String>,
+}
+
+/// One analysed run of a recorded `e2e` report: the unit of its sites' growth, and the sites.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct RecordedRun {
+    pub growth_per: Per,
+    pub sites: Vec<Site>,
+}
+
+/// Returns the analysed runs (the profiling allocators') of the `e2e` report in `dir`, as
+/// its `report.json` keeps them (`runs[].analysis`).
+pub(crate) fn recorded(dir: &Path) -> Result<Vec<RecordedRun>> {
+    let path = dir.join("report.json");
+    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let report: serde_json::Value =
+        serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    report["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|run| !run["analysis"].is_null())
+        .map(|run| {
+            serde_json::from_value(run["analysis"].clone())
+                .with_context(|| format!("{}: a run's analysis", path.display()))
+        })
+        .collect()
 }
 
 impl Site {
@@ -183,7 +211,7 @@ impl Site {
 
     /// Returns what it grows by at least, at 95%: the interval's lower end (growing sites
     /// only).
-    fn at_least(&self) -> f64 {
+    pub(crate) fn at_least(&self) -> f64 {
         self.growth
             .and_then(|g| g.ci95)
             .map_or(f64::NEG_INFINITY, |(lo, _)| lo)
