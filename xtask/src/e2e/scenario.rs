@@ -30,13 +30,23 @@ pub(crate) struct Scenarios {
     pub scenario: BTreeMap<String, Scenario>,
 }
 
-/// The Flink configuration of every run, per API generation.
+/// The Flink configuration of every run, by the file the release reads.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct Common {
-    pub flink1: BTreeMap<String, String>,
-    pub flink2: BTreeMap<String, String>,
+    /// Releases before 1.19: the flat `conf/flink-conf.yaml`.
+    pub flink_conf_yaml: BTreeMap<String, String>,
+    /// 1.19 on: the standard YAML `conf/config.yaml`, where a flat key beside a nested one
+    /// (`state.backend` and `state.backend.rocksdb.*`) makes the file unreadable.
+    pub config_yaml: BTreeMap<String, String>,
 }
+
+/// The first release whose distribution reads `conf/config.yaml` (FLIP-366).
+const FIRST_CONFIG_YAML: FlinkVersion = FlinkVersion {
+    major: 1,
+    minor: 19,
+    patch: 0,
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -249,10 +259,10 @@ pub(crate) fn resolve(
             sc.flink[0], sc.flink[1]
         )
     });
-    let common = if flink.major >= 2 {
-        &all.common.flink2
+    let common = if flink >= FIRST_CONFIG_YAML {
+        &all.common.config_yaml
     } else {
-        &all.common.flink1
+        &all.common.flink_conf_yaml
     };
     let conf = common
         .iter()
@@ -331,6 +341,20 @@ mod tests {
             .any(|(k, v)| k == "state.backend" && v == "rocksdb"));
         let e = resolve(&all, "nope", one, &o).unwrap_err().to_string();
         assert!(e.contains("restart-growth"), "{e}");
+        // 1.20 reads config.yaml: no flat state.backend beside the nested keys of
+        // FLINK-39753's scenario.
+        let (t, _) = resolve(
+            &all,
+            "flink-39753",
+            "1.20.4".parse().unwrap(),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(t.conf.iter().all(|(k, _)| k != "state.backend"));
+        assert!(t
+            .conf
+            .iter()
+            .any(|(k, v)| k == "state.backend.type" && v == "rocksdb"));
     }
 
     #[test]
@@ -375,7 +399,7 @@ mod tests {
         let p = d.path().join("s.toml");
         std::fs::write(
             &p,
-            "[common]\nflink1 = {}\nflink2 = {}\n[scenario.x]\nabout = 1\n",
+            "[common]\nflink-conf-yaml = {}\nconfig-yaml = {}\n[scenario.x]\nabout = 1\n",
         )
         .unwrap();
         let e = Scenarios::load(&p).unwrap_err().to_string();
@@ -385,7 +409,7 @@ mod tests {
         );
         std::fs::write(
             &p,
-            "[common]\nflink1 = {}\nflink2 = {}\n[scenario.x]\nabout = \"\"\nflink = [\"1.0\", \"2.0\"]\n\
+            "[common]\nflink-conf-yaml = {}\nconfig-yaml = {}\n[scenario.x]\nabout = \"\"\nflink = [\"1.0\", \"2.0\"]\n\
              mode = \"injected\"\nrestarts = 1\nfail_every_ms = 1\nlg_prof_interval = 1\n\
              lg_prof_sample = 1\n[scenario.x.expect]\nsite = \"(\"\nbytes_per_restart = 1\n",
         )
