@@ -174,18 +174,32 @@ fn image_load_runs_java_with_jemalloc_and_kinds_importer_takes_it() {
     .expect("containerd's socket");
     let ctr = format!("ctr --address {sock} --namespace k8s.io");
     let _ = sh(&format!("{ctr} images rm --sync {name}"));
+    let names = || -> Vec<String> {
+        let (_, listed, _) = sh(&format!("{ctr} images ls --quiet"));
+        listed.lines().map(str::to_string).collect()
+    };
+    let before = names();
     let (ok, o, e) = sh(&format!(
         "{ctr} images import --all-platforms --digests --snapshotter native {}",
         archive.display()
     ));
     assert!(ok, "ctr import: {o}{e}");
-    let (ok, listed, e) = sh(&format!("{ctr} images ls --quiet"));
-    assert!(ok && listed.lines().any(|l| l == name), "{listed}{e}");
+    // `--digests` names the image `import-<date>@sha256:…` as well; both names go after,
+    // or the content and its unpacked snapshot stay in containerd.
+    let added: Vec<String> = names()
+        .into_iter()
+        .filter(|n| !before.contains(n))
+        .collect();
+    assert!(added.iter().any(|l| *l == name), "{added:?}");
     let (ok, o, e) = sh(&format!(
         "{ctr} run --rm --snapshotter native --net-host {name} flink-jemalloc-ctr-test \
          /bin/sh -c 'test -f /opt/jemalloc/lib/libjemalloc.so.2 && \"$JAVA_HOME/bin/java\" -version'"
     ));
-    let _ = sh(&format!("{ctr} images rm --sync {name}"));
+    let _ = sh(&format!("{ctr} images rm --sync {}", added.join(" ")));
+    assert!(
+        names().iter().all(|n| !added.contains(n)),
+        "the imported images are removed"
+    );
     assert!(ok, "the imported image unpacks and runs: {o}{e}");
     assert!(e.contains("version") || o.contains("version"), "{o}{e}");
 
