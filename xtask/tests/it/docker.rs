@@ -190,7 +190,7 @@ fn image_load_runs_java_with_jemalloc_and_kinds_importer_takes_it() {
         .into_iter()
         .filter(|n| !before.contains(n))
         .collect();
-    assert!(added.iter().any(|l| *l == name), "{added:?}");
+    assert!(added.contains(&name), "{added:?}");
     let (ok, o, e) = sh(&format!(
         "{ctr} run --rm --snapshotter native --net-host {name} flink-jemalloc-ctr-test \
          /bin/sh -c 'test -f /opt/jemalloc/lib/libjemalloc.so.2 && \"$JAVA_HOME/bin/java\" -version'"
