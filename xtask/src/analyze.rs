@@ -97,8 +97,9 @@ pub(crate) enum Growth<'a> {
     PerRestart(&'a Series<'a>),
     /// Per dump.
     PerDump,
-    /// Per hour, by the dumps' times (seconds since the epoch), after the warm-up.
-    PerHour(&'a BTreeMap<String, f64>),
+    /// Per hour, by the dumps' times (seconds since the epoch), after the warm-up; the
+    /// sites a pattern names are kept whatever their growth (an `e2e` run's leak site).
+    PerHour(&'a BTreeMap<String, f64>, Option<&'a regex::Regex>),
 }
 
 /// When the dumps and the restarts happened, for the growth per restart of each site.
@@ -251,7 +252,7 @@ fn growth_of<'a>(story: &'a Story, series: &'a Series<'a>, dumps: &[String]) -> 
     if story.dump_times.is_empty() {
         Growth::PerDump
     } else {
-        Growth::PerHour(&story.dump_times)
+        Growth::PerHour(&story.dump_times, None)
     }
 }
 
@@ -494,10 +495,10 @@ fn points<'a>(dumps: &[String], growth: &Growth<'a>) -> Option<Picked<'a>> {
             dumps: dump_points(dumps),
             focus: None,
         }),
-        Growth::PerHour(times) => Some(Picked {
+        Growth::PerHour(times, focus) => Some(Picked {
             per: Per::Hour,
             dumps: hour_points(dumps, times),
-            focus: None,
+            focus: *focus,
         }),
     }
 }

@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::analyze::sites::Per;
 use crate::analyze::{self, Analysis};
 use crate::bundle::Bundle;
 use crate::heap_profile;
@@ -112,7 +113,11 @@ pub struct E2eArgs {
     /// Restarts to observe per allocator before the verdict [default: the scenario's].
     #[arg(long)]
     pub restarts: Option<u64>,
-    /// Period of the failure, cancel or kill [default: the scenario's].
+    /// `--mode steady`: minutes the job runs, without restarts [default: the scenario's].
+    #[arg(long)]
+    pub minutes: Option<u64>,
+    /// Period of the failure, cancel or kill; in `--mode steady`, of the samples [default:
+    /// the scenario's].
     #[arg(long)]
     pub fail_every_ms: Option<u64>,
     /// jemalloc writes a dump every 2^N bytes allocated [default: the scenario's].
@@ -156,6 +161,7 @@ impl E2eArgs {
             overrides: scenario::Overrides {
                 mode: self.mode,
                 restarts: self.restarts,
+                minutes: self.minutes,
                 fail_every_ms: self.fail_every_ms,
                 lg_prof_interval: self.lg_prof_interval,
             },
@@ -341,17 +347,20 @@ fn run_allocator(ctx: &RunContext, allocator: Allocator, spec: &ClusterSpec) -> 
         .profiles()
         .then(|| analyse(ctx, allocator, &dumps, &last_dir, &timeline))
         .flatten();
+    let per = ctx.plan.mode.per();
+    let expected = allocator
+        .profiles()
+        .then(|| ctx.plan.expect.expected_bytes(lp.cpus))
+        .flatten();
     Ok(RunRecord {
         allocator,
         taskmanager_cpus: lp.cpus,
-        expected_bytes_per_restart: allocator
-            .profiles()
-            .then(|| ctx.plan.expect.expected_bytes(lp.cpus))
-            .flatten(),
+        expected_bytes_per_restart: expected.filter(|_| per == Per::Restart),
+        expected_bytes_per_hour: expected.filter(|_| per == Per::Hour),
         restarts: lp.restarts,
         restart_times: timeline.restarts,
         oom_kills,
-        growth: growth(&lp.samples),
+        growth: growth(&lp.samples, per),
         samples: lp.samples,
         analysis,
         seconds: started.elapsed().as_secs_f64(),
@@ -360,7 +369,8 @@ fn run_allocator(ctx: &RunContext, allocator: Allocator, spec: &ClusterSpec) -> 
 
 /// Reads the dumps of the TaskManager that lived longest (it has the most to say) with the
 /// image's jeprof, with every site's growth per restart (the dumps are placed by their times
-/// among the restarts'); returns None, with a note, when they cannot be read.
+/// among the restarts'), or per hour in `steady` mode; returns None, with a note, when they
+/// cannot be read.
 fn analyse(
     ctx: &RunContext,
     allocator: Allocator,
@@ -401,10 +411,10 @@ fn analyse(
         base.as_deref(),
         &ctx.out.join("analysis").join(allocator.name()),
         30,
-        if dump_times.is_empty() {
-            analyze::Growth::No
-        } else {
-            analyze::Growth::PerRestart(&series)
+        match ctx.plan.mode.per() {
+            _ if dump_times.is_empty() => analyze::Growth::No,
+            Per::Hour => analyze::Growth::PerHour(&dump_times, focus.as_ref()),
+            _ => analyze::Growth::PerRestart(&series),
         },
     ) {
         Ok(a) => Some(a),

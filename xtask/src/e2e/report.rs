@@ -72,8 +72,8 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::sites::Site;
     use crate::analyze::sites::{site_table, DumpPoint};
+    use crate::analyze::sites::{Per, Site};
     use crate::analyze::Analysis;
     use crate::e2e::cluster::Allocator;
     use crate::e2e::scenario::{load_default, resolve, Overrides};
@@ -86,11 +86,36 @@ mod tests {
             native_kb,
             ..Default::default()
         };
-        let g = growth(&[s(0, 100, Some(10)), s(1, 130, None), s(2, 160, Some(50))]);
-        assert_eq!(g.rss_kb_per_restart.unwrap().slope, 30.0);
-        assert_eq!(g.rss_kb_per_restart.unwrap().stderr, Some(0.0));
-        assert_eq!(g.native_kb_per_restart.unwrap().slope, 20.0);
-        assert!(g.cgroup_kb_per_restart.is_none());
+        let g = growth(
+            &[s(0, 100, Some(10)), s(1, 130, None), s(2, 160, Some(50))],
+            Per::Restart,
+        );
+        assert_eq!(g.rss_kb.unwrap().slope, 30.0);
+        assert_eq!(g.rss_kb.unwrap().stderr, Some(0.0));
+        assert_eq!(g.native_kb.unwrap().slope, 20.0);
+        assert!(g.cgroup_kb.is_none());
+        let json = serde_json::to_value(&g).unwrap();
+        assert_eq!(json["rss_kb_per_restart"]["slope"], 30.0);
+    }
+
+    #[test]
+    fn steady_growth_is_per_hour_of_the_samples_times() {
+        // Samples a minute apart, the native memory growing 1 MiB a minute: 60 MiB an hour.
+        let s = |i: u64| Sample {
+            restart: 0,
+            seen_at: 1_000.0 + 60.0 * i as f64,
+            seconds: 60.0 * i as f64,
+            rss_kb: 900_000 + 1024 * i,
+            native_kb: Some(400_000 + 1024 * i as i64),
+            ..Default::default()
+        };
+        let samples: Vec<Sample> = (0..=9).map(s).collect();
+        let g = growth(&samples, Per::Hour);
+        let native = g.native_kb.unwrap();
+        assert!((native.slope - 60.0 * 1024.0).abs() < 1.0, "{native:?}");
+        let json = serde_json::to_value(&g).unwrap();
+        assert!(json["native_kb_per_hour"]["slope"].is_number(), "{json}");
+        assert!(json.get("native_kb_per_restart").is_none(), "{json}");
     }
 
     fn plan(name: &str) -> Plan {
@@ -155,11 +180,12 @@ mod tests {
             allocator,
             taskmanager_cpus: Some(2),
             expected_bytes_per_restart: Some(486400.0),
+            expected_bytes_per_hour: None,
             restarts,
             restart_times: vec![],
             oom_kills: 0,
             samples: vec![],
-            growth: growth(&[]),
+            growth: growth(&[], Per::Restart),
             analysis,
             seconds: 0.0,
         }

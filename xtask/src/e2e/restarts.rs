@@ -2,7 +2,8 @@
 //! cancel) and restarted by `--mode` (the job's own injected failures, cancel + resubmit, a
 //! SIGKILLed TaskManager), a TaskManager that died unasked is replaced, and a memory sample
 //! is taken at start and after each restart (RSS, cgroup, and native = RSS − committed
-//! heap/non-heap from the TaskManager's JVM metrics).
+//! heap/non-heap from the TaskManager's JVM metrics). In `steady` mode nothing restarts the
+//! job: it runs for `--minutes`, sampled every `--fail-every-ms`.
 
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -84,6 +85,9 @@ pub(crate) fn restart_loop(
     let (plan, name) = (ctx.plan, allocator.name());
     let running = Instant::now();
     let deadline = started + Duration::from_secs(ctx.timeout_secs);
+    if plan.mode == Mode::Steady {
+        return steady_loop(ctx, allocator, cluster, job, dumps, deadline);
+    }
     let step = Step::start(format!(
         "{name}: {} restarts (--mode {}, every {} ms)",
         plan.restarts,
@@ -120,6 +124,7 @@ pub(crate) fn restart_loop(
                 std::thread::sleep(Duration::from_millis(plan.fail_every_ms));
                 kill_restart(allocator, cluster, job, dumps, &mut lp)?
             }
+            Mode::Steady => unreachable!("steady_loop runs the steady mode"),
         };
         if restarted == lp.restarts {
             continue;
@@ -141,6 +146,65 @@ pub(crate) fn restart_loop(
         progress::note(format!(
             "{name}: restart {}: RSS {} MiB, native {} MiB, cgroup {} MiB",
             lp.restarts,
+            s.rss_kb / 1024,
+            whole_mib(s.native_kb, "?"),
+            whole_mib(s.cgroup_kb.map(|v| v as i64), "?"),
+        ));
+        lp.samples.push(s);
+    }
+    step.done("");
+    Ok(lp)
+}
+
+/// `steady`: the job runs for `--minutes` without restarts, a sample every
+/// `--fail-every-ms` (each with the job's restarts so far, 0 unless a TaskManager died); a
+/// TaskManager that died unasked is replaced, as in `injected` mode.
+fn steady_loop(
+    ctx: &RunContext,
+    allocator: Allocator,
+    cluster: &mut dyn Cluster,
+    job: &Job,
+    dumps: &Path,
+    deadline: Instant,
+) -> Result<Loop> {
+    let (plan, name) = (ctx.plan, allocator.name());
+    let running = Instant::now();
+    let every = Duration::from_millis(plan.fail_every_ms.max(1000));
+    let end = running + Duration::from_secs(plan.minutes * 60);
+    let step = Step::start(format!(
+        "{name}: {} minutes of steady load (--mode steady), a sample every {} ms",
+        plan.minutes,
+        every.as_millis()
+    ));
+    let mut lp = Loop {
+        restarts: 0,
+        incarnation: 1,
+        unexpected_deaths: 0,
+        samples: vec![sample(cluster, 0, running)?],
+        cpus: cluster.taskmanager_memory()?.cpus_online,
+    };
+    let mut next = running + every;
+    while next <= end {
+        if next > deadline {
+            progress::note(format!(
+                "{name}: only {:.1} of {} minutes within {} s",
+                running.elapsed().as_secs_f64() / 60.0,
+                plan.minutes,
+                ctx.timeout_secs
+            ));
+            break;
+        }
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        next += every;
+        if !alive(cluster) {
+            replace_dead(allocator, cluster, dumps, &mut lp)?;
+            continue;
+        }
+        let restarts = cluster.rest().restarts(&job.id)?;
+        let s = sample(cluster, restarts, running)?;
+        progress::note(format!(
+            "{name}: minute {:.1}: RSS {} MiB, native {} MiB, cgroup {} MiB",
+            s.seconds / 60.0,
             s.rss_kb / 1024,
             whole_mib(s.native_kb, "?"),
             whole_mib(s.cgroup_kb.map(|v| v as i64), "?"),
@@ -174,6 +238,18 @@ fn injected_restart(
     if cluster.taskmanager_memory()?.rss_kb.is_some() {
         return Ok(r.max(lp.restarts));
     }
+    replace_dead(allocator, cluster, dumps, lp)?;
+    Ok(lp.restarts)
+}
+
+/// Replaces a TaskManager that died unasked (OOM-killed, most likely), as a pod would be,
+/// after its dumps are copied.
+fn replace_dead(
+    allocator: Allocator,
+    cluster: &mut dyn Cluster,
+    dumps: &Path,
+    lp: &mut Loop,
+) -> Result<()> {
     let name = allocator.name();
     lp.unexpected_deaths += 1;
     progress::note(format!(
@@ -190,7 +266,7 @@ fn injected_restart(
     }
     cluster.replace_taskmanager()?;
     lp.incarnation += 1;
-    Ok(lp.restarts)
+    Ok(())
 }
 
 /// `tm-kill`: copies the dumps, SIGKILLs and replaces the TaskManager, and awaits the job's
@@ -246,6 +322,16 @@ pub(crate) fn timeline(
     let failures = (ctx.plan.mode == Mode::Injected)
         .then(|| cluster.rest().failure_times(&job.id).unwrap_or_default())
         .filter(|f| f.len() as u64 >= samples.last().map_or(0, |s| s.restart));
+    if ctx.plan.mode == Mode::Steady {
+        // No restarts to place dumps among; the job ran from its first sample on.
+        return Timeline {
+            restarts: Vec::new(),
+            live: match (samples.first(), samples.last()) {
+                (Some(a), Some(b)) => vec![(a.seen_at, b.seen_at)],
+                _ => Vec::new(),
+            },
+        };
+    }
     match failures {
         Some(f) if !samples.is_empty() => Timeline {
             restarts: restart_times(samples[0].seen_at, &f),

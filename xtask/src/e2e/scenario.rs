@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::analyze::sites::Per;
 use crate::flink_version::FlinkVersion;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
@@ -20,6 +21,20 @@ pub enum Mode {
     CancelResubmit,
     /// Every --fail-every-ms the TaskManager is killed (SIGKILL) and replaced.
     TmKill,
+    /// No restarts: the job runs for --minutes under its steady load, a sample every
+    /// --fail-every-ms, and growth is per hour (a leak per read, not per restart).
+    Steady,
+}
+
+impl Mode {
+    /// Returns the unit of a run's growth: per restart, or per hour in `steady` mode.
+    pub(crate) fn per(self) -> Per {
+        if self == Mode::Steady {
+            Per::Hour
+        } else {
+            Per::Restart
+        }
+    }
 }
 
 /// `e2e/scenarios.toml`.
@@ -55,7 +70,11 @@ pub(crate) struct Scenario {
     /// `[lowest, newest]` Flink version it applies to.
     pub flink: [String; 2],
     pub mode: Mode,
+    #[serde(default)]
     pub restarts: u64,
+    /// `steady` mode: how long the job runs.
+    #[serde(default)]
+    pub minutes: u64,
     pub fail_every_ms: u64,
     pub lg_prof_interval: u32,
     pub lg_prof_sample: u32,
@@ -81,6 +100,9 @@ pub(crate) struct Expect {
     /// scales with RocksDB's core slots).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_per_restart: Option<u64>,
+    /// `steady` mode: the leak's expected growth per hour of the job's load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_hour: Option<u64>,
     /// What the expected growth scales with on the machine that runs the TaskManager.
     #[serde(default, skip_serializing_if = "Scale::is_none")]
     pub scale: Scale,
@@ -152,10 +174,10 @@ fn rocksdb_core_slots(cpus: u32) -> u32 {
 }
 
 impl Expect {
-    /// Returns the leak's expected bytes per restart on a TaskManager that sees `cpus` CPUs
-    /// (assuming 8 core slots when that is unknown).
+    /// Returns the leak's expected bytes per restart (per hour in `steady` mode) on a
+    /// TaskManager that sees `cpus` CPUs (assuming 8 core slots when that is unknown).
     pub(crate) fn expected_bytes(&self, cpus: Option<u32>) -> Option<f64> {
-        let bytes = self.bytes_per_restart? as f64;
+        let bytes = self.bytes_per_restart.or(self.bytes_per_hour)? as f64;
         Some(match self.scale {
             Scale::None => bytes,
             Scale::RocksdbCoreSlots => {
@@ -163,6 +185,10 @@ impl Expect {
             }
         })
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn yes() -> bool {
@@ -175,7 +201,7 @@ fn default_r2() -> f64 {
 
 impl Scenarios {
     /// Reads and checks `path`: every pattern compiles, every version parses, a site has
-    /// its bytes per restart.
+    /// its bytes per restart (per hour in `steady` mode), a `steady` scenario its minutes.
     pub(crate) fn load(path: &Path) -> Result<Scenarios> {
         let s: Scenarios = crate::spec::read_checked_toml(path, "the e2e scenarios")?;
         for (name, sc) in &s.scenario {
@@ -186,8 +212,22 @@ impl Scenarios {
             for p in [&sc.expect.in_diff, &sc.expect.site].into_iter().flatten() {
                 regex::Regex::new(p).with_context(ctx)?;
             }
-            if sc.expect.site.is_some() && sc.expect.bytes_per_restart.is_none() {
-                bail!("{}: expect.site needs expect.bytes_per_restart", ctx());
+            let (per_restart, per_hour) = (sc.expect.bytes_per_restart, sc.expect.bytes_per_hour);
+            match (sc.mode, sc.expect.site.is_some()) {
+                (Mode::Steady, true) if per_hour.is_none() || per_restart.is_some() => {
+                    bail!("{}: a steady scenario's expect.site needs expect.bytes_per_hour (and no bytes_per_restart)", ctx())
+                }
+                (Mode::Steady, _) if sc.minutes == 0 || sc.restarts > 0 => {
+                    bail!(
+                        "{}: a steady scenario runs for `minutes`, without `restarts`",
+                        ctx()
+                    )
+                }
+                (Mode::Steady, _) => {}
+                (_, true) if per_restart.is_none() || per_hour.is_some() => {
+                    bail!("{}: expect.site needs expect.bytes_per_restart (bytes_per_hour is for mode = \"steady\")", ctx())
+                }
+                _ => {}
             }
         }
         Ok(s)
@@ -209,6 +249,7 @@ impl Scenarios {
 pub(crate) struct Overrides {
     pub mode: Option<Mode>,
     pub restarts: Option<u64>,
+    pub minutes: Option<u64>,
     pub fail_every_ms: Option<u64>,
     pub lg_prof_interval: Option<u32>,
 }
@@ -221,6 +262,9 @@ pub(crate) struct Plan {
     pub flink: String,
     pub mode: Mode,
     pub restarts: u64,
+    /// `steady` mode: how long the job runs (its samples are --fail-every-ms apart).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub minutes: u64,
     pub fail_every_ms: u64,
     pub lg_prof_interval: u32,
     pub lg_prof_sample: u32,
@@ -264,6 +308,29 @@ pub(crate) fn resolve(
     } else {
         &all.common.flink_conf_yaml
     };
+    let mode = o.mode.unwrap_or(sc.mode);
+    let (restarts, minutes) = match mode {
+        Mode::Steady => (0, o.minutes.unwrap_or(sc.minutes)),
+        _ => (o.restarts.unwrap_or(sc.restarts), 0),
+    };
+    if mode == Mode::Steady && minutes == 0 {
+        bail!("--mode steady runs the job for --minutes N: give it the minutes");
+    }
+    let e = &sc.expect;
+    if e.site.is_some() {
+        match (mode.per(), e.bytes_per_restart, e.bytes_per_hour) {
+            (Per::Hour, _, None) => bail!(
+                "scenario {name} expects its leak's growth per restart; --mode steady measures \
+                 it per hour: run it in its own mode ({})",
+                crate::progress::flag(&sc.mode)
+            ),
+            (Per::Restart, None, _) => bail!(
+                "scenario {name} expects its leak's growth per hour of a steady load: run it \
+                 in --mode steady"
+            ),
+            _ => {}
+        }
+    }
     let conf = common
         .iter()
         .filter(|(k, _)| !sc.conf.contains_key(*k))
@@ -275,8 +342,9 @@ pub(crate) fn resolve(
             scenario: name.to_string(),
             about: sc.about.clone(),
             flink: flink.to_string(),
-            mode: o.mode.unwrap_or(sc.mode),
-            restarts: o.restarts.unwrap_or(sc.restarts),
+            mode,
+            restarts,
+            minutes,
             fail_every_ms: o.fail_every_ms.unwrap_or(sc.fail_every_ms),
             lg_prof_interval: o.lg_prof_interval.unwrap_or(sc.lg_prof_interval),
             lg_prof_sample: sc.lg_prof_sample,
@@ -391,6 +459,53 @@ mod tests {
         };
         assert_eq!(plain.expected_bytes(Some(64)), Some(1000.0));
         assert_eq!(Expect::default().expected_bytes(Some(2)), None);
+    }
+
+    #[test]
+    fn a_steady_scenario_runs_for_minutes_and_expects_growth_per_hour() {
+        let all = load_default().unwrap();
+        let two: FlinkVersion = "2.2.1".parse().unwrap();
+        let (p, _) = resolve(&all, "flink-40327", two, &Overrides::default()).unwrap();
+        assert_eq!(
+            (p.mode, p.restarts, p.mode.per()),
+            (Mode::Steady, 0, Per::Hour)
+        );
+        assert!(p.minutes > 0 && p.expect.bytes_per_hour.is_some());
+        let o = Overrides {
+            minutes: Some(2),
+            restarts: Some(9),
+            ..Default::default()
+        };
+        let (p, _) = resolve(&all, "flink-40327", two, &o).unwrap();
+        assert_eq!((p.minutes, p.restarts), (2, 0));
+        // A per-restart expectation cannot be held against growth per hour, nor back.
+        let steady = Overrides {
+            mode: Some(Mode::Steady),
+            minutes: Some(2),
+            ..Default::default()
+        };
+        let e = resolve(&all, "flink-39923", two, &steady).unwrap_err();
+        assert!(e.to_string().contains("per restart"), "{e}");
+        let injected = Overrides {
+            mode: Some(Mode::Injected),
+            ..Default::default()
+        };
+        let e = resolve(&all, "flink-40327", two, &injected).unwrap_err();
+        assert!(e.to_string().contains("--mode steady"), "{e}");
+        // A scenario without a leak site runs steady for the minutes it is given.
+        let e = resolve(
+            &all,
+            "restart-growth",
+            two,
+            &Overrides {
+                mode: Some(Mode::Steady),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--minutes"), "{e}");
+        let (p, _) = resolve(&all, "restart-growth", two, &steady).unwrap();
+        assert_eq!((p.restarts, p.minutes), (0, 2));
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! `memory.svg`: the TaskManager's native memory and RSS against restart, per allocator.
+//! `memory.svg`: the TaskManager's native memory and RSS against restart (against minutes
+//! in `steady` mode), per allocator.
 
-use super::model::Report;
+use super::model::{Report, Sample};
+use crate::analyze::sites::Per;
 use crate::e2e::cluster::Allocator;
 use crate::fit::Fit;
 use crate::plot::{self, Series};
@@ -18,59 +20,74 @@ fn color(a: Allocator) -> &'static str {
 }
 
 /// Formats a legend's growth: ` +0.46 ± 0.44 MiB/restart (no trend shown)`, or nothing.
-fn legend_growth(kb: Option<Fit>) -> String {
+fn legend_growth(kb: Option<Fit>, per: Per) -> String {
     kb.map_or(String::new(), |f| {
         format!(
-            " {} MiB/restart ({})",
+            " {} MiB/{} ({})",
             f.plus_minus(1024.0, 2),
+            per.word(),
             f.trend().words()
         )
     })
 }
 
-/// Plots TaskManager native memory (solid) and RSS (dashed) against restart, per allocator,
-/// each with its growth per restart ± its robust error in the legend.
+/// Plots TaskManager native memory (solid) and RSS (dashed) against restart (minutes in
+/// `steady` mode), per allocator, each with its growth ± its robust error in the legend.
 pub(crate) fn memory_plot(r: &Report) -> String {
+    let per = r.plan.mode.per();
     let mut series = Vec::new();
     for run in &r.runs {
         let mib = |kb: f64| (kb / 1024.0).round();
+        let x = |s: &Sample| match per {
+            Per::Hour => (s.seen_at - run.samples[0].seen_at) / 60.0,
+            _ => s.restart as f64,
+        };
         series.push(Series {
             label: format!(
                 "{} native{}",
                 run.allocator.name(),
-                legend_growth(run.growth.native_kb_per_restart)
+                legend_growth(run.growth.native_kb, per)
             ),
             color: color(run.allocator),
             dashed: false,
             points: run
                 .samples
                 .iter()
-                .filter_map(|s| Some((s.restart as f64, mib(s.native_kb? as f64))))
+                .filter_map(|s| Some((x(s), mib(s.native_kb? as f64))))
                 .collect(),
         });
         series.push(Series {
             label: format!(
                 "{} RSS{}",
                 run.allocator.name(),
-                legend_growth(run.growth.rss_kb_per_restart)
+                legend_growth(run.growth.rss_kb, per)
             ),
             color: color(run.allocator),
             dashed: true,
             points: run
                 .samples
                 .iter()
-                .map(|s| (s.restart as f64, mib(s.rss_kb as f64)))
+                .map(|s| (x(s), mib(s.rss_kb as f64)))
                 .collect(),
         });
     }
     plot::line_chart(
         &format!(
-            "TaskManager memory per restart ({}, --driver {}, --mode {})",
+            "TaskManager memory per {} ({}, --driver {}, --mode {})",
+            if per == Per::Hour {
+                "minute"
+            } else {
+                "restart"
+            },
             r.plan.scenario,
             flag(&r.driver),
             flag(&r.plan.mode)
         ),
-        "restart",
+        if per == Per::Hour {
+            "minutes"
+        } else {
+            "restart"
+        },
         "MiB",
         &series,
     )

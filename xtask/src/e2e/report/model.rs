@@ -1,8 +1,11 @@
-//! What the report holds: the samples of one allocator's run, its growth per restart with
-//! robust errors, the run, and the report of every run with its verdict.
+//! What the report holds: the samples of one allocator's run, its growth per restart (per
+//! hour in `steady` mode) with robust errors, the run, and the report of every run with its
+//! verdict.
 
+use serde::ser::SerializeMap;
 use serde::Serialize;
 
+use crate::analyze::sites::Per;
 use crate::analyze::Analysis;
 use crate::e2e::cluster::Allocator;
 use crate::e2e::driver::Driver;
@@ -12,8 +15,9 @@ use crate::provenance::Provenance;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Sample {
+    /// The job's restarts so far.
     pub restart: u64,
-    /// When the restart was seen, seconds since the epoch (dumps are placed by it).
+    /// When the sample was taken, seconds since the epoch (dumps are placed by it).
     pub seen_at: f64,
     pub seconds: f64,
     pub rss_kb: u64,
@@ -25,12 +29,25 @@ pub(crate) struct Sample {
     pub native_kb: Option<i64>,
 }
 
-/// Growth per restart, kB, least squares over the samples, with robust errors.
-#[derive(Debug, Clone, Serialize)]
+/// Growth per restart (per hour in `steady` mode), kB, least squares over the samples, with
+/// robust errors; written as `rss_kb_per_restart` (`rss_kb_per_hour`) and so on.
+#[derive(Debug, Clone)]
 pub(crate) struct Growth {
-    pub rss_kb_per_restart: Option<Fit>,
-    pub native_kb_per_restart: Option<Fit>,
-    pub cgroup_kb_per_restart: Option<Fit>,
+    pub per: Per,
+    pub rss_kb: Option<Fit>,
+    pub native_kb: Option<Fit>,
+    pub cgroup_kb: Option<Fit>,
+}
+
+impl Serialize for Growth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        let per = self.per.word();
+        m.serialize_entry(&format!("rss_kb_per_{per}"), &self.rss_kb)?;
+        m.serialize_entry(&format!("native_kb_per_{per}"), &self.native_kb)?;
+        m.serialize_entry(&format!("cgroup_kb_per_{per}"), &self.cgroup_kb)?;
+        m.end()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +59,9 @@ pub(crate) struct RunRecord {
     /// this TaskManager.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_bytes_per_restart: Option<f64>,
+    /// The same in `steady` mode, per hour.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_bytes_per_hour: Option<f64>,
     pub restarts: u64,
     /// `(restart, seconds since the epoch)`: when each happened (dumps are placed by it).
     pub restart_times: Vec<(u64, f64)>,
@@ -70,20 +90,39 @@ pub(crate) struct Report {
     pub seconds_to_verdict: f64,
 }
 
-/// Fits the growth per restart of RSS, native memory and the cgroup's usage over the
-/// samples (least squares with robust errors).
-pub(crate) fn growth(samples: &[Sample]) -> Growth {
+impl RunRecord {
+    /// Returns the bytes per restart, or per hour, the scenario expects of this run.
+    pub(crate) fn expected_bytes(&self) -> Option<f64> {
+        self.expected_bytes_per_restart
+            .or(self.expected_bytes_per_hour)
+    }
+}
+
+/// Returns a sample's place on the growth's axis: its restart, or the hours since the
+/// first sample.
+pub(crate) fn x_of(s: &Sample, first: &Sample, per: Per) -> f64 {
+    match per {
+        Per::Hour => (s.seen_at - first.seen_at) / 3600.0,
+        _ => s.restart as f64,
+    }
+}
+
+/// Fits the growth per restart (per hour in `steady` mode) of RSS, native memory and the
+/// cgroup's usage over the samples (least squares with robust errors).
+pub(crate) fn growth(samples: &[Sample], per: Per) -> Growth {
     let of = |f: &dyn Fn(&Sample) -> Option<f64>| {
+        let first = samples.first()?;
         let pts: Vec<(f64, f64)> = samples
             .iter()
-            .filter_map(|s| Some((s.restart as f64, f(s)?)))
+            .filter_map(|s| Some((x_of(s, first, per), f(s)?)))
             .collect();
         fit(&pts)
     };
     Growth {
-        rss_kb_per_restart: of(&|s| Some(s.rss_kb as f64)),
-        native_kb_per_restart: of(&|s| s.native_kb.map(|v| v as f64)),
-        cgroup_kb_per_restart: of(&|s| s.cgroup_kb.map(|v| v as f64)),
+        per,
+        rss_kb: of(&|s| Some(s.rss_kb as f64)),
+        native_kb: of(&|s| s.native_kb.map(|v| v as f64)),
+        cgroup_kb: of(&|s| s.cgroup_kb.map(|v| v as f64)),
     }
 }
 

@@ -10,6 +10,7 @@ use std::fmt::Write;
 use super::model::{whole_mib, Report, RunRecord};
 use super::verdict::fastest_match;
 use crate::analyze::known::Recognition;
+use crate::analyze::sites::Per;
 use crate::analyze::sites::Site;
 use crate::analyze::Analysis;
 use crate::fit::Fit;
@@ -33,9 +34,20 @@ fn kib(bytes: i64) -> String {
 
 pub(crate) fn summary(r: &Report) -> String {
     let p = &r.plan;
+    let per = p.mode.per();
+    let pace = match per {
+        Per::Hour => format!(
+            "{} minutes of steady load without restarts, a sample every {} ms",
+            p.minutes, p.fail_every_ms
+        ),
+        _ => format!(
+            "{} restarts asked, a failure every {} ms",
+            p.restarts, p.fail_every_ms
+        ),
+    };
     let mut s = format!(
-        "# flink-jemalloc e2e: {} — {}\n\n{}\n\nImage `{}` (Flink {}), driver {}, mode {}, {} restarts \
-         asked, a failure every {} ms, TaskManager limit {} MiB; {:.0} s from start to verdict.\n\n\
+        "# flink-jemalloc e2e: {} — {}\n\n{}\n\nImage `{}` (Flink {}), driver {}, mode {}, {pace}, \
+         TaskManager limit {} MiB; {:.0} s from start to verdict.\n\n\
          Made by {}.\n\n",
         p.scenario,
         if r.passed { "passed" } else { "FAILED" },
@@ -44,16 +56,16 @@ pub(crate) fn summary(r: &Report) -> String {
         p.flink,
         flag(&r.driver),
         flag(&p.mode),
-        p.restarts,
-        p.fail_every_ms,
         r.memory_limit_mb,
         r.seconds_to_verdict,
         r.made_by.line()
     );
     s.push_str(&expectation(r));
     s.push_str("![memory](memory.svg)\n\n");
-    s.push_str(
-        "| allocator | restarts | OOM kills | native MiB/restart | RSS MiB/restart | cgroup MiB/restart |\n\
+    let u = per.word();
+    let _ = write!(
+        s,
+        "| allocator | restarts | OOM kills | native MiB/{u} | RSS MiB/{u} | cgroup MiB/{u} |\n\
          |---|---|---|---|---|---|\n",
     );
     for run in &r.runs {
@@ -63,17 +75,22 @@ pub(crate) fn summary(r: &Report) -> String {
             run.allocator.name(),
             run.restarts,
             run.oom_kills,
-            mib(run.growth.native_kb_per_restart),
-            mib(run.growth.rss_kb_per_restart),
-            mib(run.growth.cgroup_kb_per_restart),
+            mib(run.growth.native_kb),
+            mib(run.growth.rss_kb),
+            mib(run.growth.cgroup_kb),
         );
     }
-    s.push_str(
+    let _ = writeln!(
+        s,
         "\nGrowth is the least-squares slope over the samples ± a standard error that holds when \
          successive samples are correlated (equal-weighted cosine), with its 95% interval; an \
          allocator grows when the whole interval is above zero. Native = RSS − committed heap − \
          committed non-heap (Flink's JVM metrics; the heap is pre-touched, so its resident size \
-         is its committed size). Samples are taken within a second of each restart.\n",
+         is its committed size). {}",
+        match per {
+            Per::Hour => "Samples are taken every interval of the steady load.",
+            _ => "Samples are taken within a second of each restart.",
+        }
     );
     for run in &r.runs {
         s.push_str(&samples(run));
@@ -99,11 +116,16 @@ fn expectation(r: &Report) -> String {
             s,
             "Expected: a frame matching `{p}` among the sites that hold more memory in the last dump \
              than in the first (below): the profiler attributes the job's native memory. This is \
-             not a growth test; the growth per restart is in the table."
+             not a growth test; the growth is in the table."
         );
     }
     let profiling = r.runs.iter().find(|run| run.allocator.profiles());
-    let expected = profiling.and_then(|run| run.expected_bytes_per_restart);
+    let expected = profiling.and_then(|run| run.expected_bytes());
+    let u = r.plan.mode.per().word();
+    let with = match r.plan.mode.per() {
+        Per::Hour => "with time under a steady load",
+        _ => "with restarts",
+    };
     if let (Some(site), Some(bytes)) = (&e.site, expected) {
         let cpus = profiling
             .and_then(|run| run.taskmanager_cpus)
@@ -113,8 +135,8 @@ fn expectation(r: &Report) -> String {
         let _ = if e.grows {
             writeln!(
                 s,
-                "Expected: a site matching `{site}` growing with restarts (its 95% interval above \
-                 zero, R² ≥ {}), {} KiB per restart, {} ({cpus}).",
+                "Expected: a site matching `{site}` growing {with} (its 95% interval above \
+                 zero, R² ≥ {}), {} KiB per {u}, {} ({cpus}).",
                 e.min_r2,
                 kib(bytes as i64),
                 e.bound.words()
@@ -122,7 +144,7 @@ fn expectation(r: &Report) -> String {
         } else {
             writeln!(
                 s,
-                "Expected (control): no site matching `{site}` growing by {} KiB per restart or more ({cpus}).",
+                "Expected (control): no site matching `{site}` growing by {} KiB per {u} or more ({cpus}).",
                 kib(bytes as i64 / 4)
             )
         };
@@ -166,18 +188,27 @@ fn site_row(site: &Site) -> String {
     )
 }
 
-/// Returns the section with the sites that grew per restart, the leading site's chain, the
+/// Returns the section with the sites that grew per restart (or hour), the leading site's chain, the
 /// flame graph and jeprof's diff.
 fn sites_section(r: &Report, run: &RunRecord, a: &Analysis) -> String {
     let name = run.allocator.name();
     let mut s = String::new();
     if !a.sites.is_empty() {
+        let (u, read) = match a.growth_per {
+            Some(Per::Hour) => (
+                "hour",
+                "spread over the steady load after its warm-up (the first fifth)",
+            ),
+            _ => (
+                "restart",
+                "one per restart: the last written while that restart's job ran",
+            ),
+        };
         let _ = write!(
             s,
-            "\nAllocation sites by growth per restart ({} of {} dumps read, one per restart: the \
-             last written while that restart's job ran; least squares ± robust standard error, 95% \
-             interval):\n\n\
-             | site | first dump KiB | last dump KiB | KiB/restart | 95% interval | R² |\n\
+            "\nAllocation sites by growth per {u} ({} of {} dumps read, {read}; least squares ± \
+             robust standard error, 95% interval):\n\n\
+             | site | first dump KiB | last dump KiB | KiB/{u} | 95% interval | R² |\n\
              |---|---|---|---|---|---|\n",
             a.site_dumps.len(),
             a.dumps.len()

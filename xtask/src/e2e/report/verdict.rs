@@ -2,9 +2,10 @@
 //! scenario expects (a growing site named, or none for a control).
 
 use super::model::RunRecord;
+use crate::analyze::sites::Per;
 use crate::analyze::sites::Site;
 use crate::analyze::Analysis;
-use crate::e2e::scenario::{Expect, Plan};
+use crate::e2e::scenario::{Expect, Mode, Plan};
 
 /// Returns what fails the scenario's expectation, one line each; an empty list passes.
 pub(crate) fn verdict(runs: &[RunRecord], plan: &Plan) -> Vec<String> {
@@ -13,6 +14,17 @@ pub(crate) fn verdict(runs: &[RunRecord], plan: &Plan) -> Vec<String> {
         let a = r.allocator.name();
         if r.restarts < plan.restarts {
             failures.push(format!("{a}: {} of {} restarts", r.restarts, plan.restarts));
+        }
+        // A steady run's last sample comes within one period of its end.
+        let ran = r.samples.last().map_or(0.0, |s| s.seconds);
+        if plan.mode == Mode::Steady
+            && ran + plan.fail_every_ms as f64 / 1000.0 < plan.minutes as f64 * 60.0
+        {
+            failures.push(format!(
+                "{a}: {:.1} of {} minutes of steady load",
+                ran / 60.0,
+                plan.minutes
+            ));
         }
         if !r.allocator.profiles() {
             continue;
@@ -25,7 +37,8 @@ pub(crate) fn verdict(runs: &[RunRecord], plan: &Plan) -> Vec<String> {
             Some(an) => failures.extend(expectations(
                 an,
                 &plan.expect,
-                r.expected_bytes_per_restart,
+                r.expected_bytes(),
+                plan.mode.per(),
                 a,
             )),
         }
@@ -47,8 +60,16 @@ pub(crate) fn fastest_match<'a>(sites: &'a [Site], pattern: &str) -> Option<&'a 
 }
 
 /// Checks what the scenario expects of a profiling run's analysis and returns the failures;
-/// `expected` is the leak's bytes per restart on this run's TaskManager.
-fn expectations(an: &Analysis, e: &Expect, expected: Option<f64>, who: &str) -> Vec<String> {
+/// `expected` is the leak's bytes per restart (per hour in `steady` mode) on this run's
+/// TaskManager.
+fn expectations(
+    an: &Analysis,
+    e: &Expect,
+    expected: Option<f64>,
+    per: Per,
+    who: &str,
+) -> Vec<String> {
+    let u = per.word();
     let mut f = Vec::new();
     if let Some(p) = &e.in_diff {
         let re = regex::Regex::new(p).ok();
@@ -87,19 +108,24 @@ fn expectations(an: &Analysis, e: &Expect, expected: Option<f64>, who: &str) -> 
             let points = s.growth.map_or(0, |g| g.n);
             if points < 3 {
                 f.push(format!(
-                    "{who}: {} was read in {points} dump(s); a line needs 3 or more (run more restarts)",
-                    s.site
+                    "{who}: {} was read in {points} dump(s); a line needs 3 or more (run more {})",
+                    s.site,
+                    if per == Per::Hour {
+                        "minutes"
+                    } else {
+                        "restarts"
+                    }
                 ));
             } else if !s.grows() {
                 f.push(format!(
-                    "{who}: {} is not shown to grow: {} KiB per restart, 95% interval {} holds zero",
+                    "{who}: {} is not shown to grow: {} KiB per {u}, 95% interval {} holds zero",
                     s.site,
                     s.growth.map_or("n/a".into(), |g| g.plus_minus(1024.0, 1)),
                     s.growth.map_or("n/a".into(), |g| g.interval(1024.0, 1)),
                 ));
             } else if r2 < e.min_r2 {
                 f.push(format!(
-                    "{who}: {} grows {} per restart with R² {r2:.2}, under {}: not linear",
+                    "{who}: {} grows {} per {u} with R² {r2:.2}, under {}: not linear",
                     s.site,
                     kib(s.slope()),
                     e.min_r2
@@ -107,7 +133,7 @@ fn expectations(an: &Analysis, e: &Expect, expected: Option<f64>, who: &str) -> 
             }
             if e.bound.misses(s.slope(), expected) {
                 f.push(format!(
-                    "{who}: {} grows {} per restart; expected {} ({})",
+                    "{who}: {} grows {} per {u}; expected {} ({})",
                     s.site,
                     kib(s.slope()),
                     kib(expected),
@@ -116,7 +142,7 @@ fn expectations(an: &Analysis, e: &Expect, expected: Option<f64>, who: &str) -> 
             }
         }
         (false, Some(s)) if s.slope() >= expected / 4.0 => f.push(format!(
-            "{who}: {} grows {} per restart in the control; it must stay under {}",
+            "{who}: {} grows {} per {u} in the control; it must stay under {}",
             s.site,
             kib(s.slope()),
             kib(expected / 4.0)
