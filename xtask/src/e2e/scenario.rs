@@ -410,10 +410,10 @@ mod tests {
         let e = resolve(&all, "nope", one, &o).unwrap_err().to_string();
         assert!(e.contains("restart-growth"), "{e}");
         // 1.20 reads config.yaml: no flat state.backend beside the nested keys of
-        // FLINK-39753's scenario.
+        // FLINK-39753's control.
         let (t, _) = resolve(
             &all,
-            "flink-39753",
+            "flink-39753-control",
             "1.20.4".parse().unwrap(),
             &Overrides::default(),
         )
