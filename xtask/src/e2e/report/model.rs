@@ -107,9 +107,18 @@ pub(crate) fn x_of(s: &Sample, first: &Sample, per: Per) -> f64 {
     }
 }
 
-/// Fits the growth per restart (per hour in `steady` mode) of RSS, native memory and the
-/// cgroup's usage over the samples (least squares with robust errors).
+/// Fits the growth per restart (per hour in `steady` mode, over the samples after the
+/// warm-up, as the sites' growth is) of RSS, native memory and the cgroup's usage over the
+/// samples (least squares with robust errors).
 pub(crate) fn growth(samples: &[Sample], per: Per) -> Growth {
+    let samples = match (per, samples.first(), samples.last()) {
+        (Per::Hour, Some(a), Some(b)) => {
+            let from = a.seen_at + crate::analyze::warm_up(b.seen_at - a.seen_at);
+            let start = samples.partition_point(|s| s.seen_at < from);
+            &samples[start..]
+        }
+        _ => samples,
+    };
     let of = |f: &dyn Fn(&Sample) -> Option<f64>| {
         let first = samples.first()?;
         let pts: Vec<(f64, f64)> = samples

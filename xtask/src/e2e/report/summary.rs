@@ -156,8 +156,13 @@ fn expectation(r: &Report) -> String {
 }
 
 fn samples(run: &RunRecord) -> String {
+    let first = if run.growth.per == Per::Hour {
+        "restarts so far"
+    } else {
+        "restart"
+    };
     let mut s = format!(
-        "\n## {}\n\n| restart | s | RSS MiB | native MiB | cgroup MiB |\n|---|---|---|---|---|\n",
+        "\n## {}\n\n| {first} | s | RSS MiB | native MiB | cgroup MiB |\n|---|---|---|---|---|\n",
         run.allocator.name()
     );
     for x in &run.samples {
