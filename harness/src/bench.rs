@@ -52,6 +52,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let w = work.path();
     let mirror = format!("file://{}", repo.dir.display());
     let source = SourceArgs {
+        jemalloc: None,
         url: Some(format!("file://{}", standin.tarball.display())),
         sha256: Some(standin.sha256.to_string()),
     };

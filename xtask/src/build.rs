@@ -219,7 +219,7 @@ pub fn jemalloc(args: &BuildArgs) -> Result<Output> {
 /// them.
 fn gather(args: &BuildArgs) -> Result<Inputs> {
     let root = project::root();
-    let spec = JemallocSpec::load(&root)?;
+    let spec = JemallocSpec::load_release(&root, args.source.jemalloc.as_deref())?;
     let debian = DebianSpec::load(&root)?;
     let cache = Cache::new(
         args.cache_dir

@@ -11,9 +11,13 @@ use crate::project::{self, Cache};
 use crate::spec::JemallocSpec;
 use crate::unpack::{self, AbsoluteLinks};
 
-/// Where the source comes from; both default to `images/jemalloc.toml`.
+/// Which jemalloc and where its source comes from; all default to `images/jemalloc.toml`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SourceArgs {
+    /// The jemalloc release (a `[release."<version>"]` of images/jemalloc.toml: 5.2.1, the
+    /// default, or 5.3.0).
+    #[arg(long, value_name = "VERSION")]
+    pub jemalloc: Option<String>,
     /// Tarball URL (http, https or file://) instead of the official release.
     #[arg(long)]
     pub url: Option<String>,
@@ -42,7 +46,7 @@ pub(crate) struct FetchedSource {
 
 pub fn run(args: FetchArgs) -> Result<()> {
     let cache = Cache::new(args.cache_dir.unwrap_or_else(project::default_cache_dir));
-    let spec = JemallocSpec::load(&project::root())?;
+    let spec = JemallocSpec::load_release(&project::root(), args.source.jemalloc.as_deref())?;
     let src = fetch_source(&Downloader::new(), &cache, &spec, &args.source)?;
     println!("{}", src.dir.display());
     Ok(())
@@ -59,7 +63,7 @@ pub(crate) fn fetch_source(
     let sha256 = match (&args.sha256, &args.url) {
         (Some(s), _) => Sha256Hex::parse(s).context("--sha256")?,
         (None, Some(u)) if *u != spec.url => bail!(
-            "--url {u} needs --sha256: only the official release's digest is pinned in images/jemalloc.toml"
+            "--url {u} needs --sha256: only the official releases' digests are pinned in images/jemalloc.toml"
         ),
         (None, _) => Sha256Hex::parse(&spec.sha256)?,
     };

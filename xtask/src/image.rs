@@ -208,7 +208,8 @@ fn list_table(dir: &Path) -> Result<String> {
     let mut out = String::from(
         "| `--flink` | Flink | base image | distribution | Java | profiled image tag |\n|---|---|---|---|---|---|\n",
     );
-    let jemalloc = JemallocSpec::load(&project::root())?.version;
+    let releases = JemallocSpec::all(&project::root())?;
+    let jemalloc = releases[0].version.clone();
     for s in FlinkSpec::all_in(dir)? {
         out.push_str(&format!(
             "| {} | {} | `{}` | {} | {} | `{}` |\n",
@@ -218,6 +219,12 @@ fn list_table(dir: &Path) -> Result<String> {
             s.distribution,
             s.java,
             s.output_tag(&jemalloc)
+        ));
+    }
+    for r in &releases[1..] {
+        out.push_str(&format!(
+            "\nWith `--jemalloc {v}` each tag ends `-jemalloc-{v}-prof` instead.\n",
+            v = r.version
         ));
     }
     Ok(out)

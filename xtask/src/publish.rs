@@ -246,7 +246,7 @@ fn image_request(args: &PublishArgs, spec: &str, output: &Path) -> Result<image:
 /// Builds, pushes and tags every spec of `plan`, with its SBOM; writes `--report`.
 pub(crate) fn all(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Published>> {
     let root = project::root();
-    let jspec = JemallocSpec::load(&root)?;
+    let jspec = JemallocSpec::load_release(&root, args.source.jemalloc.as_deref())?;
     let jemalloc = sbom::Jemalloc {
         version: jspec.version.clone(),
         configure_flags: jspec.configure_flags.clone(),

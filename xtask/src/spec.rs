@@ -7,9 +7,27 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::Sha256Hex;
 
-/// `images/jemalloc.toml`.
+/// `images/jemalloc.toml`: the releases, the default one, and what every build shares.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct JemallocFile {
+    default: String,
+    prefix: String,
+    configure_flags: Vec<String>,
+    release: BTreeMap<String, JemallocRelease>,
+}
+
+/// One release of `images/jemalloc.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JemallocRelease {
+    url: String,
+    sha256: String,
+    patches: PathBuf,
+}
+
+/// The jemalloc release a run builds, resolved from `images/jemalloc.toml`.
+#[derive(Debug, Clone)]
 pub(crate) struct JemallocSpec {
     pub version: String,
     pub url: String,
@@ -18,13 +36,54 @@ pub(crate) struct JemallocSpec {
     pub configure_flags: Vec<String>,
     /// Patch directory, relative to the project root.
     pub patches: PathBuf,
+    /// Whether it is the default release (whose lock and output paths carry no version).
+    pub default: bool,
 }
 
 impl JemallocSpec {
-    pub(crate) fn load(root: &Path) -> Result<JemallocSpec> {
-        let spec: JemallocSpec = load_toml(&root.join("images/jemalloc.toml"))?;
-        Sha256Hex::parse(&spec.sha256).context("images/jemalloc.toml: field `sha256`")?;
-        Ok(spec)
+    /// Returns `version` (`--jemalloc`), or the default release.
+    pub(crate) fn load_release(root: &Path, version: Option<&str>) -> Result<JemallocSpec> {
+        let path = root.join("images/jemalloc.toml");
+        let file: JemallocFile = load_toml(&path)?;
+        let version = version.unwrap_or(&file.default);
+        let r = file.release.get(version).with_context(|| {
+            format!(
+                "no jemalloc {version} in {}: the releases are {}",
+                path.display(),
+                file.release.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        Sha256Hex::parse(&r.sha256)
+            .with_context(|| format!("{}: release {version}: field `sha256`", path.display()))?;
+        Ok(JemallocSpec {
+            version: version.to_string(),
+            url: r.url.clone(),
+            sha256: r.sha256.clone(),
+            prefix: file.prefix,
+            configure_flags: file.configure_flags,
+            patches: r.patches.clone(),
+            default: version == file.default,
+        })
+    }
+
+    /// Returns every release, the default first.
+    pub(crate) fn all(root: &Path) -> Result<Vec<JemallocSpec>> {
+        let file: JemallocFile = load_toml(&root.join("images/jemalloc.toml"))?;
+        let mut out = vec![JemallocSpec::load_release(root, Some(&file.default))?];
+        for v in file.release.keys().filter(|v| **v != file.default) {
+            out.push(JemallocSpec::load_release(root, Some(v))?);
+        }
+        Ok(out)
+    }
+
+    /// Returns what a file or directory named for this release ends with: nothing for the
+    /// default release, `-jemalloc-<version>` for the others (a lock, an output layout).
+    pub(crate) fn name_suffix(&self) -> String {
+        if self.default {
+            String::new()
+        } else {
+            format!("-jemalloc-{}", self.version)
+        }
     }
 
     /// Returns the patch files, in the order they are applied (file name order).
@@ -312,7 +371,7 @@ mod tests {
     #[test]
     fn committed_specs_load() {
         let root = crate::project::root();
-        let j = JemallocSpec::load(&root).unwrap();
+        let j = JemallocSpec::load_release(&root, None).unwrap();
         assert_eq!(j.version, "5.2.1");
         assert_eq!(
             j.configure_flags,
@@ -324,6 +383,29 @@ mod tests {
             ]
         );
         assert!(j.patch_files(&root).unwrap().len() >= 2);
+        assert!(j.default && j.name_suffix().is_empty());
+        let n = JemallocSpec::load_release(&root, Some("5.3.0")).unwrap();
+        assert_eq!(n.configure_flags, j.configure_flags);
+        assert_eq!(n.name_suffix(), "-jemalloc-5.3.0");
+        // 5.3.0 has jeprof --collapsed upstream: its patch is not carried.
+        let names: Vec<String> = n
+            .patch_files(&root)
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|p| !p.contains("collapsed")), "{names:?}");
+        assert!(!names.is_empty());
+        let all: Vec<String> = JemallocSpec::all(&root)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.version)
+            .collect();
+        assert_eq!(all, ["5.2.1", "5.3.0"]);
+        let err = JemallocSpec::load_release(&root, Some("5.1.0"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the releases are 5.2.1, 5.3.0"), "{err}");
         let d = DebianSpec::load(&root).unwrap();
         assert!(d
             .suite("bullseye")

@@ -39,7 +39,7 @@ pub(crate) fn resolve(req: &Request) -> Result<RunContext<'_>> {
     let version = req.flink.as_str();
     let specs = FlinkSpec::dir_or_default(req.specs.as_deref());
     let spec = FlinkSpec::load_in(&specs, version)?;
-    let jspec = JemallocSpec::load(&root)?;
+    let jspec = JemallocSpec::load_release(&root, req.source.jemalloc.as_deref())?;
     let debian = DebianSpec::load(&root)?;
     let cache = Cache::new(
         req.cache_dir
@@ -51,7 +51,7 @@ pub(crate) fn resolve(req: &Request) -> Result<RunContext<'_>> {
     let lock_path = req
         .lock_file
         .clone()
-        .unwrap_or_else(|| specs.join(format!("flink-{version}.lock")));
+        .unwrap_or_else(|| specs.join(format!("flink-{version}{}.lock", jspec.name_suffix())));
     let jemalloc_url = req.source.url.clone().unwrap_or_else(|| jspec.url.clone());
     let jemalloc_sha = match &req.source.sha256 {
         Some(s) => Sha256Hex::parse(s)?.to_string(),

@@ -27,6 +27,7 @@ pub(crate) fn build(run: &RunContext, target: &Target) -> Result<Jemalloc> {
         keyring: target.keyring.clone(),
         ..BuildArgs::new(
             SourceArgs {
+                jemalloc: Some(run.jspec.version.clone()),
                 url: Some(run.jemalloc_url.clone()),
                 sha256: Some(run.jemalloc_sha.clone()),
             },

@@ -10,6 +10,8 @@ use std::process::Command;
 
 struct Setup {
     server: Server,
+    suite: &'static str,
+    version: &'static str,
     standin_sha: String,
     _work: tempfile::TempDir,
     cache: PathBuf,
@@ -17,15 +19,22 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let repo = harness::fixtures::debian_repo("bullseye").expect("fixture Debian repository");
-    let standin = harness::fixtures::jemalloc_standin().expect("fixture jemalloc source");
+    setup_for("bullseye", "5.2.1")
+}
+
+fn setup_for(suite: &'static str, version: &'static str) -> Setup {
+    let repo = harness::fixtures::debian_repo(suite).expect("fixture Debian repository");
+    let standin =
+        harness::fixtures::jemalloc_standin_for(version).expect("fixture jemalloc source");
     let server = Server::serve(vec![
         ("/debian", repo),
-        ("/jemalloc-5.2.1.tar.bz2", standin.tarball.clone()),
+        ("/jemalloc.tar.bz2", standin.tarball.clone()),
     ]);
     let work = tempfile::tempdir().unwrap();
     Setup {
         server,
+        suite,
+        version,
         standin_sha: standin.sha256.to_string(),
         cache: work.path().join("cache"),
         out: work.path().join("out/jemalloc"),
@@ -34,16 +43,18 @@ fn setup() -> Setup {
 }
 
 fn build(s: &Setup, extra: &[&str]) -> std::process::Output {
-    let url = s.server.url("jemalloc-5.2.1.tar.bz2");
+    let url = s.server.url("jemalloc.tar.bz2");
     let mirror = s.server.url("debian");
     let mut args = vec![
         "build",
+        "--jemalloc",
+        s.version,
         "--url",
         &url,
         "--sha256",
         &s.standin_sha,
         "--suite",
-        "bullseye",
+        s.suite,
         "--mirror",
         &mirror,
         "--cache-dir",
@@ -229,6 +240,76 @@ fn builds_a_profiling_jemalloc_for_bullseye() {
     assert_eq!(
         std::fs::metadata(&lib).unwrap().modified().unwrap(),
         lib_mtime
+    );
+}
+
+/// jemalloc 5.3.0 (`--jemalloc 5.3.0`, its stand-in) for bookworm: its patches applied, the
+/// same gates, its own `jeprof --collapsed` (the 5.2.1 backport is not carried), and the
+/// version in the tree and its build info.
+#[test]
+fn builds_jemalloc_5_3_0_for_bookworm() {
+    let _serial = crate::support::serial();
+    let s = setup_for("bookworm", "5.3.0");
+    let out = build(&s, &[]);
+    assert!(out.status.success(), "build failed:\n{}", stderr(&out));
+    let err = stderr(&out);
+    let version = sh(&format!(
+        "{}/bin/jemalloc-config --version",
+        s.out.display()
+    ));
+    assert!(
+        String::from_utf8_lossy(&version.stdout).starts_with("5.3.0-"),
+        "{}",
+        String::from_utf8_lossy(&version.stdout)
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.out.join("build-info.json")).unwrap())
+            .unwrap();
+    assert_eq!(info["jemalloc_version"], "5.3.0");
+    assert_eq!(info["suite"], "bookworm");
+    assert_eq!(info["unwinder"], "prof-libgcc");
+    let patches: Vec<&str> = info["patches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        patches,
+        [
+            "0001-jeprof-compare-os-name-as-string.patch",
+            "0002-jemalloc_cpp-avoid-std-throw_bad_alloc.patch"
+        ]
+    );
+    assert!(err.contains("smoke_alloc"), "{err}");
+    let lib = s.out.join("lib/libjemalloc.so.2");
+    assert!(
+        *glibc_versions_needed(&lib).last().unwrap() <= vec![2, 36],
+        "bookworm's glibc is 2.36"
+    );
+    // 5.3.0's own jeprof --collapsed, on a profile of perl.
+    let prof = s._work.path().join("prof");
+    std::fs::create_dir_all(&prof).unwrap();
+    let run = sh(&format!(
+        "LD_PRELOAD={lib} MALLOC_CONF=prof:true,prof_final:true,lg_prof_sample:10,prof_prefix:{p}/jeprof \
+         perl -e 'my @keep = map {{ \"x\" x 65536 }} 1..200; print scalar(@keep), \"\\n\"' && \
+         perl {j} --collapsed /usr/bin/perl {p}/*.heap",
+        lib = lib.display(),
+        p = prof.display(),
+        j = s.out.join("bin/jeprof").display(),
+    ));
+    let (o, e) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(run.status.success(), "{o}{e}");
+    assert!(
+        o.lines().any(|l| l.contains("Perl_") && l.contains(';')),
+        "collapsed stacks name perl's frames: {o}"
+    );
+    assert!(
+        !e.contains("MSWin32") && !e.contains("isn't numeric"),
+        "{e}"
     );
 }
 
