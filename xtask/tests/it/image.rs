@@ -526,3 +526,53 @@ fn labels_given_are_in_the_config_and_the_manifest() {
     );
     assert!(!bad_dir.exists(), "nothing written");
 }
+
+/// `--jemalloc 5.3.0` on the Flink 2 fixture base: the 5.3.0 build (its stand-in) layered,
+/// named in the tag and the labels, without 5.2.1's `--collapsed` backport; java inside the
+/// unpacked image writes a heap profile through it that the image's own jeprof reads.
+#[test]
+fn jemalloc_5_3_0_is_layered_and_named() {
+    let _serial = crate::support::serial();
+    let inputs = crate::support::ImageInputs::start_with(crate::support::Base::Flink2, "5.3.0");
+    let t = tempfile::tempdir().unwrap();
+    let args = inputs.args_in(t.path());
+    let out = xtask(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "image failed:\n{}", stderr(&out));
+    let layout = t.path().join("layout");
+    let r = xtask::oci::layout_ref(&layout).unwrap();
+    assert!(
+        r.ref_name.ends_with("-jemalloc-5.3.0-prof"),
+        "{}",
+        r.ref_name
+    );
+    let config = xtask::oci::layout_config(&layout).unwrap();
+    let labels = &config["config"]["Labels"];
+    assert_eq!(labels["io.github.flink-jemalloc.jemalloc.version"], "5.3.0");
+    let patches = labels["io.github.flink-jemalloc.jemalloc.patches"]
+        .as_str()
+        .unwrap();
+    assert!(
+        patches.contains("0001-jeprof") && !patches.contains("0003"),
+        "{patches}"
+    );
+    let bundle = t.path().join("bundle");
+    let (ok, _, serr) = run(&format!(
+        "umoci unpack --image {}:{} {}",
+        layout.display(),
+        r.ref_name,
+        bundle.display()
+    ));
+    assert!(ok, "umoci unpack: {serr}");
+    let rootfs = bundle.join("rootfs");
+    let heap = java_writes_a_heap_profile_inside(&rootfs);
+    let heap_in = format!("/tmp/{}", heap.file_name().unwrap().to_string_lossy());
+    let (ok, jout, jerr) = run(&format!(
+        "chroot {r} /usr/bin/env -i PATH=/usr/bin:/bin:/opt/jemalloc/bin sh -c \
+         'jemalloc-config --version && jeprof --text \"$(readlink -f /usr/bin/java)\" {heap_in}'",
+        r = rootfs.display()
+    ));
+    assert!(ok, "jeprof inside: {jout}{jerr}");
+    assert!(jout.starts_with("5.3.0-"), "{jout}");
+    assert!(jout.contains("Total:"), "{jout}");
+    assert!(!jerr.contains("MSWin32"), "{jerr}");
+}

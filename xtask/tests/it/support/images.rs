@@ -118,13 +118,20 @@ impl ImageInputs {
     }
 
     pub fn start_for(base: Base) -> ImageInputs {
+        ImageInputs::start_with(base, "5.2.1")
+    }
+
+    /// The inputs with jemalloc `version`'s stand-in (`--jemalloc <version>` when it is not
+    /// the default).
+    pub fn start_with(base: Base, version: &str) -> ImageInputs {
         let (suite, flink) = match base {
             Base::Flink1 => ("bullseye", "1.10.3"),
             Base::Flink2 => ("bookworm", harness::fixtures::flink2_base::FLINK_VERSION),
         };
         let repo =
             harness::fixtures::debian_repo_with_tools(suite).expect("fixture Debian repository");
-        let standin = harness::fixtures::jemalloc_standin().expect("fixture jemalloc source");
+        let standin =
+            harness::fixtures::jemalloc_standin_for(version).expect("fixture jemalloc source");
         let registry = harness::fixtures::registry::Registry::start().expect("a loopback registry");
         let addr = registry.url().trim_start_matches("http://").to_string();
         let repo_tag = format!("fixtures/flink:{flink}");
@@ -135,9 +142,9 @@ impl ImageInputs {
         .expect("pushing the fixture base");
         let files = Server::serve(vec![
             ("/debian", repo.dir.clone()),
-            ("/jemalloc-5.2.1.tar.bz2", standin.tarball.clone()),
+            ("/jemalloc.tar.bz2", standin.tarball.clone()),
         ]);
-        let args = [
+        let mut args = [
             "image".to_string(),
             "--flink".into(),
             flink.into(),
@@ -149,11 +156,14 @@ impl ImageInputs {
             "--keyring".into(),
             repo.keyring.display().to_string(),
             "--url".into(),
-            files.url("jemalloc-5.2.1.tar.bz2"),
+            files.url("jemalloc.tar.bz2"),
             "--sha256".into(),
             standin.sha256.as_str().to_string(),
         ]
         .to_vec();
+        if version != "5.2.1" {
+            args.extend(["--jemalloc".to_string(), version.to_string()]);
+        }
         ImageInputs {
             _registry: registry,
             _files: files,

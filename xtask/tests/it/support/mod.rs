@@ -14,7 +14,9 @@ pub mod workflow;
 pub use archive::{files_below, sha256_hex, TarBuilder};
 pub use cli::{path_without, stderr, stdout, xtask, xtask_with_env};
 pub use http::{BearerAuth, Fault, Server};
-pub use images::{profiled_image, profiled_image_flink2, rebuild_profiled_image, ImageInputs};
+pub use images::{
+    profiled_image, profiled_image_flink2, rebuild_profiled_image, Base, ImageInputs,
+};
 pub use report::assert_both_allocators;
 pub use workflow::{run_scripts, xtask_commands};
 
