@@ -10,6 +10,7 @@
 pub(crate) mod elf;
 pub mod gates;
 pub mod sysroot;
+pub(crate) mod toolchain;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,7 @@ use crate::spec::{DebianSpec, JemallocSpec};
 use crate::unpack;
 use gates::Unwinder;
 use sysroot::Sysroot;
+use toolchain::Toolchain;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BuildArgs {
@@ -34,6 +36,10 @@ pub struct BuildArgs {
     /// Debian suite whose glibc the library must run on (see images/debian.toml).
     #[arg(long, default_value = "bullseye")]
     pub suite: String,
+    /// The target platform (see images/debian.toml): linux/amd64, or linux/arm64, cross-built
+    /// on an x86-64 machine with Debian's cross compiler and smoke-run under qemu.
+    #[arg(long, default_value = crate::spec::DEFAULT_PLATFORM)]
+    pub platform: String,
     /// Debian mirror holding `dists/<suite>` [default: the suite's in images/debian.toml].
     #[arg(long)]
     pub mirror: Option<String>,
@@ -72,6 +78,7 @@ impl BuildArgs {
         BuildArgs {
             source,
             suite: suite.to_string(),
+            platform: crate::spec::DEFAULT_PLATFORM.to_string(),
             mirror: Some(mirror.to_string()),
             sysroot_packages: None,
             out: None,
@@ -90,6 +97,9 @@ impl BuildArgs {
 pub struct BuildInfo {
     pub key: String,
     pub jemalloc_version: String,
+    /// The platform it was built for (`linux/arm64`).
+    #[serde(default = "default_platform")]
+    pub platform: String,
     pub source_url: String,
     pub source_sha256: String,
     pub prefix: String,
@@ -104,6 +114,10 @@ pub struct BuildInfo {
     pub needed: Vec<String>,
     pub max_glibc: Option<String>,
     pub static_libs: bool,
+}
+
+fn default_platform() -> String {
+    crate::spec::DEFAULT_PLATFORM.to_string()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -132,6 +146,7 @@ struct Inputs {
     cache: Cache,
     src: fetch::FetchedSource,
     sysroot: Sysroot,
+    toolchain: Toolchain,
     compiler: String,
     patches: Vec<(PathBuf, PatchInfo)>,
     key: Sha256Hex,
@@ -187,6 +202,7 @@ pub fn jemalloc(args: &BuildArgs) -> Result<Output> {
     let info = BuildInfo {
         key: inputs.key.to_string(),
         jemalloc_version: inputs.spec.version.clone(),
+        platform: inputs.toolchain.platform.clone(),
         source_url: inputs.src.url.clone(),
         source_sha256: inputs.src.sha256.to_string(),
         prefix: inputs.spec.prefix.clone(),
@@ -195,7 +211,7 @@ pub fn jemalloc(args: &BuildArgs) -> Result<Output> {
         suite: inputs.sysroot.suite.clone(),
         mirror: inputs.sysroot.mirror.clone(),
         sysroot_packages: inputs.sysroot.packages.clone(),
-        compiler: format!("gcc {}", inputs.compiler),
+        compiler: format!("{} {}", inputs.toolchain.cc, inputs.compiler),
         unwinder: configured.unwinder,
         cxx: configured.cxx,
         needed: facts.needed.clone(),
@@ -228,6 +244,9 @@ fn gather(args: &BuildArgs) -> Result<Inputs> {
     );
     let dl = Downloader::new();
     let suite = debian.suite(&args.suite)?;
+    let platform = debian.platform(&args.platform)?;
+    // Before any download: the cross compiler and qemu a foreign platform needs.
+    let toolchain = Toolchain::for_platform(&args.platform, platform)?;
     let src = fetch::fetch_source(&dl, &cache, &spec, &args.source)?;
     let sysroot = sysroot::prepare(
         &dl,
@@ -236,20 +255,25 @@ fn gather(args: &BuildArgs) -> Result<Inputs> {
             mirror: args.mirror.clone().unwrap_or_else(|| suite.mirror.clone()),
             suite: args.suite.clone(),
             component: suite.component.clone(),
-            arch: debian.arch.clone(),
+            platform: platform.clone(),
             packages: args
                 .sysroot_packages
                 .clone()
                 .unwrap_or_else(|| suite.packages.clone()),
-            dev_links: debian.dev_links.clone(),
             pins: args.sysroot_pins.clone(),
             keyring: args.keyring.clone(),
         },
     )?;
     let sh = Shell::new()?;
-    let compiler = cmd!(sh, "gcc -dumpfullversion").quiet().read().context(
-        "running `gcc -dumpfullversion`: a host C compiler is needed (apt-get install gcc g++)",
-    )?;
+    let cc = &toolchain.cc;
+    let compiler = cmd!(sh, "{cc} -dumpfullversion")
+        .quiet()
+        .read()
+        .with_context(|| {
+            format!(
+                "running `{cc} -dumpfullversion`: a C compiler is needed (apt-get install gcc g++)"
+            )
+        })?;
     let patches = spec
         .patch_files(&root)?
         .into_iter()
@@ -268,11 +292,20 @@ fn gather(args: &BuildArgs) -> Result<Inputs> {
             spec.prefix.clone(),
             spec.configure_flags.join(" "),
             sysroot.key.clone(),
-            format!("gcc {compiler}"),
+            format!("{cc} {compiler}"),
             format!("static={}", args.static_libs),
             Sha256Hex::of_bytes(SMOKE_C.as_bytes()).to_string(),
         ]
         .into_iter()
+        // The default platform adds nothing, so its builds keep their keys.
+        .chain((args.platform != crate::spec::DEFAULT_PLATFORM).then(|| {
+            format!(
+                "{} {} {}",
+                args.platform,
+                toolchain.configure_flags().join(" "),
+                toolchain.cc
+            )
+        }))
         .chain(
             patches
                 .iter()
@@ -282,12 +315,13 @@ fn gather(args: &BuildArgs) -> Result<Inputs> {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| cache.dist_dir(&spec.version, &args.suite));
+        .unwrap_or_else(|| cache.dist_dir(&spec.version, &args.suite, &platform.arch));
     Ok(Inputs {
         spec,
         cache,
         src,
         sysroot,
+        toolchain,
         compiler,
         patches,
         key,
@@ -353,10 +387,13 @@ fn configure(inputs: &Inputs, work: &Workspace) -> Result<Configured> {
     let sh = Shell::new()?;
     let tree = &work.tree;
     let sysroot_flags = inputs.sysroot.compiler_flags().join(" ");
-    let cc = format!("gcc {sysroot_flags}");
-    let cxx = format!("g++ {sysroot_flags}");
+    let tc = &inputs.toolchain;
+    let cc = format!("{} {sysroot_flags}", tc.cc);
+    let cxx = format!("{} {sysroot_flags}", tc.cxx);
     let prefix = format!("--prefix={}", inputs.spec.prefix);
-    let flags = &inputs.spec.configure_flags;
+    let flags: Vec<String> = (inputs.spec.configure_flags.iter().cloned())
+        .chain(tc.configure_flags())
+        .collect();
     {
         let step = Step::start(format!("configure {prefix} {}", flags.join(" ")));
         let _dir = sh.push_dir(tree);
@@ -482,9 +519,21 @@ fn gate(inputs: &Inputs, work: &Workspace, installed: &Path) -> Result<elf::ElfF
             .as_deref()
             .unwrap_or("none")
     ));
-    let step = Step::start("smoke run: heap profile under the target's loader, read by jeprof");
+    let step = Step::start(match &inputs.toolchain.emulator {
+        Some(q) => format!(
+            "smoke run: heap profile under the target's loader run by {}, read by jeprof",
+            q.file_name().unwrap_or_default().to_string_lossy()
+        ),
+        None => "smoke run: heap profile under the target's loader, read by jeprof".into(),
+    });
     let sh = Shell::new()?;
-    let summary = smoke(&sh, work.run_dir.path(), installed, sysroot)?;
+    let summary = smoke(
+        &sh,
+        work.run_dir.path(),
+        installed,
+        sysroot,
+        &inputs.toolchain,
+    )?;
     step.done(summary);
     Ok(facts)
 }
@@ -509,7 +558,7 @@ pub fn check_links(lib: &Path, sysroot: &Sysroot) -> Result<elf::ElfFacts> {
                  add the package providing it to the suite in images/debian.toml",
                 lib.display(),
                 sysroot.suite,
-                sysroot::LIB_DIRS.join(", ")
+                sysroot.lib_dirs().join(", ")
             );
         };
         provided.insert(needed.clone(), elf::read(&path)?.version_defs);
@@ -534,9 +583,16 @@ pub fn check_links(lib: &Path, sysroot: &Sysroot) -> Result<elf::ElfFacts> {
 
 const SMOKE_C: &str = include_str!("build/smoke.c");
 
-/// Compiles `smoke.c` against the sysroot, runs it through the sysroot's own `ld.so` with
-/// the library preloaded and profiling on, and has the built `jeprof` read the profile.
-fn smoke(sh: &Shell, work: &Path, installed: &Path, sysroot: &Sysroot) -> Result<String> {
+/// Compiles `smoke.c` against the sysroot, runs it through the sysroot's own `ld.so` (under
+/// qemu for another CPU) with the library preloaded and profiling on, and has the built
+/// `jeprof` read the profile (with the cross binutils for another CPU).
+fn smoke(
+    sh: &Shell,
+    work: &Path,
+    installed: &Path,
+    sysroot: &Sysroot,
+    tc: &Toolchain,
+) -> Result<String> {
     let dir = work.join("smoke");
     let prof = dir.join("prof");
     std::fs::create_dir_all(&prof)?;
@@ -544,8 +600,9 @@ fn smoke(sh: &Shell, work: &Path, installed: &Path, sysroot: &Sysroot) -> Result
     std::fs::write(&source, SMOKE_C)?;
     let exe = dir.join("smoke");
     let sysroot_flags = sysroot.compiler_flags();
+    let cc = &tc.cc;
     run_logged(
-        cmd!(sh, "gcc {sysroot_flags...} -O1 -g -o {exe} {source}"),
+        cmd!(sh, "{cc} {sysroot_flags...} -O1 -g -o {exe} {source}"),
         &dir.join("compile.log"),
     )
     .context("compiling the smoke program against the sysroot")?;
@@ -557,8 +614,19 @@ fn smoke(sh: &Shell, work: &Path, installed: &Path, sysroot: &Sysroot) -> Result
         "prof:true,prof_final:true,lg_prof_sample:0,prof_prefix:{}/jeprof",
         prof.display()
     );
+    // Another CPU's loader runs under qemu: `qemu-aarch64-static <loader> …`.
+    let run = [
+        loader.as_os_str(),
+        "--library-path".as_ref(),
+        libpath.as_ref(),
+        exe.as_os_str(),
+    ];
+    let (program, args) = match &tc.emulator {
+        Some(q) => (q.as_os_str(), &run[..]),
+        None => (run[0], &run[1..]),
+    };
     run_logged(
-        cmd!(sh, "{loader} --library-path {libpath} {exe}")
+        cmd!(sh, "{program} {args...}")
             .env("LD_PRELOAD", &lib)
             .env("MALLOC_CONF", &conf),
         &dir.join("run.log"),
@@ -579,8 +647,18 @@ fn smoke(sh: &Shell, work: &Path, installed: &Path, sysroot: &Sysroot) -> Result
                 prof.display()
             )
         })?;
+    let heap = if tc.emulator.is_some() {
+        let native = heap.with_extension("native.heap");
+        let text = std::fs::read_to_string(&heap)
+            .with_context(|| format!("reading {}", heap.display()))?;
+        std::fs::write(&native, toolchain::profile_as_native(&text))?;
+        native
+    } else {
+        heap
+    };
     let jeprof = installed.join("bin/jeprof");
-    let report = cmd!(sh, "perl {jeprof} --text {exe} {heap}")
+    let tools = tc.jeprof_tools.iter().map(|p| format!("--tools={p}"));
+    let report = cmd!(sh, "perl {jeprof} {tools...} --text {exe} {heap}")
         .quiet()
         .ignore_stderr()
         .read()

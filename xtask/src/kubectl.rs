@@ -16,12 +16,7 @@ pub(crate) const KUBECTL_INSTALL: &str =
 /// Returns whether `tool` is an executable file in one of `path`'s directories (a `$PATH`
 /// value).
 pub fn on_path(tool: &str, path: &OsStr) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::split_paths(path).any(|dir| {
-        std::fs::metadata(dir.join(tool))
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    })
+    crate::build::toolchain::find_on_path(tool, path).is_some()
 }
 
 /// Returns the useful part of kubectl's stderr: klog lines

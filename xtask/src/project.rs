@@ -55,10 +55,16 @@ impl Cache {
         self.dir.join("build").join(&key[..16])
     }
 
-    pub(crate) fn dist_dir(&self, version: &str, suite: &str) -> PathBuf {
+    /// Returns `dist/jemalloc-<version>-<suite>` (`-<arch>` after it for other than amd64).
+    pub(crate) fn dist_dir(&self, version: &str, suite: &str, arch: &str) -> PathBuf {
+        let arch = if arch == "amd64" {
+            String::new()
+        } else {
+            format!("-{arch}")
+        };
         self.dir
             .join("dist")
-            .join(format!("jemalloc-{version}-{suite}"))
+            .join(format!("jemalloc-{version}-{suite}{arch}"))
     }
 
     /// Holds an exclusive lock on the cache entry `name` of `kind` (`blob`, `src`,

@@ -107,10 +107,47 @@ impl JemallocSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DebianSpec {
+    pub platforms: BTreeMap<String, PlatformSpec>,
+    pub suites: BTreeMap<String, SuiteSpec>,
+}
+
+/// The platform built for when none is named: this project's images are `linux/amd64`
+/// unless asked otherwise.
+pub const DEFAULT_PLATFORM: &str = "linux/amd64";
+
+/// A target platform of `images/debian.toml` (`--platform linux/arm64`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformSpec {
+    /// Debian's architecture (`arm64`).
     pub arch: String,
+    /// The GNU triplet (`aarch64-linux-gnu`): library directories, cross compiler prefix.
+    pub triplet: String,
+    /// The dynamic loader, relative to the sysroot (`lib/ld-linux-aarch64.so.1`).
+    pub loader: String,
+    /// What configure gets on top of the release's flags (`--with-lg-page=16`).
+    #[serde(default)]
+    pub configure_flags: Vec<String>,
     #[serde(default)]
     pub dev_links: Vec<DevLink>,
-    pub suites: BTreeMap<String, SuiteSpec>,
+}
+
+impl PlatformSpec {
+    /// Returns the machine's GNU triplet (`x86_64-linux-gnu`): a platform with another one
+    /// is cross-built.
+    pub fn host_triplet() -> String {
+        format!("{}-linux-gnu", std::env::consts::ARCH)
+    }
+
+    /// Returns whether building for this platform here is a cross build.
+    pub fn is_cross(&self) -> bool {
+        self.triplet != PlatformSpec::host_triplet()
+    }
+
+    /// Returns the CPU of the triplet (`aarch64`), as qemu names it.
+    pub fn cpu(&self) -> &str {
+        self.triplet.split('-').next().unwrap_or(&self.triplet)
+    }
 }
 
 /// A linker-name symlink created inside a sysroot when its target exists there.
@@ -193,6 +230,20 @@ impl DebianSpec {
                 self.suites.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
         }
+    }
+
+    /// Returns `name` (`linux/arm64`), or an error listing the platforms.
+    pub fn platform(&self, name: &str) -> Result<&PlatformSpec> {
+        self.platforms.get(name).with_context(|| {
+            format!(
+                "no platform {name} in images/debian.toml: the platforms are {}",
+                self.platforms
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
     }
 }
 
@@ -412,6 +463,18 @@ mod tests {
             .unwrap()
             .packages
             .contains(&"libgcc-s1".to_string()));
+        let arm = d.platform("linux/arm64").unwrap();
+        assert_eq!(
+            (arm.arch.as_str(), arm.triplet.as_str(), arm.cpu()),
+            ("arm64", "aarch64-linux-gnu", "aarch64")
+        );
+        assert_eq!(arm.configure_flags, ["--with-lg-page=16"]);
+        assert_eq!(d.platform(DEFAULT_PLATFORM).unwrap().arch, "amd64");
+        let err = d.platform("linux/s390x").unwrap_err().to_string();
+        assert!(
+            err.contains("the platforms are linux/amd64, linux/arm64"),
+            "{err}"
+        );
         let err = d.suite("sid").unwrap_err().to_string();
         assert!(err.contains("bullseye") && err.contains("buster"), "{err}");
         assert!(d.suite("buster").unwrap().archived && !d.suite("bullseye").unwrap().archived);

@@ -15,7 +15,7 @@ use crate::digest::key_of;
 use crate::download::Downloader;
 use crate::progress::{self, Step};
 use crate::project::Cache;
-use crate::spec::DevLink;
+use crate::spec::{DevLink, PlatformSpec};
 use crate::unpack::{self, AbsoluteLinks};
 
 /// What to make a sysroot from.
@@ -24,9 +24,9 @@ pub struct Request {
     pub mirror: String,
     pub suite: String,
     pub component: String,
-    pub arch: String,
+    /// The target platform: its architecture's packages, library directories and loader.
+    pub platform: PlatformSpec,
     pub packages: Vec<String>,
-    pub dev_links: Vec<DevLink>,
     /// Exact packages from a lock file: no index is read, and a cached sysroot made of
     /// them is reused without touching the network.
     pub pins: Option<Vec<Pinned>>,
@@ -53,47 +53,66 @@ pub struct Sysroot {
     pub suite: String,
     pub key: String,
     pub packages: Vec<Pinned>,
+    /// The GNU triplet of its architecture (`x86_64-linux-gnu`).
+    #[serde(default = "amd64_triplet")]
+    pub triplet: String,
+    /// Its dynamic loader, relative to it.
+    #[serde(default = "amd64_loader")]
+    pub loader: String,
 }
 
-/// Directories searched for shared libraries, in the order the target's loader uses.
-pub(crate) const LIB_DIRS: &[&str] = &[
-    "lib/x86_64-linux-gnu",
-    "usr/lib/x86_64-linux-gnu",
-    "lib64",
-    "lib",
-    "usr/lib",
-];
+fn amd64_triplet() -> String {
+    "x86_64-linux-gnu".into()
+}
+
+fn amd64_loader() -> String {
+    "lib64/ld-linux-x86-64.so.2".into()
+}
 
 impl Sysroot {
+    /// Returns the directories searched for shared libraries, in the order the target's
+    /// loader uses: `lib/<triplet>`, `usr/lib/<triplet>`, `lib64`, `lib`, `usr/lib`.
+    pub(crate) fn lib_dirs(&self) -> Vec<String> {
+        let t = &self.triplet;
+        vec![
+            format!("lib/{t}"),
+            format!("usr/lib/{t}"),
+            "lib64".into(),
+            "lib".into(),
+            "usr/lib".into(),
+        ]
+    }
+
     /// Finds a shared library by file name in the sysroot's library directories.
     pub(crate) fn find_lib(&self, name: &str) -> Option<PathBuf> {
-        LIB_DIRS
+        self.lib_dirs()
             .iter()
             .map(|d| self.dir.join(d).join(name))
             .find(|p| p.exists())
     }
 
-    /// Returns `lib64/ld-linux-x86-64.so.2`: the target's own dynamic loader.
+    /// Returns the target's own dynamic loader (`lib64/ld-linux-x86-64.so.2`).
     pub(crate) fn loader(&self) -> PathBuf {
-        self.dir.join("lib64/ld-linux-x86-64.so.2")
+        self.dir.join(&self.loader)
     }
 
-    /// Returns the flags that make the host gcc compile and link against the sysroot only. Debian's
+    /// Returns the flags that make gcc compile and link against the sysroot only. Debian's
     /// gcc is not configured `--with-sysroot`, so `--sysroot` alone still puts the host's
     /// `/usr/lib/x86_64-linux-gnu` (crt files, libc, libgcc_s) ahead of the sysroot's and the
-    /// result needs the host's glibc; `-B` and `-L` put the sysroot's first.
+    /// result needs the host's glibc (a cross gcc likewise puts its own
+    /// `/usr/aarch64-linux-gnu/lib` first); `-B` and `-L` put the sysroot's first.
     pub fn compiler_flags(&self) -> Vec<String> {
-        let d = self.dir.display();
+        let (d, t) = (self.dir.display(), &self.triplet);
         vec![
             format!("--sysroot={d}"),
-            format!("-B{d}/usr/lib/x86_64-linux-gnu/"),
-            format!("-L{d}/lib/x86_64-linux-gnu"),
-            format!("-L{d}/usr/lib/x86_64-linux-gnu"),
+            format!("-B{d}/usr/lib/{t}/"),
+            format!("-L{d}/lib/{t}"),
+            format!("-L{d}/usr/lib/{t}"),
         ]
     }
 
     pub(crate) fn library_path(&self) -> String {
-        LIB_DIRS
+        self.lib_dirs()
             .iter()
             .map(|d| self.dir.join(d).display().to_string())
             .collect::<Vec<_>>()
@@ -143,7 +162,8 @@ pub fn prepare(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Sysroot>
             .iter()
             .map(|p| format!("{} {} {}", p.name, p.version, p.sha256))
             .chain(
-                req.dev_links
+                req.platform
+                    .dev_links
                     .iter()
                     .map(|d| format!("{} -> {}", d.link.display(), d.target.display())),
             ),
@@ -155,6 +175,8 @@ pub fn prepare(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Sysroot>
         suite: req.suite.clone(),
         key: key.to_string(),
         packages: pinned,
+        triplet: req.platform.triplet.clone(),
+        loader: req.platform.loader.clone(),
     };
     let _lock = cache.lock("sysroot", &format!("{}-{}", req.suite, key.as_str()))?;
     if dir.join("sysroot.json").is_file() {
@@ -192,7 +214,7 @@ pub fn prepare(dl: &Downloader, cache: &Cache, req: &Request) -> Result<Sysroot>
         )
         .with_context(|| format!("unpacking {} ({})", pkg.name, deb.display()))?;
     }
-    add_dev_links(tmp.path(), &req.dev_links)?;
+    add_dev_links(tmp.path(), &req.platform.dev_links)?;
     let manifest = serde_json::to_string_pretty(&sysroot)? + "\n";
     std::fs::write(tmp.path().join("sysroot.json"), manifest)?;
     unpack::replace_dir(tmp.keep(), &dir)?;
@@ -207,7 +229,7 @@ pub(crate) fn resolve(dl: &Downloader, cache: &Cache, req: &Request) -> Result<V
         req.packages.join(" "),
         req.mirror,
         req.suite,
-        req.arch
+        req.platform.arch
     ));
     let index = repo::fetch_index(
         dl,
@@ -216,11 +238,11 @@ pub(crate) fn resolve(dl: &Downloader, cache: &Cache, req: &Request) -> Result<V
             mirror: &req.mirror,
             suite: &req.suite,
             component: &req.component,
-            arch: &req.arch,
+            arch: &req.platform.arch,
             keyring: req.keyring.as_deref(),
         },
     )?;
-    let chosen = select(&index, &req.packages, &req.arch).with_context(|| {
+    let chosen = select(&index, &req.packages, &req.platform.arch).with_context(|| {
         format!(
             "resolving the sysroot packages in {} {}",
             req.mirror, req.suite

@@ -11,7 +11,7 @@ use crate::download::Downloader;
 use crate::progress;
 use crate::project::{self, Cache};
 use crate::registry::{Auths, Credentials, Reference, RegistryClient};
-use crate::spec::{DebianSpec, FlinkSpec, JemallocSpec};
+use crate::spec::{DebianSpec, FlinkSpec, JemallocSpec, PlatformSpec, DEFAULT_PLATFORM};
 
 /// What every stage of one `image` run reads: the arguments, the specs, the cache, the base
 /// reference, the lock (as found, and when it still fits the request, as usable), and the
@@ -21,6 +21,8 @@ pub(crate) struct RunContext<'a> {
     pub spec: FlinkSpec,
     pub jspec: JemallocSpec,
     pub debian: DebianSpec,
+    /// The platform the image is built for (`linux/amd64`).
+    pub platform: PlatformSpec,
     pub cache: Cache,
     pub base_text: String,
     pub base_ref: Reference,
@@ -41,6 +43,7 @@ pub(crate) fn resolve(req: &Request) -> Result<RunContext<'_>> {
     let spec = FlinkSpec::load_in(&specs, version)?;
     let jspec = JemallocSpec::load_release(&root, req.source.jemalloc.as_deref())?;
     let debian = DebianSpec::load(&root)?;
+    let platform = debian.platform(DEFAULT_PLATFORM)?.clone();
     let cache = Cache::new(
         req.cache_dir
             .clone()
@@ -84,6 +87,7 @@ pub(crate) fn resolve(req: &Request) -> Result<RunContext<'_>> {
         spec,
         jspec,
         debian,
+        platform,
         cache,
         base_text,
         base_ref,

@@ -15,7 +15,7 @@ use crate::progress;
 /// nothing is built.
 pub(crate) fn afresh(run: &RunContext, base: &Base, target: &Target) -> Result<Lock> {
     let sysroot_pins = sysroot::resolve(&run.dl, &run.cache, &sysroot_request(run, target))?;
-    let repo = target.repo(&run.debian.arch);
+    let repo = target.repo(&run.platform.arch);
     let tools = tools_layer::resolve(&run.dl, &run.cache, &repo, &target.facts.dpkg_status)?;
     let lock = of_run(run, base, target, sysroot_pins, tools);
     if run.existing.as_ref() == Some(&lock) {
@@ -33,9 +33,8 @@ fn sysroot_request(run: &RunContext, target: &Target) -> sysroot::Request {
         mirror: target.mirror.clone(),
         suite: target.suite.clone(),
         component: target.suite_spec.component.clone(),
-        arch: run.debian.arch.clone(),
+        platform: run.platform.clone(),
         packages: target.suite_spec.packages.clone(),
-        dev_links: run.debian.dev_links.clone(),
         pins: None,
         keyring: target.keyring.clone(),
     }

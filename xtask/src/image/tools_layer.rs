@@ -240,7 +240,7 @@ fn finish_in_chroot(base_layout: &Path, tag: &str, tree: &Path, work: &Path) -> 
 /// suite and dpkg status), unpacks them, finishes them in a chroot of the merged image, and writes
 /// them as a layer; the tree is cached by the pins and the base.
 pub(crate) fn stage(run: &RunContext, base: &Base, target: &Target) -> Result<Tools> {
-    let repo = target.repo(&run.debian.arch);
+    let repo = target.repo(&run.platform.arch);
     let pins = match &run.usable {
         Some(l) => l.tools.clone(),
         None => resolve(&run.dl, &run.cache, &repo, &target.facts.dpkg_status)?,

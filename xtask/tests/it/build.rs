@@ -23,7 +23,12 @@ fn setup() -> Setup {
 }
 
 fn setup_for(suite: &'static str, version: &'static str) -> Setup {
-    let repo = harness::fixtures::debian_repo(suite).expect("fixture Debian repository");
+    setup_arch(suite, version, "amd64")
+}
+
+/// The fixtures of a build of jemalloc `version` for `suite`'s Debian architecture `arch`.
+fn setup_arch(suite: &'static str, version: &'static str, arch: &str) -> Setup {
+    let repo = harness::fixtures::debian_repo_for(suite, arch).expect("fixture Debian repository");
     let standin =
         harness::fixtures::jemalloc_standin_for(version).expect("fixture jemalloc source");
     let server = Server::serve(vec![
@@ -243,6 +248,59 @@ fn builds_a_profiling_jemalloc_for_bullseye() {
     );
 }
 
+/// linux/arm64 for bullseye and bookworm, cross-built here: Debian's cross compiler against
+/// each suite's arm64 sysroot, 64 KiB pages, the same gates, the smoke program run by the
+/// sysroot's own aarch64 loader under qemu and read by jeprof with the cross binutils.
+#[test]
+fn cross_builds_jemalloc_for_linux_arm64() {
+    let _serial = crate::support::serial();
+    for (suite, glibc) in [("bullseye", vec![2, 31]), ("bookworm", vec![2, 36])] {
+        let s = setup_arch(suite, "5.2.1", "arm64");
+        let out = build(&s, &["--platform", "linux/arm64"]);
+        assert!(
+            out.status.success(),
+            "{suite}: build failed:\n{}",
+            stderr(&out)
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains("qemu-aarch64-static") && err.contains("smoke_alloc"),
+            "{suite}: the smoke run under qemu, attributed by jeprof: {err}"
+        );
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(s.out.join("build-info.json")).unwrap())
+                .unwrap();
+        assert_eq!(info["platform"], "linux/arm64");
+        assert_eq!(info["unwinder"], "prof-libgcc");
+        assert!(info["compiler"]
+            .as_str()
+            .unwrap()
+            .starts_with("aarch64-linux-gnu-gcc "));
+        let lib = s.out.join("lib/libjemalloc.so.2");
+        let header = sh(&format!("readelf -h {}", lib.display()));
+        assert!(
+            String::from_utf8_lossy(&header.stdout).contains("AArch64"),
+            "{suite}: an aarch64 library"
+        );
+        assert!(
+            *glibc_versions_needed(&lib).last().unwrap() <= glibc,
+            "{suite}: needs no newer glibc than {glibc:?}"
+        );
+        assert!(info["sysroot_packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["filename"].as_str().unwrap().ends_with("_arm64.deb")
+                || p["filename"].as_str().unwrap().ends_with("_all.deb")));
+        let config = sh(&format!("{}/bin/jemalloc-config --config", s.out.display()));
+        let config = String::from_utf8_lossy(&config.stdout);
+        assert!(
+            config.contains("--with-lg-page=16") && config.contains("--host=aarch64-linux-gnu"),
+            "{suite}: 64 KiB pages, cross-built: {config}"
+        );
+    }
+}
+
 /// jemalloc 5.3.0 (`--jemalloc 5.3.0`, its stand-in) for bookworm: its patches applied, the
 /// same gates, its own `jeprof --collapsed` (the 5.2.1 backport is not carried), and the
 /// version in the tree and its build info.
@@ -356,9 +414,8 @@ fn glibc_gate_refuses_a_library_linked_against_the_host() {
             mirror: s.server.url("debian"),
             suite: "bullseye".into(),
             component: suite.component.clone(),
-            arch: debian.arch.clone(),
+            platform: debian.platform("linux/amd64").unwrap().clone(),
             packages: suite.packages.clone(),
-            dev_links: debian.dev_links.clone(),
             pins: None,
             keyring: None,
         },
