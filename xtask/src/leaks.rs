@@ -200,9 +200,9 @@ mod tests {
         let l = cat.get("FLINK-39923").unwrap();
         let m = measured(&root, l).unwrap();
         assert!(m.starts_with("+365.0 ± 42.9 KiB per restart"), "{m}");
-        // In the unit of the recorded run (per restart), not the leak's own (per hour).
+        // In the unit of the recorded run: FLINK-40327's steady run, per hour.
         let m = measured(&root, cat.get("FLINK-40327").unwrap()).unwrap();
-        assert!(m.contains(" KiB per restart, 95% "), "{m}");
+        assert!(m.contains(" MiB per hour, 95% "), "{m}");
         let text = listing(l, Some(&m));
         assert!(
             text.contains("affected: 2.0.0–2.3.0; first fixed: none released"),
