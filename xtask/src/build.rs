@@ -47,7 +47,7 @@ pub struct BuildArgs {
     #[arg(long, value_delimiter = ',')]
     pub sysroot_packages: Option<Vec<String>>,
     /// Where the installed tree (bin/, lib/, include/) goes
-    /// [default: <cache>/dist/jemalloc-<version>-<suite>].
+    /// [default: <cache>/dist/jemalloc-<version>-<suite>, `-arm64` after it for linux/arm64].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Also install the static archives (lib/libjemalloc.a, ...).
@@ -206,7 +206,9 @@ pub fn jemalloc(args: &BuildArgs) -> Result<Output> {
         source_url: inputs.src.url.clone(),
         source_sha256: inputs.src.sha256.to_string(),
         prefix: inputs.spec.prefix.clone(),
-        configure_flags: inputs.spec.configure_flags.clone(),
+        configure_flags: (inputs.spec.configure_flags.iter().cloned())
+            .chain(inputs.toolchain.configure_flags())
+            .collect(),
         patches: inputs.patches.iter().map(|(_, p)| p.clone()).collect(),
         suite: inputs.sysroot.suite.clone(),
         mirror: inputs.sysroot.mirror.clone(),
@@ -252,7 +254,10 @@ fn gather(args: &BuildArgs) -> Result<Inputs> {
         &dl,
         &cache,
         &sysroot::Request {
-            mirror: args.mirror.clone().unwrap_or_else(|| suite.mirror.clone()),
+            mirror: args
+                .mirror
+                .clone()
+                .unwrap_or_else(|| suite.mirror_for(&args.platform).to_string()),
             suite: args.suite.clone(),
             component: suite.component.clone(),
             platform: platform.clone(),

@@ -291,12 +291,26 @@ fn plan_and_job(
     if let Some(w) = warning {
         progress::note(format!("warning: {w}"));
     }
+    let pace = match plan.mode {
+        scenario::Mode::Steady => format!("{} minutes", plan.minutes),
+        _ => format!("{} restarts", plan.restarts),
+    };
+    // The deadline counts from each allocator's start: its cluster's start and the job's
+    // submission come before the minutes.
+    let needed = plan.minutes * 60 + 120;
+    if plan.mode == scenario::Mode::Steady && req.timeout_secs < needed {
+        bail!(
+            "--minutes {} needs --timeout-secs {needed} or more (the cluster starts first); \
+             it is {}",
+            plan.minutes,
+            req.timeout_secs
+        );
+    }
     let compiled = flink_job::compile_for(bundle, work)?;
     progress::note(format!(
-        "scenario {}: Flink {flink}, --mode {}, {} restarts, the job compiled with --release {}",
+        "scenario {}: Flink {flink}, --mode {}, {pace}, the job compiled with --release {}",
         plan.scenario,
         flag(&plan.mode),
-        plan.restarts,
         compiled.release
     ));
     let jar = compiled.jar;

@@ -73,7 +73,7 @@ pub struct ImageArgs {
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
     /// Output: a directory (OCI image layout) or a file ending in .tar
-    /// [default: <cache>/images/flink-<version>-jemalloc].
+    /// [default: <cache>/images/flink-<version>-jemalloc, `-jemalloc-5.3.0` with --jemalloc 5.3.0].
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// Format of a .tar output.
@@ -103,7 +103,8 @@ pub struct ImageArgs {
     /// Fail if the lock file is missing or would change.
     #[arg(long)]
     pub locked: bool,
-    /// Lock file [default: images/flink-<version>.lock].
+    /// Lock file [default: images/flink-<version>.lock; flink-<version>-jemalloc-5.3.0.lock
+    /// with --jemalloc 5.3.0].
     #[arg(long)]
     pub lock_file: Option<PathBuf>,
     /// Fixed timestamp for layers, config and history.

@@ -168,10 +168,13 @@ pub(crate) fn plan(args: &PublishArgs, config: &Config, dir: &Path) -> Result<Pl
     if !registry.contains(['.', ':']) && !registry.starts_with("localhost") {
         bail!("registry `{registry}` names no host (e.g. ghcr.io/acme, 127.0.0.1:5000)");
     }
+    // The lock `image` reads: `flink-<spec>-jemalloc-5.3.0.lock` for another release.
+    let suffix = JemallocSpec::load_release(&project::root(), args.source.jemalloc.as_deref())?
+        .name_suffix();
     let mut unlocked: Vec<String> = specs
         .iter()
         .chain(config.headline.iter())
-        .filter(|s| !dir.join(format!("flink-{s}.lock")).is_file())
+        .filter(|s| !dir.join(format!("flink-{s}{suffix}.lock")).is_file())
         .cloned()
         .collect();
     unlocked.sort();
@@ -250,6 +253,7 @@ pub(crate) fn all(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Pub
     let jemalloc = sbom::Jemalloc {
         version: jspec.version.clone(),
         configure_flags: jspec.configure_flags.clone(),
+        patch_dir: jspec.patches.display().to_string(),
         patches: patch_infos(&jspec, &root)?,
     };
     let target: Reference = format!("{}/{}", plan.registry, plan.repository).parse()?;

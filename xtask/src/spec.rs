@@ -165,6 +165,9 @@ pub struct SuiteSpec {
     #[serde(default = "debian")]
     pub os: String,
     pub mirror: String,
+    /// Mirrors of platforms `mirror` does not carry (Ubuntu's arm64 is on ports.ubuntu.com).
+    #[serde(default)]
+    pub platform_mirrors: BTreeMap<String, String>,
     /// An end-of-life suite moved to the archive host: its `mirror` wins over the apt
     /// sources a base image still names (they no longer serve it).
     #[serde(default)]
@@ -185,6 +188,13 @@ fn debian() -> String {
 }
 
 impl SuiteSpec {
+    /// Returns the suite's mirror for `platform` (`linux/arm64`).
+    pub fn mirror_for(&self, platform: &str) -> &str {
+        self.platform_mirrors
+            .get(platform)
+            .map_or(&self.mirror, String::as_str)
+    }
+
     /// Returns the suite's archive keyrings as one keyring file in `dir` (named by their
     /// digest); an error names the package to install when one is missing.
     pub(crate) fn archive_keyring(&self, suite: &str, dir: &Path) -> Result<std::path::PathBuf> {
@@ -463,6 +473,16 @@ mod tests {
             .unwrap()
             .packages
             .contains(&"libgcc-s1".to_string()));
+        let noble = d.suite("noble").unwrap();
+        assert_eq!(
+            noble.mirror_for("linux/arm64"),
+            "http://ports.ubuntu.com/ubuntu-ports"
+        );
+        assert_eq!(noble.mirror_for(DEFAULT_PLATFORM), noble.mirror);
+        assert_eq!(
+            d.suite("bookworm").unwrap().mirror_for("linux/arm64"),
+            "http://deb.debian.org/debian"
+        );
         let arm = d.platform("linux/arm64").unwrap();
         assert_eq!(
             (arm.arch.as_str(), arm.triplet.as_str(), arm.cpu()),

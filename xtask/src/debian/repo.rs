@@ -110,9 +110,11 @@ fn fetch_component_index(
                 .find_map(|c| entries.get(c).map(|e| (c, e)))
             else {
                 bail!(
-                    "{base}/Release lists no {stem}[.xz|.gz]: is `{}` a component of {}?",
+                    "{base}/Release lists no {stem}[.xz|.gz]: is `{}` a component of {}, and \
+                     does this mirror carry {}? (point --mirror at one that does)",
                     repo.component,
-                    repo.suite
+                    repo.suite,
+                    repo.arch
                 );
             };
             let blob = dl

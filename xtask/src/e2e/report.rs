@@ -117,6 +117,19 @@ mod tests {
         let native = g.native_kb.unwrap();
         assert!((native.slope - 60.0 * 1024.0).abs() < 1.0, "{native:?}");
         assert_eq!(native.n, 8, "samples 2 to 9, after 108 s of warm-up");
+        // A TaskManager replaced at sample 6 restarted the job: only its JVM's samples
+        // count, their own warm-up left out.
+        for s in samples.iter_mut().skip(6) {
+            s.restart = 1;
+            s.native_kb = s.native_kb.map(|v| v - 300_000);
+        }
+        let g = growth(&samples, Per::Hour);
+        let native = g.native_kb.unwrap();
+        assert_eq!(
+            native.n, 3,
+            "samples 7 to 9: sample 6 is the new JVM's warm-up"
+        );
+        assert!((native.slope - 60.0 * 1024.0).abs() < 1.0, "{native:?}");
         let json = serde_json::to_value(&g).unwrap();
         assert!(json["native_kb_per_hour"]["slope"].is_number(), "{json}");
         assert!(json.get("native_kb_per_restart").is_none(), "{json}");

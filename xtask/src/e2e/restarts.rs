@@ -104,7 +104,7 @@ pub(crate) fn restart_loop(
     while lp.restarts < plan.restarts {
         if Instant::now() > deadline {
             progress::note(format!(
-                "{name}: only {} of {} restarts within {} s",
+                "{name}: only {} of {} restarts within --timeout-secs {}: raise it",
                 lp.restarts, plan.restarts, ctx.timeout_secs
             ));
             break;
@@ -187,7 +187,7 @@ fn steady_loop(
     while next <= end {
         if next > deadline {
             progress::note(format!(
-                "{name}: only {:.1} of {} minutes within {} s",
+                "{name}: only {:.1} of {} minutes within --timeout-secs {}: raise it",
                 running.elapsed().as_secs_f64() / 60.0,
                 plan.minutes,
                 ctx.timeout_secs
@@ -201,7 +201,17 @@ fn steady_loop(
             continue;
         }
         let restarts = cluster.rest().restarts(&job.id)?;
-        let s = sample(cluster, restarts, running)?;
+        let s = match sample(cluster, restarts, running) {
+            Ok(s) => s,
+            // It died between the check and the sample: replaced at the next one.
+            Err(e) if !alive(cluster) => {
+                progress::note(format!(
+                    "{name}: no sample, the TaskManager is gone ({e:#})"
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         progress::note(format!(
             "{name}: minute {:.1}: RSS {} MiB, native {} MiB, cgroup {} MiB",
             s.seconds / 60.0,

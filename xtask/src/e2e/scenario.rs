@@ -309,12 +309,29 @@ pub(crate) fn resolve(
         &all.common.flink_conf_yaml
     };
     let mode = o.mode.unwrap_or(sc.mode);
+    let fail_every_ms = o.fail_every_ms.unwrap_or(sc.fail_every_ms);
     let (restarts, minutes) = match mode {
         Mode::Steady => (0, o.minutes.unwrap_or(sc.minutes)),
         _ => (o.restarts.unwrap_or(sc.restarts), 0),
     };
-    if mode == Mode::Steady && minutes == 0 {
-        bail!("--mode steady runs the job for --minutes N: give it the minutes");
+    match (mode, o.restarts, o.minutes) {
+        (Mode::Steady, Some(_), _) => {
+            bail!("--restarts is for the restart modes; --mode steady runs for --minutes")
+        }
+        (Mode::Steady, _, _) if minutes == 0 => {
+            bail!("--mode steady runs the job for --minutes N: give it the minutes")
+        }
+        (Mode::Steady, _, _) if fail_every_ms < 1000 => bail!(
+            "--fail-every-ms {fail_every_ms}: in --mode steady it is the time between samples, \
+             at least 1000"
+        ),
+        (m, _, Some(_)) if m != Mode::Steady => {
+            bail!("--minutes is for --mode steady; the restart modes run for --restarts")
+        }
+        _ => {}
+    }
+    if sc.mode == Mode::Steady && mode != Mode::Steady && restarts == 0 {
+        bail!("scenario {name} runs in --mode steady (it has no restarts): drop --mode, or give --restarts");
     }
     let e = &sc.expect;
     if e.site.is_some() {
@@ -345,7 +362,7 @@ pub(crate) fn resolve(
             mode,
             restarts,
             minutes,
-            fail_every_ms: o.fail_every_ms.unwrap_or(sc.fail_every_ms),
+            fail_every_ms,
             lg_prof_interval: o.lg_prof_interval.unwrap_or(sc.lg_prof_interval),
             lg_prof_sample: sc.lg_prof_sample,
             conf,
@@ -476,8 +493,43 @@ mod tests {
             restarts: Some(9),
             ..Default::default()
         };
+        let e = resolve(&all, "flink-40327", two, &o).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--restarts is for the restart modes"),
+            "{e}"
+        );
+        let o = Overrides {
+            minutes: Some(2),
+            ..Default::default()
+        };
         let (p, _) = resolve(&all, "flink-40327", two, &o).unwrap();
         assert_eq!((p.minutes, p.restarts), (2, 0));
+        let e = resolve(
+            &all,
+            "restart-growth",
+            two,
+            &Overrides {
+                minutes: Some(2),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("--minutes is for --mode steady"),
+            "{e}"
+        );
+        let e = resolve(
+            &all,
+            "flink-40327",
+            two,
+            &Overrides {
+                fail_every_ms: Some(10),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("at least 1000"), "{e}");
         // A per-restart expectation cannot be held against growth per hour, nor back.
         let steady = Overrides {
             mode: Some(Mode::Steady),

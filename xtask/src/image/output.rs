@@ -24,11 +24,11 @@ pub(crate) struct Outputs {
 /// Stage 6: writes the files, then does the push and the load asked for.
 pub(crate) fn write(run: &RunContext, image: &Assembled) -> Result<Outputs> {
     let path = run.req.output.clone().unwrap_or_else(|| {
-        run.cache.dir.join("images").join(format!(
-            "flink-{}-jemalloc{}",
-            run.spec.name,
-            run.jspec.name_suffix()
-        ))
+        run.cache.dir.join("images").join(if run.jspec.default {
+            format!("flink-{}-jemalloc", run.spec.name)
+        } else {
+            format!("flink-{}-jemalloc-{}", run.spec.name, run.jspec.version)
+        })
     });
     write_files(run, image, &path)?;
     progress::note(format!(

@@ -40,6 +40,8 @@ pub(crate) const SPDX_MEDIA_TYPE: &str = "application/spdx+json";
 pub(crate) struct Jemalloc {
     pub version: String,
     pub configure_flags: Vec<String>,
+    /// The release's patch directory (`patches/jemalloc-5.2.1`).
+    pub patch_dir: String,
     pub patches: Vec<PatchInfo>,
 }
 
@@ -355,7 +357,7 @@ fn jemalloc(input: &Input, parts: &mut Parts) {
             "licenseDeclared": "NOASSERTION",
             "copyrightText": "NOASSERTION",
             "primaryPackagePurpose": "SOURCE",
-            "comment": format!("patches/jemalloc-{}/{}, applied with patch -p1", j.version, p.name),
+            "comment": format!("{}/{}, applied with patch -p1", j.patch_dir, p.name),
         }));
         parts.relate(&id, "PATCH_APPLIED", "SPDXRef-jemalloc");
     }
@@ -479,6 +481,7 @@ mod tests {
         Jemalloc {
             version: "5.2.1".into(),
             configure_flags: vec!["--enable-prof".into(), "--enable-debug".into()],
+            patch_dir: "patches/jemalloc-5.2.1".into(),
             patches: vec![PatchInfo {
                 name: "0001-jeprof-compare-os-name-as-string.patch".into(),
                 sha256: "1".repeat(64),

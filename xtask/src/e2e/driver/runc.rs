@@ -230,7 +230,7 @@ impl RuncCluster {
         if rootfs.join("opt/flink/conf/flink-conf.yaml").is_file() {
             append_flink_conf(&rootfs, &spec.conf)?;
         } else {
-            // Flink 2 reads conf/config.yaml (standard YAML, where a flat key beside a nested
+            // Flink 1.19 on reads conf/config.yaml (standard YAML, where a flat key beside a nested
             // one is a conflict): the image's entrypoint sets each key through
             // config-parser-utils.sh from FLINK_PROPERTIES, as on Kubernetes.
             let props: String = spec

@@ -111,6 +111,14 @@ pub(crate) fn x_of(s: &Sample, first: &Sample, per: Per) -> f64 {
 /// warm-up, as the sites' growth is) of RSS, native memory and the cgroup's usage over the
 /// samples (least squares with robust errors).
 pub(crate) fn growth(samples: &[Sample], per: Per) -> Growth {
+    // A steady run's growth is one JVM's: the samples since the job's last restart (a
+    // TaskManager that died and was replaced restarts it).
+    let samples = match (per, samples.last()) {
+        (Per::Hour, Some(last)) => {
+            &samples[samples.partition_point(|s| s.restart < last.restart)..]
+        }
+        _ => samples,
+    };
     let samples = match (per, samples.first(), samples.last()) {
         (Per::Hour, Some(a), Some(b)) => {
             let from = a.seen_at + crate::analyze::warm_up(b.seen_at - a.seen_at);

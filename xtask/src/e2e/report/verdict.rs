@@ -15,15 +15,24 @@ pub(crate) fn verdict(runs: &[RunRecord], plan: &Plan) -> Vec<String> {
         if r.restarts < plan.restarts {
             failures.push(format!("{a}: {} of {} restarts", r.restarts, plan.restarts));
         }
-        // A steady run's last sample comes within one period of its end.
+        // A steady run's last sample comes within one period of its end, and nothing
+        // restarted its job.
         let ran = r.samples.last().map_or(0.0, |s| s.seconds);
         if plan.mode == Mode::Steady
             && ran + plan.fail_every_ms as f64 / 1000.0 < plan.minutes as f64 * 60.0
         {
             failures.push(format!(
-                "{a}: {:.1} of {} minutes of steady load",
+                "{a}: {:.1} of {} minutes of steady load (raise --timeout-secs)",
                 ran / 60.0,
                 plan.minutes
+            ));
+        }
+        let restarted = r.samples.last().map_or(0, |s| s.restart);
+        if plan.mode == Mode::Steady && (restarted > 0 || r.oom_kills > 0) {
+            failures.push(format!(
+                "{a}: the job restarted {restarted} time(s) during the steady load ({} OOM \
+                 kill(s)): its growth is that of the last JVM only",
+                r.oom_kills
             ));
         }
         if !r.allocator.profiles() {
