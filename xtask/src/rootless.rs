@@ -112,14 +112,56 @@ fn chroot_argv(rootfs: &Path, argv: &[&str]) -> Result<Vec<OsString>> {
 /// Runs `argv` chrooted in `rootfs` (see [`chroot_argv`]) and returns its stdout. `what`
 /// names the step in errors.
 pub(crate) fn run_in(rootfs: &Path, argv: &[&str], what: &str) -> Result<String> {
-    let a = chroot_argv(rootfs, argv)?;
-    let (program, rest) = a.split_first().expect("a program");
-    let sh = Shell::new()?;
-    cmd!(sh, "{program} {rest...}")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .with_context(|| format!("{what} in {}", rootfs.display()))
+    run_in_emulated(rootfs, argv, what, None)
+}
+
+/// The name, at the top of a root file system, of the emulator copied in for a run.
+const EMULATOR_IN_ROOTFS: &str = ".flink-jemalloc-emulator";
+
+/// [`run_in`] for a root file system of another CPU: `emulator` (qemu's user-mode
+/// `qemu-aarch64-static`, a static program) is copied into `rootfs` for the run and runs
+/// `argv` there, so no binfmt_misc registration is needed, as root or not. The copy is
+/// removed afterwards, whatever the run did. A program that starts another of the image's
+/// programs (a shell script's `exec`) is not emulated that way: call the binary itself.
+pub fn run_in_emulated(
+    rootfs: &Path,
+    argv: &[&str],
+    what: &str,
+    emulator: Option<&Path>,
+) -> Result<String> {
+    let copied = match emulator {
+        Some(q) => {
+            let to = rootfs.join(EMULATOR_IN_ROOTFS);
+            std::fs::copy(q, &to).with_context(|| {
+                format!(
+                    "copying {} into {} to run {what}",
+                    q.display(),
+                    rootfs.display()
+                )
+            })?;
+            Some(to)
+        }
+        None => None,
+    };
+    let inside = format!("/{EMULATOR_IN_ROOTFS}");
+    let argv: Vec<&str> = copied
+        .is_some()
+        .then_some(inside.as_str())
+        .into_iter()
+        .chain(argv.iter().copied())
+        .collect();
+    let ran = chroot_argv(rootfs, &argv).and_then(|a| {
+        let (program, rest) = a.split_first().expect("a program");
+        let sh = Shell::new()?;
+        Ok(cmd!(sh, "{program} {rest...}")
+            .quiet()
+            .ignore_stderr()
+            .read()?)
+    });
+    if let Some(c) = copied {
+        std::fs::remove_file(&c).with_context(|| format!("removing {}", c.display()))?;
+    }
+    ran.with_context(|| format!("{what} in {}", rootfs.display()))
 }
 
 /// Runs `umoci unpack` of `image` (`layout:tag`) into `dest`, `--rootless` unless root.

@@ -19,6 +19,7 @@ use super::inspect::{excluded, BaseFacts, PathFilter};
 use super::lock::DebPin;
 use crate::oci::{self, Blob};
 
+use crate::build::toolchain::find_on_path;
 use crate::debian;
 use crate::debian::repo::{self, Repo};
 use crate::digest::Sha256Hex;
@@ -27,6 +28,7 @@ use crate::image::deps::{self, Installed};
 use crate::progress::{self, Step};
 use crate::project::Cache;
 use crate::rootless;
+use crate::spec::PlatformSpec;
 use crate::unpack::{self, AbsoluteLinks};
 
 /// The jeprof tools layer and the packages in it.
@@ -206,7 +208,29 @@ fn list_files(tree: &Path) -> std::collections::BTreeSet<String> {
 
 /// Does the maintainer-script work that matters, in a chroot of the base (an OCI layout
 /// `base_layout:tag`) with `tree` on top, and copies the results into `tree`.
-fn finish_in_chroot(base_layout: &Path, tag: &str, tree: &Path, work: &Path) -> Result<()> {
+///
+/// For a platform of another CPU the image's programs run under qemu's user-mode emulator,
+/// copied into the chroot for the run (see [`rootless::run_in_emulated`]).
+fn finish_in_chroot(
+    base_layout: &Path,
+    tag: &str,
+    tree: &Path,
+    work: &Path,
+    platform: &PlatformSpec,
+) -> Result<()> {
+    let emulator = platform
+        .is_cross()
+        .then(|| {
+            let qemu = format!("qemu-{}-static", platform.cpu());
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            find_on_path(&qemu, &path).with_context(|| {
+                format!(
+                    "an image for {} runs its ldconfig and `dot -c` under {qemu}: apt-get install qemu-user-static",
+                    platform.arch
+                )
+            })
+        })
+        .transpose()?;
     let step = Step::start("ldconfig and `dot -c` in a chroot of the merged image");
     let sh = Shell::new()?;
     let bundle = work.join("bundle");
@@ -215,19 +239,29 @@ fn finish_in_chroot(base_layout: &Path, tag: &str, tree: &Path, work: &Path) -> 
     let rootfs = bundle.join("rootfs");
     let from = format!("{}/.", tree.display());
     cmd!(sh, "cp -a {from} {rootfs}").quiet().run()?;
-    rootless::run_in(
+    // Ubuntu's /sbin/ldconfig is a script that execs ldconfig.real, which an emulated run
+    // cannot follow: the binary is called itself there.
+    let ldconfig = if emulator.is_some() && rootfs.join("sbin/ldconfig.real").is_file() {
+        "/sbin/ldconfig.real"
+    } else {
+        "/sbin/ldconfig"
+    };
+    rootless::run_in_emulated(
         &rootfs,
-        &["/sbin/ldconfig"],
+        &[ldconfig],
         "ldconfig in a chroot of the merged image",
+        emulator.as_deref(),
     )?;
     std::fs::create_dir_all(tree.join("etc"))?;
     std::fs::copy(rootfs.join("etc/ld.so.cache"), tree.join("etc/ld.so.cache"))?;
-    let config6a = "usr/lib/x86_64-linux-gnu/graphviz/config6a";
+    let config6a = format!("usr/lib/{}/graphviz/config6a", platform.triplet);
+    let config6a = config6a.as_str();
     if rootfs.join("usr/bin/dot").exists() {
-        rootless::run_in(
+        rootless::run_in_emulated(
             &rootfs,
             &["/usr/bin/dot", "-c"],
             "`dot -c` (graphviz's plugin registry) in a chroot of the merged image",
+            emulator.as_deref(),
         )?;
         std::fs::copy(rootfs.join(config6a), tree.join(config6a))
             .with_context(|| format!("copying {config6a} out of the chroot"))?;
@@ -321,7 +355,13 @@ fn tools_tree(
     );
     let layout = work.path().join("base-layout");
     oci::write_layout(&layout, &manifest, &blobs, &CacheBlobs(cache), "base")?;
-    finish_in_chroot(&layout, "base", &tree, &work.path().join("chroot"))?;
+    finish_in_chroot(
+        &layout,
+        "base",
+        &tree,
+        &work.path().join("chroot"),
+        &run.platform,
+    )?;
     crate::unpack::replace_dir(tree, &dir)?;
     Ok((dir, key))
 }

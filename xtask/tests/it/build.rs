@@ -298,6 +298,41 @@ fn cross_builds_jemalloc_for_linux_arm64() {
             config.contains("--with-lg-page=16") && config.contains("--host=aarch64-linux-gnu"),
             "{suite}: 64 KiB pages, cross-built: {config}"
         );
+        // The arm64 sysroot as a root file system of another CPU: its loader runs chrooted
+        // under the qemu copied in for the run (no binfmt_misc), which is gone afterwards.
+        let sysroot = std::fs::read_dir(s.cache.join("sysroot"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("lib/ld-linux-aarch64.so.1").exists())
+            .expect("the arm64 sysroot");
+        let before = std::fs::read_dir(&sysroot).unwrap().count();
+        let qemu = Path::new("/usr/bin/qemu-aarch64-static");
+        let listed = xtask::rootless::run_in_emulated(
+            &sysroot,
+            &[
+                "/lib/ld-linux-aarch64.so.1",
+                "--list",
+                "/lib/aarch64-linux-gnu/libc.so.6",
+            ],
+            "the aarch64 loader",
+            Some(qemu),
+        )
+        .unwrap();
+        assert!(listed.contains("/lib/ld-linux-aarch64.so.1"), "{listed}");
+        assert_eq!(std::fs::read_dir(&sysroot).unwrap().count(), before);
+        assert!(xtask::rootless::run_in_emulated(
+            &sysroot,
+            &["/usr/bin/no-such-program"],
+            "a program the sysroot lacks",
+            Some(qemu),
+        )
+        .is_err());
+        assert_eq!(
+            std::fs::read_dir(&sysroot).unwrap().count(),
+            before,
+            "the emulator's copy goes after a failed run too"
+        );
     }
 }
 
