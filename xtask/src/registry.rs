@@ -177,12 +177,12 @@ fn select_platform(index: &Value, os: &str, arch: &str) -> Result<Value> {
     let manifests = index["manifests"]
         .as_array()
         .context("index without `manifests`")?;
+    // arm64's only variant is v8 (the official images name it; a plain `arm64` means it).
+    let plain = |v: &str| v.is_empty() || (arch == "arm64" && v == "v8");
     let found = manifests.iter().find(|m| {
         m["platform"]["os"] == os
             && m["platform"]["architecture"] == arch
-            && m["platform"]["variant"]
-                .as_str()
-                .is_none_or(|v| v.is_empty())
+            && m["platform"]["variant"].as_str().is_none_or(plain)
     });
     match found {
         Some(m) => Ok(m.clone()),
@@ -605,6 +605,11 @@ mod tests {
         assert_eq!(
             select_platform(&index, "linux", "amd64").unwrap()["digest"],
             "sha256:amd"
+        );
+        // The official images' arm64 is `arm64/v8`.
+        assert_eq!(
+            select_platform(&index, "linux", "arm64").unwrap()["digest"],
+            "sha256:arm"
         );
         let err = select_platform(&index, "linux", "s390x")
             .unwrap_err()
