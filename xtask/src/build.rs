@@ -9,6 +9,8 @@
 
 pub(crate) mod elf;
 pub mod gates;
+mod logged;
+mod smoke;
 pub mod sysroot;
 pub(crate) mod toolchain;
 
@@ -26,6 +28,7 @@ use crate::project::{self, Cache};
 use crate::spec::{DebianSpec, JemallocSpec};
 use crate::unpack;
 use gates::Unwinder;
+use logged::run_logged;
 use sysroot::Sysroot;
 use toolchain::Toolchain;
 
@@ -250,25 +253,7 @@ fn gather(args: &BuildArgs) -> Result<Inputs> {
     // Before any download: the cross compiler and qemu a foreign platform needs.
     let toolchain = Toolchain::for_platform(&args.platform, platform)?;
     let src = fetch::fetch_source(&dl, &cache, &spec, &args.source)?;
-    let sysroot = sysroot::prepare(
-        &dl,
-        &cache,
-        &sysroot::Request {
-            mirror: args
-                .mirror
-                .clone()
-                .unwrap_or_else(|| suite.mirror_for(&args.platform).to_string()),
-            suite: args.suite.clone(),
-            component: suite.component.clone(),
-            platform: platform.clone(),
-            packages: args
-                .sysroot_packages
-                .clone()
-                .unwrap_or_else(|| suite.packages.clone()),
-            pins: args.sysroot_pins.clone(),
-            keyring: args.keyring.clone(),
-        },
-    )?;
+    let sysroot = sysroot::prepare(&dl, &cache, &sysroot_request(args, suite, platform))?;
     let sh = Shell::new()?;
     let cc = &toolchain.cc;
     let compiler = cmd!(sh, "{cc} -dumpfullversion")
@@ -279,17 +264,7 @@ fn gather(args: &BuildArgs) -> Result<Inputs> {
                 "running `{cc} -dumpfullversion`: a C compiler is needed (apt-get install gcc g++)"
             )
         })?;
-    let patches = spec
-        .patch_files(&root)?
-        .into_iter()
-        .map(|p| {
-            let info = PatchInfo {
-                name: p.file_name().unwrap().to_string_lossy().into_owned(),
-                sha256: Sha256Hex::of_file(&p)?.to_string(),
-            };
-            Ok((p, info))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let patches = patches_of(&spec, &root)?;
     let key = key_of(
         [
             spec.version.clone(),
@@ -299,7 +274,7 @@ fn gather(args: &BuildArgs) -> Result<Inputs> {
             sysroot.key.clone(),
             format!("{cc} {compiler}"),
             format!("static={}", args.static_libs),
-            Sha256Hex::of_bytes(SMOKE_C.as_bytes()).to_string(),
+            Sha256Hex::of_bytes(smoke::SMOKE_C.as_bytes()).to_string(),
         ]
         .into_iter()
         // The default platform adds nothing, so its builds keep their keys.
@@ -332,6 +307,44 @@ fn gather(args: &BuildArgs) -> Result<Inputs> {
         key,
         out,
     })
+}
+
+/// Returns the sysroot `args` ask for: the suite's packages (or `--sysroot-packages`) of the
+/// platform's architecture, from `--mirror` or the suite's mirror for the platform.
+fn sysroot_request(
+    args: &BuildArgs,
+    suite: &crate::spec::SuiteSpec,
+    platform: &crate::spec::PlatformSpec,
+) -> sysroot::Request {
+    sysroot::Request {
+        mirror: args
+            .mirror
+            .clone()
+            .unwrap_or_else(|| suite.mirror_for(&args.platform).to_string()),
+        suite: args.suite.clone(),
+        component: suite.component.clone(),
+        platform: platform.clone(),
+        packages: args
+            .sysroot_packages
+            .clone()
+            .unwrap_or_else(|| suite.packages.clone()),
+        pins: args.sysroot_pins.clone(),
+        keyring: args.keyring.clone(),
+    }
+}
+
+/// Returns the release's patches, in the order they apply, each with its name and sha256.
+fn patches_of(spec: &JemallocSpec, root: &Path) -> Result<Vec<(PathBuf, PatchInfo)>> {
+    spec.patch_files(root)?
+        .into_iter()
+        .map(|p| {
+            let info = PatchInfo {
+                name: p.file_name().unwrap().to_string_lossy().into_owned(),
+                sha256: Sha256Hex::of_file(&p)?.to_string(),
+            };
+            Ok((p, info))
+        })
+        .collect()
 }
 
 /// Makes the workspace: the logs at `build/<key>/logs`, and the tree in a directory of this
@@ -532,7 +545,7 @@ fn gate(inputs: &Inputs, work: &Workspace, installed: &Path) -> Result<elf::ElfF
         None => "smoke run: heap profile under the target's loader, read by jeprof".into(),
     });
     let sh = Shell::new()?;
-    let summary = smoke(
+    let summary = smoke::smoke(
         &sh,
         work.run_dir.path(),
         installed,
@@ -584,128 +597,4 @@ pub fn check_links(lib: &Path, sysroot: &Sysroot) -> Result<elf::ElfFacts> {
         );
     }
     Ok(facts)
-}
-
-const SMOKE_C: &str = include_str!("build/smoke.c");
-
-/// Compiles `smoke.c` against the sysroot, runs it through the sysroot's own `ld.so` (under
-/// qemu for another CPU) with the library preloaded and profiling on, and has the built
-/// `jeprof` read the profile (with the cross binutils for another CPU).
-fn smoke(
-    sh: &Shell,
-    work: &Path,
-    installed: &Path,
-    sysroot: &Sysroot,
-    tc: &Toolchain,
-) -> Result<String> {
-    let dir = work.join("smoke");
-    let prof = dir.join("prof");
-    std::fs::create_dir_all(&prof)?;
-    let source = dir.join("smoke.c");
-    std::fs::write(&source, SMOKE_C)?;
-    let exe = dir.join("smoke");
-    let sysroot_flags = sysroot.compiler_flags();
-    let cc = &tc.cc;
-    run_logged(
-        cmd!(sh, "{cc} {sysroot_flags...} -O1 -g -o {exe} {source}"),
-        &dir.join("compile.log"),
-    )
-    .context("compiling the smoke program against the sysroot")?;
-
-    let loader = sysroot.loader();
-    let libpath = sysroot.library_path();
-    let lib = installed.join("lib/libjemalloc.so.2");
-    let conf = format!(
-        "prof:true,prof_final:true,lg_prof_sample:0,prof_prefix:{}/jeprof",
-        prof.display()
-    );
-    // Another CPU's loader runs under qemu: `qemu-aarch64-static <loader> …`.
-    let run = [
-        loader.as_os_str(),
-        "--library-path".as_ref(),
-        libpath.as_ref(),
-        exe.as_os_str(),
-    ];
-    let (program, args) = match &tc.emulator {
-        Some(q) => (q.as_os_str(), &run[..]),
-        None => (run[0], &run[1..]),
-    };
-    run_logged(
-        cmd!(sh, "{program} {args...}")
-            .env("LD_PRELOAD", &lib)
-            .env("MALLOC_CONF", &conf),
-        &dir.join("run.log"),
-    )
-    .with_context(|| {
-        format!(
-            "the smoke program crashed or failed under the {} loader with LD_PRELOAD={} MALLOC_CONF={conf}",
-            sysroot.suite,
-            lib.display()
-        )
-    })?;
-    let heap = std::fs::read_dir(&prof)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "heap"))
-        .with_context(|| {
-            format!(
-                "the smoke run wrote no heap profile into {} (is profiling active?)",
-                prof.display()
-            )
-        })?;
-    let heap = if tc.emulator.is_some() {
-        let native = heap.with_extension("native.heap");
-        let text = std::fs::read_to_string(&heap)
-            .with_context(|| format!("reading {}", heap.display()))?;
-        std::fs::write(&native, toolchain::profile_as_native(&text))?;
-        native
-    } else {
-        heap
-    };
-    let jeprof = installed.join("bin/jeprof");
-    let tools = tc.jeprof_tools.iter().map(|p| format!("--tools={p}"));
-    let report = cmd!(sh, "perl {jeprof} {tools...} --text {exe} {heap}")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .with_context(|| format!("running {} --text on {}", jeprof.display(), heap.display()))?;
-    std::fs::write(dir.join("jeprof.txt"), &report)?;
-    if !report.contains("smoke_alloc") {
-        bail!(
-            "jeprof read {} but did not attribute the allocations to smoke_alloc:\n{report}",
-            heap.display()
-        );
-    }
-    let top = report
-        .lines()
-        .find(|l| l.contains("smoke_alloc"))
-        .unwrap_or("")
-        .trim();
-    Ok(format!(
-        "{} -> {top}",
-        heap.file_name().unwrap().to_string_lossy()
-    ))
-}
-
-/// Runs `cmd`, keeping its output in `log`; on failure the error shows the log's tail.
-fn run_logged(cmd: xshell::Cmd<'_>, log: &Path) -> Result<()> {
-    let shown = cmd.to_string();
-    let output = cmd
-        .quiet()
-        .ignore_status()
-        .output()
-        .with_context(|| format!("starting `{shown}`"))?;
-    let mut text = output.stdout.clone();
-    text.extend_from_slice(&output.stderr);
-    std::fs::write(log, &text).with_context(|| format!("writing {}", log.display()))?;
-    if !output.status.success() {
-        let text = String::from_utf8_lossy(&text);
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(25)..].join("\n");
-        bail!(
-            "`{shown}` failed ({}); last lines of {}:\n{tail}",
-            output.status,
-            log.display()
-        );
-    }
-    Ok(())
 }

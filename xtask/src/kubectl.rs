@@ -16,7 +16,18 @@ pub(crate) const KUBECTL_INSTALL: &str =
 /// Returns whether `tool` is an executable file in one of `path`'s directories (a `$PATH`
 /// value).
 pub fn on_path(tool: &str, path: &OsStr) -> bool {
-    crate::build::toolchain::find_on_path(tool, path).is_some()
+    find_on_path(tool, path).is_some()
+}
+
+/// Returns the executable file `tool` in the first of `path`'s directories that has one (a
+/// `$PATH` value).
+pub(crate) fn find_on_path(tool: &str, path: &OsStr) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(path)
+        .map(|dir| dir.join(tool))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// Returns the useful part of kubectl's stderr: klog lines

@@ -135,12 +135,12 @@ pub struct PlatformSpec {
 impl PlatformSpec {
     /// Returns the machine's GNU triplet (`x86_64-linux-gnu`): a platform with another one
     /// is cross-built.
-    pub fn host_triplet() -> String {
+    pub(crate) fn host_triplet() -> String {
         format!("{}-linux-gnu", std::env::consts::ARCH)
     }
 
     /// Returns whether building for this platform here is a cross build.
-    pub fn is_cross(&self) -> bool {
+    pub(crate) fn is_cross(&self) -> bool {
         self.triplet != PlatformSpec::host_triplet()
     }
 
@@ -189,7 +189,7 @@ fn debian() -> String {
 
 impl SuiteSpec {
     /// Returns the suite's mirror for `platform` (`linux/arm64`).
-    pub fn mirror_for(&self, platform: &str) -> &str {
+    pub(crate) fn mirror_for(&self, platform: &str) -> &str {
         self.platform_mirrors
             .get(platform)
             .map_or(&self.mirror, String::as_str)

@@ -4,9 +4,9 @@
 //! user-mode emulator for the smoke run and the cross binutils for jeprof.
 
 use anyhow::{bail, Result};
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use crate::kubectl::find_on_path;
 use crate::spec::PlatformSpec;
 
 /// How one platform is built here.
@@ -107,19 +107,6 @@ pub(crate) fn profile_as_native(text: &str) -> String {
         out.push_str(line);
     }
     out
-}
-
-/// Returns the executable file `tool` in the first of `path`'s directories that has one (a
-/// `$PATH` value).
-pub(crate) fn find_on_path(tool: &str, path: &OsStr) -> Option<PathBuf> {
-    std::env::split_paths(path)
-        .map(|dir| dir.join(tool))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]

@@ -111,15 +111,7 @@ pub(crate) fn restart_loop(
         }
         let restarted = match plan.mode {
             Mode::Injected => injected_restart(allocator, cluster, job, dumps, &mut lp)?,
-            Mode::CancelResubmit => {
-                std::thread::sleep(Duration::from_millis(plan.fail_every_ms));
-                cluster.rest().cancel(&job.id)?;
-                cluster
-                    .rest()
-                    .wait_for_state(&job.id, &["CANCELED"], Duration::from_secs(60))?;
-                job.resubmit(cluster)?;
-                lp.restarts + 1
-            }
+            Mode::CancelResubmit => cancel_resubmit(plan.fail_every_ms, cluster, job, &lp)?,
             Mode::TmKill => {
                 std::thread::sleep(Duration::from_millis(plan.fail_every_ms));
                 kill_restart(allocator, cluster, job, dumps, &mut lp)?
@@ -143,17 +135,38 @@ pub(crate) fn restart_loop(
             }
             Err(e) => return Err(e),
         };
-        progress::note(format!(
-            "{name}: restart {}: RSS {} MiB, native {} MiB, cgroup {} MiB",
-            lp.restarts,
-            s.rss_kb / 1024,
-            whole_mib(s.native_kb, "?"),
-            whole_mib(s.cgroup_kb.map(|v| v as i64), "?"),
-        ));
+        note_sample(&format!("{name}: restart {}", lp.restarts), &s);
         lp.samples.push(s);
     }
     step.done("");
     Ok(lp)
+}
+
+/// Notes a sample: `<what>: RSS … MiB, native … MiB, cgroup … MiB`.
+fn note_sample(what: &str, s: &Sample) {
+    progress::note(format!(
+        "{what}: RSS {} MiB, native {} MiB, cgroup {} MiB",
+        s.rss_kb / 1024,
+        whole_mib(s.native_kb, "?"),
+        whole_mib(s.cgroup_kb.map(|v| v as i64), "?"),
+    ));
+}
+
+/// `cancel-resubmit`: after `fail_every_ms`, cancels the job over REST, awaits its cancel
+/// and submits it again.
+fn cancel_resubmit(
+    fail_every_ms: u64,
+    cluster: &dyn Cluster,
+    job: &mut Job,
+    lp: &Loop,
+) -> Result<u64> {
+    std::thread::sleep(Duration::from_millis(fail_every_ms));
+    cluster.rest().cancel(&job.id)?;
+    cluster
+        .rest()
+        .wait_for_state(&job.id, &["CANCELED"], Duration::from_secs(60))?;
+    job.resubmit(cluster)?;
+    Ok(lp.restarts + 1)
 }
 
 /// `steady`: the job runs for `--minutes` without restarts, a sample every
@@ -212,13 +225,7 @@ fn steady_loop(
             }
             Err(e) => return Err(e),
         };
-        progress::note(format!(
-            "{name}: minute {:.1}: RSS {} MiB, native {} MiB, cgroup {} MiB",
-            s.seconds / 60.0,
-            s.rss_kb / 1024,
-            whole_mib(s.native_kb, "?"),
-            whole_mib(s.cgroup_kb.map(|v| v as i64), "?"),
-        ));
+        note_sample(&format!("{name}: minute {:.1}", s.seconds / 60.0), &s);
         lp.samples.push(s);
     }
     step.done("");

@@ -308,6 +308,48 @@ pub(crate) fn resolve(
     } else {
         &all.common.flink_conf_yaml
     };
+    let Pace {
+        mode,
+        restarts,
+        minutes,
+        fail_every_ms,
+    } = pace(sc, name, o)?;
+    let conf = common
+        .iter()
+        .filter(|(k, _)| !sc.conf.contains_key(*k))
+        .chain(&sc.conf)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok((
+        Plan {
+            scenario: name.to_string(),
+            about: sc.about.clone(),
+            flink: flink.to_string(),
+            mode,
+            restarts,
+            minutes,
+            fail_every_ms,
+            lg_prof_interval: o.lg_prof_interval.unwrap_or(sc.lg_prof_interval),
+            lg_prof_sample: sc.lg_prof_sample,
+            conf,
+            job_args: sc.job_args.clone(),
+            expect: sc.expect.clone(),
+        },
+        warning,
+    ))
+}
+
+/// How a run goes: its mode, and its restarts or minutes and their period.
+struct Pace {
+    mode: Mode,
+    restarts: u64,
+    minutes: u64,
+    fail_every_ms: u64,
+}
+
+/// Returns the run's [`Pace`]: the flags over the scenario's, refused in one line when they
+/// do not fit the mode or the scenario's expected growth is in another unit.
+fn pace(sc: &Scenario, name: &str, o: &Overrides) -> Result<Pace> {
     let mode = o.mode.unwrap_or(sc.mode);
     let fail_every_ms = o.fail_every_ms.unwrap_or(sc.fail_every_ms);
     let (restarts, minutes) = match mode {
@@ -348,29 +390,12 @@ pub(crate) fn resolve(
             _ => {}
         }
     }
-    let conf = common
-        .iter()
-        .filter(|(k, _)| !sc.conf.contains_key(*k))
-        .chain(&sc.conf)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    Ok((
-        Plan {
-            scenario: name.to_string(),
-            about: sc.about.clone(),
-            flink: flink.to_string(),
-            mode,
-            restarts,
-            minutes,
-            fail_every_ms,
-            lg_prof_interval: o.lg_prof_interval.unwrap_or(sc.lg_prof_interval),
-            lg_prof_sample: sc.lg_prof_sample,
-            conf,
-            job_args: sc.job_args.clone(),
-            expect: sc.expect.clone(),
-        },
-        warning,
-    ))
+    Ok(Pace {
+        mode,
+        restarts,
+        minutes,
+        fail_every_ms,
+    })
 }
 
 /// Loads `e2e/scenarios.toml` of this checkout.

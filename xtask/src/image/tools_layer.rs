@@ -19,12 +19,12 @@ use super::inspect::{excluded, BaseFacts, PathFilter};
 use super::lock::DebPin;
 use crate::oci::{self, Blob};
 
-use crate::build::toolchain::find_on_path;
 use crate::debian;
 use crate::debian::repo::{self, Repo};
 use crate::digest::Sha256Hex;
 use crate::download::Downloader;
 use crate::image::deps::{self, Installed};
+use crate::kubectl::find_on_path;
 use crate::progress::{self, Step};
 use crate::project::Cache;
 use crate::rootless;

@@ -193,31 +193,35 @@ fn site_row(site: &Site) -> String {
     )
 }
 
+/// Returns the head of the sites' table, in the analysis's unit.
+fn sites_table_head(a: &Analysis) -> String {
+    let (u, read) = match a.growth_per {
+        Some(Per::Hour) => (
+            "hour",
+            "spread over the steady load after its warm-up (the first fifth)",
+        ),
+        _ => (
+            "restart",
+            "one per restart: the last written while that restart's job ran",
+        ),
+    };
+    format!(
+        "\nAllocation sites by growth per {u} ({} of {} dumps read, {read}; least squares ± \
+         robust standard error, 95% interval):\n\n\
+         | site | first dump KiB | last dump KiB | KiB/{u} | 95% interval | R² |\n\
+         |---|---|---|---|---|---|\n",
+        a.site_dumps.len(),
+        a.dumps.len()
+    )
+}
+
 /// Returns the section with the sites that grew per restart (or hour), the leading site's chain, the
 /// flame graph and jeprof's diff.
 fn sites_section(r: &Report, run: &RunRecord, a: &Analysis) -> String {
     let name = run.allocator.name();
     let mut s = String::new();
     if !a.sites.is_empty() {
-        let (u, read) = match a.growth_per {
-            Some(Per::Hour) => (
-                "hour",
-                "spread over the steady load after its warm-up (the first fifth)",
-            ),
-            _ => (
-                "restart",
-                "one per restart: the last written while that restart's job ran",
-            ),
-        };
-        let _ = write!(
-            s,
-            "\nAllocation sites by growth per {u} ({} of {} dumps read, {read}; least squares ± \
-             robust standard error, 95% interval):\n\n\
-             | site | first dump KiB | last dump KiB | KiB/{u} | 95% interval | R² |\n\
-             |---|---|---|---|---|---|\n",
-            a.site_dumps.len(),
-            a.dumps.len()
-        );
+        s.push_str(&sites_table_head(a));
         let focus = r
             .plan
             .expect

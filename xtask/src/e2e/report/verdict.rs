@@ -68,6 +68,28 @@ pub(crate) fn fastest_match<'a>(sites: &'a [Site], pattern: &str) -> Option<&'a 
         .max_by(|a, b| a.slope().total_cmp(&b.slope()))
 }
 
+/// Returns the failure when no growing line of the first-to-last difference names a frame
+/// matching `p` (the top lines where no line grows).
+fn in_diff_failure(an: &Analysis, p: &str, who: &str) -> Option<String> {
+    let re = regex::Regex::new(p).ok();
+    let lines = if an.growing.is_empty() {
+        &an.top_diff
+    } else {
+        &an.growing
+    };
+    let named = lines
+        .iter()
+        .filter(|l| !l.starts_with('-'))
+        .any(|l| re.as_ref().is_some_and(|re| re.is_match(l)));
+    (!named).then(|| {
+        format!(
+            "{who}: no frame matching {p} among the sites that hold more memory in {} than in {} \
+             (is the profiler attributing the job's native memory?)",
+            an.last, an.base
+        )
+    })
+}
+
 /// Checks what the scenario expects of a profiling run's analysis and returns the failures;
 /// `expected` is the leak's bytes per restart (per hour in `steady` mode) on this run's
 /// TaskManager.
@@ -79,27 +101,12 @@ fn expectations(
     who: &str,
 ) -> Vec<String> {
     let u = per.word();
-    let mut f = Vec::new();
-    if let Some(p) = &e.in_diff {
-        let re = regex::Regex::new(p).ok();
-        // Every growing line of the difference (the top ones where that is all there is).
-        let lines = if an.growing.is_empty() {
-            &an.top_diff
-        } else {
-            &an.growing
-        };
-        let named = lines
-            .iter()
-            .filter(|l| !l.starts_with('-'))
-            .any(|l| re.as_ref().is_some_and(|re| re.is_match(l)));
-        if !named {
-            f.push(format!(
-                "{who}: no frame matching {p} among the sites that hold more memory in {} than in {} \
-                 (is the profiler attributing the job's native memory?)",
-                an.last, an.base
-            ));
-        }
-    }
+    let mut f: Vec<String> = e
+        .in_diff
+        .as_deref()
+        .and_then(|p| in_diff_failure(an, p, who))
+        .into_iter()
+        .collect();
     let (Some(p), Some(expected)) = (&e.site, expected) else {
         return f;
     };
