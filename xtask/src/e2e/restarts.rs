@@ -72,6 +72,19 @@ pub(crate) struct Loop {
     pub cpus: Option<u32>,
 }
 
+impl Loop {
+    /// Returns the loop's start: the first TaskManager, and the sample of the job running.
+    fn start(cluster: &dyn Cluster, running: Instant) -> Result<Loop> {
+        Ok(Loop {
+            restarts: 0,
+            incarnation: 1,
+            unexpected_deaths: 0,
+            samples: vec![sample(cluster, 0, running)?],
+            cpus: cluster.taskmanager_memory()?.cpus_online,
+        })
+    }
+}
+
 /// Restarts by mode until `--restarts` or the timeout, and takes a sample at start and after
 /// each restart.
 pub(crate) fn restart_loop(
@@ -94,13 +107,7 @@ pub(crate) fn restart_loop(
         flag(&plan.mode),
         plan.fail_every_ms
     ));
-    let mut lp = Loop {
-        restarts: 0,
-        incarnation: 1,
-        unexpected_deaths: 0,
-        samples: vec![sample(cluster, 0, running)?],
-        cpus: cluster.taskmanager_memory()?.cpus_online,
-    };
+    let mut lp = Loop::start(cluster, running)?;
     while lp.restarts < plan.restarts {
         if Instant::now() > deadline {
             progress::note(format!(
@@ -189,13 +196,7 @@ fn steady_loop(
         plan.minutes,
         every.as_millis()
     ));
-    let mut lp = Loop {
-        restarts: 0,
-        incarnation: 1,
-        unexpected_deaths: 0,
-        samples: vec![sample(cluster, 0, running)?],
-        cpus: cluster.taskmanager_memory()?.cpus_online,
-    };
+    let mut lp = Loop::start(cluster, running)?;
     let mut next = running + every;
     while next <= end {
         if next > deadline {
