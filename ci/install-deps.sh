@@ -52,14 +52,15 @@ esac
 # gnupg (the signed fixture repository), a JDK, runc (the e2e's containers without an engine),
 # zstd (a zstd stream for the decoder's test), jq (the publish workflow's plan step, run by its test);
 # on x86-64, Debian's aarch64 cross compiler and binutils and qemu-user-static (the linux/arm64
-# build's test: cross-built, its smoke program run by the arm64 sysroot's loader under qemu).
+# build's test: cross-built, its smoke program run by the arm64 sysroot's loader under qemu),
+# and arch-test, which mmdebstrap wants for the arm64 fixture base (made under qemu-user).
 sudo_if_needed apt-get update -q
 sudo_if_needed apt-get install -y -q --no-install-recommends \
   gcc g++ make patch perl binutils file dpkg-dev apt util-linux ca-certificates debian-archive-keyring \
   docker-registry skopeo umoci runc mmdebstrap apache2-utils gnupg gpgv default-jdk-headless zstd jq
 if [ "$(uname -m)" = x86_64 ]; then
   sudo_if_needed apt-get install -y -q --no-install-recommends \
-    gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static
+    gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static arch-test
 fi
 # A Docker engine (`e2e --driver docker`, `image --load`, kind's importer `ctr`): Debian's
 # docker.io brings dockerd, containerd and runc. Only where no engine is installed: a machine

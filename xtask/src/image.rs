@@ -12,10 +12,12 @@ pub(crate) mod cache;
 pub(crate) mod config;
 pub(crate) mod context;
 pub mod deps;
+pub(crate) mod index;
 pub mod inspect;
 pub(crate) mod jemalloc;
 pub mod lock;
 pub(crate) mod locking;
+pub(crate) mod made;
 pub(crate) mod output;
 pub(crate) mod request;
 pub mod tools_layer;
@@ -24,10 +26,10 @@ use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 use crate::fetch::SourceArgs;
-use crate::progress;
 use crate::project;
 use crate::spec::{FlinkSpec, JemallocSpec};
-use lock::Lock;
+use made::{note_requests, stages, Made};
+pub use made::{Built, PlatformBuilt};
 pub(crate) use request::DEFAULT_MALLOC_CONF;
 pub use request::{Format, LoadTarget, Request};
 
@@ -36,6 +38,11 @@ pub struct ImageArgs {
     /// The spec to build: `<specs>/flink-<NAME>.toml` (NAME is usually the Flink version).
     #[arg(long, value_name = "NAME", required_unless_present = "list")]
     pub flink: Option<String>,
+    /// The platform to build for: linux/amd64, or linux/arm64 (the arm64 image of the
+    /// official index; jemalloc cross-built, the in-image steps run under qemu-user); or
+    /// both, comma-separated: one image index holding an image per platform.
+    #[arg(long, value_delimiter = ',', default_value = crate::spec::DEFAULT_PLATFORM)]
+    pub platform: Vec<String>,
     /// Print the table of image specs (Markdown) and exit.
     #[arg(long)]
     pub list: bool,
@@ -141,6 +148,7 @@ impl ImageArgs {
     fn into_request(self) -> Result<Request> {
         Ok(Request {
             flink: self.flink.context("--flink is required")?,
+            platforms: self.platform,
             specs: self.specs,
             base: self.base,
             plain_http: self.plain_http,
@@ -163,18 +171,6 @@ impl ImageArgs {
             cache_dir: self.cache_dir,
         })
     }
-}
-
-/// What `image` made: the image (or, for `lock`, the base) and its lock.
-#[derive(Debug, Clone)]
-pub struct Built {
-    /// The image's manifest digest (`lock`: the base's).
-    pub manifest_digest: String,
-    /// The layout or tarball written (`lock`: the lock file).
-    pub output: PathBuf,
-    pub pushed: Option<String>,
-    /// The lock of the image's inputs, as written.
-    pub lock: Lock,
 }
 
 pub fn run(args: ImageArgs) -> Result<()> {
@@ -232,49 +228,50 @@ fn list_table(dir: &Path) -> Result<String> {
 }
 
 /// Runs `image` (and `lock`): spec and lock → pull the base → inspect it → build jemalloc →
-/// tools layer → assemble → write outputs → lock.
+/// tools layer → assemble → write outputs → lock; for several platforms, that up to the
+/// lock once per platform, then one index over their images is written (`index`).
 pub fn make(req: &Request) -> Result<Built> {
     if !req.lock_only && !crate::rootless::is_root() {
         // Before any work, check for a user namespace: the in-image steps (ldconfig,
         // `dot -c`) need one.
         crate::rootless::require_userns()?;
     }
+    if req.platforms.len() > 1 {
+        return index::make(req);
+    }
     let requests_before = crate::download::requests();
     let run = context::resolve(req)?;
-    let base = base::pull(&run)?;
-    let target = base::inspect(&run, &base)?;
-    if req.lock_only {
-        let lock = locking::afresh(&run, &base, &target)?;
-        return Ok(Built {
-            manifest_digest: base.digest.clone(),
-            output: run.lock_path.clone(),
-            pushed: None,
+    let made = stages(&run)?;
+    let (image, lock, outputs) = match made {
+        Made::Locked { base_digest, lock } => {
+            return Ok(Built {
+                images: vec![PlatformBuilt {
+                    platform: run.platform_name.clone(),
+                    manifest_digest: base_digest.clone(),
+                    lock: lock.clone(),
+                }],
+                manifest_digest: base_digest,
+                output: run.lock_path.clone(),
+                pushed: None,
+                lock,
+            })
+        }
+        Made::Image {
+            image,
             lock,
-        });
-    }
-    let jemalloc = jemalloc::build(&run, &target)?;
-    let tools = tools_layer::stage(&run, &base, &target)?;
-    let image = config::assemble(&run, &base, &target, &jemalloc, &tools)?;
-    let outputs = output::write(&run, &image)?;
-    let compiled = jemalloc.compiled;
-    let lock = locking::of_run(
-        &run,
-        &base,
-        &target,
-        jemalloc.info.sysroot_packages,
-        tools.pins,
-    );
-    locking::keep(&run, &lock)?;
-    let requests = crate::download::requests() - requests_before;
-    if requests == 0 && !compiled {
-        progress::note("warm: every input from the cache and the lock (no network, no compile)");
-    } else {
-        progress::note(format!(
-            "{requests} HTTP request(s){}",
-            if compiled { ", jemalloc compiled" } else { "" }
-        ));
-    }
+            compiled,
+        } => {
+            let outputs = output::write(&run, &image)?;
+            note_requests(requests_before, compiled);
+            (image, lock, outputs)
+        }
+    };
     Ok(Built {
+        images: vec![PlatformBuilt {
+            platform: run.platform_name.clone(),
+            manifest_digest: image.manifest.digest.clone(),
+            lock: lock.clone(),
+        }],
         manifest_digest: image.manifest.digest,
         output: outputs.path,
         pushed: outputs.pushed,

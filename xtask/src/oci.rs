@@ -24,7 +24,7 @@ pub use layer::{layer, layer_tar, Layer};
 pub(crate) use layer::{tar_dir, LayerRef, LAYER_FORMAT};
 pub use layout::{layout_config, layout_config_digest, layout_manifest, layout_ref, LayoutRef};
 pub(crate) use layout::{verify_layout, write_layout, LayoutBlobs};
-pub(crate) use media::{is_manifest_type, oci_layer_type, OCI_LAYER_GZIP};
+pub(crate) use media::{is_manifest_type, oci_layer_type, OCI_INDEX, OCI_LAYER_GZIP};
 pub use media::{OCI_CONFIG, OCI_MANIFEST};
 
 fn not_an_image(path: &Path) -> anyhow::Error {

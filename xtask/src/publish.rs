@@ -9,27 +9,25 @@
 //! repository, headline spec, which specs), each overridable by a flag. A JSON report
 //! (`--report`) lists what was pushed: spec, tag, digest, SBOM digest.
 
+pub(crate) mod push;
 pub(crate) mod sbom;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 
 use crate::build::PatchInfo;
 use crate::digest::Sha256Hex;
 use crate::fetch::SourceArgs;
 use crate::image;
-use crate::image::lock::Lock;
+use crate::oci;
 use crate::oci::OCI_MANIFEST;
-use crate::oci::{self, Blob, BlobSource, LayoutBlobs};
-use crate::progress::{self, Step};
+use crate::progress;
 use crate::project;
 use crate::registry::{Auths, Credentials, Reference, RegistryClient};
 use crate::spec::{FlinkSpec, JemallocSpec};
 
-/// The OCI empty descriptor's media type and content (`{}`), the config of artifacts.
-const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 const DEFAULT_REPOSITORY: &str = "flink-jemalloc";
 
 #[derive(Debug, Clone, clap::Args)]
@@ -55,6 +53,11 @@ pub struct PublishArgs {
     /// Fail if a spec's lock file is missing or would change.
     #[arg(long)]
     pub locked: bool,
+    /// Platforms, comma-separated (linux/amd64, linux/arm64): with several, each spec's tag
+    /// names one image index over an image per platform, each image with its SBOM
+    /// [default: the config's `platforms`, else linux/amd64].
+    #[arg(long, value_delimiter = ',')]
+    pub platform: Vec<String>,
     /// Talk plain HTTP to registries (loopback test registries only).
     #[arg(long)]
     pub plain_http: bool,
@@ -105,6 +108,9 @@ pub struct Config {
     /// Specs to publish; empty or missing means all.
     #[serde(default)]
     pub specs: Vec<String>,
+    /// Platforms to publish; empty or missing means linux/amd64.
+    #[serde(default)]
+    pub platforms: Vec<String>,
 }
 
 impl Config {
@@ -122,6 +128,8 @@ pub(crate) struct Plan {
     pub repository: String,
     pub headline: Option<String>,
     pub specs: Vec<String>,
+    /// The platforms of every spec (`linux/amd64` and maybe `linux/arm64`).
+    pub platforms: Vec<String>,
     /// Specs of this plan (the headline's too) whose lock file `dir` lacks: a repository's
     /// first run, before any lock is committed, resolves them (`cargo xtask lock`) and builds
     /// from those.
@@ -168,13 +176,30 @@ pub(crate) fn plan(args: &PublishArgs, config: &Config, dir: &Path) -> Result<Pl
     if !registry.contains(['.', ':']) && !registry.starts_with("localhost") {
         bail!("registry `{registry}` names no host (e.g. ghcr.io/acme, 127.0.0.1:5000)");
     }
-    // The lock `image` reads: `flink-<spec>-jemalloc-5.3.0.lock` for another release.
-    let suffix = JemallocSpec::load_release(&project::root(), args.source.jemalloc.as_deref())?
-        .name_suffix();
+    let platforms = if !args.platform.is_empty() {
+        args.platform.clone()
+    } else if !config.platforms.is_empty() {
+        config.platforms.clone()
+    } else {
+        vec![crate::spec::DEFAULT_PLATFORM.to_string()]
+    };
+    // The locks `image` reads: `flink-<spec>[-jemalloc-5.3.0][-arm64].lock`, one per platform.
+    let jspec = JemallocSpec::load_release(&project::root(), args.source.jemalloc.as_deref())?;
+    let debian = crate::spec::DebianSpec::load(&project::root())?;
+    let pspecs = platforms
+        .iter()
+        .map(|p| Ok((p, debian.platform(p)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let missing = |s: &str| {
+        pspecs.iter().any(|(p, spec)| {
+            !dir.join(image::context::lock_name(s, &jspec, p, spec))
+                .is_file()
+        })
+    };
     let mut unlocked: Vec<String> = specs
         .iter()
         .chain(config.headline.iter())
-        .filter(|s| !dir.join(format!("flink-{s}{suffix}.lock")).is_file())
+        .filter(|s| missing(s))
         .cloned()
         .collect();
     unlocked.sort();
@@ -184,17 +209,23 @@ pub(crate) fn plan(args: &PublishArgs, config: &Config, dir: &Path) -> Result<Pl
         repository,
         headline: config.headline.clone(),
         specs,
+        platforms,
         unlocked,
     })
 }
 
-/// One published image.
+/// One published image (of one platform).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub(crate) struct Published {
     pub spec: String,
     pub flink: String,
     pub tag: String,
     pub image: String,
+    /// `linux/amd64`.
+    pub platform: String,
+    /// The digest of the index the tag names, when several platforms were published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_digest: Option<String>,
     pub digest: String,
     pub base_digest: String,
     pub sbom_digest: String,
@@ -229,8 +260,14 @@ pub fn run(args: PublishArgs) -> Result<()> {
 }
 
 /// Returns the image request of spec `spec`: publish's shared flags, written to `output`.
-fn image_request(args: &PublishArgs, spec: &str, output: &Path) -> Result<image::Request> {
+fn image_request(
+    args: &PublishArgs,
+    plan: &Plan,
+    spec: &str,
+    output: &Path,
+) -> Result<image::Request> {
     Ok(image::Request {
+        platforms: plan.platforms.clone(),
         specs: args.specs.clone(),
         mirror: args.mirror.clone(),
         keyring: args.keyring.clone(),
@@ -246,6 +283,23 @@ fn image_request(args: &PublishArgs, spec: &str, output: &Path) -> Result<image:
     })
 }
 
+/// Returns the client of the push: the push credentials are the push registry's only (the
+/// bases are pulled with the Docker config's credentials of their own hosts, or
+/// anonymously).
+fn push_client(args: &PublishArgs, target: &Reference) -> Result<RegistryClient> {
+    let mut auths = Auths::from_docker_config()?;
+    if let Some(user) = &args.registry_user {
+        auths = auths.with(
+            &target.registry,
+            Credentials {
+                username: user.clone(),
+                password: std::env::var("REGISTRY_PASSWORD").unwrap_or_default(),
+            },
+        );
+    }
+    Ok(RegistryClient::new(args.plain_http, auths))
+}
+
 /// Builds, pushes and tags every spec of `plan`, with its SBOM; writes `--report`.
 pub(crate) fn all(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Published>> {
     let root = project::root();
@@ -257,19 +311,7 @@ pub(crate) fn all(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Pub
         patches: patch_infos(&jspec, &root)?,
     };
     let target: Reference = format!("{}/{}", plan.registry, plan.repository).parse()?;
-    // The push credentials are the push registry's only: the bases are pulled with the
-    // Docker config's credentials of their own hosts, or anonymously.
-    let mut auths = Auths::from_docker_config()?;
-    if let Some(user) = &args.registry_user {
-        auths = auths.with(
-            &target.registry,
-            Credentials {
-                username: user.clone(),
-                password: std::env::var("REGISTRY_PASSWORD").unwrap_or_default(),
-            },
-        );
-    }
-    let client = RegistryClient::new(args.plain_http, auths);
+    let client = push_client(args, &target)?;
     let work_parent = args
         .cache_dir
         .clone()
@@ -288,21 +330,39 @@ pub(crate) fn all(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Pub
             spec.base, target.registry, target.repository
         ));
         let layout = work.path().join(name);
-        let built = image::make(&image_request(args, name, &layout)?)
+        let built = image::make(&image_request(args, plan, name, &layout)?)
             .with_context(|| format!("building spec `{name}`"))?;
-        let pushed = push_image(&client, &target, &built, &tag)?;
-        let lock = &built.lock;
-        let sbom = push_sbom(args, &client, &target, &pushed, lock, &jemalloc)?;
-        published.push(Published {
-            spec: name.clone(),
-            flink: spec.flink.clone(),
-            tag,
-            image: format!("{}/{}", target.registry, target.repository),
-            digest: pushed.digest,
-            base_digest: lock.base.manifest_digest.clone(),
-            sbom_digest: sbom.0,
-            sbom_tag: sbom.1,
-        });
+        let index_digest = (plan.platforms.len() > 1).then(|| built.manifest_digest.clone());
+        for one in &built.images {
+            let pushed = push::image(&client, &target, &built.output, one, &tag)?;
+            let sbom = push::sbom(
+                args.source_date_epoch,
+                &client,
+                &target,
+                &pushed,
+                &one.lock,
+                &jemalloc,
+            )?;
+            published.push(Published {
+                spec: name.clone(),
+                flink: spec.flink.clone(),
+                tag: tag.clone(),
+                image: format!("{}/{}", target.registry, target.repository),
+                platform: one.platform.clone(),
+                index_digest: index_digest.clone(),
+                digest: pushed.digest,
+                base_digest: one.lock.base.manifest_digest.clone(),
+                sbom_digest: sbom.0,
+                sbom_tag: sbom.1,
+            });
+        }
+        match &index_digest {
+            Some(index) => push::index(&client, &target, &built.output, index, &tag)?,
+            None => {
+                let (manifest, _, _) = oci::layout_manifest(&built.output, &built.manifest_digest)?;
+                client.put_manifest(&target, &tag, &manifest, OCI_MANIFEST)?;
+            }
+        }
         // The layout is in the registry now; its blobs stay in the cache.
         std::fs::remove_dir_all(&layout).ok();
     }
@@ -329,121 +389,6 @@ fn patch_infos(jspec: &JemallocSpec, root: &Path) -> Result<Vec<PatchInfo>> {
             })
         })
         .collect()
-}
-
-/// An image in the registry: its digest, manifest and tag.
-struct PushedImage {
-    digest: String,
-    manifest: Vec<u8>,
-    tag: String,
-}
-
-/// Pushes the built image by digest (the blobs the registry lacks, then the manifest), then
-/// tags it.
-fn push_image(
-    client: &RegistryClient,
-    target: &Reference,
-    built: &image::Built,
-    tag: &str,
-) -> Result<PushedImage> {
-    let step = Step::start(format!(
-        "pushing {}/{}@{}",
-        target.registry, target.repository, built.manifest_digest
-    ));
-    let (manifest, _, blobs) = oci::layout_manifest(&built.output, &built.manifest_digest)?;
-    let mut uploaded = 0;
-    for d in &blobs {
-        let data = std::fs::read(LayoutBlobs(&built.output).path_of(d)?)?;
-        if client.push_blob(target, d, &data)? {
-            uploaded += 1;
-        }
-    }
-    let digest = client.put_manifest(target, &built.manifest_digest, &manifest, OCI_MANIFEST)?;
-    if digest != built.manifest_digest {
-        bail!("pushed {digest}, built {}", built.manifest_digest);
-    }
-    client.put_manifest(target, tag, &manifest, OCI_MANIFEST)?;
-    step.done(format!(
-        "{uploaded} of {} blobs uploaded; tagged {tag}",
-        blobs.len()
-    ));
-    Ok(PushedImage {
-        digest,
-        manifest,
-        tag: tag.to_string(),
-    })
-}
-
-/// Makes the SBOM from the lock the image was built from, pushes it beside the image as an
-/// artifact whose subject it is, and tags it `sha256-<hex>.sbom`; returns (digest, tag).
-fn push_sbom(
-    args: &PublishArgs,
-    client: &RegistryClient,
-    target: &Reference,
-    image: &PushedImage,
-    lock: &Lock,
-    jemalloc: &sbom::Jemalloc,
-) -> Result<(String, String)> {
-    let (digest, tag) = (&image.digest, &image.tag);
-    let image_name = target
-        .repository
-        .rsplit('/')
-        .next()
-        .unwrap_or(&target.repository);
-    let sbom_bytes = sbom::to_bytes(&sbom::Input {
-        lock,
-        jemalloc,
-        image_digest: digest,
-        image_name,
-        tag,
-        source_date_epoch: args.source_date_epoch,
-    })?;
-    let step = Step::start(format!("pushing the SBOM of {digest}"));
-    let (sbom_manifest, sbom_blobs) = sbom_artifact(
-        sbom_bytes,
-        &Blob::new(OCI_MANIFEST, image.manifest.clone()).descriptor(),
-    );
-    for b in &sbom_blobs {
-        client.push_blob(target, &b.digest, &b.data)?;
-    }
-    let sbom_digest = client.put_manifest(
-        target,
-        &sbom_manifest.digest,
-        &sbom_manifest.data,
-        OCI_MANIFEST,
-    )?;
-    let sbom_tag = sbom_tag(digest)?;
-    client.put_manifest(target, &sbom_tag, &sbom_manifest.data, OCI_MANIFEST)?;
-    step.done(format!("{sbom_digest}, tagged {sbom_tag}"));
-    Ok((sbom_digest, sbom_tag))
-}
-
-/// Returns the cosign-style tag of an image's SBOM: `sha256-<hex>.sbom`.
-pub(crate) fn sbom_tag(image_digest: &str) -> Result<String> {
-    let hex = Sha256Hex::parse(image_digest)?;
-    Ok(format!("sha256-{hex}.sbom"))
-}
-
-/// Wraps the SBOM as an OCI artifact: an image manifest with `artifactType`
-/// `application/spdx+json`, the empty config `{}`, one layer (the SPDX JSON) and `subject`
-/// = the image. Returns the manifest and the blobs it needs (config, layer).
-fn sbom_artifact(sbom: Vec<u8>, subject: &Value) -> (Blob, Vec<Blob>) {
-    let config = Blob::new(OCI_EMPTY, b"{}".to_vec());
-    let layer = Blob::new(sbom::SPDX_MEDIA_TYPE, sbom);
-    let mut layer_desc = layer.descriptor();
-    layer_desc["annotations"] = json!({"org.opencontainers.image.title": "sbom.spdx.json"});
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": sbom::SPDX_MEDIA_TYPE,
-        "config": config.descriptor(),
-        "layers": [layer_desc],
-        "subject": subject,
-    });
-    (
-        Blob::new(OCI_MANIFEST, oci::canonical(&manifest)),
-        vec![config, layer],
-    )
 }
 
 /// Writes the publish report: canonical JSON, images in publishing order.
@@ -506,6 +451,25 @@ mod tests {
         // The headline's lock is needed by the e2e job even when it is not published.
         let p = plan(&args(&["--flink", "2.2.1"]), &c, dir.path()).unwrap();
         assert_eq!(p.unlocked, ["1.10.3"]);
+        // With arm64 too, a spec needs both platforms' locks.
+        let both = args(&["--flink", "2.2.1", "--platform", "linux/amd64,linux/arm64"]);
+        let p = plan(&both, &c, dir.path()).unwrap();
+        assert_eq!(p.platforms, ["linux/amd64", "linux/arm64"]);
+        assert_eq!(p.unlocked, ["1.10.3", "2.2.1"]);
+        std::fs::write(dir.path().join("flink-2.2.1-arm64.lock"), "").unwrap();
+        let p = plan(&both, &c, dir.path()).unwrap();
+        assert_eq!(p.unlocked, ["1.10.3"]);
+        let c = Config {
+            platforms: vec!["linux/arm64".into()],
+            ..c
+        };
+        let p = plan(&args(&["--flink", "2.2.1"]), &c, dir.path()).unwrap();
+        assert_eq!(p.platforms, ["linux/arm64"]);
+        let bad = plan(&args(&["--platform", "linux/s390x"]), &c, dir.path());
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("no platform linux/s390x"));
     }
 
     #[test]
@@ -517,6 +481,7 @@ mod tests {
             repository: None,
             headline: Some("1.10.3".into()),
             specs: vec!["1.10.1".into()],
+            platforms: vec![],
         };
         let p = plan(&args(&[]), &c, &dir).unwrap();
         // No lock is committed yet: a first run resolves the plan's and the headline's.
@@ -593,34 +558,21 @@ mod tests {
             "--specs",
             "/s",
         ]);
-        let i = image_request(&a, "1.10.3", Path::new("/out")).unwrap();
+        let plan = Plan {
+            registry: "r.example".into(),
+            repository: "f".into(),
+            headline: None,
+            specs: vec![],
+            platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+            unlocked: vec![],
+        };
+        let i = image_request(&a, &plan, "1.10.3", Path::new("/out")).unwrap();
         assert_eq!(i.flink, "1.10.3");
+        assert_eq!(i.platforms, plan.platforms);
         assert!(i.locked && i.plain_http && i.push.is_none());
         assert_eq!(i.mirror.as_deref(), Some("http://m"));
         assert_eq!(i.output.as_deref(), Some(Path::new("/out")));
         assert_eq!(i.specs.as_deref(), Some(Path::new("/s")));
         assert_eq!(i.source.sha256, Some("a".repeat(64)));
-    }
-
-    #[test]
-    fn sbom_artifact_points_at_the_image() {
-        let image = Blob::new(OCI_MANIFEST, b"{\"x\":1}".to_vec());
-        let (m, blobs) = sbom_artifact(
-            b"{\"spdxVersion\":\"SPDX-2.3\"}".to_vec(),
-            &image.descriptor(),
-        );
-        let v: Value = serde_json::from_slice(&m.data).unwrap();
-        assert_eq!(v["artifactType"], "application/spdx+json");
-        assert_eq!(v["subject"]["digest"], image.digest.as_str());
-        assert_eq!(v["config"]["mediaType"], OCI_EMPTY);
-        assert_eq!(
-            v["config"]["digest"],
-            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-        );
-        assert_eq!(v["layers"][0]["digest"], blobs[1].digest.as_str());
-        assert_eq!(
-            sbom_tag(&image.digest).unwrap(),
-            format!("sha256-{}.sbom", &image.digest[7..])
-        );
     }
 }

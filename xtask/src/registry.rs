@@ -197,13 +197,34 @@ fn select_platform(index: &Value, os: &str, arch: &str) -> Result<Value> {
                     )
                 })
                 .collect();
-            bail!(
-                "the index has no {os}/{arch} image (it has: {})",
-                have.join(", ")
-            )
+            Err(NoPlatform {
+                wanted: format!("{os}/{arch}"),
+                have,
+            }
+            .into())
         }
     }
 }
+
+/// An index without the platform asked for: an index run builds the other platforms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NoPlatform {
+    pub wanted: String,
+    pub have: Vec<String>,
+}
+
+impl std::fmt::Display for NoPlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no {} image (it has: {})",
+            self.wanted,
+            self.have.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for NoPlatform {}
 
 /// A manifest as fetched: raw bytes (their sha256 is the digest), media type, parsed JSON.
 #[derive(Debug, Clone)]
@@ -426,12 +447,23 @@ impl RegistryClient {
 
     /// Resolves `r` to the linux/amd64 image manifest; returns it and the index it came from.
     pub fn image_manifest(&self, r: &Reference) -> Result<(Manifest, Option<Manifest>)> {
+        self.image_manifest_for(r, "amd64")
+    }
+
+    /// Resolves `r` to the linux image manifest of Debian architecture `arch` (`arm64`);
+    /// returns it and the index it came from. A single manifest is returned as it is: its
+    /// config says what it is for.
+    pub(crate) fn image_manifest_for(
+        &self,
+        r: &Reference,
+        arch: &str,
+    ) -> Result<(Manifest, Option<Manifest>)> {
         let top = self.manifest(r, r.reference())?;
         if !top.is_index() {
             return Ok((top, None));
         }
-        let desc = select_platform(&top.json, "linux", "amd64")
-            .with_context(|| format!("resolving {r}"))?;
+        let desc =
+            select_platform(&top.json, "linux", arch).with_context(|| format!("resolving {r}"))?;
         let digest = desc["digest"]
             .as_str()
             .context("index entry without digest")?;

@@ -189,7 +189,7 @@ fn debian() -> String {
 
 impl SuiteSpec {
     /// Returns the suite's mirror for `platform` (`linux/arm64`).
-    pub(crate) fn mirror_for(&self, platform: &str) -> &str {
+    pub fn mirror_for(&self, platform: &str) -> &str {
         self.platform_mirrors
             .get(platform)
             .map_or(&self.mirror, String::as_str)

@@ -16,7 +16,7 @@ use crate::spec::SuiteSpec;
 
 /// The base image as pulled.
 pub(crate) struct Base {
-    /// Its manifest's digest (the linux/amd64 image's) and, when it came from an index,
+    /// Its manifest's digest (the platform's image's) and, when it came from an index,
     /// the index's.
     pub digest: String,
     pub index_digest: Option<String>,
@@ -82,7 +82,7 @@ pub(crate) fn pull(run: &RunContext) -> Result<Base> {
                 let wanted = pinned.map(|b| base_ref.with_digest(&b.manifest_digest));
                 let (m, index) = run
                     .client
-                    .image_manifest(wanted.as_ref().unwrap_or(base_ref))?;
+                    .image_manifest_for(wanted.as_ref().unwrap_or(base_ref), &run.platform.arch)?;
                 if !oci::is_manifest_type(&m.media_type) {
                     bail!("{base_ref}: unsupported manifest type {}", m.media_type);
                 }
@@ -109,6 +109,8 @@ pub(crate) fn pull(run: &RunContext) -> Result<Base> {
             run.client.blob(base_ref, &config_digest, &run.cache)?
         }
     };
+    let config: Value = serde_json::from_slice(&std::fs::read(&config_path)?)?;
+    check_architecture(run, &config)?;
     let mut layer_paths = Vec::new();
     for l in &layers {
         let d = l["digest"].as_str().context("layer without digest")?;
@@ -120,7 +122,6 @@ pub(crate) fn pull(run: &RunContext) -> Result<Base> {
             run.client.blob(base_ref, d, &run.cache)?
         });
     }
-    let config: Value = serde_json::from_slice(&std::fs::read(&config_path)?)?;
     step.done(format!(
         "{digest}, {} layers{}",
         layers.len(),
@@ -138,6 +139,24 @@ pub(crate) fn pull(run: &RunContext) -> Result<Base> {
         layers,
         layer_paths,
     })
+}
+
+/// Requires the base's config to be for the run's platform: a single-platform base of
+/// another CPU (or a wrong `--base`) is refused before anything is built on it.
+fn check_architecture(run: &RunContext, config: &Value) -> Result<()> {
+    let arch = config["architecture"].as_str().unwrap_or("?");
+    if arch != run.platform.arch {
+        let none = crate::registry::NoPlatform {
+            wanted: run.platform_name.clone(),
+            have: vec![format!("linux/{arch}")],
+        };
+        return Err(anyhow::Error::new(none).context(format!(
+            "the base {} is one linux/{arch} image: give --platform linux/{arch}, or a --base \
+             whose index has a {} image",
+            run.base_ref, run.platform_name
+        )));
+    }
+    Ok(())
 }
 
 /// Stage 2: reads what the base is from its cached layers (no network). The suite and libc6 pick
@@ -240,7 +259,8 @@ fn base_facts(run: &RunContext, base: &Base) -> Result<BaseFacts> {
 }
 
 /// Returns `--mirror`, else the lock's, else the base's own apt source for the suite (not for an
-/// archived suite: its sources no longer serve it), else the suite's in images/debian.toml.
+/// archived suite: its sources no longer serve it), else the suite's in images/debian.toml for
+/// the platform (Ubuntu's arm64 is on ports.ubuntu.com).
 fn mirror(run: &RunContext, facts: &BaseFacts, suite: &str, suite_spec: &SuiteSpec) -> String {
     run.req
         .mirror
@@ -251,7 +271,7 @@ fn mirror(run: &RunContext, facts: &BaseFacts, suite: &str, suite_spec: &SuiteSp
                 .then(|| mirror_for(facts, suite))
                 .flatten()
         })
-        .unwrap_or_else(|| suite_spec.mirror.clone())
+        .unwrap_or_else(|| suite_spec.mirror_for(&run.platform_name).to_string())
 }
 
 /// Returns the mirror for `suite` among the base's apt sources.

@@ -21,8 +21,9 @@ pub(crate) struct RunContext<'a> {
     pub spec: FlinkSpec,
     pub jspec: JemallocSpec,
     pub debian: DebianSpec,
-    /// The platform the image is built for (`linux/amd64`).
+    /// The platform the image is built for (`linux/amd64`), and its name.
     pub platform: PlatformSpec,
+    pub platform_name: String,
     pub cache: Cache,
     pub base_text: String,
     pub base_ref: Reference,
@@ -43,7 +44,7 @@ pub(crate) fn resolve(req: &Request) -> Result<RunContext<'_>> {
     let spec = FlinkSpec::load_in(&specs, version)?;
     let jspec = JemallocSpec::load_release(&root, req.source.jemalloc.as_deref())?;
     let debian = DebianSpec::load(&root)?;
-    let platform = debian.platform(DEFAULT_PLATFORM)?.clone();
+    let platform = debian.platform(req.platform())?.clone();
     let cache = Cache::new(
         req.cache_dir
             .clone()
@@ -54,7 +55,7 @@ pub(crate) fn resolve(req: &Request) -> Result<RunContext<'_>> {
     let lock_path = req
         .lock_file
         .clone()
-        .unwrap_or_else(|| specs.join(format!("flink-{version}{}.lock", jspec.name_suffix())));
+        .unwrap_or_else(|| specs.join(lock_name(version, &jspec, req.platform(), &platform)));
     let jemalloc_url = req.source.url.clone().unwrap_or_else(|| jspec.url.clone());
     let jemalloc_sha = match &req.source.sha256 {
         Some(s) => Sha256Hex::parse(s)?.to_string(),
@@ -66,6 +67,7 @@ pub(crate) fn resolve(req: &Request) -> Result<RunContext<'_>> {
         jemalloc_sha256: &jemalloc_sha,
         mirror: req.mirror.as_deref(),
         source_date_epoch: req.source_date_epoch,
+        platform: req.platform(),
     };
     let existing = Lock::read(&lock_path)?;
     if req.locked {
@@ -88,6 +90,7 @@ pub(crate) fn resolve(req: &Request) -> Result<RunContext<'_>> {
         jspec,
         debian,
         platform,
+        platform_name: req.platform().to_string(),
         cache,
         base_text,
         base_ref,
@@ -99,6 +102,32 @@ pub(crate) fn resolve(req: &Request) -> Result<RunContext<'_>> {
         client,
         dl: Downloader::new(),
     })
+}
+
+/// Returns the lock's file name: `flink-<version>.lock`, with `-jemalloc-<v>` for a release
+/// other than the default and `-<arch>` for a platform other than linux/amd64 (a lock per
+/// platform: each pins its own base manifest and packages).
+pub(crate) fn lock_name(
+    version: &str,
+    jspec: &JemallocSpec,
+    platform_name: &str,
+    platform: &PlatformSpec,
+) -> String {
+    format!(
+        "flink-{version}{}{}.lock",
+        jspec.name_suffix(),
+        platform_suffix(platform_name, platform)
+    )
+}
+
+/// Returns `-<arch>` for a platform other than linux/amd64, else nothing: what the names of
+/// its lock and default output end with.
+pub(crate) fn platform_suffix(platform_name: &str, platform: &PlatformSpec) -> String {
+    if platform_name == DEFAULT_PLATFORM {
+        String::new()
+    } else {
+        format!("-{}", platform.arch)
+    }
 }
 
 /// Returns the credentials of a run: the user's Docker config, and `--registry-user` with

@@ -25,6 +25,7 @@ pub(crate) fn build(run: &RunContext, target: &Target) -> Result<Jemalloc> {
     let built = build::jemalloc(&BuildArgs {
         sysroot_pins: run.usable.as_ref().map(|l| l.sysroot.packages.clone()),
         keyring: target.keyring.clone(),
+        platform: run.platform_name.clone(),
         ..BuildArgs::new(
             SourceArgs {
                 jemalloc: Some(run.jspec.version.clone()),

@@ -13,6 +13,10 @@ use crate::build::sysroot::Pinned;
 pub struct Lock {
     pub version: u32,
     pub flink: String,
+    /// The platform, for one other than linux/amd64 (`linux/arm64`); absent means amd64, so
+    /// the amd64 locks read as they always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
     pub source_date_epoch: u64,
     pub base: BaseLock,
     pub jemalloc: JemallocLock,
@@ -99,6 +103,7 @@ pub(crate) struct Request<'a> {
     pub jemalloc_sha256: &'a str,
     pub mirror: Option<&'a str>,
     pub source_date_epoch: u64,
+    pub platform: &'a str,
 }
 
 /// Returns the ways `lock` does not answer `req` (empty when the lock can be used as it is).
@@ -123,6 +128,13 @@ pub(crate) fn differences(lock: &Lock, req: &Request) -> Vec<String> {
                 lock.sysroot.mirror
             ));
         }
+    }
+    let locked = lock
+        .platform
+        .as_deref()
+        .unwrap_or(crate::spec::DEFAULT_PLATFORM);
+    if locked != req.platform {
+        d.push(format!("platform {} (locked: {locked})", req.platform));
     }
     if lock.source_date_epoch != req.source_date_epoch {
         d.push(format!(
@@ -177,6 +189,7 @@ mod tests {
         Lock {
             version: 1,
             flink: "1.10.1".into(),
+            platform: None,
             source_date_epoch: 0,
             base: BaseLock {
                 reference: "docker.io/library/flink:1.10.1-scala_2.12".into(),
@@ -221,9 +234,14 @@ mod tests {
             jemalloc_sha256: &sha,
             mirror: None,
             source_date_epoch: 0,
+            platform: "linux/amd64",
         };
         assert!(differences(&l, &req).is_empty());
         require(&path, Some(&l), &req).unwrap();
+        req.platform = "linux/arm64";
+        let d = differences(&l, &req);
+        assert_eq!(d, ["platform linux/arm64 (locked: linux/amd64)"], "{d:?}");
+        req.platform = "linux/amd64";
         req.base = "docker.io/library/flink:1.10.2-scala_2.12";
         req.mirror = Some("http://deb.debian.org/debian");
         let err = require(&path, Some(&l), &req).unwrap_err().to_string();

@@ -51,6 +51,8 @@ pub(crate) fn of_run(
     Lock {
         version: 1,
         flink: run.spec.flink.clone(),
+        platform: (run.platform_name != crate::spec::DEFAULT_PLATFORM)
+            .then(|| run.platform_name.clone()),
         source_date_epoch: run.req.source_date_epoch,
         base: BaseLock {
             reference: run.base_text.clone(),

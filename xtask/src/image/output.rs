@@ -23,13 +23,11 @@ pub(crate) struct Outputs {
 
 /// Stage 6: writes the files, then does the push and the load asked for.
 pub(crate) fn write(run: &RunContext, image: &Assembled) -> Result<Outputs> {
-    let path = run.req.output.clone().unwrap_or_else(|| {
-        run.cache.dir.join("images").join(if run.jspec.default {
-            format!("flink-{}-jemalloc", run.spec.name)
-        } else {
-            format!("flink-{}-jemalloc-{}", run.spec.name, run.jspec.version)
-        })
-    });
+    let path = run
+        .req
+        .output
+        .clone()
+        .unwrap_or_else(|| default_path(run, true));
     write_files(run, image, &path)?;
     progress::note(format!(
         "image {} written to {}",
@@ -46,22 +44,54 @@ pub(crate) fn write(run: &RunContext, image: &Assembled) -> Result<Outputs> {
     Ok(Outputs { path, pushed })
 }
 
+/// Returns `<cache>/images/flink-<spec>-jemalloc`, `-<release>` after it for a jemalloc
+/// release other than the default and, `with_platform`, `-<arch>` for a platform other than
+/// linux/amd64 (an index's layout has no platform in its name).
+pub(crate) fn default_path(run: &RunContext, with_platform: bool) -> PathBuf {
+    let release = if run.jspec.default {
+        String::new()
+    } else {
+        format!("-{}", run.jspec.version)
+    };
+    let platform = if with_platform {
+        super::context::platform_suffix(&run.platform_name, &run.platform)
+    } else {
+        String::new()
+    };
+    run.cache.dir.join("images").join(format!(
+        "flink-{}-jemalloc{release}{platform}",
+        run.spec.name
+    ))
+}
+
 /// Writes an OCI layout directory, or a `.tar` of one (`--format oci`) or a docker-archive.
 fn write_files(run: &RunContext, image: &Assembled, path: &Path) -> Result<()> {
-    let src = CacheBlobs(&run.cache);
-    let epoch = run.req.source_date_epoch;
-    if path.extension().is_none_or(|e| e != "tar") {
-        return oci::write_layout(path, &image.manifest, &image.blobs, &src, &image.tag);
-    }
-    if run.req.format == Format::DockerArchive {
+    if run.req.format == Format::DockerArchive && path.extension().is_some_and(|e| e == "tar") {
         return oci::write_docker_archive(
             path,
             &image.config,
             &image.blobs[1..],
-            &src,
+            &CacheBlobs(&run.cache),
             &crate::docker::image_name(&image.tag),
-            epoch,
+            run.req.source_date_epoch,
         );
+    }
+    write_oci(run, &image.manifest, &image.blobs, &image.tag, path)
+}
+
+/// Writes the OCI layout of `top` (an image's manifest, or an index over several) with
+/// `blobs` (every blob below it) as a directory, or as a `.tar` of one.
+pub(crate) fn write_oci(
+    run: &RunContext,
+    top: &oci::Blob,
+    blobs: &[String],
+    tag: &str,
+    path: &Path,
+) -> Result<()> {
+    let src = CacheBlobs(&run.cache);
+    let epoch = run.req.source_date_epoch;
+    if path.extension().is_none_or(|e| e != "tar") {
+        return oci::write_layout(path, top, blobs, &src, tag);
     }
     let parent = path.parent().context("output without parent")?;
     std::fs::create_dir_all(parent)?;
@@ -69,7 +99,7 @@ fn write_files(run: &RunContext, image: &Assembled, path: &Path) -> Result<()> {
         .prefix(".oci-")
         .tempdir_in(parent)?;
     let layout = tmp.path().join("layout");
-    oci::write_layout(&layout, &image.manifest, &image.blobs, &src, &image.tag)?;
+    oci::write_layout(&layout, top, blobs, &src, tag)?;
     let tar = oci::tar_dir(&layout, epoch)?;
     let t = tempfile::Builder::new()
         .prefix(".oci-tar-")
@@ -81,8 +111,28 @@ fn write_files(run: &RunContext, image: &Assembled, path: &Path) -> Result<()> {
 
 /// `--push`: pushes the blobs the registry lacks, then the manifest; returns `repo@digest`.
 fn push(run: &RunContext, image: &Assembled, target: &Reference) -> Result<String> {
-    let src = CacheBlobs(&run.cache);
     let step = Step::start(format!("pushing to {target}"));
+    let (digest, uploaded) = push_image(run, image, target, target.reference())?;
+    step.done(format!(
+        "{digest}; {uploaded} of {} blobs uploaded, the rest were there",
+        image.blobs.len()
+    ));
+    Ok(format!(
+        "{}/{}@{digest}",
+        target.registry, target.repository
+    ))
+}
+
+/// Pushes the blobs of `image` the registry lacks, then its manifest as `reference` (a tag,
+/// or its digest for an image of an index); returns the manifest's digest and how many
+/// blobs were uploaded.
+pub(crate) fn push_image(
+    run: &RunContext,
+    image: &Assembled,
+    target: &Reference,
+    reference: &str,
+) -> Result<(String, usize)> {
+    let src = CacheBlobs(&run.cache);
     let mut uploaded = 0;
     for d in &image.blobs {
         let data = std::fs::read(src.path_of(d)?)?;
@@ -92,18 +142,11 @@ fn push(run: &RunContext, image: &Assembled, target: &Reference) -> Result<Strin
     }
     let digest = run.client.put_manifest(
         target,
-        target.reference(),
+        reference,
         &image.manifest.data,
         crate::oci::OCI_MANIFEST,
     )?;
-    step.done(format!(
-        "{digest}; {uploaded} of {} blobs uploaded, the rest were there",
-        image.blobs.len()
-    ));
-    Ok(format!(
-        "{}/{}@{digest}",
-        target.registry, target.repository
-    ))
+    Ok((digest, uploaded))
 }
 
 /// `--load`: writes the image as a docker-archive named [`crate::docker::image_name`] of its tag

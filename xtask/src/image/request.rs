@@ -15,6 +15,9 @@ pub(crate) const DEFAULT_MALLOC_CONF: &str =
 #[derive(Debug, Clone)]
 pub struct Request {
     pub flink: String,
+    /// `linux/amd64`, `linux/arm64` (images/debian.toml's platforms), or both: an image
+    /// index of one image per platform.
+    pub platforms: Vec<String>,
     pub specs: Option<PathBuf>,
     pub base: Option<String>,
     pub plain_http: bool,
@@ -35,6 +38,42 @@ pub struct Request {
     pub source_date_epoch: u64,
     pub source: SourceArgs,
     pub cache_dir: Option<PathBuf>,
+}
+
+impl Request {
+    /// Returns the platform of a one-platform request (the first of several: the index's
+    /// run gives each platform a request of its own, [`Request::for_platform`]).
+    pub(crate) fn platform(&self) -> &str {
+        self.platforms
+            .first()
+            .map_or(crate::spec::DEFAULT_PLATFORM, String::as_str)
+    }
+
+    /// Returns the request for `platform` alone, as one platform of an index: its own lock
+    /// (`--lock-file F` is F for linux/amd64 and F with `-<arch>` before `.lock` for
+    /// another, as the default names are); no output, push or load of its own.
+    pub(crate) fn for_platform(&self, platform: &str, arch: &str) -> Request {
+        let lock_file = self.lock_file.as_ref().map(|f| {
+            if platform == crate::spec::DEFAULT_PLATFORM {
+                f.clone()
+            } else {
+                let stem = f.file_stem().unwrap_or_default().to_string_lossy();
+                let ext = f
+                    .extension()
+                    .map(|e| format!(".{}", e.to_string_lossy()))
+                    .unwrap_or_default();
+                f.with_file_name(format!("{stem}-{arch}{ext}"))
+            }
+        });
+        Request {
+            platforms: vec![platform.to_string()],
+            lock_file,
+            output: None,
+            push: None,
+            load: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// The form of a `.tar` output.
@@ -73,5 +112,33 @@ impl LoadTarget {
                  (e.g. --load kind=flink-jemalloc)"
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_platform_of_an_index_gets_its_own_lock_and_no_output() {
+        let mut req = Request::new("2.2.1").unwrap();
+        assert_eq!(req.platform(), "linux/amd64");
+        req.platforms = vec!["linux/amd64".into(), "linux/arm64".into()];
+        req.lock_file = Some(PathBuf::from("/w/flink.lock"));
+        req.output = Some(PathBuf::from("/w/layout"));
+        req.push = Some("r.example/f:t".into());
+        let amd64 = req.for_platform("linux/amd64", "amd64");
+        let arm64 = req.for_platform("linux/arm64", "arm64");
+        assert_eq!(amd64.lock_file.as_deref(), Some("/w/flink.lock".as_ref()));
+        assert_eq!(
+            arm64.lock_file.as_deref(),
+            Some("/w/flink-arm64.lock".as_ref())
+        );
+        assert_eq!(arm64.platforms, ["linux/arm64"]);
+        assert_eq!(arm64.platform(), "linux/arm64");
+        assert!(arm64.output.is_none() && arm64.push.is_none() && arm64.load.is_none());
+        // Without --lock-file each resolves its default name.
+        req.lock_file = None;
+        assert!(req.for_platform("linux/arm64", "arm64").lock_file.is_none());
     }
 }

@@ -102,7 +102,9 @@ pub struct LayoutRef {
     pub manifest_digest: String,
 }
 
-/// Reads [`LayoutRef`] of `layout`, or says that it is not what `image --output` writes.
+/// Reads [`LayoutRef`] of `layout`, or says that it is not what `image --output` writes. A
+/// layout of several platforms (`index.json` naming an image index) gives the image of this
+/// machine's platform.
 pub fn layout_ref(layout: &Path) -> Result<LayoutRef> {
     let index_path = layout.join("index.json");
     let bytes = std::fs::read(&index_path).with_context(|| {
@@ -125,10 +127,49 @@ pub fn layout_ref(layout: &Path) -> Result<LayoutRef> {
     let digest = first["digest"]
         .as_str()
         .with_context(|| format!("{} names no manifest", index_path.display()))?;
+    let digest = if first["mediaType"] == OCI_INDEX {
+        native_image(layout, digest)?
+    } else {
+        digest.to_string()
+    };
     Ok(LayoutRef {
         ref_name: ref_name.to_string(),
-        manifest_digest: digest.to_string(),
+        manifest_digest: digest,
     })
+}
+
+/// Returns the digest of this machine's platform's image (linux/amd64 on x86-64,
+/// linux/arm64 on aarch64) in the layout's image index `digest`.
+fn native_image(layout: &Path, digest: &str) -> Result<String> {
+    let bytes = std::fs::read(LayoutBlobs(layout).path_of(digest)?)?;
+    let index: Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: index {digest} is not JSON", layout.display()))?;
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
+    let found = manifests
+        .iter()
+        .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch);
+    match found.and_then(|m| m["digest"].as_str()) {
+        Some(d) => Ok(d.to_string()),
+        None => bail!(
+            "{}: the index has no linux/{arch} image, this machine's (it has: {}); build it \
+             with `cargo xtask image --platform linux/{arch}`",
+            layout.display(),
+            manifests
+                .iter()
+                .map(|m| format!(
+                    "{}/{}",
+                    m["platform"]["os"].as_str().unwrap_or("?"),
+                    m["platform"]["architecture"].as_str().unwrap_or("?")
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// Checks every blob of the (first) image of `layout` (manifest, config, layers) against its

@@ -418,6 +418,7 @@ mod tests {
         Lock {
             version: 1,
             flink: "1.17.2".into(),
+            platform: None,
             source_date_epoch: 0,
             base: BaseLock {
                 reference: "docker.io/library/flink:1.17.2-scala_2.12-java11".into(),

@@ -7,6 +7,7 @@
 //! ([`support::shared`]), beside each other but never beside a heavy one, as separate test
 //! binaries used to run.
 
+mod arm64;
 mod bad_input;
 mod build;
 mod compose;

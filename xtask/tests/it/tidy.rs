@@ -61,11 +61,6 @@ const LONG_FNS: &[(&str, &str, &str)] = &[
         "one match over tar entry kinds, each arm a safety check; splitting it would scatter \
          the policy",
     ),
-    (
-        "harness/src/fixtures.rs",
-        "debian_repo_with_tools",
-        "a test fixture's recipe: a linear script of apt-get, dpkg-scanpackages and gpg commands",
-    ),
 ];
 
 fn src() -> PathBuf {
