@@ -3,7 +3,10 @@
 #   image  `cargo xtask image`, `publish`, `analyze`: a host C/C++ toolchain and make (the
 #          jemalloc build), patch (the carried patches), perl, binutils and file (jeprof),
 #          umoci (unpacking a base, rootless as a user), util-linux (unshare: the in-image
-#          steps run in a user namespace as a user), gpgv (signatures), ca-certificates.
+#          steps run in a user namespace as a user), gpgv (signatures), ca-certificates;
+#          on x86-64 also Debian's aarch64 cross compilers and qemu-user-static, for
+#          linux/arm64 images (`--platform linux/arm64`: cross build, in-image steps and
+#          smoke under qemu-user).
 #   lock   `cargo xtask lock --archive-keyring`: gpgv and the distributions' archive
 #          keyrings (debian-archive-keyring, ubuntu-keyring where the distribution has it).
 #   e2e    `image`'s, plus a JDK when `javac` is missing (the e2e job is compiled here).
@@ -21,6 +24,9 @@ case "$purpose" in
   image)
     sudo_if_needed apt-get update -q
     install $image_packages
+    if [ "$(uname -m)" = x86_64 ]; then
+      install gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static
+    fi
     exit 0
     ;;
   lock)

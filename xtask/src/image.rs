@@ -203,18 +203,23 @@ pub fn run(args: ImageArgs) -> Result<()> {
 /// Returns the Markdown table of the specs in `dir` (`--list`).
 fn list_table(dir: &Path) -> Result<String> {
     let mut out = String::from(
-        "| `--flink` | Flink | base image | distribution | Java | profiled image tag |\n|---|---|---|---|---|---|\n",
+        "| `--flink` | Flink | base image | distribution | Java | platforms | profiled image tag |\n|---|---|---|---|---|---|---|\n",
     );
     let releases = JemallocSpec::all(&project::root())?;
     let jemalloc = releases[0].version.clone();
     for s in FlinkSpec::all_in(dir)? {
         out.push_str(&format!(
-            "| {} | {} | `{}` | {} | {} | `{}` |\n",
+            "| {} | {} | `{}` | {} | {} | {} | `{}` |\n",
             s.name,
             s.flink,
             s.base,
             s.distribution,
             s.java,
+            s.platforms
+                .iter()
+                .map(|p| p.trim_start_matches("linux/"))
+                .collect::<Vec<_>>()
+                .join(", "),
             s.output_tag(&jemalloc)
         ));
     }
@@ -300,11 +305,11 @@ mod tests {
         let t = list_table(&FlinkSpec::default_dir(&project::root())).unwrap();
         assert!(
             t.contains(
-                "| 1.10.1 | 1.10.1 | `docker.io/library/flink:1.10.1-scala_2.12` | debian buster | 8 | `1.10.1-scala_2.12-jemalloc-5.2.1-prof` |"
+                "| 1.10.1 | 1.10.1 | `docker.io/library/flink:1.10.1-scala_2.12` | debian buster | 8 | amd64 | `1.10.1-scala_2.12-jemalloc-5.2.1-prof` |"
             ),
             "{t}"
         );
-        assert!(t.contains("| ubuntu noble | 17 |"), "{t}");
+        assert!(t.contains("| ubuntu noble | 17 | amd64, arm64 |"), "{t}");
         // The README's table of supported versions is this output.
         let readme = std::fs::read_to_string(project::root().join("README.md")).unwrap();
         assert!(

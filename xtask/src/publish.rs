@@ -128,8 +128,10 @@ pub(crate) struct Plan {
     pub repository: String,
     pub headline: Option<String>,
     pub specs: Vec<String>,
-    /// The platforms of every spec (`linux/amd64` and maybe `linux/arm64`).
+    /// The platforms asked for (`linux/amd64` and maybe `linux/arm64`).
     pub platforms: Vec<String>,
+    /// Per spec (the headline's too), those of them its official image has.
+    pub spec_platforms: std::collections::BTreeMap<String, Vec<String>>,
     /// Specs of this plan (the headline's too) whose lock file `dir` lacks: a repository's
     /// first run, before any lock is committed, resolves them (`cargo xtask lock`) and builds
     /// from those.
@@ -186,22 +188,19 @@ pub(crate) fn plan(args: &PublishArgs, config: &Config, dir: &Path) -> Result<Pl
     // The locks `image` reads: `flink-<spec>[-jemalloc-5.3.0][-arm64].lock`, one per platform.
     let jspec = JemallocSpec::load_release(&project::root(), args.source.jemalloc.as_deref())?;
     let debian = crate::spec::DebianSpec::load(&project::root())?;
-    let pspecs = platforms
-        .iter()
-        .map(|p| Ok((p, debian.platform(p)?)))
-        .collect::<Result<Vec<_>>>()?;
-    let missing = |s: &str| {
-        pspecs.iter().any(|(p, spec)| {
-            !dir.join(image::context::lock_name(s, &jspec, p, spec))
-                .is_file()
-        })
-    };
-    let mut unlocked: Vec<String> = specs
-        .iter()
-        .chain(config.headline.iter())
-        .filter(|s| missing(s))
-        .cloned()
-        .collect();
+    for p in &platforms {
+        debian.platform(p)?;
+    }
+    let spec_platforms = spec_platforms(&specs, config.headline.as_deref(), &platforms, dir)?;
+    let mut unlocked = Vec::new();
+    for (s, ps) in &spec_platforms {
+        for p in ps {
+            let lock = image::context::lock_name(s, &jspec, p, debian.platform(p)?);
+            if !dir.join(lock).is_file() {
+                unlocked.push(s.clone());
+            }
+        }
+    }
     unlocked.sort();
     unlocked.dedup();
     Ok(Plan {
@@ -210,8 +209,45 @@ pub(crate) fn plan(args: &PublishArgs, config: &Config, dir: &Path) -> Result<Pl
         headline: config.headline.clone(),
         specs,
         platforms,
+        spec_platforms,
         unlocked,
     })
+}
+
+/// Returns, per spec of `specs`, the platforms of `platforms` its official image has (in
+/// `platforms`' order; a spec left with none is an error naming its file), and for a
+/// headline not among them linux/amd64, what the e2e job builds of it.
+fn spec_platforms(
+    specs: &[String],
+    headline: Option<&str>,
+    platforms: &[String],
+    dir: &Path,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+    let mut out = std::collections::BTreeMap::new();
+    if let Some(h) = headline.filter(|h| !specs.iter().any(|s| s == h)) {
+        out.insert(
+            h.to_string(),
+            vec![crate::spec::DEFAULT_PLATFORM.to_string()],
+        );
+    }
+    for s in specs {
+        let spec = FlinkSpec::load_in(dir, s)?;
+        let has: Vec<String> = platforms
+            .iter()
+            .filter(|p| spec.platforms.contains(p))
+            .cloned()
+            .collect();
+        if has.is_empty() {
+            bail!(
+                "spec `{s}`: its official image has {}, none of {} ({}: `platforms`)",
+                spec.platforms.join(", "),
+                platforms.join(", "),
+                dir.join(format!("flink-{s}.toml")).display()
+            );
+        }
+        out.insert(s.to_string(), has);
+    }
+    Ok(out)
 }
 
 /// One published image (of one platform).
@@ -248,6 +284,11 @@ pub fn run(args: PublishArgs) -> Result<()> {
                 "headline": plan.headline,
                 "specs": plan.specs,
                 "unlocked": plan.unlocked,
+                "platforms": plan
+                    .spec_platforms
+                    .iter()
+                    .map(|(s, p)| (s.clone(), json!(p.join(","))))
+                    .collect::<serde_json::Map<_, _>>(),
             }))?
         );
         return Ok(());
@@ -267,7 +308,11 @@ fn image_request(
     output: &Path,
 ) -> Result<image::Request> {
     Ok(image::Request {
-        platforms: plan.platforms.clone(),
+        platforms: plan
+            .spec_platforms
+            .get(spec)
+            .cloned()
+            .unwrap_or_else(|| plan.platforms.clone()),
         specs: args.specs.clone(),
         mirror: args.mirror.clone(),
         keyring: args.keyring.clone(),
@@ -332,7 +377,8 @@ pub(crate) fn all(args: &PublishArgs, plan: &Plan, dir: &Path) -> Result<Vec<Pub
         let layout = work.path().join(name);
         let built = image::make(&image_request(args, plan, name, &layout)?)
             .with_context(|| format!("building spec `{name}`"))?;
-        let index_digest = (plan.platforms.len() > 1).then(|| built.manifest_digest.clone());
+        let index_digest = (built.images.len() > 1 || plan.spec_platforms[name].len() > 1)
+            .then(|| built.manifest_digest.clone());
         for one in &built.images {
             let pushed = push::image(&client, &target, &built.output, one, &tag)?;
             let sbom = push::sbom(
@@ -470,6 +516,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no platform linux/s390x"));
+        // 1.10's official images are amd64 only: only its amd64 lock is needed, and arm64
+        // alone is refused naming the spec's file.
+        let p = plan(&both, &c, dir.path()).unwrap();
+        assert_eq!(p.spec_platforms["1.10.3"], ["linux/amd64"]);
+        assert_eq!(p.spec_platforms["2.2.1"], ["linux/amd64", "linux/arm64"]);
+        let arm64 = args(&["--flink", "1.10.1", "--platform", "linux/arm64"]);
+        let e = plan(&arm64, &c, dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("spec `1.10.1`: its official image has linux/amd64, none of linux/arm64"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -564,11 +621,13 @@ mod tests {
             headline: None,
             specs: vec![],
             platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+            spec_platforms: [("1.10.3".to_string(), vec!["linux/amd64".to_string()])].into(),
             unlocked: vec![],
         };
         let i = image_request(&a, &plan, "1.10.3", Path::new("/out")).unwrap();
         assert_eq!(i.flink, "1.10.3");
-        assert_eq!(i.platforms, plan.platforms);
+        // The spec's platforms of the plan's: 1.10.3's official image is amd64 only.
+        assert_eq!(i.platforms, ["linux/amd64"]);
         assert!(i.locked && i.plain_http && i.push.is_none());
         assert_eq!(i.mirror.as_deref(), Some("http://m"));
         assert_eq!(i.output.as_deref(), Some(Path::new("/out")));

@@ -280,6 +280,14 @@ pub(crate) struct FlinkSpec {
     /// where the official entrypoint would preload the distribution's own jemalloc).
     #[serde(default)]
     pub env: Vec<String>,
+    /// The platforms the official image's index has (`publish` builds these of its own):
+    /// linux/amd64 when absent.
+    #[serde(default = "amd64_only")]
+    pub platforms: Vec<String>,
+}
+
+fn amd64_only() -> Vec<String> {
+    vec![DEFAULT_PLATFORM.to_string()]
 }
 
 impl FlinkSpec {
@@ -427,6 +435,24 @@ mod tests {
             format!("{e:#}").contains("install debian-archive-keyring"),
             "{e:#}"
         );
+    }
+
+    #[test]
+    fn every_spec_names_known_platforms_amd64_first() {
+        let root = crate::project::root();
+        let debian = DebianSpec::load(&root).unwrap();
+        for s in FlinkSpec::all_in(&FlinkSpec::default_dir(&root)).unwrap() {
+            assert_eq!(s.platforms[0], DEFAULT_PLATFORM, "{}", s.name);
+            for p in &s.platforms {
+                debian.platform(p).unwrap();
+            }
+            // apache/flink-docker: arm64v8 from 1.14.3 on.
+            let arm64 = s.platforms.iter().any(|p| p == "linux/arm64");
+            let old = ["1.10.", "1.11.", "1.12.", "1.13."]
+                .iter()
+                .any(|v| s.flink.starts_with(v));
+            assert_eq!(arm64, !old, "{}", s.name);
+        }
     }
 
     #[test]

@@ -178,6 +178,7 @@ fn index_of_amd64_and_arm64_images() {
         stderr(&out)
     );
 
+    publish_gives_each_platform_its_sbom(t.path(), &addr, &args("unused", &[]), &digest);
     docker_runs_the_arm64_image(&format!("{addr}/profiled/flink@{digest}"));
     drop(files);
     drop(registry);
@@ -250,6 +251,114 @@ fn each_image_is_its_platforms(
         found,
         "the arm64 image's jemalloc layer has no libjemalloc.so.2"
     );
+}
+
+/// `publish --platform linux/amd64,linux/arm64` of a spec on the fixture index, with the
+/// image run's locks committed beside it and its cache (warm): the report has one row per
+/// platform under the same index (the image run's), each with its SBOM, whose subject is
+/// that platform's image and whose packages are that platform's.
+fn publish_gives_each_platform_its_sbom(
+    dir: &Path,
+    addr: &str,
+    image_args: &[String],
+    index: &str,
+) {
+    let specs = dir.join("specs");
+    std::fs::create_dir_all(&specs).unwrap();
+    let official =
+        std::fs::read_to_string(xtask::project::root().join("images/flink-2.2.1.toml")).unwrap();
+    let base_line = official
+        .lines()
+        .find(|l| l.starts_with("base = "))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        specs.join("flink-2.2.1.toml"),
+        official.replace(
+            &base_line,
+            &format!("base = \"{addr}/fixtures/flink:2.2.1\""),
+        ),
+    )
+    .unwrap();
+    for (from, to) in [
+        ("flink.lock", "flink-2.2.1.lock"),
+        ("flink-arm64.lock", "flink-2.2.1-arm64.lock"),
+    ] {
+        std::fs::copy(dir.join(from), specs.join(to)).unwrap();
+    }
+    let value = |flag: &str| {
+        let i = image_args.iter().position(|a| a == flag).unwrap();
+        image_args[i + 1].clone()
+    };
+    let report = dir.join("publish.json");
+    let out = xtask(&[
+        "publish",
+        "--registry",
+        addr,
+        "--plain-http",
+        "--specs",
+        specs.to_str().unwrap(),
+        "--flink",
+        "2.2.1",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--locked",
+        "--mirror",
+        &value("--mirror"),
+        "--keyring",
+        &value("--keyring"),
+        "--url",
+        &value("--url"),
+        "--sha256",
+        &value("--sha256"),
+        "--cache-dir",
+        &value("--cache-dir"),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "publish failed:\n{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let rows = v["images"].as_array().unwrap();
+    let platforms: Vec<&str> = rows
+        .iter()
+        .map(|r| r["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    let tag = rows[0]["tag"].as_str().unwrap();
+    let (ok, raw, err) = sh(&format!(
+        "skopeo inspect --raw --tls-verify=false docker://{addr}/flink-jemalloc:{tag}"
+    ));
+    assert!(ok, "skopeo inspect --raw {tag}: {err}");
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            xtask::digest::Sha256Hex::of_bytes(raw.as_bytes())
+        ),
+        index,
+        "the tag names the index the image run made"
+    );
+    let client = xtask::registry::RegistryClient::new(true, xtask::registry::Auths::anonymous());
+    let repo: xtask::registry::Reference = format!("{addr}/flink-jemalloc").parse().unwrap();
+    let cache = xtask::project::Cache::new(dir.join("fetch"));
+    for (row, arch) in rows.iter().zip(["amd64", "arm64"]) {
+        assert_eq!(row["index_digest"], index);
+        let m = client
+            .manifest(&repo, row["sbom_tag"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(m.json["subject"]["digest"], row["digest"]);
+        let layer = m.json["layers"][0]["digest"].as_str().unwrap();
+        let doc: Value = serde_json::from_slice(
+            &std::fs::read(client.blob(&repo, layer, &cache).unwrap()).unwrap(),
+        )
+        .unwrap();
+        let text = doc.to_string();
+        assert!(text.contains(&format!("arch={arch}")), "{arch} SBOM");
+        let other = if arch == "amd64" { "arm64" } else { "amd64" };
+        assert!(
+            !text.contains(&format!("arch={other}")),
+            "{arch} SBOM names {other}"
+        );
+    }
 }
 
 /// skopeo and `docker manifest inspect` read the pushed index back: both platforms, the

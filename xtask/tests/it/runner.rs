@@ -316,6 +316,7 @@ fn the_workflows_commands_as_an_unprivileged_runner() {
         ("HEADLINE", "1.10.3"),
         ("SPEC", "1.10.3"),
         ("name", "1.10.3"),
+        ("platforms", "linux/amd64"),
         ("REGISTRY_USER", "pusher"),
         ("GITHUB_REPOSITORY_OWNER", "Flink-Jemalloc"),
     ];

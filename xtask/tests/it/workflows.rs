@@ -245,7 +245,18 @@ fn the_plan_step_fails_where_it_fails_and_names_the_missing_locks() {
         .iter()
         .chain(std::iter::once(&plan["headline"]))
         .filter_map(|s| s.as_str())
-        .filter(|s| !root().join(format!("images/flink-{s}.lock")).is_file())
+        .filter(|s| {
+            // A lock per platform of the spec's the plan publishes.
+            let arm64 = plan["platforms"][s]
+                .as_str()
+                .unwrap_or_else(|| panic!("no platforms of {s} in the plan"))
+                .contains("linux/arm64");
+            !root().join(format!("images/flink-{s}.lock")).is_file()
+                || (arm64
+                    && !root()
+                        .join(format!("images/flink-{s}-arm64.lock"))
+                        .is_file())
+        })
         .map(String::from)
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
