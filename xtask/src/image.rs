@@ -80,7 +80,8 @@ pub struct ImageArgs {
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
     /// Output: a directory (OCI image layout) or a file ending in .tar
-    /// [default: <cache>/images/flink-<version>-jemalloc, `-jemalloc-5.3.0` with --jemalloc 5.3.0].
+    /// [default: <cache>/images/flink-<version>-jemalloc, `-jemalloc-5.3.0` with --jemalloc
+    /// 5.3.0, `-arm64` after it for --platform linux/arm64 alone].
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// Format of a .tar output.
@@ -111,7 +112,7 @@ pub struct ImageArgs {
     #[arg(long)]
     pub locked: bool,
     /// Lock file [default: images/flink-<version>.lock; flink-<version>-jemalloc-5.3.0.lock
-    /// with --jemalloc 5.3.0].
+    /// with --jemalloc 5.3.0; `-arm64` before `.lock` for linux/arm64, each platform its own].
     #[arg(long)]
     pub lock_file: Option<PathBuf>,
     /// Fixed timestamp for layers, config and history.
