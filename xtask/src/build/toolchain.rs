@@ -43,10 +43,15 @@ impl Toolchain {
         let cpu = spec.cpu();
         let (cc, cxx, nm) = (format!("{t}-gcc"), format!("{t}-g++"), format!("{t}-nm"));
         let qemu = format!("qemu-{cpu}-static");
-        let missing: Vec<String> = [&cc, &cxx, &nm, &qemu]
+        // Each tool looked up once: where it is, or missing.
+        let found: Vec<(&String, Option<std::path::PathBuf>)> = [&cc, &cxx, &nm, &qemu]
             .into_iter()
-            .filter(|tool| find_on_path(tool, &path).is_none())
-            .cloned()
+            .map(|tool| (tool, find_on_path(tool, &path)))
+            .collect();
+        let missing: Vec<String> = found
+            .iter()
+            .filter(|(_, at)| at.is_none())
+            .map(|(tool, _)| tool.to_string())
             .collect();
         if !missing.is_empty() {
             let deb = t.replace('_', "-");
@@ -58,7 +63,8 @@ impl Toolchain {
                 missing.join(", ")
             );
         }
-        let nm_path = find_on_path(&nm, &path).expect("checked above");
+        let at = |i: usize| found[i].1.clone().expect("checked above");
+        let (nm_path, emulator) = (at(2), at(3));
         let prefix = nm_path
             .to_string_lossy()
             .strip_suffix("nm")
@@ -68,7 +74,7 @@ impl Toolchain {
             spec: spec.clone(),
             cc,
             cxx,
-            emulator: find_on_path(&qemu, &path),
+            emulator: Some(emulator),
             jeprof_tools: prefix,
         })
     }
