@@ -40,8 +40,9 @@ pub struct BuildArgs {
     #[arg(long, default_value = "bullseye")]
     pub suite: String,
     /// The target platform (see images/debian.toml): linux/amd64, or linux/arm64, cross-built
-    /// on an x86-64 machine with Debian's cross compiler and smoke-run under qemu.
-    #[arg(long, default_value = crate::spec::DEFAULT_PLATFORM)]
+    /// on an x86-64 machine with Debian's cross compiler and smoke-run under qemu [default:
+    /// this machine's, linux/amd64 on x86-64].
+    #[arg(long, default_value = crate::spec::native_platform())]
     pub platform: String,
     /// Debian mirror holding `dists/<suite>` [default: the suite's in images/debian.toml].
     #[arg(long)]
@@ -81,7 +82,7 @@ impl BuildArgs {
         BuildArgs {
             source,
             suite: suite.to_string(),
-            platform: crate::spec::DEFAULT_PLATFORM.to_string(),
+            platform: crate::spec::native_platform().to_string(),
             mirror: Some(mirror.to_string()),
             sysroot_packages: None,
             out: None,

@@ -40,8 +40,9 @@ pub struct ImageArgs {
     pub flink: Option<String>,
     /// The platform to build for: linux/amd64, or linux/arm64 (the arm64 image of the
     /// official index; jemalloc cross-built, the in-image steps run under qemu-user); or
-    /// both, comma-separated: one image index holding an image per platform.
-    #[arg(long, value_delimiter = ',', default_value = crate::spec::DEFAULT_PLATFORM)]
+    /// both, comma-separated: one image index holding an image per platform [default: this
+    /// machine's, linux/amd64 on x86-64].
+    #[arg(long, value_delimiter = ',', default_value = crate::spec::native_platform())]
     pub platform: Vec<String>,
     /// Print the table of image specs (Markdown) and exit.
     #[arg(long)]

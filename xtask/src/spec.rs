@@ -111,9 +111,20 @@ pub struct DebianSpec {
     pub suites: BTreeMap<String, SuiteSpec>,
 }
 
-/// The platform built for when none is named: this project's images are `linux/amd64`
-/// unless asked otherwise.
+/// The baseline platform: its locks, outputs and build keys carry no platform in their names
+/// (`flink-<v>.lock`; `flink-<v>-arm64.lock` for arm64), and a lock without `platform` is
+/// for it.
 pub const DEFAULT_PLATFORM: &str = "linux/amd64";
+
+/// Returns the platform `build` and `image` make when none is named: this machine's
+/// (linux/arm64 on an aarch64 machine, natively; linux/amd64 elsewhere), as `docker build`
+/// does.
+pub fn native_platform() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "linux/arm64",
+        _ => DEFAULT_PLATFORM,
+    }
+}
 
 /// A target platform of `images/debian.toml` (`--platform linux/arm64`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -516,6 +527,8 @@ mod tests {
         );
         assert_eq!(arm.configure_flags, ["--with-lg-page=16"]);
         assert_eq!(d.platform(DEFAULT_PLATFORM).unwrap().arch, "amd64");
+        // What is built when no platform is named: this machine's, which is not cross.
+        assert!(!d.platform(native_platform()).unwrap().is_cross());
         let err = d.platform("linux/s390x").unwrap_err().to_string();
         assert!(
             err.contains("the platforms are linux/amd64, linux/arm64"),

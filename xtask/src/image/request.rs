@@ -46,7 +46,7 @@ impl Request {
     pub(crate) fn platform(&self) -> &str {
         self.platforms
             .first()
-            .map_or(crate::spec::DEFAULT_PLATFORM, String::as_str)
+            .map_or(crate::spec::native_platform(), String::as_str)
     }
 
     /// Returns the request for `platform` alone, as one platform of an index: its own lock

@@ -139,6 +139,39 @@ fn index_of_amd64_and_arm64_images() {
         stderr(&again)
     );
 
+    // Cold, in another cache, the arm64 image alone from its lock: the index's arm64 image,
+    // bit for bit (cross build, tools and the in-image steps under qemu included).
+    let mut cold = args("arm64-cold", &["--locked"]);
+    for (flag, value) in [
+        ("--platform", "linux/arm64".to_string()),
+        (
+            "--lock-file",
+            t.path().join("flink-arm64.lock").display().to_string(),
+        ),
+        (
+            "--cache-dir",
+            t.path().join("cold-cache").display().to_string(),
+        ),
+    ] {
+        let i = cold.iter().position(|a| a == flag).unwrap();
+        cold[i + 1] = value;
+    }
+    let out = xtask(&cold.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), images[1].1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("jemalloc compiled"),
+        "{}",
+        stderr(&out)
+    );
+    let cold_layout = t.path().join("arm64-cold");
+    assert_eq!(
+        xtask::oci::layout_ref(&cold_layout)
+            .unwrap()
+            .manifest_digest,
+        images[1].1
+    );
+
     // A base without arm64 (one amd64 image): said, and the index holds amd64 alone.
     harness::fixtures::flink2_base::push_flink2_base(&addr, "fixtures/flink:amd64-only").unwrap();
     let mut only = args("only-amd64", &[]);
