@@ -119,7 +119,7 @@ pub const DEFAULT_PLATFORM: &str = "linux/amd64";
 /// Returns the platform `build` and `image` make when none is named: this machine's
 /// (linux/arm64 on an aarch64 machine, natively; linux/amd64 elsewhere), as `docker build`
 /// does.
-pub fn native_platform() -> &'static str {
+pub(crate) fn native_platform() -> &'static str {
     match std::env::consts::ARCH {
         "aarch64" => "linux/arm64",
         _ => DEFAULT_PLATFORM,

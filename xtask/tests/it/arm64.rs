@@ -127,6 +127,23 @@ fn index_of_amd64_and_arm64_images() {
     each_image_is_its_platforms(t.path(), &layout, &images, &base);
     the_registry_holds_the_index(&target, &digest, &images);
 
+    rebuilds_give_the_same_images(t.path(), &args, &digest, &images[1].1);
+    a_base_without_arm64(t.path(), &addr, &args);
+    publish_gives_each_platform_its_sbom(t.path(), &addr, &args("unused", &[]), &digest);
+    docker_runs_the_arm64_image(&format!("{addr}/profiled/flink@{digest}"));
+    drop(files);
+    drop(registry);
+}
+
+/// `image` again: warm and locked into another layout, the same index; cold, in another cache,
+/// the arm64 image alone from its lock, the index's arm64 image bit for bit (cross build,
+/// tools and the in-image steps under qemu included).
+fn rebuilds_give_the_same_images(
+    dir: &Path,
+    args: &dyn Fn(&str, &[&str]) -> Vec<String>,
+    digest: &str,
+    arm64_digest: &str,
+) {
     // Warm and locked, elsewhere: the same index.
     let mut warm = args("layout-again", &["--locked"]);
     warm.retain(|a| a != "--push");
@@ -146,41 +163,39 @@ fn index_of_amd64_and_arm64_images() {
         ("--platform", "linux/arm64".to_string()),
         (
             "--lock-file",
-            t.path().join("flink-arm64.lock").display().to_string(),
+            dir.join("flink-arm64.lock").display().to_string(),
         ),
-        (
-            "--cache-dir",
-            t.path().join("cold-cache").display().to_string(),
-        ),
+        ("--cache-dir", dir.join("cold-cache").display().to_string()),
     ] {
         let i = cold.iter().position(|a| a == flag).unwrap();
         cold[i + 1] = value;
     }
     let out = xtask(&cold.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out).trim(), images[1].1, "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), arm64_digest, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("jemalloc compiled"),
         "{}",
         stderr(&out)
     );
-    let cold_layout = t.path().join("arm64-cold");
+    let cold_layout = dir.join("arm64-cold");
     assert_eq!(
         xtask::oci::layout_ref(&cold_layout)
             .unwrap()
             .manifest_digest,
-        images[1].1
+        arm64_digest
     );
+}
 
+/// A base without arm64 (one amd64 image): said, and the index holds amd64 alone; asked for
+/// arm64 alone, that base is refused in one line naming the fix.
+fn a_base_without_arm64(dir: &Path, addr: &str, args: &dyn Fn(&str, &[&str]) -> Vec<String>) {
     // A base without arm64 (one amd64 image): said, and the index holds amd64 alone.
-    harness::fixtures::flink2_base::push_flink2_base(&addr, "fixtures/flink:amd64-only").unwrap();
+    harness::fixtures::flink2_base::push_flink2_base(addr, "fixtures/flink:amd64-only").unwrap();
     let mut only = args("only-amd64", &[]);
     for (flag, value) in [
         ("--base", format!("{addr}/fixtures/flink:amd64-only")),
-        (
-            "--lock-file",
-            t.path().join("only.lock").display().to_string(),
-        ),
+        ("--lock-file", dir.join("only.lock").display().to_string()),
     ] {
         let i = only.iter().position(|a| a == flag).unwrap();
         only[i + 1] = value;
@@ -192,10 +207,10 @@ fn index_of_amd64_and_arm64_images() {
         "{}",
         stderr(&out)
     );
-    let only_index = json_blob(&t.path().join("only-amd64"), stdout(&out).trim());
+    let only_index = json_blob(&dir.join("only-amd64"), stdout(&out).trim());
     let only_platforms: Vec<String> = platforms(&only_index).into_iter().map(|(p, _)| p).collect();
     assert_eq!(only_platforms, ["linux/amd64"]);
-    assert!(!t.path().join("only-arm64.lock").exists());
+    assert!(!dir.join("only-arm64.lock").exists());
     // Asked for arm64 alone, that base is refused in one line naming the fix.
     let mut arm64 = only.clone();
     let i = arm64
@@ -210,11 +225,6 @@ fn index_of_amd64_and_arm64_images() {
         "{}",
         stderr(&out)
     );
-
-    publish_gives_each_platform_its_sbom(t.path(), &addr, &args("unused", &[]), &digest);
-    docker_runs_the_arm64_image(&format!("{addr}/profiled/flink@{digest}"));
-    drop(files);
-    drop(registry);
 }
 
 /// Each image: config `architecture`, its base's manifest (the fixture index's image of the
