@@ -112,8 +112,9 @@ pub struct ImageArgs {
     /// Fail if the lock file is missing or would change.
     #[arg(long)]
     pub locked: bool,
-    /// Lock file [default: images/flink-<version>.lock; flink-<version>-jemalloc-5.3.0.lock
-    /// with --jemalloc 5.3.0; `-arm64` before `.lock` for linux/arm64, each platform its own].
+    /// Lock file, linux/amd64's; another platform's is this with `-<arch>` before `.lock`
+    /// (`flink-arm64.lock`), each platform its own [default: images/flink-<version>.lock;
+    /// flink-<version>-jemalloc-5.3.0.lock with --jemalloc 5.3.0].
     #[arg(long)]
     pub lock_file: Option<PathBuf>,
     /// Fixed timestamp for layers, config and history.
@@ -195,7 +196,9 @@ pub fn run(args: ImageArgs) -> Result<()> {
     let req = args.into_request()?;
     let built = make(&req)?;
     if req.lock_only {
-        println!("{}", built.output.display());
+        for one in &built.images {
+            println!("{}", one.lock_path.display());
+        }
     } else {
         println!("{}", built.manifest_digest);
     }
@@ -256,6 +259,7 @@ pub fn make(req: &Request) -> Result<Built> {
                     platform: run.platform_name.clone(),
                     manifest_digest: base_digest.clone(),
                     lock: lock.clone(),
+                    lock_path: run.lock_path.clone(),
                 }],
                 manifest_digest: base_digest,
                 output: run.lock_path.clone(),
@@ -269,6 +273,7 @@ pub fn make(req: &Request) -> Result<Built> {
             compiled,
         } => {
             let outputs = output::write(&run, &image)?;
+            locking::keep(&run, &lock)?;
             note_requests(requests_before, compiled);
             (image, lock, outputs)
         }
@@ -278,6 +283,7 @@ pub fn make(req: &Request) -> Result<Built> {
             platform: run.platform_name.clone(),
             manifest_digest: image.manifest.digest.clone(),
             lock: lock.clone(),
+            lock_path: run.lock_path.clone(),
         }],
         manifest_digest: image.manifest.digest,
         output: outputs.path,

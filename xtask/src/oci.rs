@@ -107,7 +107,28 @@ pub(crate) fn open_image(path: &Path, work: &Path) -> Result<PathBuf> {
         return Err(not_an_image());
     };
     verify_layout(&layout)?;
-    Ok(layout)
+    native_layout(&layout, work)
+}
+
+/// Returns `layout`, or for a layout of several platforms (its `index.json` naming an image
+/// index) a layout of this machine's platform's image alone, written into `work`
+/// (hard-linked blobs): umoci, `docker load` and the drivers take one image.
+fn native_layout(layout: &Path, work: &Path) -> Result<PathBuf> {
+    let r = layout_ref(layout)?;
+    if r.index_digest.is_none() {
+        return Ok(layout.to_path_buf());
+    }
+    let (bytes, _, blobs) = layout_manifest(layout, &r.manifest_digest)?;
+    let manifest = Blob::new(OCI_MANIFEST, bytes);
+    let single = work.join("image-native");
+    write_layout(
+        &single,
+        &manifest,
+        &blobs,
+        &LayoutBlobs(layout),
+        &r.ref_name,
+    )?;
+    Ok(single)
 }
 
 #[cfg(test)]
@@ -234,5 +255,64 @@ mod tests {
             text.starts_with(r#"{"architecture":"amd64","config":"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_layout_of_two_platforms_opens_as_the_machines_image() {
+        let d = tempfile::tempdir().unwrap();
+        let stage = d.path().join("stage");
+        std::fs::create_dir_all(stage.join("blobs/sha256")).unwrap();
+        let put = |b: &Blob| {
+            std::fs::write(stage.join("blobs/sha256").join(hex_of(&b.digest)), &b.data).unwrap()
+        };
+        let mut descs = Vec::new();
+        let mut all = Vec::new();
+        for arch in ["amd64", "arm64"] {
+            let config = Blob::new(OCI_CONFIG, canonical(&json!({"architecture": arch})));
+            let layer = Blob::new(OCI_LAYER_GZIP, arch.as_bytes().to_vec());
+            let m = Blob::new(
+                OCI_MANIFEST,
+                canonical(&manifest(&config, &[layer.descriptor()], &[])),
+            );
+            for b in [&config, &layer, &m] {
+                put(b);
+                all.push(b.digest.clone());
+            }
+            let mut desc = m.descriptor();
+            desc["platform"] = json!({"os": "linux", "architecture": arch});
+            descs.push((arch, desc));
+        }
+        let index = Blob::new(
+            OCI_INDEX,
+            canonical(&json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": descs.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(),
+            })),
+        );
+        let layout = d.path().join("layout");
+        write_layout(&layout, &index, &all, &LayoutBlobs(&stage), "t").unwrap();
+        let native = crate::spec::native_platform().trim_start_matches("linux/");
+        let want = descs.iter().find(|(a, _)| *a == native).unwrap().1["digest"].clone();
+
+        let r = layout_ref(&layout).unwrap();
+        assert_eq!(r.index_digest.as_deref(), Some(index.digest.as_str()));
+        assert_eq!(r.manifest_digest, want.as_str().unwrap());
+        // What the commands open is a layout of that image alone, tagged the same.
+        let work = d.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let opened = open_image(&layout, &work).unwrap();
+        assert_ne!(opened, layout);
+        let one = layout_ref(&opened).unwrap();
+        assert_eq!((one.ref_name.as_str(), one.index_digest), ("t", None));
+        assert_eq!(one.manifest_digest, want.as_str().unwrap());
+        verify_layout(&opened).unwrap();
+        assert_eq!(
+            layout_config(&opened).unwrap()["architecture"],
+            native,
+            "the machine's config"
+        );
+        // A single-image layout opens as it is.
+        assert_eq!(open_image(&opened, &work).unwrap(), opened);
     }
 }

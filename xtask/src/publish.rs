@@ -1,13 +1,16 @@
-//! `cargo xtask publish`: build every spec (as `image` does), push each image **by digest**
-//! to `<registry>/<repository>@sha256:…`, then tag it `<spec tag>-jemalloc-<v>-prof`, and
-//! push its SBOM (SPDX 2.3 JSON, [`crate::publish::sbom`]) next to it as an OCI artifact whose
-//! `subject` is the image: found through the referrers API where the registry has one, and
-//! through the cosign-style tag `sha256-<hex>.sbom` everywhere (docker-registry 2.8 has no
-//! referrers API).
+//! `cargo xtask publish`: build every spec (as `image` does, for each of the plan's platforms
+//! its official image has), push each platform's image **by digest** to
+//! `<registry>/<repository>@sha256:…` with its SBOM (SPDX 2.3 JSON, [`crate::publish::sbom`])
+//! next to it as an OCI artifact whose `subject` is the image: found through the referrers
+//! API where the registry has one, and through the cosign-style tag `sha256-<hex>.sbom`
+//! everywhere (docker-registry 2.8 has no referrers API). Then the tag
+//! `<spec tag>-jemalloc-<v>-prof` names the image, or with several platforms the image index
+//! over them, pushed by digest first.
 //!
 //! Where to push comes from configuration (`--config ci/publish.toml`: registry,
-//! repository, headline spec, which specs), each overridable by a flag. A JSON report
-//! (`--report`) lists what was pushed: spec, tag, digest, SBOM digest.
+//! repository, headline spec, which specs, platforms), each overridable by a flag. A JSON
+//! report (`--report`) lists what was pushed, a row per platform: spec, tag, platform,
+//! digest, the index's digest, SBOM digest.
 
 pub(crate) mod push;
 pub(crate) mod sbom;

@@ -187,8 +187,10 @@ fn select_platform(index: &Value, os: &str, arch: &str) -> Result<Value> {
     match found {
         Some(m) => Ok(m.clone()),
         None => {
+            // Attestation manifests (`unknown/unknown`) are not platforms.
             let have: Vec<String> = manifests
                 .iter()
+                .filter(|m| m["platform"]["os"] != "unknown")
                 .map(|m| {
                     format!(
                         "{}/{}",
@@ -631,7 +633,8 @@ mod tests {
             "manifests": [
                 {"digest": "sha256:arm", "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
                 {"digest": "sha256:amd", "platform": {"os": "linux", "architecture": "amd64"}},
-                {"digest": "sha256:win", "platform": {"os": "windows", "architecture": "amd64"}}
+                {"digest": "sha256:win", "platform": {"os": "windows", "architecture": "amd64"}},
+                {"digest": "sha256:att", "platform": {"os": "unknown", "architecture": "unknown"}}
             ]
         });
         assert_eq!(
@@ -650,5 +653,11 @@ mod tests {
             err.contains("linux/arm64") && err.contains("windows/amd64"),
             "{err}"
         );
+        // Attestations are not platforms; the error is typed for an index run to skip.
+        assert!(!err.contains("unknown"), "{err}");
+        let e = select_platform(&index, "linux", "s390x").unwrap_err();
+        let none = e.downcast_ref::<NoPlatform>().unwrap();
+        assert_eq!(none.wanted, "linux/s390x");
+        assert_eq!(none.have.len(), 3);
     }
 }

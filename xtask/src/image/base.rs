@@ -82,7 +82,19 @@ pub(crate) fn pull(run: &RunContext) -> Result<Base> {
                 let wanted = pinned.map(|b| base_ref.with_digest(&b.manifest_digest));
                 let (m, index) = run
                     .client
-                    .image_manifest_for(wanted.as_ref().unwrap_or(base_ref), &run.platform.arch)?;
+                    .image_manifest_for(wanted.as_ref().unwrap_or(base_ref), &run.platform.arch)
+                    .map_err(|e| match e.downcast_ref::<crate::registry::NoPlatform>() {
+                        Some(none) => {
+                            let hint = format!(
+                                "the base {base_ref} has no {} image: give --platform with one \
+                                 it has ({})",
+                                run.platform_name,
+                                none.have.join(", ")
+                            );
+                            e.context(hint)
+                        }
+                        None => e,
+                    })?;
                 if !oci::is_manifest_type(&m.media_type) {
                     bail!("{base_ref}: unsupported manifest type {}", m.media_type);
                 }

@@ -52,10 +52,10 @@ pub(crate) fn resolve(req: &Request) -> Result<RunContext<'_>> {
     );
     let base_text = req.base.clone().unwrap_or_else(|| spec.base.clone());
     let base_ref: Reference = base_text.parse()?;
-    let lock_path = req
-        .lock_file
-        .clone()
-        .unwrap_or_else(|| specs.join(lock_name(version, &jspec, req.platform(), &platform)));
+    let lock_path = match &req.lock_file {
+        Some(f) => super::request::platform_lock_file(f, req.platform(), &platform.arch),
+        None => specs.join(lock_name(version, &jspec, req.platform(), &platform)),
+    };
     let jemalloc_url = req.source.url.clone().unwrap_or_else(|| jspec.url.clone());
     let jemalloc_sha = match &req.source.sha256 {
         Some(s) => Sha256Hex::parse(s)?.to_string(),

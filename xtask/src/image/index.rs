@@ -4,20 +4,21 @@
 //! and pushed (each image by digest, then the index by tag). A platform the base's index
 //! lacks is said and left out; the others are built.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::cache::cache_blob;
 use super::config::Assembled;
 use super::context::{self, RunContext};
 use super::lock::Lock;
+use super::locking;
 use super::made::{note_requests, stages, Built, Made, PlatformBuilt};
 use super::output;
 use super::request::{Format, Request};
 use crate::oci::{self, Blob};
 use crate::progress::{self, Step};
-use crate::registry::NoPlatform;
-use crate::spec::DebianSpec;
+use crate::registry::{NoPlatform, RegistryClient};
+use crate::spec::{DebianSpec, FlinkSpec};
 
 /// One platform's image, as its stages made it.
 struct PlatformImage {
@@ -35,7 +36,14 @@ pub(crate) fn make(req: &Request) -> Result<Built> {
     // Every platform's spec and lock are resolved before any work (`--locked` fails first).
     let runs = requests
         .iter()
-        .map(context::resolve)
+        .map(|r| {
+            context::resolve(r).with_context(|| {
+                format!(
+                    "{}: if the base has no such image, leave it out of --platform",
+                    r.platform()
+                )
+            })
+        })
         .collect::<Result<Vec<RunContext>>>()?;
     let mut images = Vec::new();
     let mut compiled = false;
@@ -62,10 +70,11 @@ pub(crate) fn make(req: &Request) -> Result<Built> {
             Err(e) if e.downcast_ref::<NoPlatform>().is_some() => {
                 let none = e.downcast_ref::<NoPlatform>().expect("checked");
                 progress::note(format!(
-                    "the base {} has {}, no {}: building the other platforms",
+                    "the base {} has {}, no {}: {} the other platforms",
                     run.base_ref,
                     none.have.join(", "),
-                    none.wanted
+                    none.wanted,
+                    if req.lock_only { "locking" } else { "building" }
                 ))
             }
             Err(e) => return Err(e),
@@ -106,15 +115,39 @@ fn platform_requests(req: &Request) -> Result<Vec<Request>> {
     }
     let debian = DebianSpec::load(&crate::project::root())?;
     let mut seen = std::collections::BTreeSet::new();
-    let mut out = Vec::new();
     for p in &req.platforms {
         if !seen.insert(p.as_str()) {
             bail!("--platform names {p} twice");
         }
-        let arch = &debian.platform(p)?.arch;
-        out.push(req.for_platform(p, arch));
+        debian.platform(p)?;
     }
-    Ok(out)
+    // The official base: the platforms its spec says its index has (no lock is asked of the
+    // others). Another `--base` is taken at its word, and what it lacks is said later.
+    let dir = FlinkSpec::dir_or_default(req.specs.as_deref());
+    let spec = FlinkSpec::load_in(&dir, &req.flink)?;
+    let (kept, left): (Vec<&String>, Vec<&String>) = req
+        .platforms
+        .iter()
+        .partition(|p| req.base.is_some() || spec.platforms.contains(p));
+    if !left.is_empty() {
+        let names = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+        if kept.is_empty() {
+            bail!(
+                "the official image of {} has {}, none of {} (`platforms` in {})",
+                req.flink,
+                spec.platforms.join(", "),
+                names(&left),
+                dir.join(format!("flink-{}.toml", req.flink)).display()
+            );
+        }
+        progress::note(format!(
+            "the official image of {} has {}: leaving out {}",
+            req.flink,
+            spec.platforms.join(", "),
+            names(&left)
+        ));
+    }
+    Ok(kept.into_iter().map(|p| req.for_platform(p)).collect())
 }
 
 /// `lock` of several platforms: each wrote its own; the first is what is returned.
@@ -125,6 +158,7 @@ fn lock_only(req: &Request, locked: Vec<(&RunContext, String, Lock)>) -> Result<
             platform: run.platform_name.clone(),
             manifest_digest: digest.clone(),
             lock: lock.clone(),
+            lock_path: run.lock_path.clone(),
         })
         .collect();
     let Some((run, digest, lock)) = locked.into_iter().next() else {
@@ -202,15 +236,20 @@ fn write(
         path.display()
     ));
     let pushed = match &req.push {
-        Some(target) => Some(push(first, images, &index, &target.parse()?)?),
+        Some(target) => Some(push(req, first, images, &index, &target.parse()?)?),
         None => None,
     };
+    // The locks once everything is written and pushed: a failed run leaves them as they were.
+    for (run, p) in images {
+        locking::keep(run, &p.lock)?;
+    }
     let built: Vec<PlatformBuilt> = images
         .iter()
-        .map(|(_, p)| PlatformBuilt {
+        .map(|(run, p)| PlatformBuilt {
             platform: p.platform.clone(),
             manifest_digest: p.image.manifest.digest.clone(),
             lock: p.lock.clone(),
+            lock_path: run.lock_path.clone(),
         })
         .collect();
     Ok(Built {
@@ -225,21 +264,28 @@ fn write(
 /// Pushes each image by digest (its blobs first), then the index as the target's tag;
 /// returns `repo@<index digest>`.
 fn push(
+    req: &Request,
     first: &RunContext,
     images: &[(&RunContext, PlatformImage)],
     index: &Blob,
     target: &crate::registry::Reference,
 ) -> Result<String> {
     let step = Step::start(format!("pushing the index to {target}"));
+    // The push registry's credentials (`--registry-user`), as one image's push gets them;
+    // each platform's run has the base registry's only.
+    let client = RegistryClient::new(req.plain_http, context::auths(req, &first.base_ref)?);
     let mut uploaded = 0;
-    for (run, p) in images {
-        let (_, n) = output::push_image(run, &p.image, target, &p.image.manifest.digest)?;
+    for (_, p) in images {
+        let (_, n) = output::push_image(
+            &client,
+            &first.cache,
+            &p.image,
+            target,
+            &p.image.manifest.digest,
+        )?;
         uploaded += n;
     }
-    let digest =
-        first
-            .client
-            .put_manifest(target, target.reference(), &index.data, oci::OCI_INDEX)?;
+    let digest = client.put_manifest(target, target.reference(), &index.data, oci::OCI_INDEX)?;
     step.done(format!(
         "{digest} ({} images); {uploaded} blobs uploaded, the rest were there",
         images.len()
@@ -346,5 +392,17 @@ mod tests {
         req.platforms = vec!["linux/amd64".into(), "linux/arm64".into()];
         let each = platform_requests(&req).unwrap();
         assert_eq!(each[1].platforms, ["linux/arm64"]);
+        // 1.10's official index is amd64 only: arm64 is left out, and no lock asked of it.
+        let mut old = Request::new("1.10.3").unwrap();
+        old.platforms = req.platforms.clone();
+        let each = platform_requests(&old).unwrap();
+        assert_eq!(each.len(), 1);
+        assert_eq!(each[0].platforms, ["linux/amd64"]);
+        // Another --base is taken at its word.
+        old.base = Some("registry.example/flink:1.10.3-multi".into());
+        assert_eq!(platform_requests(&old).unwrap().len(), 2);
+        old.base = None;
+        old.platforms = vec!["linux/arm64".into(), "linux/arm64".into()];
+        assert!(platform_requests(&old).is_err());
     }
 }

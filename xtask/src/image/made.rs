@@ -32,6 +32,8 @@ pub struct PlatformBuilt {
     /// Its image manifest's digest (`lock`: the base's).
     pub manifest_digest: String,
     pub lock: Lock,
+    /// Where its lock is.
+    pub lock_path: PathBuf,
 }
 
 /// What the stages of one platform made: the lock alone (`lock`), or the image and its lock.
@@ -49,7 +51,8 @@ pub(crate) enum Made {
 }
 
 /// The stages of one platform, up to the lock: pull the base → inspect it → (for `lock`: the
-/// lock afresh) build jemalloc → tools layer → assemble → keep the lock.
+/// lock afresh, written) build jemalloc → tools layer → assemble → the lock of the run, kept
+/// by the caller once the outputs are written ([`locking::keep`]).
 pub(crate) fn stages(run: &RunContext) -> Result<Made> {
     let base = base::pull(run)?;
     let target = base::inspect(run, &base)?;
@@ -71,7 +74,6 @@ pub(crate) fn stages(run: &RunContext) -> Result<Made> {
         tools.pins,
     );
     let compiled = jemalloc.compiled;
-    locking::keep(run, &lock)?;
     Ok(Made::Image {
         image,
         lock,

@@ -112,7 +112,8 @@ pub(crate) fn write_oci(
 /// `--push`: pushes the blobs the registry lacks, then the manifest; returns `repo@digest`.
 fn push(run: &RunContext, image: &Assembled, target: &Reference) -> Result<String> {
     let step = Step::start(format!("pushing to {target}"));
-    let (digest, uploaded) = push_image(run, image, target, target.reference())?;
+    let (digest, uploaded) =
+        push_image(&run.client, &run.cache, image, target, target.reference())?;
     step.done(format!(
         "{digest}; {uploaded} of {} blobs uploaded, the rest were there",
         image.blobs.len()
@@ -127,20 +128,21 @@ fn push(run: &RunContext, image: &Assembled, target: &Reference) -> Result<Strin
 /// or its digest for an image of an index); returns the manifest's digest and how many
 /// blobs were uploaded.
 pub(crate) fn push_image(
-    run: &RunContext,
+    client: &crate::registry::RegistryClient,
+    cache: &crate::project::Cache,
     image: &Assembled,
     target: &Reference,
     reference: &str,
 ) -> Result<(String, usize)> {
-    let src = CacheBlobs(&run.cache);
+    let src = CacheBlobs(cache);
     let mut uploaded = 0;
     for d in &image.blobs {
         let data = std::fs::read(src.path_of(d)?)?;
-        if run.client.push_blob(target, d, &data)? {
+        if client.push_blob(target, d, &data)? {
             uploaded += 1;
         }
     }
-    let digest = run.client.put_manifest(
+    let digest = client.put_manifest(
         target,
         reference,
         &image.manifest.data,

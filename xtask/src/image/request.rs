@@ -3,7 +3,7 @@
 //! flags and their defaults are) and set what they need.
 
 use anyhow::Result;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::fetch::SourceArgs;
 
@@ -49,31 +49,35 @@ impl Request {
             .map_or(crate::spec::native_platform(), String::as_str)
     }
 
-    /// Returns the request for `platform` alone, as one platform of an index: its own lock
-    /// (`--lock-file F` is F for linux/amd64 and F with `-<arch>` before `.lock` for
-    /// another, as the default names are); no output, push or load of its own.
-    pub(crate) fn for_platform(&self, platform: &str, arch: &str) -> Request {
-        let lock_file = self.lock_file.as_ref().map(|f| {
-            if platform == crate::spec::DEFAULT_PLATFORM {
-                f.clone()
-            } else {
-                let stem = f.file_stem().unwrap_or_default().to_string_lossy();
-                let ext = f
-                    .extension()
-                    .map(|e| format!(".{}", e.to_string_lossy()))
-                    .unwrap_or_default();
-                f.with_file_name(format!("{stem}-{arch}{ext}"))
-            }
-        });
+    /// Returns the request for `platform` alone, as one platform of an index (its own lock,
+    /// as [`platform_lock_file`] names it); no output, push or load of its own.
+    pub(crate) fn for_platform(&self, platform: &str) -> Request {
         Request {
             platforms: vec![platform.to_string()],
-            lock_file,
             output: None,
             push: None,
             load: None,
+            // `--registry-user` belongs to the `--push` registry when there is one: the
+            // platform's run pulls the base with the base's own credentials only.
+            registry_user: self.registry_user.clone().filter(|_| self.push.is_none()),
             ..self.clone()
         }
     }
+}
+
+/// Returns the lock file of `platform` (Debian architecture `arch`) for `--lock-file F`: F
+/// for linux/amd64, F with `-<arch>` before `.lock` for another, as the default names are,
+/// whether the run builds that platform alone or in an index.
+pub(crate) fn platform_lock_file(f: &Path, platform: &str, arch: &str) -> PathBuf {
+    if platform == crate::spec::DEFAULT_PLATFORM {
+        return f.to_path_buf();
+    }
+    let stem = f.file_stem().unwrap_or_default().to_string_lossy();
+    let ext = f
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    f.with_file_name(format!("{stem}-{arch}{ext}"))
 }
 
 /// The form of a `.tar` output.
@@ -122,23 +126,28 @@ mod tests {
     #[test]
     fn each_platform_of_an_index_gets_its_own_lock_and_no_output() {
         let mut req = Request::new("2.2.1").unwrap();
-        assert_eq!(req.platform(), "linux/amd64");
+        assert_eq!(req.platform(), crate::spec::native_platform());
         req.platforms = vec!["linux/amd64".into(), "linux/arm64".into()];
-        req.lock_file = Some(PathBuf::from("/w/flink.lock"));
         req.output = Some(PathBuf::from("/w/layout"));
         req.push = Some("r.example/f:t".into());
-        let amd64 = req.for_platform("linux/amd64", "amd64");
-        let arm64 = req.for_platform("linux/arm64", "arm64");
-        assert_eq!(amd64.lock_file.as_deref(), Some("/w/flink.lock".as_ref()));
-        assert_eq!(
-            arm64.lock_file.as_deref(),
-            Some("/w/flink-arm64.lock".as_ref())
-        );
+        req.registry_user = Some("pusher".into());
+        let arm64 = req.for_platform("linux/arm64");
         assert_eq!(arm64.platforms, ["linux/arm64"]);
         assert_eq!(arm64.platform(), "linux/arm64");
         assert!(arm64.output.is_none() && arm64.push.is_none() && arm64.load.is_none());
-        // Without --lock-file each resolves its default name.
-        req.lock_file = None;
-        assert!(req.for_platform("linux/arm64", "arm64").lock_file.is_none());
+        // The push's user is not the base registry's.
+        assert!(arm64.registry_user.is_none());
+        req.push = None;
+        assert_eq!(
+            req.for_platform("linux/arm64").registry_user.as_deref(),
+            Some("pusher")
+        );
+        // --lock-file F: F for amd64, F-arm64 for arm64, alone or in an index.
+        let f = Path::new("/w/flink.lock");
+        assert_eq!(platform_lock_file(f, "linux/amd64", "amd64"), f);
+        assert_eq!(
+            platform_lock_file(f, "linux/arm64", "arm64"),
+            Path::new("/w/flink-arm64.lock")
+        );
     }
 }

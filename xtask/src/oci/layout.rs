@@ -100,6 +100,9 @@ pub fn layout_manifest(layout: &Path, digest: &str) -> Result<(Vec<u8>, Value, V
 pub struct LayoutRef {
     pub ref_name: String,
     pub manifest_digest: String,
+    /// The image index `index.json` names, for a layout of several platforms (the manifest
+    /// is then this machine's platform's image in it).
+    pub index_digest: Option<String>,
 }
 
 /// Reads [`LayoutRef`] of `layout`, or says that it is not what `image --output` writes. A
@@ -127,14 +130,15 @@ pub fn layout_ref(layout: &Path) -> Result<LayoutRef> {
     let digest = first["digest"]
         .as_str()
         .with_context(|| format!("{} names no manifest", index_path.display()))?;
-    let digest = if first["mediaType"] == OCI_INDEX {
-        native_image(layout, digest)?
+    let (manifest_digest, index_digest) = if first["mediaType"] == OCI_INDEX {
+        (native_image(layout, digest)?, Some(digest.to_string()))
     } else {
-        digest.to_string()
+        (digest.to_string(), None)
     };
     Ok(LayoutRef {
         ref_name: ref_name.to_string(),
-        manifest_digest: digest,
+        manifest_digest,
+        index_digest,
     })
 }
 
@@ -144,11 +148,7 @@ fn native_image(layout: &Path, digest: &str) -> Result<String> {
     let bytes = std::fs::read(LayoutBlobs(layout).path_of(digest)?)?;
     let index: Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{}: index {digest} is not JSON", layout.display()))?;
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
+    let arch = crate::spec::native_platform().trim_start_matches("linux/");
     let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
     let found = manifests
         .iter()

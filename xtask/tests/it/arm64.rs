@@ -118,11 +118,32 @@ fn index_of_amd64_and_arm64_images() {
     let images = platforms(&index);
     let names: Vec<&str> = images.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(names, ["linux/amd64", "linux/arm64"]);
-    // On this (x86-64) machine a reader of the layout gets the amd64 image.
-    assert_eq!(
-        xtask::oci::layout_ref(&layout).unwrap().manifest_digest,
-        images[0].1
+    // A reader of the layout gets this machine's platform's image.
+    let native = if std::env::consts::ARCH == "aarch64" {
+        "linux/arm64"
+    } else {
+        "linux/amd64"
+    };
+    let r = xtask::oci::layout_ref(&layout).unwrap();
+    assert_eq!(r.index_digest.as_deref(), Some(digest.as_str()));
+    let (_, native_digest) = images.iter().find(|(p, _)| p == native).unwrap();
+    assert_eq!(&r.manifest_digest, native_digest);
+    // A command that unpacks an image takes the index layout: `job` compiles against the
+    // machine's image's flink-dist.
+    let jar_dir = t.path().join("job");
+    let out = xtask(&[
+        "job",
+        "--image",
+        layout.to_str().unwrap(),
+        "--out",
+        jar_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "job on the index layout: {}",
+        stderr(&out)
     );
+    assert!(jar_dir.join("rocksdb-restart-job.jar").is_file());
 
     each_image_is_its_platforms(t.path(), &layout, &images, &base);
     the_registry_holds_the_index(&target, &digest, &images);
@@ -157,14 +178,11 @@ fn rebuilds_give_the_same_images(
     );
 
     // Cold, in another cache, the arm64 image alone from its lock: the index's arm64 image,
-    // bit for bit (cross build, tools and the in-image steps under qemu included).
+    // bit for bit (cross build, tools and the in-image steps under qemu included). Its
+    // `--lock-file flink.lock` is flink-arm64.lock for arm64, alone as in the index.
     let mut cold = args("arm64-cold", &["--locked"]);
     for (flag, value) in [
         ("--platform", "linux/arm64".to_string()),
-        (
-            "--lock-file",
-            dir.join("flink-arm64.lock").display().to_string(),
-        ),
         ("--cache-dir", dir.join("cold-cache").display().to_string()),
     ] {
         let i = cold.iter().position(|a| a == flag).unwrap();
@@ -429,7 +447,7 @@ fn the_registry_holds_the_index(target: &str, digest: &str, images: &[(String, S
 /// `docker run --platform linux/arm64` of the pushed index: the container is aarch64, and
 /// jemalloc preloaded into perl writes a heap profile that the image's jeprof reads.
 fn docker_runs_the_arm64_image(reference: &str) {
-    let _binfmt = Registration::aquire("aarch64").expect("qemu-user registered with binfmt_misc");
+    let _binfmt = Registration::acquire("aarch64").expect("qemu-user registered with binfmt_misc");
     let _engine = engine().expect("a Docker engine");
     let (ok, _, err) = sh(&format!(
         "docker pull --quiet --platform linux/arm64 {reference}"
