@@ -149,6 +149,7 @@ fn index_of_amd64_and_arm64_images() {
     the_registry_holds_the_index(&target, &digest, &images);
 
     rebuilds_give_the_same_images(t.path(), &args, &digest, &images[1].1);
+    pushed_with_the_push_registrys_credentials(&args, &digest);
     a_base_without_arm64(t.path(), &addr, &args);
     publish_gives_each_platform_its_sbom(t.path(), &addr, &args("unused", &[]), &digest);
     docker_runs_the_arm64_image(&format!("{addr}/profiled/flink@{digest}"));
@@ -202,6 +203,38 @@ fn rebuilds_give_the_same_images(
             .unwrap()
             .manifest_digest,
         arm64_digest
+    );
+}
+
+/// The index pushed (warm) to a registry that wants a login, with `--registry-user` and
+/// `$REGISTRY_PASSWORD`: they reach the push registry, for every image and the index.
+fn pushed_with_the_push_registrys_credentials(
+    args: &dyn Fn(&str, &[&str]) -> Vec<String>,
+    digest: &str,
+) {
+    let private = harness::fixtures::registry::Registry::start_with_htpasswd("pusher", "s3cret")
+        .expect("a registry with a login");
+    let target = format!("{}/private/flink:2.2.1-prof", private.addr);
+    let a = args(
+        "layout-private",
+        &["--locked", "--push", &target, "--registry-user", "pusher"],
+    );
+    let out = crate::support::xtask_with_env(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[("REGISTRY_PASSWORD", std::ffi::OsStr::new("s3cret"))],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), digest);
+    let (ok, raw, err) = sh(&format!(
+        "skopeo inspect --raw --tls-verify=false --creds pusher:s3cret docker://{target}"
+    ));
+    assert!(ok, "{err}");
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            xtask::digest::Sha256Hex::of_bytes(raw.as_bytes())
+        ),
+        digest
     );
 }
 
