@@ -83,18 +83,7 @@ pub(crate) fn pull(run: &RunContext) -> Result<Base> {
                 let (m, index) = run
                     .client
                     .image_manifest_for(wanted.as_ref().unwrap_or(base_ref), &run.platform.arch)
-                    .map_err(|e| match e.downcast_ref::<crate::registry::NoPlatform>() {
-                        Some(none) => {
-                            let hint = format!(
-                                "the base {base_ref} has no {} image: give --platform with one \
-                                 it has ({})",
-                                run.platform_name,
-                                none.have.join(", ")
-                            );
-                            e.context(hint)
-                        }
-                        None => e,
-                    })?;
+                    .map_err(|e| platform_hint(run, e))?;
                 if !oci::is_manifest_type(&m.media_type) {
                     bail!("{base_ref}: unsupported manifest type {}", m.media_type);
                 }
@@ -151,6 +140,22 @@ pub(crate) fn pull(run: &RunContext) -> Result<Base> {
         layers,
         layer_paths,
     })
+}
+
+/// Adds to an index's "no such platform" error what to give instead.
+fn platform_hint(run: &RunContext, e: anyhow::Error) -> anyhow::Error {
+    let hint = e.downcast_ref::<crate::registry::NoPlatform>().map(|none| {
+        format!(
+            "the base {} has no {} image: give --platform with one it has ({})",
+            run.base_ref,
+            run.platform_name,
+            none.have.join(", ")
+        )
+    });
+    match hint {
+        Some(h) => e.context(h),
+        None => e,
+    }
 }
 
 /// Requires the base's config to be for the run's platform: a single-platform base of
