@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 pub(crate) use blob::BlobSource;
 pub use blob::{canonical, hex_of, Blob};
+pub(crate) use config::annotations_json;
 pub use config::manifest;
 pub(crate) use config::{add_layer, config, ConfigChanges};
 pub(crate) use docker_archive::docker_archive_dir_to_layout;

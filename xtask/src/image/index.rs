@@ -89,7 +89,6 @@ pub(crate) fn make(req: &Request) -> Result<Built> {
             req.platforms.join(", ")
         );
     };
-    let first: &RunContext = first;
     let built = write(req, first, &images)?;
     note_requests(before, compiled);
     Ok(built)
@@ -192,11 +191,7 @@ fn index_json(images: &[(&RunContext, PlatformImage)], annotations: &[(String, S
         "manifests": manifests,
     });
     if !annotations.is_empty() {
-        index["annotations"] = annotations
-            .iter()
-            .map(|(k, v)| (k.clone(), json!(v)))
-            .collect::<serde_json::Map<_, _>>()
-            .into();
+        index["annotations"] = oci::annotations_json(annotations);
     }
     index
 }

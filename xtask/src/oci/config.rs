@@ -93,11 +93,16 @@ pub fn manifest(config: &Blob, layers: &[Value], annotations: &[(String, String)
         "layers": layers,
     });
     if !annotations.is_empty() {
-        m["annotations"] = annotations
-            .iter()
-            .map(|(k, v)| (k.clone(), json!(v)))
-            .collect::<serde_json::Map<_, _>>()
-            .into();
+        m["annotations"] = annotations_json(annotations);
     }
     m
+}
+
+/// Returns `KEY=VALUE` pairs as the `annotations` object of a manifest or an index.
+pub(crate) fn annotations_json(annotations: &[(String, String)]) -> Value {
+    annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }

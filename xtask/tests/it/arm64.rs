@@ -11,23 +11,11 @@
 //! with binfmt_misc for the run) in which jemalloc writes a heap profile that the image's own
 //! arm64 `jeprof` reads.
 
-use crate::support::{stderr, stdout, xtask};
+use crate::support::{sh, stderr, stdout, xtask};
 use harness::fixtures::binfmt::Registration;
 use harness::fixtures::docker::engine;
 use serde_json::Value;
 use std::path::Path;
-
-fn sh(script: &str) -> (bool, String, String) {
-    let o = std::process::Command::new("sh")
-        .args(["-c", script])
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
 
 fn json_blob(layout: &Path, digest: &str) -> Value {
     let hex = digest.trim_start_matches("sha256:");

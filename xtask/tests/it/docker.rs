@@ -13,25 +13,13 @@
 //! The tests share the host network's ports and the machine's two cores: they run one at
 //! a time.
 
-use crate::support::{assert_both_allocators, stderr, stdout, xtask};
+use crate::support::{assert_both_allocators, sh, stderr, stdout, xtask};
 use harness::fixtures::docker::engine;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use xtask::docker::{docker_text, image_name};
 use xtask::e2e::driver::docker::RUN_LABEL;
-
-fn sh(script: &str) -> (bool, String, String) {
-    let o = std::process::Command::new("sh")
-        .args(["-c", script])
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
 
 fn loaded_name(layout: &Path) -> String {
     image_name(&xtask::oci::layout_ref(layout).unwrap().ref_name)

@@ -4,11 +4,10 @@
 //! `skopeo inspect`, `umoci unpack`, a JVM inside the unpacked rootfs writing a heap profile
 //! through the image's jemalloc, and a second build elsewhere giving the same digest.
 
-use crate::support::{stderr, stdout, xtask, Server};
+use crate::support::{sh, stderr, stdout, xtask, Server};
 use harness::fixtures::{flink_base, registry::Registry};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 struct Env {
     registry: Registry,
@@ -82,15 +81,6 @@ fn subcommand_with_env(
     crate::support::xtask_with_env(&args, env)
 }
 
-fn run(cmd: &str) -> (bool, String, String) {
-    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn profiled_image_from_a_loopback_registry() {
     let _serial = crate::support::serial();
@@ -138,7 +128,7 @@ fn profiled_image_from_a_loopback_registry() {
 /// and environment.
 fn pushed_image_carries_its_inputs(target: &str, digest: &str, w1: &Path) {
     // skopeo reads what was pushed.
-    let (ok, inspect, serr) = run(&format!(
+    let (ok, inspect, serr) = sh(&format!(
         "skopeo inspect --tls-verify=false docker://{target}"
     ));
     assert!(ok, "skopeo inspect: {serr}");
@@ -210,13 +200,13 @@ fn pushed_image_carries_its_inputs(target: &str, digest: &str, w1: &Path) {
 fn rootfs_of_the_pushed_image(target: &str, w1: &Path) -> PathBuf {
     // umoci unpacks what the registry holds (copied back with skopeo).
     let pulled = w1.join("pulled");
-    let (ok, _, serr) = run(&format!(
+    let (ok, _, serr) = sh(&format!(
         "skopeo --insecure-policy copy --src-tls-verify=false docker://{target} oci:{}:img",
         pulled.display()
     ));
     assert!(ok, "skopeo copy: {serr}");
     let bundle = w1.join("bundle");
-    let (ok, _, serr) = run(&format!(
+    let (ok, _, serr) = sh(&format!(
         "umoci unpack --image {}:img {}",
         pulled.display(),
         bundle.display()
@@ -244,7 +234,7 @@ fn rootfs_of_the_pushed_image(target: &str, w1: &Path) -> PathBuf {
 /// wrote.
 fn java_writes_a_heap_profile_inside(rootfs: &Path) -> PathBuf {
     // Inside the image: java with the image's jemalloc preloaded writes a heap profile.
-    let (ok, jout, jerr) = run(&format!(
+    let (ok, jout, jerr) = sh(&format!(
         "unshare -m -p -f sh -c 'mount -t proc proc {r}/proc && mount --rbind /dev {r}/dev && \
          chroot {r} /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin \
          LD_PRELOAD=/opt/jemalloc/lib/libjemalloc.so.2 \
@@ -279,7 +269,7 @@ fn jeprofs_tools_run_inside(rootfs: &Path, heap: &Path) {
     let heap_in = format!("/tmp/{}", heap.file_name().unwrap().to_string_lossy());
     std::fs::write(rootfs.join("tmp/g.dot"), "digraph g { a -> b }\n").unwrap();
     let inside = |script: &str| {
-        run(&format!(
+        sh(&format!(
             "unshare -m -p -f sh -c 'mount -t proc proc {r}/proc && mount --rbind /dev {r}/dev && \
              chroot {r} /usr/bin/env -i PATH=/opt/jemalloc/bin:/usr/local/bin:/usr/bin:/bin sh -c \"{script}\"'",
             r = rootfs.display()
@@ -396,7 +386,7 @@ fn warm_and_locked_without_network(e: &Env, w1: &Path, digest: &str) {
         before,
         "the warm rebuild made no requests to the Debian/jemalloc server"
     );
-    let (ok, ai, aerr) = run(&format!(
+    let (ok, ai, aerr) = sh(&format!(
         "skopeo inspect docker-archive:{}",
         archive.display()
     ));
@@ -556,7 +546,7 @@ fn jemalloc_5_3_0_is_layered_and_named() {
         "{patches}"
     );
     let bundle = t.path().join("bundle");
-    let (ok, _, serr) = run(&format!(
+    let (ok, _, serr) = sh(&format!(
         "umoci unpack --image {}:{} {}",
         layout.display(),
         r.ref_name,
@@ -566,7 +556,7 @@ fn jemalloc_5_3_0_is_layered_and_named() {
     let rootfs = bundle.join("rootfs");
     let heap = java_writes_a_heap_profile_inside(&rootfs);
     let heap_in = format!("/tmp/{}", heap.file_name().unwrap().to_string_lossy());
-    let (ok, jout, jerr) = run(&format!(
+    let (ok, jout, jerr) = sh(&format!(
         "chroot {r} /usr/bin/env -i PATH=/usr/bin:/bin:/opt/jemalloc/bin sh -c \
          'jemalloc-config --version && jeprof --text \"$(readlink -f /usr/bin/java)\" {heap_in}'",
         r = rootfs.display()

@@ -6,11 +6,10 @@
 //! them `<tag>-jemalloc-5.2.1-prof`, and put an SPDX SBOM beside each image that names
 //! jemalloc 5.2.1 and every package of the lock, and that the SPDX reference tools accept.
 
-use crate::support::{stderr, stdout, xtask, Server};
+use crate::support::{sh, stderr, stdout, xtask, Server};
 use harness::fixtures::{flink_base, registry::Registry};
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
 use xtask::image::lock::Lock;
 use xtask::registry::{Reference, RegistryClient};
 
@@ -24,15 +23,6 @@ fn spec_toml(suite: &str, base: &str) -> String {
          scala = \"2.11\"\njava = \"{java}\"\njava_home = \"{}\"\nflink_home = \"/opt/flink\"\n\
          user = \"flink\"\nuid = 9999\ndistribution = \"debian {suite}\"\n",
         b.java_home
-    )
-}
-
-fn sh(cmd: &str) -> (bool, String, String) {
-    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
     )
 }
 

@@ -48,3 +48,13 @@ pub fn stderr(o: &Output) -> String {
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// Runs `script` with `sh -c`; returns whether it succeeded, its stdout and its stderr.
+pub fn sh(script: &str) -> (bool, String, String) {
+    let o = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}

@@ -12,7 +12,7 @@ pub mod report;
 pub mod workflow;
 
 pub use archive::{files_below, sha256_hex, TarBuilder};
-pub use cli::{path_without, stderr, stdout, xtask, xtask_with_env};
+pub use cli::{path_without, sh, stderr, stdout, xtask, xtask_with_env};
 pub use http::{BearerAuth, Fault, Server};
 pub use images::{
     profiled_image, profiled_image_flink2, rebuild_profiled_image, Base, ImageInputs,
